@@ -1,0 +1,17 @@
+//! mailsync-actors: the supervision tree and the durable state it works from.
+//!
+//! ```text
+//! RootSupervisor                      one per daemon; restarts accounts, fans out control RPCs
+//!  └─ AccountActor (one per account)  owns the cursor; spawns and restarts its children
+//!      ├─ HistorySync                 partial sync: history.list pages → jobs for Ingest
+//!      ├─ Backfill                    full sync / gap recovery: messages.list pages → jobs
+//!      └─ Ingest                      drains its durable mailbox: batched get → mirror + feed
+//! ```
+//!
+//! Every actor's real inbox is a sled-backed `DurableMailbox`; ractor messages are wake-ups.
+
+pub mod error;
+pub mod model;
+pub mod ports;
+pub mod mirror;
+pub mod status;

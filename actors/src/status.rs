@@ -1,0 +1,98 @@
+//! Status snapshots the actors report over RPC and the control socket prints. Plain data with
+//! serde derives; no secrets ever enter these types.
+
+use serde::{Deserialize, Serialize};
+
+/// The lifecycle state of one account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountState {
+    /// Children are being spawned.
+    Starting,
+    /// Syncing normally.
+    Running,
+    /// Paused by an admin (`ctl pause`): no provider calls, queues kept.
+    Paused,
+    /// A gap is being recovered (history 404 → backfill + reconcile).
+    Resyncing,
+    /// Credentials no longer work; waits for a person (`mailsync auth`).
+    Disconnected,
+    /// A child exhausted its restart budget; the account stopped, others keep running.
+    Failed,
+    /// Stopping or stopped (shutdown, removed from the config).
+    Stopped,
+}
+
+/// Depth of one durable mailbox.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStat {
+    /// Mailbox name (`<account>/ingest`, ...).
+    pub name: String,
+    /// Jobs waiting to run now.
+    pub pending: u64,
+    /// Jobs leased by a running handler.
+    pub leased: u64,
+    /// Jobs waiting for their retry time.
+    pub delayed: u64,
+    /// Jobs in the dead-letter tree.
+    pub dead: u64,
+}
+
+/// Progress of the current phase, when it has a known size.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Units done (messages fetched, pages read).
+    pub done: u64,
+    /// Units expected in total, if known.
+    pub total: Option<u64>,
+    /// Recent rate in units per second.
+    pub per_second: f64,
+    /// Estimated seconds remaining, if `total` is known and the rate is positive.
+    pub eta_seconds: Option<u64>,
+}
+
+/// Everything `ctl status` shows for one account.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AccountStatus {
+    /// Account id from the config.
+    pub account: String,
+    /// `gmail`, `calendar`, `imap` or `test`.
+    pub kind: String,
+    /// Lifecycle state.
+    pub state: AccountState,
+    /// What the account is doing (`labels`, `listing`, `fetching`, `caught_up`, `resyncing`...).
+    pub phase: String,
+    /// The stored cursor (historyId, syncToken summary, UIDVALIDITY/MODSEQ), if any.
+    pub cursor: Option<String>,
+    /// Durable mailbox depths of the account's children.
+    pub queues: Vec<QueueStat>,
+    /// Child restarts within the current budget window.
+    pub restarts: u32,
+    /// The last error seen, already free of secrets.
+    pub last_error: Option<String>,
+    /// When the last successful sync round finished (ms since the epoch).
+    pub last_sync_ms: Option<u64>,
+    /// Progress of the current phase.
+    pub progress: Option<Progress>,
+    /// Listed ids not yet in the mirror (the sync is not complete while this is non-zero).
+    pub missing: u64,
+    /// Jobs dead-lettered for this account.
+    pub dead_lettered: u64,
+    /// Push / polling health (`push`, `polling`, `degraded (polling)`), when relevant.
+    pub delivery: Option<String>,
+}
+
+/// Everything `ctl status` shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// mailsync version.
+    pub version: String,
+    /// Process id.
+    pub pid: u32,
+    /// Seconds since start.
+    pub uptime_seconds: u64,
+    /// The data directory.
+    pub data_dir: String,
+    /// One entry per configured account.
+    pub accounts: Vec<AccountStatus>,
+}

@@ -1,0 +1,1 @@
+//! mailsync-emulator: Google API emulator.

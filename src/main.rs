@@ -1,0 +1,2 @@
+//! mailsync binary.
+fn main() {}
