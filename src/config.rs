@@ -1,0 +1,1 @@
+//! Configuration: the TOML file plus MAILSYNC_* overrides, validated into `Config`.

@@ -1,0 +1,1 @@
+//! Google API adapters: OAuth, the Gmail REST client with batching and quota pacing.

@@ -1,0 +1,1 @@
+//! Sinks: hand feed events to consumers (Maildir, webhooks).
