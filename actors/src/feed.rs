@@ -1,0 +1,465 @@
+//! The durable change feed: every change the daemon makes, as an ordered, deduplicated log that
+//! consumers read by sequence number, plus the consumers' cursors.
+//!
+//! Layout: `feed`: `seq:be` → event; `feed_keys`: idempotency key → seq; `consumers`: consumer
+//! name → last acked seq; the seq counter lives in `counters`.
+//!
+//! Invariants:
+//! - Seqs are assigned inside the appending transaction from a counter read and incremented in
+//!   that transaction, so they are strictly increasing in commit order and a reader that has
+//!   seen seq N never later sees a smaller seq appear.
+//! - At most one event per idempotency key (a `feed_keys` entry is written in the same
+//!   transaction); a job that runs twice appends nothing the second time. Pruning an event
+//!   drops its key too.
+//! - Readers only see *durable* events: [`Feed::read_after`] and [`Feed::subscribe`] stop at the
+//!   highest seq that a [`crate::store::Store::flush`] has made durable. An event committed but
+//!   not yet flushed can still vanish in a crash, and its seq could then be reused by another
+//!   event; serving it early would let a consumer ack past an event it never saw.
+//! - A consumer cursor only moves forward and is flushed before [`Feed::ack_consumer`] returns.
+//! - [`Feed::prune`] never removes an event a registered consumer has not acked.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{FEED_SEQ, Internal, Store, StoreError, StoreTx, TxError, decode_in, encode};
+
+/// Events removed per transaction by [`Feed::prune`].
+const PRUNE_CHUNK: usize = 512;
+
+/// An event to append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    /// The account it concerns.
+    pub account: String,
+    /// What happened, e.g. `"message.added"`.
+    pub kind: String,
+    /// Idempotency key: one event per key, ever (until pruned).
+    pub key: String,
+    /// JSON bytes provided by the caller.
+    pub payload: Vec<u8>,
+    /// When it happened (ms since the epoch).
+    pub ts_ms: u64,
+}
+
+/// An event read from the feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedEvent {
+    /// Its position in the feed.
+    pub seq: u64,
+    /// The account it concerns.
+    pub account: String,
+    /// What happened.
+    pub kind: String,
+    /// Idempotency key.
+    pub key: String,
+    /// JSON bytes.
+    pub payload: Vec<u8>,
+    /// When it happened (ms since the epoch).
+    pub ts_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EventRecord {
+    account: String,
+    kind: String,
+    key: String,
+    payload: Vec<u8>,
+    ts_ms: u64,
+}
+
+pub(crate) fn tx_append(tx: &StoreTx<'_>, ev: &NewEvent) -> Result<Option<u64>, TxError> {
+    let keys = tx.tree(Internal::FeedKeys);
+    if keys.get(ev.key.as_bytes())?.is_some() {
+        return Ok(None);
+    }
+    let seq = tx.next_counter(FEED_SEQ)?;
+    let rec = EventRecord {
+        account: ev.account.clone(),
+        kind: ev.kind.clone(),
+        key: ev.key.clone(),
+        payload: ev.payload.clone(),
+        ts_ms: ev.ts_ms,
+    };
+    tx.tree(Internal::Feed)
+        .insert(&seq.to_be_bytes()[..], encode(&rec))?;
+    keys.insert(ev.key.as_bytes(), encode(&seq))?;
+    Ok(Some(seq))
+}
+
+fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = key
+        .try_into()
+        .map_err(|_| StoreError::corrupt("feed key", "bad key length"))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+/// The change feed of a store. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Feed {
+    store: Store,
+}
+
+impl Feed {
+    pub(crate) fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Appends one event in its own transaction (not flushed; see [`StoreTx::append_event`]).
+    pub fn append(&self, ev: NewEvent) -> Result<Option<u64>, StoreError> {
+        self.store.transaction(|tx| tx.append_event(ev.clone()))
+    }
+
+    /// Up to `limit` durable events with `seq > after_seq`, in seq order.
+    pub fn read_after(&self, after_seq: u64, limit: usize) -> Result<Vec<FeedEvent>, StoreError> {
+        let durable = self.durable_seq();
+        if after_seq >= durable || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let start = (after_seq + 1).to_be_bytes();
+        let end = durable.to_be_bytes();
+        let mut out = Vec::new();
+        for item in self
+            .store
+            .internal(Internal::Feed)
+            .range(start..=end)
+            .take(limit)
+        {
+            let (k, v) = item.map_err(StoreError::sled("reading the feed"))?;
+            let seq = seq_of(&k)?;
+            let rec: EventRecord = decode_in(&format!("feed event {seq}"), &v)?;
+            out.push(FeedEvent {
+                seq,
+                account: rec.account,
+                kind: rec.kind,
+                key: rec.key,
+                payload: rec.payload,
+                ts_ms: rec.ts_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The highest seq ever committed (0 when the feed is empty), durable or not.
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        match self
+            .store
+            .internal(Internal::Counters)
+            .get(FEED_SEQ)
+            .map_err(StoreError::sled("reading the feed seq"))?
+        {
+            Some(v) => decode_in("counter feed_seq", &v),
+            None => Ok(0),
+        }
+    }
+
+    /// The highest seq known durable: what readers and subscribers see.
+    pub fn durable_seq(&self) -> u64 {
+        *self.store.durable_feed().borrow()
+    }
+
+    /// A receiver notified with [`Feed::durable_seq`] whenever a flush makes newly appended
+    /// events durable (never before their transaction committed and was flushed).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.store.durable_feed().subscribe()
+    }
+
+    /// The last seq `consumer` acked, or `None` if it is not registered.
+    pub fn consumer_cursor(&self, consumer: &str) -> Result<Option<u64>, StoreError> {
+        match self
+            .store
+            .internal(Internal::Consumers)
+            .get(consumer.as_bytes())
+            .map_err(StoreError::sled("reading a consumer cursor"))?
+        {
+            Some(v) => Ok(Some(decode_in(&format!("consumer {consumer:?}"), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Registers `consumer` with its cursor at `from_seq` (it will be served `from_seq + 1`
+    /// onwards). Registering a consumer that exists keeps its cursor. Flushed.
+    pub fn register_consumer(&self, consumer: &str, from_seq: u64) -> Result<(), StoreError> {
+        let _ = self
+            .store
+            .internal(Internal::Consumers)
+            .compare_and_swap(
+                consumer.as_bytes(),
+                None as Option<&[u8]>,
+                Some(encode(&from_seq)),
+            )
+            .map_err(StoreError::sled("registering a consumer"))?;
+        self.store.flush()
+    }
+
+    /// Forgets `consumer`: it no longer holds back pruning. Flushed.
+    pub fn unregister_consumer(&self, consumer: &str) -> Result<(), StoreError> {
+        self.store
+            .internal(Internal::Consumers)
+            .remove(consumer.as_bytes())
+            .map_err(StoreError::sled("unregistering a consumer"))?;
+        self.store.flush()
+    }
+
+    /// Records that `consumer` has processed everything up to `seq`. Monotonic: an older seq
+    /// leaves the cursor where it is. Flushed before returning.
+    pub fn ack_consumer(&self, consumer: &str, seq: u64) -> Result<(), StoreError> {
+        let tree = self.store.internal(Internal::Consumers);
+        loop {
+            let Some(old) = tree
+                .get(consumer.as_bytes())
+                .map_err(StoreError::sled("reading a consumer cursor"))?
+            else {
+                return Err(StoreError::UnknownConsumer(consumer.to_owned()));
+            };
+            let cur: u64 = decode_in(&format!("consumer {consumer:?}"), &old)?;
+            if seq <= cur {
+                return Ok(());
+            }
+            let swapped = tree
+                .compare_and_swap(consumer.as_bytes(), Some(old), Some(encode(&seq)))
+                .map_err(StoreError::sled("advancing a consumer cursor"))?;
+            if swapped.is_ok() {
+                return self.store.flush();
+            }
+        }
+    }
+
+    /// Every registered consumer with its cursor, by name.
+    pub fn consumers(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.store.internal(Internal::Consumers).iter() {
+            let (k, v) = item.map_err(StoreError::sled("listing consumers"))?;
+            let name = String::from_utf8(k.to_vec())
+                .map_err(|e| StoreError::corrupt("consumer name", e))?;
+            let seq = decode_in(&format!("consumer {name:?}"), &v)?;
+            out.push((name, seq));
+        }
+        Ok(out)
+    }
+
+    /// Removes events that every registered consumer has acked and that are older than
+    /// `retention` (`ts_ms + retention <= now_ms`), with their idempotency keys. With no
+    /// registered consumer, age alone decides. Returns how many were removed. Not flushed.
+    pub fn prune(&self, retention: Duration, now_ms: u64) -> Result<usize, StoreError> {
+        let acked_by_all = self
+            .consumers()?
+            .into_iter()
+            .map(|(_, seq)| seq)
+            .min()
+            .unwrap_or(u64::MAX);
+        let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+        let feed = self.store.internal(Internal::Feed);
+        let mut removed = 0;
+        let mut after = 0u64;
+        loop {
+            if after >= acked_by_all {
+                return Ok(removed);
+            }
+            let mut batch = Vec::new();
+            let mut scanned = 0;
+            let start = after.saturating_add(1).to_be_bytes();
+            for item in feed
+                .range(start..=acked_by_all.to_be_bytes())
+                .take(PRUNE_CHUNK)
+            {
+                let (k, v) = item.map_err(StoreError::sled("scanning the feed"))?;
+                let seq = seq_of(&k)?;
+                scanned += 1;
+                after = seq;
+                let rec: EventRecord = decode_in(&format!("feed event {seq}"), &v)?;
+                if rec.ts_ms.saturating_add(retention_ms) <= now_ms {
+                    batch.push((seq, rec.key));
+                }
+            }
+            if !batch.is_empty() {
+                removed += self.store.transaction(|tx| {
+                    let mut n = 0;
+                    for (seq, key) in &batch {
+                        if tx
+                            .tree(Internal::Feed)
+                            .remove(&seq.to_be_bytes()[..])?
+                            .is_none()
+                        {
+                            continue;
+                        }
+                        n += 1;
+                        let keys = tx.tree(Internal::FeedKeys);
+                        if let Some(v) = keys.get(key.as_bytes())?
+                            && decode_in::<u64>("feed_keys value", &v)? == *seq
+                        {
+                            keys.remove(key.as_bytes())?;
+                        }
+                    }
+                    Ok(n)
+                })?;
+            }
+            if scanned < PRUNE_CHUNK {
+                return Ok(removed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(key: &str, ts_ms: u64) -> NewEvent {
+        NewEvent {
+            account: "acct1".into(),
+            kind: "message.added".into(),
+            key: key.into(),
+            payload: br#"{"id":"m1"}"#.to_vec(),
+            ts_ms,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    fn seqs(events: &[FeedEvent]) -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn append_dedupes_by_key_and_seq_is_monotonic() {
+        let (_d, store) = open();
+        let feed = store.feed();
+        assert_eq!(feed.append(ev("a", 1)).unwrap(), Some(1));
+        assert_eq!(feed.append(ev("b", 1)).unwrap(), Some(2));
+        assert_eq!(feed.append(ev("a", 2)).unwrap(), None);
+        let in_tx = store
+            .transaction(|tx| {
+                Ok((
+                    tx.append_event(ev("c", 1))?,
+                    tx.append_event(ev("c", 1))?,
+                    tx.append_event(ev("d", 1))?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(in_tx, (Some(3), None, Some(4)));
+        assert_eq!(feed.last_seq().unwrap(), 4);
+        store.flush().unwrap();
+        let all = feed.read_after(0, 100).unwrap();
+        assert_eq!(seqs(&all), [1, 2, 3, 4]);
+        assert_eq!(all[0].key, "a");
+        assert_eq!(all[0].payload, br#"{"id":"m1"}"#);
+        assert_eq!(seqs(&feed.read_after(2, 1).unwrap()), [3]);
+    }
+
+    #[test]
+    fn readers_and_subscribers_see_events_only_after_flush() {
+        let (_d, store) = open();
+        let feed = store.feed();
+        let mut rx = feed.subscribe();
+        assert_eq!(*rx.borrow_and_update(), 0);
+        feed.append(ev("a", 1)).unwrap();
+        assert!(!rx.has_changed().unwrap());
+        assert!(feed.read_after(0, 10).unwrap().is_empty());
+        store.flush().unwrap();
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), 1);
+        assert_eq!(seqs(&feed.read_after(0, 10).unwrap()), [1]);
+        // An aborted transaction notifies nobody and consumes no seq.
+        let _ = store.transaction(|tx| {
+            tx.append_event(ev("b", 1))?;
+            Err::<(), _>(TxError::abort("no"))
+        });
+        store.flush().unwrap();
+        assert!(!rx.has_changed().unwrap());
+        assert_eq!(feed.append(ev("b", 1)).unwrap(), Some(2));
+    }
+
+    #[test]
+    fn seq_and_dedupe_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.feed().append(ev("a", 1)).unwrap();
+            store.feed().append(ev("b", 1)).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let feed = store.feed();
+        assert_eq!(feed.durable_seq(), 2);
+        assert_eq!(feed.append(ev("a", 1)).unwrap(), None);
+        assert_eq!(feed.append(ev("c", 1)).unwrap(), Some(3));
+    }
+
+    #[test]
+    fn consumer_cursor_is_monotonic_and_registration_keeps_it() {
+        let (_d, store) = open();
+        let feed = store.feed();
+        assert_eq!(feed.consumer_cursor("sink").unwrap(), None);
+        assert!(matches!(
+            feed.ack_consumer("sink", 1),
+            Err(StoreError::UnknownConsumer(_))
+        ));
+        feed.register_consumer("sink", 0).unwrap();
+        feed.ack_consumer("sink", 5).unwrap();
+        feed.ack_consumer("sink", 3).unwrap();
+        assert_eq!(feed.consumer_cursor("sink").unwrap(), Some(5));
+        feed.register_consumer("sink", 0).unwrap();
+        assert_eq!(feed.consumer_cursor("sink").unwrap(), Some(5));
+        feed.register_consumer("other", 2).unwrap();
+        assert_eq!(
+            feed.consumers().unwrap(),
+            vec![("other".to_string(), 2), ("sink".to_string(), 5)]
+        );
+        feed.unregister_consumer("other").unwrap();
+        assert_eq!(feed.consumers().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn prune_removes_only_old_events_acked_by_every_consumer() {
+        let (_d, store) = open();
+        let feed = store.feed();
+        for i in 1..=10u64 {
+            feed.append(ev(&format!("k{i}"), i * 1000)).unwrap();
+        }
+        store.flush().unwrap();
+        feed.register_consumer("fast", 8).unwrap();
+        feed.register_consumer("slow", 4).unwrap();
+        let retention = Duration::from_secs(3);
+        // now = 9_000: old enough are ts <= 6_000 (seq 1..=6), acked by both: seq <= 4.
+        assert_eq!(feed.prune(retention, 9_000).unwrap(), 4);
+        assert_eq!(seqs(&feed.read_after(0, 100).unwrap()), [5, 6, 7, 8, 9, 10]);
+        // A pruned key may be appended again (it gets a new seq); an unpruned one may not.
+        assert_eq!(feed.append(ev("k1", 0)).unwrap(), Some(11));
+        assert_eq!(feed.append(ev("k5", 0)).unwrap(), None);
+        feed.ack_consumer("slow", 10).unwrap();
+        assert_eq!(feed.prune(retention, 9_000).unwrap(), 2, "seq 5 and 6");
+        assert_eq!(feed.prune(retention, 100_000).unwrap(), 2, "seq 7 and 8");
+        store.flush().unwrap();
+        assert_eq!(seqs(&feed.read_after(0, 100).unwrap()), [9, 10, 11]);
+        feed.unregister_consumer("fast").unwrap();
+        feed.unregister_consumer("slow").unwrap();
+        assert_eq!(
+            feed.prune(retention, 100_000).unwrap(),
+            3,
+            "no consumer: age decides"
+        );
+        assert_eq!(feed.last_seq().unwrap(), 11, "seqs are never reused");
+    }
+
+    #[test]
+    fn prune_handles_more_than_one_chunk() {
+        let (_d, store) = open();
+        let feed = store.feed();
+        store
+            .transaction(|tx| {
+                for i in 0..1300 {
+                    tx.append_event(ev(&format!("k{i}"), 0))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        feed.register_consumer("c", 1200).unwrap();
+        assert_eq!(feed.prune(Duration::ZERO, 1).unwrap(), 1200);
+        assert_eq!(feed.read_after(0, 10_000).unwrap().len(), 100);
+    }
+}

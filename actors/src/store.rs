@@ -1,0 +1,878 @@
+//! The sled store: one database per daemon, the trees inside it, value encoding, schema
+//! versioning and the one multi-tree transaction every commit point goes through.
+//!
+//! What lives here:
+//! - [`Store`]: opens the database (exclusively: a second opener gets [`StoreError::Locked`]),
+//!   checks and migrates the schema version kept in the `meta` tree, hands out
+//!   [`DurableMailbox`]es, the [`Feed`] and the generic keyspaces ([`Space`]).
+//! - [`StoreTx`]: the view a [`Store::transaction`] closure gets. Effects, job enqueues/acks and
+//!   feed appends made through it commit together or not at all.
+//! - [`encode`]/[`decode`]: every stored value is one version byte ([`VALUE_VERSION`]) followed by
+//!   bincode 2 (serde, standard config). A value that does not decode is a
+//!   [`StoreError::Corrupt`], never a panic.
+//!
+//! Invariants:
+//! - Nothing is durable until [`Store::flush`] / [`Store::flush_async`] returns; callers flush at
+//!   their commit points and only then tell anyone (design notes §1).
+//! - Keys use big-endian integers so sled's byte order is numeric order.
+//! - Internal trees (jobs, delayed, pending keys, dead letters, feed, feed keys, consumers,
+//!   counters) are reachable only through the mailbox/feed APIs and [`StoreTx`]; [`Space`] names
+//!   the trees other modules may use freely. In [`Space::Meta`] the key `schema_version` is
+//!   reserved.
+//! - Sequence counters (job seq, feed seq) are read and incremented inside transactions, so they
+//!   are strictly increasing in commit order.
+
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+    UnabortableTransactionError,
+};
+
+use crate::backoff::RetryPolicy;
+use crate::feed::{Feed, NewEvent};
+use crate::mailbox::{DurableMailbox, EnqueueOutcome, Job, JobId, NackOutcome, Priority};
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: u32 = 1;
+/// The first byte of every value written by [`encode`].
+pub const VALUE_VERSION: u8 = 1;
+/// The key of the schema version in the `meta` tree.
+pub const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
+/// Name of the lock file taken in the store directory.
+pub const LOCK_FILE: &str = "mailsync.lock";
+
+/// A migration from schema version `n` to `n + 1`. Runs before anything else touches the db.
+pub type Migration = fn(&sled::Db) -> Result<(), String>;
+
+/// `MIGRATIONS[i]` upgrades schema version `i + 1` to `i + 2`. Empty while the schema is v1.
+pub const MIGRATIONS: &[Migration] = &[];
+
+/// Errors of the store, the mailboxes and the feed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (or another `Store` in this process) holds the store.
+    #[error(
+        "another mailsync daemon is using {dir}: its store is locked (stop it, or give this one another data directory)"
+    )]
+    Locked {
+        /// The store directory.
+        dir: PathBuf,
+    },
+    /// The directory or its lock file could not be created or opened.
+    #[error("cannot prepare the store directory {dir}: {source}")]
+    Io {
+        /// The store directory.
+        dir: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// sled refused to open the database.
+    #[error("cannot open the store in {dir}: {source}")]
+    Open {
+        /// The store directory.
+        dir: PathBuf,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// The store was written by a newer mailsync.
+    #[error(
+        "the store in {dir} has schema version {found}, newer than this build supports ({supported}); upgrade mailsync"
+    )]
+    SchemaTooNew {
+        /// The store directory.
+        dir: PathBuf,
+        /// Version found on disk.
+        found: u32,
+        /// Newest version this build knows.
+        supported: u32,
+    },
+    /// A schema migration failed; the store is left at version `from`.
+    #[error("migrating the store from schema version {from} to {} failed: {reason}", from + 1)]
+    Migration {
+        /// Version the failed migration started from.
+        from: u32,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A sled operation failed.
+    #[error("storage error while {context}: {source}")]
+    Sled {
+        /// What the store was doing.
+        context: &'static str,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// A stored key or value could not be decoded.
+    #[error("corrupt data in the store ({context}): {reason}")]
+    Corrupt {
+        /// Which tree/key/value.
+        context: String,
+        /// Why it does not decode.
+        reason: String,
+    },
+    /// A value could not be encoded (a bug in a `Serialize` impl).
+    #[error("cannot encode a value: {0}")]
+    Encode(String),
+    /// A transaction closure aborted with [`TxError::Abort`]; the reason is passed through
+    /// (downcast it to recover a typed error).
+    #[error("transaction aborted: {0}")]
+    Aborted(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The job is no longer pending (acked, dead-lettered or cleared meanwhile).
+    #[error("job {id} is no longer in mailbox {mailbox}")]
+    JobNotFound {
+        /// The mailbox.
+        mailbox: String,
+        /// The job.
+        id: JobId,
+    },
+    /// A feed consumer that was never registered.
+    #[error("feed consumer {0:?} is not registered")]
+    UnknownConsumer(String),
+}
+
+impl StoreError {
+    pub(crate) fn sled(context: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
+        move |source| StoreError::Sled { context, source }
+    }
+
+    pub(crate) fn corrupt(context: impl Into<String>, reason: impl fmt::Display) -> StoreError {
+        StoreError::Corrupt {
+            context: context.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The error type of a [`Store::transaction`] closure.
+#[derive(Debug, thiserror::Error)]
+pub enum TxError {
+    /// Give up: nothing the closure wrote is committed. [`Store::transaction`] returns
+    /// [`StoreError::Aborted`] carrying this reason.
+    #[error("transaction aborted: {0}")]
+    Abort(Box<dyn std::error::Error + Send + Sync>),
+    /// A store error inside the transaction (e.g. a corrupt value); aborts, and is returned as is.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A concurrent transaction conflicted; `Store::transaction` retries the closure. Produced
+    /// by `?` on sled operations; do not construct or swallow it.
+    #[error("transaction conflict (retried)")]
+    Conflict,
+    /// sled failed; aborts.
+    #[error("storage error in a transaction: {0}")]
+    Storage(sled::Error),
+}
+
+impl TxError {
+    /// Aborts the transaction with a reason (a typed error or a message).
+    pub fn abort(reason: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        TxError::Abort(reason.into())
+    }
+}
+
+impl From<UnabortableTransactionError> for TxError {
+    fn from(e: UnabortableTransactionError) -> Self {
+        match e {
+            UnabortableTransactionError::Conflict => TxError::Conflict,
+            UnabortableTransactionError::Storage(s) => TxError::Storage(s),
+        }
+    }
+}
+
+/// Encodes a value for the store: [`VALUE_VERSION`] then bincode 2 (serde, standard config).
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let mut out = vec![VALUE_VERSION];
+    // Encoding into a Vec cannot run out of space; the only failure is a custom Serialize impl
+    // returning an error, which no type stored here has.
+    match bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard()) {
+        Ok(_) => out,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot encode a store value.");
+            vec![VALUE_VERSION]
+        }
+    }
+}
+
+/// Encodes a value, reporting a failing `Serialize` impl as [`StoreError::Encode`].
+pub fn try_encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![VALUE_VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
+        .map_err(|e| StoreError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decodes a value written by [`encode`]. A wrong version byte, truncated or trailing bytes
+/// are [`StoreError::Corrupt`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    decode_in("value", bytes)
+}
+
+/// [`decode`] with a description of where the value came from for the error message.
+pub(crate) fn decode_in<T: DeserializeOwned>(context: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    let Some((&version, body)) = bytes.split_first() else {
+        return Err(StoreError::corrupt(context, "empty value"));
+    };
+    if version != VALUE_VERSION {
+        return Err(StoreError::corrupt(
+            context,
+            format!("unknown value version {version} (expected {VALUE_VERSION})"),
+        ));
+    }
+    let (value, used) = bincode::serde::decode_from_slice(body, bincode::config::standard())
+        .map_err(|e| StoreError::corrupt(context, e))?;
+    if used != body.len() {
+        return Err(StoreError::corrupt(
+            context,
+            format!("{} trailing bytes", body.len() - used),
+        ));
+    }
+    Ok(value)
+}
+
+/// The generic keyspaces other modules keep their own data in; each is one sled tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Space {
+    /// Account records and their status.
+    Accounts,
+    /// Sync cursors (historyId, page tokens, sync tokens, UIDVALIDITY/UIDNEXT).
+    Cursors,
+    /// Mirrored messages.
+    Messages,
+    /// Labels / folders.
+    Labels,
+    /// Message → labels index.
+    MessageLabels,
+    /// Store-wide metadata; the key `schema_version` is reserved.
+    Meta,
+    /// Sink state (e.g. maildir bookkeeping).
+    Sinks,
+    /// Mirrored calendar data.
+    Calendar,
+    /// IMAP-specific state.
+    Imap,
+    /// Raw bodies kept for debugging inputs that failed to parse.
+    Raw,
+}
+
+impl Space {
+    /// Every space, in tree order.
+    pub const ALL: [Space; 10] = [
+        Space::Accounts,
+        Space::Cursors,
+        Space::Messages,
+        Space::Labels,
+        Space::MessageLabels,
+        Space::Meta,
+        Space::Sinks,
+        Space::Calendar,
+        Space::Imap,
+        Space::Raw,
+    ];
+
+    /// The sled tree name.
+    pub fn tree_name(self) -> &'static str {
+        match self {
+            Space::Accounts => "accounts",
+            Space::Cursors => "cursors",
+            Space::Messages => "messages",
+            Space::Labels => "labels",
+            Space::MessageLabels => "message_labels",
+            Space::Meta => "meta",
+            Space::Sinks => "sinks",
+            Space::Calendar => "calendar",
+            Space::Imap => "imap",
+            Space::Raw => "raw",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Trees owned by the mailbox and feed modules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Internal {
+    /// `mailbox prefix ++ (255 - priority) ++ seq:be` → job record (ready jobs).
+    Jobs,
+    /// `mailbox prefix ++ not_before_ms:be ++ seq:be` → job record (jobs waiting for a retry).
+    Delayed,
+    /// `mailbox prefix ++ idempotency key` → [`crate::mailbox`] pending ref.
+    PendingKeys,
+    /// `mailbox prefix ++ seq:be` → job record with its last error.
+    Dead,
+    /// `seq:be` → feed event.
+    Feed,
+    /// `idempotency key` → seq.
+    FeedKeys,
+    /// `consumer name` → acked seq.
+    Consumers,
+    /// `counter name` → u64.
+    Counters,
+}
+
+impl Internal {
+    const ALL: [Internal; 8] = [
+        Internal::Jobs,
+        Internal::Delayed,
+        Internal::PendingKeys,
+        Internal::Dead,
+        Internal::Feed,
+        Internal::FeedKeys,
+        Internal::Consumers,
+        Internal::Counters,
+    ];
+
+    fn tree_name(self) -> &'static str {
+        match self {
+            Internal::Jobs => "jobs",
+            Internal::Delayed => "jobs_delayed",
+            Internal::PendingKeys => "pending_keys",
+            Internal::Dead => "dead",
+            Internal::Feed => "feed",
+            Internal::FeedKeys => "feed_keys",
+            Internal::Consumers => "consumers",
+            Internal::Counters => "counters",
+        }
+    }
+
+    fn index(self) -> usize {
+        Space::ALL.len() + self as usize
+    }
+}
+
+/// Counter of job sequence numbers (in [`Internal::Counters`]).
+pub(crate) const JOB_SEQ: &[u8] = b"job_seq";
+/// Counter of feed sequence numbers (in [`Internal::Counters`]).
+pub(crate) const FEED_SEQ: &[u8] = b"feed_seq";
+
+type Leases = Arc<Mutex<HashSet<JobId>>>;
+
+struct Inner {
+    // Field order is drop order: the database closes before the lock file is released.
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    dir: PathBuf,
+    leases: Mutex<HashMap<String, Leases>>,
+    /// Highest feed seq committed by a transaction of this process (or found at open).
+    committed_feed_seq: AtomicU64,
+    /// Highest feed seq known durable; what subscribers see.
+    durable_feed: tokio::sync::watch::Sender<u64>,
+    _lock: File,
+}
+
+/// The daemon's sled store. Cheap to clone (an `Arc` inside); the database closes, and its
+/// lock is released, when the last clone (including mailboxes and feeds) is dropped.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens or creates the store in `dir`: takes the directory's lock (a second opener, in this
+    /// process or another, gets [`StoreError::Locked`]), opens sled, checks the schema version
+    /// and runs the migrations up to [`SCHEMA_VERSION`].
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with(dir, MIGRATIONS)
+    }
+
+    /// [`Store::open`] with an explicit migration table (tests).
+    pub(crate) fn open_with(dir: &Path, migrations: &[Migration]) -> Result<Store, StoreError> {
+        let io = |source| StoreError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let db =
+            sled::Config::new()
+                .path(dir.join("db"))
+                .open()
+                .map_err(|source| match &source {
+                    // sled takes its own flock; a straggler of a just-dropped Store can still hold it.
+                    sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
+                        StoreError::Locked {
+                            dir: dir.to_path_buf(),
+                        }
+                    }
+                    _ => StoreError::Open {
+                        dir: dir.to_path_buf(),
+                        source,
+                    },
+                })?;
+        migrate(&db, dir, migrations)?;
+        let mut trees = Vec::with_capacity(Space::ALL.len() + Internal::ALL.len());
+        for name in Space::ALL
+            .iter()
+            .map(|s| s.tree_name())
+            .chain(Internal::ALL.iter().map(|t| t.tree_name()))
+        {
+            trees.push(
+                db.open_tree(name)
+                    .map_err(StoreError::sled("opening a tree"))?,
+            );
+        }
+        let feed_seq = read_counter(&trees[Internal::Counters.index()], FEED_SEQ)?;
+        let (durable_feed, _) = tokio::sync::watch::channel(feed_seq);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                trees,
+                dir: dir.to_path_buf(),
+                leases: Mutex::new(HashMap::new()),
+                committed_feed_seq: AtomicU64::new(feed_seq),
+                durable_feed,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Makes everything committed so far durable (sled flush), then tells feed subscribers.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let committed = self.inner.committed_feed_seq.load(Ordering::Acquire);
+        self.inner
+            .db
+            .flush()
+            .map_err(StoreError::sled("flushing"))?;
+        self.publish_durable(committed);
+        Ok(())
+    }
+
+    /// [`Store::flush`] without blocking the runtime thread.
+    pub async fn flush_async(&self) -> Result<(), StoreError> {
+        let committed = self.inner.committed_feed_seq.load(Ordering::Acquire);
+        self.inner
+            .db
+            .flush_async()
+            .await
+            .map_err(StoreError::sled("flushing"))?;
+        self.publish_durable(committed);
+        Ok(())
+    }
+
+    fn publish_durable(&self, seq: u64) {
+        self.inner.durable_feed.send_if_modified(|cur| {
+            if seq > *cur {
+                *cur = seq;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The durable mailbox `name` (e.g. `"acct1/ingest"`). Every handle with the same name shares
+    /// the same in-memory lease set.
+    pub fn mailbox(&self, name: &str) -> DurableMailbox {
+        let leases = {
+            let mut reg = self
+                .inner
+                .leases
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            reg.entry(name.to_owned()).or_default().clone()
+        };
+        DurableMailbox::new(self.clone(), name, leases)
+    }
+
+    /// The change feed.
+    pub fn feed(&self) -> Feed {
+        Feed::new(self.clone())
+    }
+
+    /// The tree of a generic keyspace.
+    pub fn kv(&self, space: Space) -> &sled::Tree {
+        &self.inner.trees[space.index()]
+    }
+
+    pub(crate) fn internal(&self, tree: Internal) -> &sled::Tree {
+        &self.inner.trees[tree.index()]
+    }
+
+    pub(crate) fn durable_feed(&self) -> &tokio::sync::watch::Sender<u64> {
+        &self.inner.durable_feed
+    }
+
+    /// Runs `f` as one atomic, serializable sled transaction over every tree and returns its
+    /// value. sled may run `f` several times (on conflicts), so it must be idempotent and must
+    /// not have side effects outside the [`StoreTx`]. Nothing is durable until the next flush.
+    pub fn transaction<T>(
+        &self,
+        f: impl Fn(&mut StoreTx<'_>) -> Result<T, TxError>,
+    ) -> Result<T, StoreError> {
+        let appended = Cell::new(None::<u64>);
+        let trees: &[sled::Tree] = &self.inner.trees;
+        let result = trees.transaction(|view: &Vec<TransactionalTree>| {
+            let mut tx = StoreTx {
+                trees: view,
+                appended: Cell::new(None),
+            };
+            match f(&mut tx) {
+                Ok(v) => {
+                    appended.set(tx.appended.get());
+                    Ok(v)
+                }
+                Err(TxError::Conflict) => Err(ConflictableTransactionError::Conflict),
+                Err(TxError::Storage(e)) => Err(ConflictableTransactionError::Storage(e)),
+                Err(other) => Err(ConflictableTransactionError::Abort(other)),
+            }
+        });
+        match result {
+            Ok(v) => {
+                if let Some(seq) = appended.get() {
+                    self.inner
+                        .committed_feed_seq
+                        .fetch_max(seq, Ordering::AcqRel);
+                }
+                Ok(v)
+            }
+            Err(TransactionError::Abort(TxError::Abort(reason))) => {
+                Err(StoreError::Aborted(reason))
+            }
+            Err(TransactionError::Abort(TxError::Store(e))) => Err(e),
+            Err(TransactionError::Abort(TxError::Storage(source))) => Err(StoreError::Sled {
+                context: "running a transaction",
+                source,
+            }),
+            Err(TransactionError::Abort(TxError::Conflict)) => {
+                unreachable!("conflicts are retried, never aborted")
+            }
+            Err(TransactionError::Storage(source)) => Err(StoreError::Sled {
+                context: "committing a transaction",
+                source,
+            }),
+        }
+    }
+}
+
+/// Reads a u64 counter outside a transaction (0 when absent).
+fn read_counter(tree: &sled::Tree, name: &[u8]) -> Result<u64, StoreError> {
+    match tree
+        .get(name)
+        .map_err(StoreError::sled("reading a counter"))?
+    {
+        Some(v) => decode_in(&format!("counter {}", String::from_utf8_lossy(name)), &v),
+        None => Ok(0),
+    }
+}
+
+/// Checks the schema version and runs `migrations` up to the current version.
+fn migrate(db: &sled::Db, dir: &Path, migrations: &[Migration]) -> Result<(), StoreError> {
+    let current = u32::try_from(migrations.len() + 1).unwrap_or(u32::MAX);
+    let meta = db
+        .open_tree(Space::Meta.tree_name())
+        .map_err(StoreError::sled("opening the meta tree"))?;
+    let found: u32 = match meta
+        .get(SCHEMA_VERSION_KEY)
+        .map_err(StoreError::sled("reading the schema version"))?
+    {
+        Some(v) => decode_in("meta/schema_version", &v)?,
+        None => {
+            // A fresh store: stamp it with the current version.
+            meta.insert(SCHEMA_VERSION_KEY, encode(&current))
+                .map_err(StoreError::sled("writing the schema version"))?;
+            db.flush().map_err(StoreError::sled("flushing"))?;
+            return Ok(());
+        }
+    };
+    if found > current {
+        return Err(StoreError::SchemaTooNew {
+            dir: dir.to_path_buf(),
+            found,
+            supported: current,
+        });
+    }
+    if found == 0 {
+        return Err(StoreError::corrupt("meta/schema_version", "version 0"));
+    }
+    for version in found..current {
+        tracing::info!(
+            from = version,
+            to = version + 1,
+            "Migrating the store schema."
+        );
+        let step = migrations[(version - 1) as usize];
+        step(db).map_err(|reason| StoreError::Migration {
+            from: version,
+            reason,
+        })?;
+        meta.insert(SCHEMA_VERSION_KEY, encode(&(version + 1)))
+            .map_err(StoreError::sled("writing the schema version"))?;
+        db.flush().map_err(StoreError::sled("flushing"))?;
+    }
+    Ok(())
+}
+
+/// The view a [`Store::transaction`] closure works through. Everything done through one
+/// `StoreTx` commits atomically.
+pub struct StoreTx<'a> {
+    trees: &'a [TransactionalTree],
+    appended: Cell<Option<u64>>,
+}
+
+impl StoreTx<'_> {
+    pub(crate) fn tree(&self, tree: Internal) -> &TransactionalTree {
+        &self.trees[tree.index()]
+    }
+
+    fn space(&self, space: Space) -> &TransactionalTree {
+        &self.trees[space.index()]
+    }
+
+    /// Reads a key of a generic keyspace (sees this transaction's own writes).
+    pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<sled::IVec>, TxError> {
+        Ok(self.space(space).get(key)?)
+    }
+
+    /// Writes a key of a generic keyspace.
+    pub fn insert(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), TxError> {
+        self.space(space).insert(key, value)?;
+        Ok(())
+    }
+
+    /// Removes a key of a generic keyspace.
+    pub fn remove(&self, space: Space, key: &[u8]) -> Result<(), TxError> {
+        self.space(space).remove(key)?;
+        Ok(())
+    }
+
+    /// Enqueues a job in `mailbox` unless a job with the same `key` is already pending there
+    /// (ready, leased or delayed), in which case that job's id is returned as a duplicate.
+    pub fn enqueue(
+        &self,
+        mailbox: &str,
+        priority: Priority,
+        key: &str,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<EnqueueOutcome, TxError> {
+        crate::mailbox::tx_enqueue(self, mailbox, priority, key, payload, now_ms)
+    }
+
+    /// Removes a (leased) job and its pending-key entry. Call
+    /// [`DurableMailbox::release`] after the transaction commits. Acking a job that is gone is
+    /// a no-op.
+    pub fn ack(&self, job: &Job) -> Result<(), TxError> {
+        crate::mailbox::tx_ack(self, job)
+    }
+
+    /// Records a failure of `job` (see [`DurableMailbox::nack`]); the delay is drawn from the
+    /// thread RNG. Call [`DurableMailbox::release`] after the transaction commits.
+    pub fn nack(
+        &self,
+        job: &Job,
+        error: &str,
+        policy: &RetryPolicy,
+        now_ms: u64,
+    ) -> Result<NackOutcome, TxError> {
+        let attempt = job.attempts.saturating_add(1);
+        let delay = policy.delay(attempt, &mut rand::rng());
+        crate::mailbox::tx_nack(self, job, error, policy, now_ms, delay)
+    }
+
+    /// Appends a feed event; `None` if an event with the same idempotency key exists already.
+    /// The seq is assigned here, in commit order.
+    pub fn append_event(&self, ev: NewEvent) -> Result<Option<u64>, TxError> {
+        let seq = crate::feed::tx_append(self, &ev)?;
+        if let Some(seq) = seq {
+            self.appended
+                .set(Some(self.appended.get().map_or(seq, |s| s.max(seq))));
+        }
+        Ok(seq)
+    }
+
+    /// Reads, increments and writes a counter; returns the new value (the first is 1).
+    pub(crate) fn next_counter(&self, name: &[u8]) -> Result<u64, TxError> {
+        let tree = self.tree(Internal::Counters);
+        let cur: u64 = match tree.get(name)? {
+            Some(v) => decode_in(&format!("counter {}", String::from_utf8_lossy(name)), &v)?,
+            None => 0,
+        };
+        let next = cur
+            .checked_add(1)
+            .ok_or_else(|| StoreError::corrupt("counter", "overflow"))?;
+        tree.insert(name, encode(&next))?;
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_roundtrip_and_corrupt_values_are_errors() {
+        let v = (42u64, "x".to_string(), vec![1u8, 2, 3]);
+        let bytes = encode(&v);
+        assert_eq!(bytes[0], VALUE_VERSION);
+        let back: (u64, String, Vec<u8>) = decode(&bytes).unwrap();
+        assert_eq!(back, v);
+        assert!(matches!(
+            decode::<u64>(&[]),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode::<u64>(&[9, 1]),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode::<(u64, String)>(&bytes[..3]),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let mut trailing = encode(&1u64);
+        trailing.push(0);
+        assert!(matches!(
+            decode::<u64>(&trailing),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn open_same_dir_twice_in_process_is_locked_with_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("another mailsync daemon is using")
+                && msg.contains(&*dir.path().to_string_lossy()),
+            "{msg}"
+        );
+        drop(store);
+        Store::open(dir.path()).expect("the lock is released with the last handle");
+    }
+
+    #[test]
+    fn open_writes_schema_version_and_rejects_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let v: u32 = decode(
+            &store
+                .kv(Space::Meta)
+                .get(SCHEMA_VERSION_KEY)
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        store
+            .kv(Space::Meta)
+            .insert(SCHEMA_VERSION_KEY, encode(&(SCHEMA_VERSION + 1)))
+            .unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::SchemaTooNew { found, .. } if found == SCHEMA_VERSION + 1),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn open_runs_migrations_in_order() {
+        fn to_v2(db: &sled::Db) -> Result<(), String> {
+            db.insert(b"m", b"2".to_vec()).map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        fn to_v3(db: &sled::Db) -> Result<(), String> {
+            let prev = db.get(b"m").map_err(|e| e.to_string())?;
+            if prev.as_deref() != Some(b"2") {
+                return Err("v2 migration did not run first".into());
+            }
+            db.insert(b"m", b"3".to_vec()).map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        fn broken(_: &sled::Db) -> Result<(), String> {
+            Err("boom".into())
+        }
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap()); // v1
+        let store = Store::open_with(dir.path(), &[to_v2, to_v3]).unwrap();
+        let v: u32 = decode(
+            &store
+                .kv(Space::Meta)
+                .get(SCHEMA_VERSION_KEY)
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v, 3);
+        assert_eq!(
+            store.inner.db.get(b"m").unwrap().as_deref(),
+            Some(&b"3"[..])
+        );
+        drop(store);
+        let err = Store::open_with(dir.path(), &[to_v2, to_v3, broken]).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Migration { from: 3, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn transaction_abort_commits_nothing_and_carries_reason() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("nope")]
+        struct Nope;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let err = store
+            .transaction(|tx| {
+                tx.insert(Space::Cursors, b"c", b"1")?;
+                Err::<(), _>(TxError::abort(Nope))
+            })
+            .unwrap_err();
+        match err {
+            StoreError::Aborted(reason) => assert!(reason.downcast_ref::<Nope>().is_some()),
+            other => panic!("{other:?}"),
+        }
+        assert!(store.kv(Space::Cursors).get(b"c").unwrap().is_none());
+        let got = store
+            .transaction(|tx| {
+                tx.insert(Space::Cursors, b"c", b"1")?;
+                tx.get(Space::Cursors, b"c")
+            })
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(&b"1"[..]));
+    }
+}
