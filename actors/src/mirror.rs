@@ -1,14 +1,17 @@
-//! The local mirror of a mail account inside the store: one record per message (metadata plus
-//! raw bytes) and one per label. Keys are `<account>\0<id>` so an account's records sit together
-//! and can be scanned or dropped by prefix.
+//! The local mirror of a mail account inside the store, and the change events that describe
+//! every write to it. One record per message (metadata in `Space::Messages`, raw bytes in
+//! `Space::Raw`) and one per label (`Space::Labels`); keys are `<account>\0<id>`.
 //!
-//! Writers use these helpers inside `Store::transaction`, together with the feed event and the
-//! job ack that the write belongs to; readers (sinks, status, tests) use the plain functions.
+//! **Invariant:** every function here that changes the mirror appends its feed event in the
+//! same `StoreTx`, so there is no event without its store change and no store change without
+//! its event. Replaying a write (a job run twice after a crash) changes nothing: the state is
+//! compared first and the event key is stable.
 
-use crate::model::{HistoryId, Label, LabelId, MessageId};
+use crate::model::{FetchedMessage, HeaderSummary, HistoryId, Label, LabelId, MessageId};
+use crate::store::{Space, Store, StoreError, StoreTx, TxError, decode, encode};
 use serde::{Deserialize, Serialize};
 
-/// What the mirror keeps of one message.
+/// What the mirror keeps of one message (the raw bytes live apart, in `Space::Raw`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MirrorMessage {
     /// Message id.
@@ -21,20 +24,92 @@ pub struct MirrorMessage {
     pub history_id: HistoryId,
     /// Internal date, ms since the epoch.
     pub internal_date_ms: i64,
-    /// Hex SHA-256 of `raw` (what tests compare against the emulator's snapshot).
+    /// Hex SHA-256 of the raw bytes (what tests compare against the emulator's snapshot).
     pub raw_sha256: String,
-    /// Length of `raw`.
+    /// Length of the raw bytes.
     pub size: u64,
+    /// Decoded headers, for events and status.
+    pub headers: HeaderSummary,
 }
 
-/// What the mirror keeps of one label.
-pub type MirrorLabel = Label;
+/// The payload of one feed event: what changed, without message bodies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// A message entered the mirror.
+    MessageAdded {
+        /// Message id.
+        id: MessageId,
+        /// Thread id.
+        thread_id: String,
+        /// Labels at fetch time.
+        label_ids: Vec<LabelId>,
+        /// Internal date, ms since the epoch.
+        internal_date_ms: i64,
+        /// Size in bytes.
+        size: u64,
+        /// Hex SHA-256 of the raw bytes.
+        raw_sha256: String,
+        /// Decoded headers.
+        headers: HeaderSummary,
+    },
+    /// A message left the mirror (deleted at the provider).
+    MessageDeleted {
+        /// Message id.
+        id: MessageId,
+    },
+    /// A message's labels changed.
+    MessageLabelsChanged {
+        /// Message id.
+        id: MessageId,
+        /// Labels added.
+        added: Vec<LabelId>,
+        /// Labels removed.
+        removed: Vec<LabelId>,
+        /// The full label set after the change.
+        label_ids: Vec<LabelId>,
+    },
+    /// A label appeared.
+    LabelCreated {
+        /// The label.
+        label: Label,
+    },
+    /// A label was renamed.
+    LabelUpdated {
+        /// The label after the change.
+        label: Label,
+    },
+    /// A label vanished.
+    LabelDeleted {
+        /// Its id.
+        id: LabelId,
+    },
+    /// The account changed state (running, failed, disconnected ...).
+    AccountStateChanged {
+        /// New state, as `AccountState`'s snake_case name.
+        state: String,
+        /// Why, secret-free.
+        reason: Option<String>,
+    },
+}
+
+impl Change {
+    /// The event kind string (`message.added` ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::MessageAdded { .. } => "message.added",
+            Change::MessageDeleted { .. } => "message.deleted",
+            Change::MessageLabelsChanged { .. } => "message.labels_changed",
+            Change::LabelCreated { .. } => "label.created",
+            Change::LabelUpdated { .. } => "label.updated",
+            Change::LabelDeleted { .. } => "label.deleted",
+            Change::AccountStateChanged { .. } => "account.state_changed",
+        }
+    }
+}
 
 /// The key of an account-scoped record: `<account>\0<id>`.
 pub fn record_key(account: &str, id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(account.len() + 1 + id.len());
-    k.extend_from_slice(account.as_bytes());
-    k.push(0);
+    let mut k = account_prefix(account);
     k.extend_from_slice(id.as_bytes());
     k
 }
@@ -45,4 +120,320 @@ pub fn account_prefix(account: &str) -> Vec<u8> {
     k.extend_from_slice(account.as_bytes());
     k.push(0);
     k
+}
+
+/// Appends one change event in `tx`; a key that already has an event is a no-op.
+pub fn emit(
+    tx: &StoreTx<'_>,
+    account: &str,
+    key: String,
+    change: &Change,
+    now_ms: u64,
+) -> Result<Option<u64>, TxError> {
+    tx.append_event(crate::feed::NewEvent {
+        account: account.to_string(),
+        kind: change.kind().to_string(),
+        key,
+        payload: encode(change),
+        ts_ms: now_ms,
+    })
+}
+
+fn sorted(mut v: Vec<LabelId>) -> Vec<LabelId> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Reads one mirrored message inside a transaction.
+pub fn get_message_tx(
+    tx: &StoreTx<'_>,
+    account: &str,
+    id: &MessageId,
+) -> Result<Option<MirrorMessage>, TxError> {
+    match tx.get(Space::Messages, &record_key(account, &id.0))? {
+        Some(v) => Ok(Some(decode(&v)?)),
+        None => Ok(None),
+    }
+}
+
+/// What a write did to the mirror.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// A new message was stored.
+    Added,
+    /// An existing message changed (labels).
+    Updated,
+    /// Nothing changed (a replay).
+    Unchanged,
+    /// A message was removed.
+    Deleted,
+}
+
+/// Stores a fetched message: new → `message.added`; known with other labels →
+/// `message.labels_changed`; identical → nothing.
+pub fn apply_fetched(
+    tx: &StoreTx<'_>,
+    account: &str,
+    msg: &FetchedMessage,
+    now_ms: u64,
+) -> Result<Applied, TxError> {
+    let key = record_key(account, &msg.id.0);
+    let labels = sorted(msg.label_ids.clone());
+    if let Some(old) = get_message_tx(tx, account, &msg.id)? {
+        if old.label_ids == labels {
+            return Ok(Applied::Unchanged);
+        }
+        return set_labels(
+            tx,
+            account,
+            old,
+            labels,
+            &msg.history_id.to_string(),
+            now_ms,
+        );
+    }
+    let raw_sha256 = sha256_hex(&msg.raw);
+    let record = MirrorMessage {
+        id: msg.id.clone(),
+        thread_id: msg.thread_id.clone(),
+        label_ids: labels.clone(),
+        history_id: msg.history_id,
+        internal_date_ms: msg.internal_date_ms,
+        raw_sha256: raw_sha256.clone(),
+        size: msg.raw.len() as u64,
+        headers: msg.headers.clone(),
+    };
+    tx.insert(Space::Messages, &key, &encode(&record))?;
+    tx.insert(Space::Raw, &key, &msg.raw)?;
+    let change = Change::MessageAdded {
+        id: msg.id.clone(),
+        thread_id: msg.thread_id.clone(),
+        label_ids: labels,
+        internal_date_ms: msg.internal_date_ms,
+        size: record.size,
+        raw_sha256,
+        headers: msg.headers.clone(),
+    };
+    emit(
+        tx,
+        account,
+        format!("message.added:{account}:{}", msg.id),
+        &change,
+        now_ms,
+    )?;
+    Ok(Applied::Added)
+}
+
+/// Replaces a known message's label set and emits `message.labels_changed`. `discriminator`
+/// makes the event key unique per change while staying stable across replays (a history
+/// position or the message's history id).
+pub fn set_labels(
+    tx: &StoreTx<'_>,
+    account: &str,
+    mut old: MirrorMessage,
+    labels: Vec<LabelId>,
+    discriminator: &str,
+    now_ms: u64,
+) -> Result<Applied, TxError> {
+    let labels = sorted(labels);
+    if old.label_ids == labels {
+        return Ok(Applied::Unchanged);
+    }
+    let added: Vec<LabelId> = labels
+        .iter()
+        .filter(|l| !old.label_ids.contains(l))
+        .cloned()
+        .collect();
+    let removed: Vec<LabelId> = old
+        .label_ids
+        .iter()
+        .filter(|l| !labels.contains(l))
+        .cloned()
+        .collect();
+    old.label_ids = labels.clone();
+    tx.insert(
+        Space::Messages,
+        &record_key(account, &old.id.0),
+        &encode(&old),
+    )?;
+    let change = Change::MessageLabelsChanged {
+        id: old.id.clone(),
+        added,
+        removed,
+        label_ids: labels,
+    };
+    emit(
+        tx,
+        account,
+        format!(
+            "message.labels_changed:{account}:{}:{discriminator}",
+            old.id
+        ),
+        &change,
+        now_ms,
+    )?;
+    Ok(Applied::Updated)
+}
+
+/// Applies a label delta from history to a known message; unknown messages are left to their
+/// pending ingest, which reads the current labels anyway.
+pub fn apply_label_delta(
+    tx: &StoreTx<'_>,
+    account: &str,
+    id: &MessageId,
+    added: &[LabelId],
+    removed: &[LabelId],
+    discriminator: &str,
+    now_ms: u64,
+) -> Result<Applied, TxError> {
+    let Some(old) = get_message_tx(tx, account, id)? else {
+        return Ok(Applied::Unchanged);
+    };
+    let mut labels = old.label_ids.clone();
+    labels.extend(added.iter().cloned());
+    labels.retain(|l| !removed.contains(l));
+    set_labels(tx, account, old, labels, discriminator, now_ms)
+}
+
+/// Removes a message and emits `message.deleted`; unknown ids are a no-op.
+pub fn apply_deleted(
+    tx: &StoreTx<'_>,
+    account: &str,
+    id: &MessageId,
+    now_ms: u64,
+) -> Result<Applied, TxError> {
+    let key = record_key(account, &id.0);
+    if tx.get(Space::Messages, &key)?.is_none() {
+        return Ok(Applied::Unchanged);
+    }
+    tx.remove(Space::Messages, &key)?;
+    tx.remove(Space::Raw, &key)?;
+    emit(
+        tx,
+        account,
+        format!("message.deleted:{account}:{id}"),
+        &Change::MessageDeleted { id: id.clone() },
+        now_ms,
+    )?;
+    Ok(Applied::Deleted)
+}
+
+/// Makes the mirrored labels equal to `labels`: upserts (renames emit `label.updated`) and
+/// deletes vanished ones. `existing` is the current mirror content, read before the
+/// transaction with [`labels`]. Returns how many label events were emitted.
+pub fn sync_labels(
+    tx: &StoreTx<'_>,
+    account: &str,
+    existing: &[Label],
+    labels: &[Label],
+    now_ms: u64,
+) -> Result<usize, TxError> {
+    let mut events = 0;
+    for label in labels {
+        let key = record_key(account, &label.id.0);
+        match existing.iter().find(|l| l.id == label.id) {
+            Some(old) if old == label => {}
+            Some(_) => {
+                tx.insert(Space::Labels, &key, &encode(label))?;
+                let change = Change::LabelUpdated {
+                    label: label.clone(),
+                };
+                let k = format!("label.updated:{account}:{}:{}", label.id, label.name);
+                events += usize::from(emit(tx, account, k, &change, now_ms)?.is_some());
+            }
+            None => {
+                tx.insert(Space::Labels, &key, &encode(label))?;
+                let change = Change::LabelCreated {
+                    label: label.clone(),
+                };
+                let k = format!("label.created:{account}:{}", label.id);
+                events += usize::from(emit(tx, account, k, &change, now_ms)?.is_some());
+            }
+        }
+    }
+    for old in existing {
+        if labels.iter().any(|l| l.id == old.id) {
+            continue;
+        }
+        tx.remove(Space::Labels, &record_key(account, &old.id.0))?;
+        let change = Change::LabelDeleted { id: old.id.clone() };
+        let k = format!("label.deleted:{account}:{}", old.id);
+        events += usize::from(emit(tx, account, k, &change, now_ms)?.is_some());
+    }
+    Ok(events)
+}
+
+fn sled_err(context: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
+    move |source| StoreError::Sled { context, source }
+}
+
+/// Every mirrored label of an account.
+pub fn labels(store: &Store, account: &str) -> Result<Vec<Label>, StoreError> {
+    let mut out = Vec::new();
+    for item in store.kv(Space::Labels).scan_prefix(account_prefix(account)) {
+        let (_, v) = item.map_err(sled_err("scanning labels"))?;
+        out.push(decode(&v)?);
+    }
+    Ok(out)
+}
+
+/// One mirrored message.
+pub fn message(
+    store: &Store,
+    account: &str,
+    id: &MessageId,
+) -> Result<Option<MirrorMessage>, StoreError> {
+    match store
+        .kv(Space::Messages)
+        .get(record_key(account, &id.0))
+        .map_err(sled_err("reading a message"))?
+    {
+        Some(v) => Ok(Some(decode(&v)?)),
+        None => Ok(None),
+    }
+}
+
+/// The raw bytes of one mirrored message.
+pub fn raw(store: &Store, account: &str, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(store
+        .kv(Space::Raw)
+        .get(record_key(account, &id.0))
+        .map_err(sled_err("reading a raw message"))?
+        .map(|v| v.to_vec()))
+}
+
+/// Calls `f` for every mirrored message of an account, in id order, without holding them all.
+pub fn for_each_message(
+    store: &Store,
+    account: &str,
+    mut f: impl FnMut(MirrorMessage) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    for item in store
+        .kv(Space::Messages)
+        .scan_prefix(account_prefix(account))
+    {
+        let (_, v) = item.map_err(sled_err("scanning messages"))?;
+        f(decode(&v)?)?;
+    }
+    Ok(())
+}
+
+/// How many messages of an account are mirrored.
+pub fn message_count(store: &Store, account: &str) -> u64 {
+    store
+        .kv(Space::Messages)
+        .scan_prefix(account_prefix(account))
+        .count() as u64
+}
+
+/// Hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
 }

@@ -119,6 +119,22 @@ pub struct FetchedMessage {
     pub internal_date_ms: i64,
     /// The RFC 5322 bytes (decoded from base64url).
     pub raw: Vec<u8>,
+    /// A few decoded headers for change events; filled by the adapter (which parses MIME),
+    /// empty when the message's headers could not be parsed.
+    pub headers: HeaderSummary,
+}
+
+/// The headers a change event carries, decoded (RFC 2047) by the adapter. Never the body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderSummary {
+    /// `Subject`, decoded.
+    pub subject: Option<String>,
+    /// `From`, decoded.
+    pub from: Option<String>,
+    /// `Date`, as written.
+    pub date: Option<String>,
+    /// `Message-ID`.
+    pub message_id: Option<String>,
 }
 
 /// One change from `history.list`, flattened from Google's record shape.

@@ -1,0 +1,589 @@
+//! AccountActor: one per configured account. It owns the account's sync state (the
+//! `AccountRecord` with its history id cursor; children write their part of it in the same
+//! transaction as the work it covers), spawns HistorySync, Backfill and Ingest, and restarts a
+//! failed child with exponential backoff. More than `max_restarts` failures within the window
+//! mark the account `failed` with its last error: its children stop, the actor stays to answer
+//! status, and every other account keeps running.
+//!
+//! Parent: RootSupervisor. Children: HistorySync, Backfill, Ingest. Messages: `AccountMsg`.
+
+use crate::account_record::AccountRecord;
+use crate::backfill::{self, Backfill, BackfillArgs, BackfillJob, BackfillMsg};
+use crate::backoff::RestartBudget;
+use crate::history_sync::{HistorySync, HistorySyncArgs, HistorySyncMsg};
+use crate::ingest::{Ingest, IngestArgs, IngestMsg};
+use crate::mirror::{self, Change};
+use crate::spec::{AccountSpec, ChildKind, mailbox_name, now_ms};
+use crate::status::{AccountState, AccountStatus, Progress, QueueStat};
+use crate::store::Store;
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// The AccountActor.
+pub struct AccountActor;
+
+/// What an AccountActor is started with.
+pub struct AccountArgs {
+    /// The account.
+    pub spec: AccountSpec,
+    /// The store.
+    pub store: Store,
+}
+
+/// Admin commands from the control socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountCommand {
+    /// Stop calling the provider; keep queues.
+    Pause,
+    /// Continue after a pause (also retries a disconnected or failed account).
+    Resume,
+    /// Run a partial sync round now.
+    SyncNow,
+    /// Reconcile the mirror with the provider (the gap recovery, on demand).
+    Resync,
+}
+
+/// The AccountActor's messages.
+#[derive(Debug)]
+pub enum AccountMsg {
+    /// Report status.
+    Status(RpcReplyPort<AccountStatus>),
+    /// An admin command.
+    Command(AccountCommand),
+    /// Re-spawn a child after its backoff delay.
+    Respawn(ChildKind),
+    /// A push notification or similar says there is news.
+    Nudge,
+    /// Ingest has new jobs (from Backfill or HistorySync).
+    IngestWork,
+    /// Ingest found its queue empty.
+    IngestIdle,
+    /// Ingest progress.
+    IngestProgress {
+        /// Messages stored since Ingest started.
+        fetched: u64,
+        /// Rate since Ingest started.
+        per_second: f64,
+    },
+    /// A child reports what it is doing.
+    Phase {
+        /// Phase name.
+        phase: String,
+        /// Progress, if known.
+        progress: Option<Progress>,
+    },
+    /// Backfill finished the full sync; partial sync takes over.
+    FullSyncDone,
+    /// HistorySync got a 404: recover the gap.
+    HistoryExpired,
+    /// Backfill finished the gap recovery.
+    GapDone,
+    /// HistorySync finished a round.
+    RoundDone {
+        /// The new cursor.
+        history_id: u64,
+        /// When.
+        at_ms: u64,
+    },
+    /// The credentials stopped working.
+    Disconnected(String),
+}
+
+struct Children {
+    ingest: Option<ActorRef<IngestMsg>>,
+    backfill: Option<ActorRef<BackfillMsg>>,
+    history: Option<ActorRef<HistorySyncMsg>>,
+    by_id: HashMap<ActorId, ChildKind>,
+}
+
+/// The AccountActor's private state.
+pub struct AccountActorState {
+    spec: AccountSpec,
+    store: Store,
+    children: Children,
+    budget: RestartBudget,
+    state: AccountState,
+    phase: String,
+    progress: Option<Progress>,
+    last_error: Option<String>,
+    last_sync_ms: Option<u64>,
+    stopping: bool,
+}
+
+fn store_err(e: impl std::fmt::Display) -> ActorProcessingErr {
+    crate::error::SyncError::Store(e.to_string()).into()
+}
+
+impl Actor for AccountActor {
+    type Msg = AccountMsg;
+    type State = AccountActorState;
+    type Arguments = AccountArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<AccountMsg>,
+        args: AccountArgs,
+    ) -> Result<AccountActorState, ActorProcessingErr> {
+        let budget = RestartBudget::new(args.spec.restart.clone());
+        Ok(AccountActorState {
+            spec: args.spec,
+            store: args.store,
+            children: Children {
+                ingest: None,
+                backfill: None,
+                history: None,
+                by_id: HashMap::new(),
+            },
+            budget,
+            state: AccountState::Starting,
+            phase: "starting".into(),
+            progress: None,
+            last_error: None,
+            last_sync_ms: None,
+            stopping: false,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<AccountMsg>,
+        st: &mut AccountActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        st.ensure_jobs()?;
+        for kind in ChildKind::ALL {
+            st.spawn_child(&myself, kind).await?;
+        }
+        st.set_state(AccountState::Running, None);
+        tracing::info!(account = %st.spec.id, kind = %st.spec.kind, "Account started.");
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<AccountMsg>,
+        st: &mut AccountActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        st.stopping = true;
+        myself
+            .stop_children_and_wait(
+                Some("account stopping".into()),
+                Some(std::time::Duration::from_secs(10)),
+            )
+            .await;
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<AccountMsg>,
+        evt: SupervisionEvent,
+        st: &mut AccountActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                st.child_exited(&myself, cell, Some(err.to_string()));
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                // Children stop only when we stop them; anything else is a failure too.
+                if !st.stopping && st.state != AccountState::Failed {
+                    let reason = reason.unwrap_or_else(|| "child stopped unexpectedly".into());
+                    st.child_exited(&myself, cell, Some(reason));
+                } else {
+                    st.children.by_id.remove(&cell.get_id());
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<AccountMsg>,
+        msg: AccountMsg,
+        st: &mut AccountActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AccountMsg::Status(reply) => {
+                let _ = reply.send(st.status());
+            }
+            AccountMsg::Command(cmd) => st.command(&myself, cmd).await?,
+            AccountMsg::Respawn(kind) => {
+                if st.state != AccountState::Failed && !st.stopping {
+                    st.spawn_child(&myself, kind).await?;
+                    if st.state == AccountState::Paused {
+                        st.pause_children();
+                    }
+                }
+            }
+            AccountMsg::Nudge => {
+                if let Some(h) = &st.children.history {
+                    let _ = h.cast(HistorySyncMsg::Nudge);
+                }
+            }
+            AccountMsg::IngestWork => {
+                if let Some(i) = &st.children.ingest {
+                    let _ = i.cast(IngestMsg::WorkAvailable);
+                }
+            }
+            AccountMsg::IngestIdle => {}
+            AccountMsg::IngestProgress {
+                fetched,
+                per_second,
+            } => {
+                if st.phase == "fetching" || st.phase == "listing" {
+                    let p = st.progress.get_or_insert_with(Progress::default);
+                    p.per_second = per_second;
+                    let _ = fetched;
+                }
+            }
+            AccountMsg::Phase { phase, progress } => {
+                st.phase = phase;
+                st.progress = progress;
+            }
+            AccountMsg::FullSyncDone => {
+                st.phase = "caught_up".into();
+                st.progress = None;
+                st.last_sync_ms = Some(now_ms());
+                if let Some(h) = &st.children.history {
+                    let _ = h.cast(HistorySyncMsg::Nudge);
+                }
+            }
+            AccountMsg::HistoryExpired => {
+                tracing::warn!(account = %st.spec.id, "History gap detected; resyncing.");
+                st.enqueue_gap().await?;
+                st.set_state(AccountState::Resyncing, Some("history id expired".into()));
+                st.phase = "resyncing".into();
+                if let Some(b) = &st.children.backfill {
+                    let _ = b.cast(BackfillMsg::WorkAvailable);
+                }
+            }
+            AccountMsg::GapDone => {
+                st.set_state(AccountState::Running, None);
+                st.phase = "caught_up".into();
+                st.progress = None;
+                if let Some(h) = &st.children.history {
+                    let _ = h.cast(HistorySyncMsg::Nudge);
+                }
+            }
+            AccountMsg::RoundDone { history_id, at_ms } => {
+                st.last_sync_ms = Some(at_ms);
+                if st.state == AccountState::Running {
+                    st.phase = "caught_up".into();
+                    st.progress = None;
+                }
+                tracing::debug!(account = %st.spec.id, history_id, "Partial sync round finished.");
+            }
+            AccountMsg::Disconnected(reason) => {
+                if st.state != AccountState::Disconnected {
+                    tracing::error!(account = %st.spec.id, error = %reason, "Account disconnected; run `mailsync auth` and `mailsync ctl resume`.");
+                    st.last_error = Some(reason.clone());
+                    st.set_state(AccountState::Disconnected, Some(reason));
+                    st.pause_children();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AccountActorState {
+    /// Makes sure the durable job that drives the current phase exists (idempotent).
+    fn ensure_jobs(&self) -> Result<(), ActorProcessingErr> {
+        let rec = AccountRecord::load(&self.store, &self.spec.id.0).map_err(store_err)?;
+        let now = now_ms();
+        let id = self.spec.id.clone();
+        self.store
+            .transaction(|tx| {
+                if !rec.initial_sync_completed && rec.gap.is_none() {
+                    backfill::enqueue_tx(tx, &id, BackfillJob::FullSync, now)?;
+                }
+                if rec.gap.is_some() {
+                    backfill::enqueue_tx(tx, &id, BackfillJob::Gap, now)?;
+                }
+                Ok(())
+            })
+            .map_err(store_err)?;
+        self.store.flush().map_err(store_err)?;
+        Ok(())
+    }
+
+    async fn enqueue_gap(&self) -> Result<(), ActorProcessingErr> {
+        let now = now_ms();
+        let id = self.spec.id.clone();
+        self.store
+            .transaction(|tx| backfill::enqueue_tx(tx, &id, BackfillJob::Gap, now))
+            .map_err(store_err)?;
+        self.store.flush_async().await.map_err(store_err)?;
+        Ok(())
+    }
+
+    async fn spawn_child(
+        &mut self,
+        myself: &ActorRef<AccountMsg>,
+        kind: ChildKind,
+    ) -> Result<(), ActorProcessingErr> {
+        let cell = myself.get_cell();
+        let spec = self.spec.clone();
+        let store = self.store.clone();
+        let parent = myself.clone();
+        // Leases held by a dead instance of this child are forgotten, so its jobs run again.
+        self.store
+            .mailbox(&mailbox_name(&self.spec.id, kind))
+            .release_all();
+        let id = match kind {
+            ChildKind::Ingest => {
+                let (r, _) = Actor::spawn_linked(
+                    None,
+                    Ingest,
+                    IngestArgs {
+                        spec,
+                        store,
+                        parent,
+                    },
+                    cell,
+                )
+                .await?;
+                let id = r.get_id();
+                self.children.ingest = Some(r);
+                id
+            }
+            ChildKind::Backfill => {
+                let (r, _) = Actor::spawn_linked(
+                    None,
+                    Backfill,
+                    BackfillArgs {
+                        spec,
+                        store,
+                        parent,
+                    },
+                    cell,
+                )
+                .await?;
+                let id = r.get_id();
+                self.children.backfill = Some(r);
+                id
+            }
+            ChildKind::HistorySync => {
+                let (r, _) = Actor::spawn_linked(
+                    None,
+                    HistorySync,
+                    HistorySyncArgs {
+                        spec,
+                        store,
+                        parent,
+                    },
+                    cell,
+                )
+                .await?;
+                let id = r.get_id();
+                self.children.history = Some(r);
+                id
+            }
+        };
+        self.children.by_id.insert(id, kind);
+        Ok(())
+    }
+
+    fn child_exited(
+        &mut self,
+        myself: &ActorRef<AccountMsg>,
+        cell: ActorCell,
+        error: Option<String>,
+    ) {
+        let Some(kind) = self.children.by_id.remove(&cell.get_id()) else {
+            return;
+        };
+        match kind {
+            ChildKind::Ingest => self.children.ingest = None,
+            ChildKind::Backfill => self.children.backfill = None,
+            ChildKind::HistorySync => self.children.history = None,
+        }
+        let error = error.unwrap_or_else(|| "unknown failure".into());
+        self.last_error = Some(format!("{}: {error}", kind.name()));
+        match self.budget.next_delay(Instant::now()) {
+            Some(delay) => {
+                tracing::warn!(account = %self.spec.id, child = kind.name(), error = %error, delay_ms = delay.as_millis() as u64, restarts = self.budget.restarts(), "Child failed; restarting after backoff.");
+                myself.send_after(delay, move || AccountMsg::Respawn(kind));
+            }
+            None => {
+                tracing::error!(account = %self.spec.id, child = kind.name(), error = %error, "Child failed too often; the account is marked failed.");
+                self.set_state(
+                    AccountState::Failed,
+                    Some(format!("{}: {error}", kind.name())),
+                );
+                self.phase = "failed".into();
+                self.stopping = true;
+                for c in myself.get_children() {
+                    c.stop(Some("account failed".into()));
+                }
+                self.children.ingest = None;
+                self.children.backfill = None;
+                self.children.history = None;
+                self.stopping = false;
+            }
+        }
+    }
+
+    fn pause_children(&self) {
+        if let Some(c) = &self.children.ingest {
+            let _ = c.cast(IngestMsg::Pause);
+        }
+        if let Some(c) = &self.children.backfill {
+            let _ = c.cast(BackfillMsg::Pause);
+        }
+        if let Some(c) = &self.children.history {
+            let _ = c.cast(HistorySyncMsg::Pause);
+        }
+    }
+
+    fn resume_children(&self) {
+        if let Some(c) = &self.children.ingest {
+            let _ = c.cast(IngestMsg::Resume);
+        }
+        if let Some(c) = &self.children.backfill {
+            let _ = c.cast(BackfillMsg::Resume);
+        }
+        if let Some(c) = &self.children.history {
+            let _ = c.cast(HistorySyncMsg::Resume);
+        }
+    }
+
+    async fn command(
+        &mut self,
+        myself: &ActorRef<AccountMsg>,
+        cmd: AccountCommand,
+    ) -> Result<(), ActorProcessingErr> {
+        tracing::info!(account = %self.spec.id, command = ?cmd, "Admin command.");
+        match cmd {
+            AccountCommand::Pause => {
+                self.pause_children();
+                self.set_state(AccountState::Paused, Some("paused by admin".into()));
+            }
+            AccountCommand::Resume => {
+                if self.state == AccountState::Failed {
+                    // A person asked to try again: fresh budget, fresh children.
+                    self.budget.reset();
+                    self.set_state(AccountState::Running, Some("resumed by admin".into()));
+                    for kind in ChildKind::ALL {
+                        self.spawn_child(myself, kind).await?;
+                    }
+                } else {
+                    self.resume_children();
+                    let rec =
+                        AccountRecord::load(&self.store, &self.spec.id.0).map_err(store_err)?;
+                    let next = if rec.gap.is_some() {
+                        AccountState::Resyncing
+                    } else {
+                        AccountState::Running
+                    };
+                    self.set_state(next, Some("resumed by admin".into()));
+                }
+            }
+            AccountCommand::SyncNow => {
+                if let Some(h) = &self.children.history {
+                    let _ = h.cast(HistorySyncMsg::Nudge);
+                }
+                if let Some(i) = &self.children.ingest {
+                    let _ = i.cast(IngestMsg::WorkAvailable);
+                }
+            }
+            AccountCommand::Resync => {
+                self.enqueue_gap().await?;
+                if let Some(b) = &self.children.backfill {
+                    let _ = b.cast(BackfillMsg::WorkAvailable);
+                }
+                self.set_state(AccountState::Resyncing, Some("resync requested".into()));
+                self.phase = "resyncing".into();
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes the state and records an `account.state_changed` event (best effort: a failed
+    /// write is logged, the state still changes in memory).
+    fn set_state(&mut self, state: AccountState, reason: Option<String>) {
+        if self.state == state {
+            return;
+        }
+        self.state = state;
+        let name = serde_name(state);
+        let account = self.spec.id.0.clone();
+        let now = now_ms();
+        let change = Change::AccountStateChanged {
+            state: name.to_string(),
+            reason,
+        };
+        let key = format!("account.state_changed:{account}:{name}:{now}");
+        let res = self
+            .store
+            .transaction(|tx| mirror::emit(tx, &account, key.clone(), &change, now).map(|_| ()));
+        if let Err(e) = res {
+            tracing::warn!(account = %self.spec.id, error = %e, "Could not record a state change event.");
+        }
+    }
+
+    fn status(&self) -> AccountStatus {
+        let rec = AccountRecord::load(&self.store, &self.spec.id.0).ok();
+        let mut queues = Vec::new();
+        let mut dead: u64 = 0;
+        for kind in [ChildKind::Ingest, ChildKind::Backfill] {
+            let name = mailbox_name(&self.spec.id, kind);
+            if let Ok(d) = self.store.mailbox(&name).depth() {
+                dead += d.dead as u64;
+                queues.push(QueueStat {
+                    name,
+                    pending: d.pending as u64,
+                    leased: d.leased as u64,
+                    delayed: d.delayed as u64,
+                    dead: d.dead as u64,
+                });
+            }
+        }
+        let missing = queues
+            .iter()
+            .find(|q| q.name.ends_with("/ingest"))
+            .map(|q| q.pending + q.leased + q.delayed + q.dead)
+            .unwrap_or(0);
+        let cursor = rec
+            .as_ref()
+            .and_then(|r| r.history_id)
+            .map(|h| format!("historyId {h}"));
+        let mut phase = self.phase.clone();
+        if self.state == AccountState::Running && phase == "caught_up" && dead > 0 {
+            phase = format!("incomplete ({dead} dead-lettered)");
+        }
+        AccountStatus {
+            account: self.spec.id.0.clone(),
+            kind: self.spec.kind.clone(),
+            state: self.state,
+            phase,
+            cursor,
+            queues,
+            restarts: self.budget.restarts(),
+            last_error: self.last_error.clone(),
+            last_sync_ms: self.last_sync_ms.or(rec
+                .as_ref()
+                .and_then(|r| r.last_incremental_sync_at_ms.or(r.last_full_sync_at_ms))),
+            progress: self.progress.clone(),
+            missing,
+            dead_lettered: dead,
+            delivery: Some("polling".into()),
+        }
+    }
+}
+
+fn serde_name(state: AccountState) -> &'static str {
+    match state {
+        AccountState::Starting => "starting",
+        AccountState::Running => "running",
+        AccountState::Paused => "paused",
+        AccountState::Resyncing => "resyncing",
+        AccountState::Disconnected => "disconnected",
+        AccountState::Failed => "failed",
+        AccountState::Stopped => "stopped",
+    }
+}

@@ -1,0 +1,125 @@
+//! `AccountRecord`: the durable sync state of one account (its cursor and phase flags), stored
+//! in `Space::Accounts` under the account id. The AccountActor owns it; its children update
+//! their part inside the same transaction as the work it covers, so the cursor never moves
+//! ahead of what is recorded.
+
+use crate::model::HistoryId;
+use crate::store::{Space, StoreError, StoreTx, TxError, decode, encode};
+use serde::{Deserialize, Serialize};
+
+/// Progress of a full sync (listing all ids, then fetching them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FullSyncState {
+    /// The profile history id read *before* listing; the cursor once the full sync is done.
+    pub start_history_id: HistoryId,
+    /// The page token of the next messages.list page (`None` before the first page).
+    pub next_page_token: Option<String>,
+    /// Pages listed so far.
+    pub pages: u64,
+    /// Ids listed so far.
+    pub listed: u64,
+    /// Google's estimate of the total, from the first page.
+    pub estimate: u64,
+    /// All pages are listed; the sync completes when Ingest has drained its queue.
+    pub listing_done: bool,
+}
+
+/// Progress of a partial-sync round (a walk over all history pages from the cursor).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRound {
+    /// The cursor the round started from.
+    pub start: HistoryId,
+    /// The next page's token.
+    pub next_page_token: Option<String>,
+    /// Pages applied so far in this round.
+    pub pages: u64,
+}
+
+/// Which step of a gap recovery (history 404) is running.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GapStep {
+    /// Listing every id (ids only) to find messages that appeared or vanished.
+    ListIds {
+        /// Next page token.
+        next_page_token: Option<String>,
+    },
+    /// Listing ids per label to rebuild label sets, label by label.
+    ListLabel {
+        /// Labels still to list (the head is in progress).
+        remaining: Vec<String>,
+        /// Next page token of the head label.
+        next_page_token: Option<String>,
+    },
+    /// Applying the differences (deletions and label sets) to the mirror.
+    Apply,
+}
+
+/// Progress of a gap recovery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GapState {
+    /// The profile history id read before the reconcile started; the new cursor.
+    pub start_history_id: HistoryId,
+    /// Current step.
+    pub step: GapStep,
+    /// Quota-relevant calls made (list pages) — reported in status and benchmarks.
+    pub list_calls: u64,
+    /// Messages found missing locally (fetched) and vanished remotely (deleted).
+    pub appeared: u64,
+    /// Messages that vanished remotely.
+    pub vanished: u64,
+    /// Messages whose label set changed during the gap.
+    pub relabeled: u64,
+}
+
+/// The durable sync state of one account.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    /// The history id partial sync starts from (`None` before the first full sync ends).
+    pub history_id: Option<HistoryId>,
+    /// The first full sync finished.
+    pub initial_sync_completed: bool,
+    /// Labels were synced at least once.
+    pub label_sync_completed: bool,
+    /// When the last full sync finished (ms since the epoch).
+    pub last_full_sync_at_ms: Option<u64>,
+    /// When the last partial sync round finished (ms since the epoch).
+    pub last_incremental_sync_at_ms: Option<u64>,
+    /// A full sync in progress.
+    pub full_sync: Option<FullSyncState>,
+    /// A partial-sync round in progress.
+    pub history_round: Option<HistoryRound>,
+    /// A gap recovery in progress.
+    pub gap: Option<GapState>,
+    /// Quota-relevant calls spent by the last finished gap recovery.
+    pub last_gap_list_calls: Option<u64>,
+}
+
+impl AccountRecord {
+    /// Reads the record inside a transaction (default when absent).
+    pub fn load_tx(tx: &StoreTx<'_>, account: &str) -> Result<AccountRecord, TxError> {
+        match tx.get(Space::Accounts, account.as_bytes())? {
+            Some(v) => Ok(decode(&v)?),
+            None => Ok(AccountRecord::default()),
+        }
+    }
+
+    /// Writes the record inside a transaction.
+    pub fn save_tx(&self, tx: &StoreTx<'_>, account: &str) -> Result<(), TxError> {
+        tx.insert(Space::Accounts, account.as_bytes(), &encode(self))
+    }
+
+    /// Reads the record outside a transaction.
+    pub fn load(store: &crate::store::Store, account: &str) -> Result<AccountRecord, StoreError> {
+        let value = store
+            .kv(Space::Accounts)
+            .get(account.as_bytes())
+            .map_err(|source| StoreError::Sled {
+                context: "reading an account record",
+                source,
+            })?;
+        match value {
+            Some(v) => decode(&v),
+            None => Ok(AccountRecord::default()),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! HistorySync: partial sync of one account from its stored history id (gmail-api.md §7.2).
+//!
+//! A round walks every history.list page from the cursor, one page per message. Each page is
+//! one transaction: Ingest jobs at real-time priority for added messages, deletions, label
+//! deltas, their feed events and the round's next page token. Only the last page's
+//! transaction moves the cursor (to the response's historyId), then a flush. A 404 is not a
+//! failure: the parent is told `HistoryExpired` and starts a gap recovery.
+//!
+//! Rounds start on the poll timer, a push or `sync-now`; nudges during a round coalesce into
+//! one more round. Parent: AccountActor. Messages: `HistorySyncMsg`.
+
+use crate::account::AccountMsg;
+use crate::account_record::{AccountRecord, HistoryRound};
+use crate::error::{ApiError, SyncError};
+use crate::ingest;
+use crate::mailbox::Priority;
+use crate::mirror;
+use crate::model::HistoryChange;
+use crate::spec::{AccountSpec, now_ms};
+use crate::store::Store;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+/// The HistorySync actor.
+pub struct HistorySync;
+
+/// What HistorySync is started with.
+pub struct HistorySyncArgs {
+    /// The account.
+    pub spec: AccountSpec,
+    /// The store.
+    pub store: Store,
+    /// The parent.
+    pub parent: ActorRef<AccountMsg>,
+}
+
+/// HistorySync's messages.
+#[derive(Debug)]
+pub enum HistorySyncMsg {
+    /// There may be news (push, sync-now, full sync finished): run a round soon.
+    Nudge,
+    /// The poll timer of generation `n` fired; stale generations are ignored.
+    Poll(u64),
+    /// Fetch and apply the next page of the current round.
+    FetchPage,
+    /// Stop calling the provider until `Resume`.
+    Pause,
+    /// Continue.
+    Resume,
+}
+
+/// HistorySync's private state.
+pub struct HistorySyncState {
+    spec: AccountSpec,
+    store: Store,
+    parent: ActorRef<AccountMsg>,
+    in_round: bool,
+    again: bool,
+    paused: bool,
+    timer_generation: u64,
+    failures: u32,
+}
+
+fn store_err(e: impl std::fmt::Display) -> ActorProcessingErr {
+    SyncError::Store(e.to_string()).into()
+}
+
+impl Actor for HistorySync {
+    type Msg = HistorySyncMsg;
+    type State = HistorySyncState;
+    type Arguments = HistorySyncArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<HistorySyncMsg>,
+        args: HistorySyncArgs,
+    ) -> Result<HistorySyncState, ActorProcessingErr> {
+        myself.cast(HistorySyncMsg::Nudge)?;
+        Ok(HistorySyncState {
+            spec: args.spec,
+            store: args.store,
+            parent: args.parent,
+            in_round: false,
+            again: false,
+            paused: false,
+            timer_generation: 0,
+            failures: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<HistorySyncMsg>,
+        msg: HistorySyncMsg,
+        st: &mut HistorySyncState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            HistorySyncMsg::Pause => st.paused = true,
+            HistorySyncMsg::Resume => {
+                st.paused = false;
+                myself.cast(HistorySyncMsg::Nudge)?;
+            }
+            HistorySyncMsg::Poll(generation) => {
+                if generation == st.timer_generation {
+                    st.start_round(&myself)?;
+                }
+            }
+            HistorySyncMsg::Nudge => st.start_round(&myself)?,
+            HistorySyncMsg::FetchPage => {
+                if st.paused {
+                    st.in_round = false;
+                    return Ok(());
+                }
+                st.fetch_page(&myself).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl HistorySyncState {
+    fn schedule_poll(&mut self, myself: &ActorRef<HistorySyncMsg>) {
+        self.timer_generation += 1;
+        let generation = self.timer_generation;
+        myself.send_after(self.spec.poll_interval, move || {
+            HistorySyncMsg::Poll(generation)
+        });
+    }
+
+    fn start_round(&mut self, myself: &ActorRef<HistorySyncMsg>) -> Result<(), ActorProcessingErr> {
+        if self.paused {
+            return Ok(());
+        }
+        if self.in_round {
+            self.again = true;
+            return Ok(());
+        }
+        let rec = AccountRecord::load(&self.store, &self.spec.id.0).map_err(store_err)?;
+        if !rec.initial_sync_completed || rec.gap.is_some() || rec.history_id.is_none() {
+            // Backfill owns the account until the full sync or gap recovery ends; it nudges us.
+            return Ok(());
+        }
+        self.in_round = true;
+        self.again = false;
+        myself.cast(HistorySyncMsg::FetchPage)?;
+        Ok(())
+    }
+
+    async fn fetch_page(
+        &mut self,
+        myself: &ActorRef<HistorySyncMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let account = self.spec.id.0.clone();
+        let rec = AccountRecord::load(&self.store, &account).map_err(store_err)?;
+        let Some(cursor) = rec.history_id else {
+            self.in_round = false;
+            return Ok(());
+        };
+        let round = rec.history_round.clone().unwrap_or(HistoryRound {
+            start: cursor,
+            next_page_token: None,
+            pages: 0,
+        });
+        let page = match self
+            .spec
+            .api
+            .history(round.start, round.next_page_token.as_deref())
+            .await
+        {
+            Ok(p) => p,
+            Err(err) => return self.page_failed(myself, err),
+        };
+        self.failures = 0;
+        let now = now_ms();
+        let id = self.spec.id.clone();
+        let last = page.next_page_token.is_none();
+        let enqueued = self
+            .store
+            .transaction(|tx| {
+                let mut enqueued = 0usize;
+                for (idx, change) in page.changes.iter().enumerate() {
+                    // Stable across replays: the round's start, the page number and position.
+                    let disc = format!("h{}.p{}.{}", round.start, round.pages, idx);
+                    match change {
+                        HistoryChange::MessageAdded { id: mid, .. } => {
+                            if mirror::get_message_tx(tx, &account, mid)?.is_none() {
+                                ingest::enqueue_tx(tx, &id, mid, Priority::RealTime, now)?;
+                                enqueued += 1;
+                            }
+                        }
+                        HistoryChange::MessageDeleted { id: mid } => {
+                            mirror::apply_deleted(tx, &account, mid, now)?;
+                        }
+                        HistoryChange::LabelsAdded { id: mid, label_ids } => {
+                            mirror::apply_label_delta(
+                                tx,
+                                &account,
+                                mid,
+                                label_ids,
+                                &[],
+                                &disc,
+                                now,
+                            )?;
+                        }
+                        HistoryChange::LabelsRemoved { id: mid, label_ids } => {
+                            mirror::apply_label_delta(
+                                tx,
+                                &account,
+                                mid,
+                                &[],
+                                label_ids,
+                                &disc,
+                                now,
+                            )?;
+                        }
+                    }
+                }
+                let mut rec = AccountRecord::load_tx(tx, &account)?;
+                if last {
+                    // The cursor moves only with the round's last page.
+                    rec.history_id = Some(page.history_id.max(round.start));
+                    rec.history_round = None;
+                    rec.last_incremental_sync_at_ms = Some(now);
+                } else {
+                    rec.history_round = Some(HistoryRound {
+                        start: round.start,
+                        next_page_token: page.next_page_token.clone(),
+                        pages: round.pages + 1,
+                    });
+                }
+                rec.save_tx(tx, &account)?;
+                Ok(enqueued)
+            })
+            .map_err(store_err)?;
+        // Durable before Ingest or anyone else is told.
+        self.store.flush_async().await.map_err(store_err)?;
+        if enqueued > 0 {
+            let _ = self.parent.cast(AccountMsg::IngestWork);
+        }
+        if !last {
+            myself.cast(HistorySyncMsg::FetchPage)?;
+            return Ok(());
+        }
+        self.in_round = false;
+        let _ = self.parent.cast(AccountMsg::RoundDone {
+            history_id: page.history_id.0,
+            at_ms: now,
+        });
+        if self.again {
+            myself.cast(HistorySyncMsg::Nudge)?;
+        } else {
+            self.schedule_poll(myself);
+        }
+        Ok(())
+    }
+
+    fn page_failed(
+        &mut self,
+        myself: &ActorRef<HistorySyncMsg>,
+        err: ApiError,
+    ) -> Result<(), ActorProcessingErr> {
+        match err {
+            ApiError::HistoryExpired => {
+                self.in_round = false;
+                tracing::warn!(account = %self.spec.id, "History id expired (404); starting gap recovery.");
+                let _ = self.parent.cast(AccountMsg::HistoryExpired);
+                Ok(())
+            }
+            ApiError::Disconnected(reason) => {
+                self.in_round = false;
+                self.paused = true;
+                let _ = self.parent.cast(AccountMsg::Disconnected(reason));
+                Ok(())
+            }
+            ApiError::Internal(_) => {
+                self.in_round = false;
+                Err(SyncError::Api(err).into())
+            }
+            other => {
+                self.failures += 1;
+                let delay = match &other {
+                    ApiError::RateLimited {
+                        retry_after: Some(d),
+                    } => *d,
+                    _ => self.spec.retry.delay(self.failures, &mut rand::rng()),
+                };
+                tracing::warn!(account = %self.spec.id, error = %other, delay_ms = delay.as_millis() as u64, "History page failed; retrying.");
+                myself.send_after(delay, || HistorySyncMsg::FetchPage);
+                Ok(())
+            }
+        }
+    }
+}
