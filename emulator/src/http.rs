@@ -1,0 +1,337 @@
+//! The request pipeline shared by direct calls and batch parts: routing, standard-parameter
+//! checks, bearer authentication, per-user concurrency, fault injection, quota charging and
+//! the handler call. Requests and responses are plain values ([`ApiRequest`],
+//! [`ApiResponse`]) so the batch endpoint can run parts through exactly the same code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Method};
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::config::QuotaMode;
+use crate::error::ApiError;
+use crate::faults::FaultKind;
+use crate::oauth::Principal;
+use crate::quota::{Api, Limits, LimitKind, SlotGuard};
+use crate::state::EmulatorState;
+use crate::util::{lock, rfc3339_ms};
+
+/// An API request (top-level or a batch part).
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    pub method: Method,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// What the transport should do besides sending the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportFault {
+    /// Never answer (until shutdown).
+    Hang,
+    /// Send the status line, then drop the connection.
+    Reset,
+}
+
+/// An API response.
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub fault: Option<TransportFault>,
+}
+
+impl ApiResponse {
+    pub fn json<T: Serialize>(v: &T) -> Self {
+        let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
+        Self {
+            status: 200,
+            headers: vec![("Content-Type".into(), "application/json; charset=UTF-8".into())],
+            body: Bytes::from(body),
+            fault: None,
+        }
+    }
+
+    pub fn empty(status: u16) -> Self {
+        Self { status, headers: Vec::new(), body: Bytes::new(), fault: None }
+    }
+
+    pub fn error(e: &ApiError) -> Self {
+        let mut r = Self::json(&e.body());
+        r.status = e.code;
+        if let Some(s) = e.retry_after_secs {
+            r.headers.push(("Retry-After".into(), s.to_string()));
+        }
+        if let Some(w) = e.www_authenticate {
+            r.headers.push(("WWW-Authenticate".into(), w.to_string()));
+        }
+        r
+    }
+}
+
+impl ApiRequest {
+    pub fn param(&self, k: &str) -> Option<&str> {
+        self.query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+
+    pub fn params(&self, k: &str) -> Vec<String> {
+        self.query.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect()
+    }
+
+    pub fn bool_param(&self, k: &str) -> Result<Option<bool>, ApiError> {
+        match self.param(k) {
+            None => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
+            Some(v) => Err(ApiError::invalid_param(k, format!("Invalid value '{v}'. Values must match the following regular expression: '(true|false)'"))),
+        }
+    }
+
+    pub fn u32_param(&self, k: &str) -> Result<Option<u32>, ApiError> {
+        match self.param(k) {
+            None => Ok(None),
+            Some(v) => v.parse::<u32>().map(Some).map_err(|_| ApiError::invalid_param(k, format!("Invalid value '{v}' for parameter {k}"))),
+        }
+    }
+
+    pub fn bearer(&self) -> Option<String> {
+        if let Some(v) = self.headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            let v = v.trim();
+            if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
+                return Some(v[7..].trim().to_string());
+            }
+            return Some(String::new());
+        }
+        self.param("access_token").or_else(|| self.param("oauth_token")).map(String::from)
+    }
+
+    /// Parses the JSON body into `T` (Google-shaped 400 on failure).
+    pub fn json_body<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.body.is_empty() {
+            return serde_json::from_slice(b"{}").map_err(|e| ApiError::invalid_argument(format!("Invalid JSON payload received. {e}")));
+        }
+        serde_json::from_slice(&self.body).map_err(|e| ApiError::invalid_argument(format!("Invalid JSON payload received. {e}")))
+    }
+
+    /// Splits a raw `?query` string, keeping repeats and order.
+    pub fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
+        q.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+    }
+}
+
+/// Percent-decoded path segments.
+pub fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect()
+}
+
+/// A resolved API method.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub api: Api,
+    /// Google's method id, e.g. `gmail.users.messages.get`.
+    pub name: &'static str,
+    /// Method-specific query parameters accepted.
+    pub params: &'static [&'static str],
+    pub op: Op,
+}
+
+#[derive(Debug, Clone)]
+pub enum Op {
+    Gmail(crate::gmail::Op),
+    Calendar(crate::calendar::Op),
+}
+
+const STANDARD_PARAMS: &[&str] = &[
+    "alt",
+    "fields",
+    "prettyPrint",
+    "quotaUser",
+    "key",
+    "access_token",
+    "oauth_token",
+    "$.xgafv",
+    "callback",
+    "uploadType",
+    "upload_protocol",
+];
+
+/// A request that passed routing, auth and the concurrency check.
+#[derive(Debug)]
+pub struct Prepared {
+    pub route: Route,
+    pub principal: Principal,
+    pub req: ApiRequest,
+    _slot: Option<SlotGuard>,
+}
+
+fn route(req: &ApiRequest) -> Option<Route> {
+    let segs = segments(&req.path);
+    match segs.first().map(String::as_str) {
+        Some("gmail") => crate::gmail::route(&req.method, &segs),
+        Some("calendar") => crate::calendar::route(&req.method, &segs),
+        _ => None,
+    }
+}
+
+/// Routing, parameter validation, authentication and the in-flight slot.
+pub fn prepare(st: &EmulatorState, req: ApiRequest) -> Result<Prepared, ApiResponse> {
+    let Some(route) = route(&req) else {
+        let mut e = ApiError::new(404, "notFound", "global", format!("Method not found: {} {}", req.method, req.path));
+        e.status = Some("NOT_FOUND");
+        return Err(ApiResponse::error(&e));
+    };
+    st.count_request(route.name);
+    for (k, _) in &req.query {
+        if !STANDARD_PARAMS.contains(&k.as_str()) && !route.params.contains(&k.as_str()) {
+            return Err(ApiResponse::error(&ApiError::invalid_argument(format!(
+                "Invalid JSON payload received. Unknown name \"{k}\": Cannot bind query parameter. Field '{k}' could not be found in request message."
+            ))));
+        }
+    }
+    if let Some(alt) = req.param("alt")
+        && alt != "json"
+    {
+        return Err(ApiResponse::error(&ApiError::invalid_param("alt", format!("Invalid value '{alt}' for alt"))));
+    }
+    let principal = {
+        let token = req.bearer();
+        let res = lock(&st.oauth).authenticate(token.as_deref(), st.clock.now_ms());
+        match res {
+            Ok(p) => p,
+            Err(e) => {
+                st.with_counters(|c| c.status_401 += 1);
+                return Err(ApiResponse::error(&e));
+            }
+        }
+    };
+    let slot = if st.config.quota == QuotaMode::On {
+        match st.quota.try_slot(&principal.email, st.config.max_concurrent_per_user) {
+            Some(s) => Some(s),
+            None => {
+                st.with_counters(|c| c.status_429 += 1);
+                let mut e = ApiError::new(429, "rateLimitExceeded", "global", "Too many concurrent requests for user.");
+                e.retry_after_secs = Some(1);
+                return Err(ApiResponse::error(&e));
+            }
+        }
+    } else {
+        None
+    };
+    Ok(Prepared { route, principal, req, _slot: slot })
+}
+
+fn rate_limit_error(st: &EmulatorState, kind: LimitKind, retry_after: u64) -> ApiError {
+    let code = if st.config.rate_limit_status == 403 { 403 } else { 429 };
+    let until = rfc3339_ms(st.clock.now_ms() + retry_after as i64 * 1000);
+    let mut e = match kind {
+        LimitKind::User => ApiError::new(code, "userRateLimitExceeded", "usageLimits", format!("User-rate limit exceeded.  Retry after {until}")),
+        LimitKind::Project => ApiError::new(code, "rateLimitExceeded", "usageLimits", "Rate Limit Exceeded"),
+    };
+    e.retry_after_secs = Some(retry_after);
+    e
+}
+
+/// Units charged for a route under the current profile.
+pub fn cost(st: &EmulatorState, route: &Route) -> u64 {
+    match route.api {
+        Api::Gmail => crate::quota::gmail_cost(route.name, st.config.quota_profile),
+        Api::Calendar => 1,
+    }
+}
+
+/// Faults, quota charge and the handler.
+pub async fn run(st: &Arc<EmulatorState>, p: Prepared) -> ApiResponse {
+    let name = p.route.name;
+    let (latency, fault) = lock(&st.faults).decide(name);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    if let Some(kind) = fault {
+        st.with_counters(|c| {
+            c.faults_injected += 1;
+            *c.faults_by_kind.entry(kind.name().to_string()).or_insert(0) += 1;
+        });
+        tracing::debug!(method = name, fault = kind.name(), "injecting fault");
+        match kind {
+            FaultKind::Status429 => {
+                st.with_counters(|c| c.status_429 += 1);
+                let mut e = ApiError::new(429, "rateLimitExceeded", "usageLimits", "Rate Limit Exceeded");
+                e.retry_after_secs = Some(1);
+                return ApiResponse::error(&e);
+            }
+            FaultKind::Status500 => return ApiResponse::error(&ApiError::backend_error()),
+            FaultKind::Status503 => return ApiResponse::error(&ApiError::unavailable()),
+            FaultKind::Timeout => {
+                let mut r = ApiResponse::empty(200);
+                r.fault = Some(TransportFault::Hang);
+                return r;
+            }
+            FaultKind::Reset => {
+                let mut r = ApiResponse::empty(200);
+                r.fault = Some(TransportFault::Reset);
+                return r;
+            }
+            FaultKind::Truncated | FaultKind::Malformed => {}
+        }
+    }
+    if st.config.quota == QuotaMode::On {
+        let units = cost(st, &p.route);
+        let limits = match p.route.api {
+            Api::Gmail => Limits {
+                user_per_minute: st.config.quota_profile.user_units_per_minute() as f64 * st.config.user_rate_scale,
+                project_per_minute: st.config.project_units_per_minute as f64,
+            },
+            Api::Calendar => Limits {
+                user_per_minute: st.config.calendar_user_requests_per_minute as f64 * st.config.user_rate_scale,
+                project_per_minute: st.config.calendar_project_requests_per_minute as f64,
+            },
+        };
+        if let Err(refused) = st.quota.charge(p.route.api, &p.principal.client_id, &p.principal.email, units, limits) {
+            let e = rate_limit_error(st, refused.kind, refused.retry_after_secs);
+            st.with_counters(|c| if e.code == 429 { c.status_429 += 1 } else { c.status_403_rate_limit += 1 });
+            return ApiResponse::error(&e);
+        }
+        st.count_units(name, units);
+    } else {
+        st.count_units(name, cost(st, &p.route));
+    }
+    let result = match &p.route.op {
+        Op::Gmail(op) => crate::gmail::handle(st, &p.principal, op, &p.req),
+        Op::Calendar(op) => crate::calendar::handle(st, &p.principal, op, &p.req),
+    };
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => ApiResponse::error(&e),
+    };
+    match fault {
+        Some(FaultKind::Truncated) => {
+            resp.status = 200;
+            let cut = resp.body.len() / 2;
+            resp.body = resp.body.slice(..cut);
+            resp.headers.retain(|(k, _)| k != "Content-Type");
+            resp.headers.push(("Content-Type".into(), "application/json; charset=UTF-8".into()));
+        }
+        Some(FaultKind::Malformed) => {
+            resp.status = 200;
+            resp.body = Bytes::from_static(b"{\"error\": <html>Internal proxy garbage</html>");
+        }
+        _ => {}
+    }
+    resp
+}
+
+/// Full pipeline for one request.
+pub async fn execute(st: &Arc<EmulatorState>, req: ApiRequest) -> ApiResponse {
+    match prepare(st, req) {
+        Ok(p) => run(st, p).await,
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,488 @@
+//! OAuth 2.0: the authorization endpoint (`/o/oauth2/v2/auth`, scripted consent, loopback
+//! redirect, PKCE S256/plain), the token endpoint (`/token`: authorization_code and
+//! refresh_token grants), revocation (`/revoke`) and bearer validation for API calls.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::EmulatorState;
+use crate::util::{b64url, hash64, lock};
+
+pub const SCOPE_MAIL: &str = "https://mail.google.com/";
+pub const SCOPE_READONLY: &str = "https://www.googleapis.com/auth/gmail.readonly";
+pub const SCOPE_MODIFY: &str = "https://www.googleapis.com/auth/gmail.modify";
+pub const SCOPE_METADATA: &str = "https://www.googleapis.com/auth/gmail.metadata";
+pub const SCOPE_LABELS: &str = "https://www.googleapis.com/auth/gmail.labels";
+pub const SCOPE_CALENDAR: &str = "https://www.googleapis.com/auth/calendar";
+pub const SCOPE_CALENDAR_RO: &str = "https://www.googleapis.com/auth/calendar.readonly";
+pub const SCOPE_CAL_EVENTS: &str = "https://www.googleapis.com/auth/calendar.events";
+pub const SCOPE_CAL_EVENTS_RO: &str = "https://www.googleapis.com/auth/calendar.events.readonly";
+
+/// Scopes of pre-provisioned refresh tokens.
+pub const DEFAULT_SCOPES: &str = "https://mail.google.com/ https://www.googleapis.com/auth/calendar";
+
+const KNOWN_SCOPES: &[&str] = &[
+    SCOPE_MAIL,
+    SCOPE_READONLY,
+    SCOPE_MODIFY,
+    SCOPE_METADATA,
+    SCOPE_LABELS,
+    SCOPE_CALENDAR,
+    SCOPE_CALENDAR_RO,
+    SCOPE_CAL_EVENTS,
+    SCOPE_CAL_EVENTS_RO,
+    "openid",
+    "email",
+    "profile",
+    "https://www.googleapis.com/auth/userinfo.email",
+    "https://www.googleapis.com/auth/userinfo.profile",
+    "https://www.googleapis.com/auth/gmail.send",
+    "https://www.googleapis.com/auth/gmail.compose",
+    "https://www.googleapis.com/auth/pubsub",
+];
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub secret: String,
+    pub project: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefreshGrant {
+    pub email: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub revoked: bool,
+    pub issued_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessGrant {
+    pub email: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub expires_ms: i64,
+    pub refresh: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct AuthCode {
+    client_id: String,
+    redirect_uri: String,
+    challenge: Option<String>,
+    method: String,
+    scopes: Vec<String>,
+    email: String,
+    expires_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+struct PendingConsent {
+    params: HashMap<String, String>,
+}
+
+/// The authenticated caller of an API request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub email: String,
+    pub client_id: String,
+    pub project: String,
+    pub scopes: Vec<String>,
+}
+
+impl Principal {
+    pub fn has_any(&self, scopes: &[&str]) -> bool {
+        self.scopes.iter().any(|s| scopes.contains(&s.as_str()))
+    }
+    /// Google applies gmail.metadata restrictions whenever that scope is granted.
+    pub fn metadata_restricted(&self) -> bool {
+        self.scopes.iter().any(|s| s == SCOPE_METADATA)
+    }
+}
+
+#[derive(Debug)]
+pub struct OAuthStore {
+    pub clients: HashMap<String, Client>,
+    pub refresh: HashMap<String, RefreshGrant>,
+    pub access: HashMap<String, AccessGrant>,
+    codes: HashMap<String, AuthCode>,
+    pending: HashMap<String, PendingConsent>,
+    rng: ChaCha8Rng,
+    pub auto_consent: bool,
+}
+
+fn hex_token(rng: &mut ChaCha8Rng, n: usize) -> String {
+    (0..n).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+}
+
+impl OAuthStore {
+    pub fn new(seed: u64, auto_consent: bool) -> Self {
+        let mut clients = HashMap::new();
+        clients.insert(
+            crate::DEFAULT_CLIENT_ID.to_string(),
+            Client { secret: crate::DEFAULT_CLIENT_SECRET.into(), project: crate::DEFAULT_PROJECT_ID.into() },
+        );
+        Self {
+            clients,
+            refresh: HashMap::new(),
+            access: HashMap::new(),
+            codes: HashMap::new(),
+            pending: HashMap::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x0A07_0A07),
+            auto_consent,
+        }
+    }
+
+    /// The pre-provisioned refresh token of an account (deterministic from seed and email).
+    pub fn provision(&mut self, seed: u64, email: &str, now_ms: i64) -> String {
+        let token = format!("1//emu_{:016x}", hash64(&[&seed.to_le_bytes(), email.as_bytes(), b"refresh"]));
+        self.refresh.entry(token.clone()).or_insert(RefreshGrant {
+            email: email.to_string(),
+            client_id: crate::DEFAULT_CLIENT_ID.into(),
+            scopes: DEFAULT_SCOPES.split(' ').map(String::from).collect(),
+            revoked: false,
+            issued_ms: now_ms,
+        });
+        token
+    }
+
+    pub fn issue_access(&mut self, email: &str, client_id: &str, scopes: &[String], ttl_ms: i64, now_ms: i64, refresh: Option<String>) -> String {
+        let token = format!("ya29.emu_{}", hex_token(&mut self.rng, 24));
+        self.access.insert(
+            token.clone(),
+            AccessGrant { email: email.into(), client_id: client_id.into(), scopes: scopes.to_vec(), expires_ms: now_ms + ttl_ms, refresh },
+        );
+        token
+    }
+
+    /// Revokes a refresh token (or the grant behind an access token) and its access tokens.
+    pub fn revoke(&mut self, token: &str) -> bool {
+        let refresh = if self.refresh.contains_key(token) {
+            Some(token.to_string())
+        } else {
+            self.access.get(token).and_then(|a| a.refresh.clone())
+        };
+        let mut found = false;
+        if let Some(r) = &refresh {
+            if let Some(g) = self.refresh.get_mut(r) {
+                g.revoked = true;
+                found = true;
+            }
+            self.access.retain(|_, a| a.refresh.as_deref() != Some(r.as_str()));
+        }
+        if self.access.remove(token).is_some() {
+            found = true;
+        }
+        found
+    }
+
+    /// Revokes every grant of an account.
+    pub fn revoke_account(&mut self, email: &str) -> usize {
+        let tokens: Vec<String> = self.refresh.iter().filter(|(_, g)| g.email.eq_ignore_ascii_case(email) && !g.revoked).map(|(t, _)| t.clone()).collect();
+        for t in &tokens {
+            self.revoke(t);
+        }
+        self.access.retain(|_, a| !a.email.eq_ignore_ascii_case(email));
+        tokens.len()
+    }
+
+    /// Validates a bearer token.
+    pub fn authenticate(&self, token: Option<&str>, now_ms: i64) -> Result<Principal, ApiError> {
+        let Some(token) = token else {
+            return Err(ApiError::unauthenticated_missing());
+        };
+        let grant = self.access.get(token).ok_or_else(ApiError::unauthenticated_invalid)?;
+        if grant.expires_ms <= now_ms {
+            return Err(ApiError::unauthenticated_invalid());
+        }
+        let project = self.clients.get(&grant.client_id).map(|c| c.project.clone()).unwrap_or_default();
+        Ok(Principal { email: grant.email.clone(), client_id: grant.client_id.clone(), project, scopes: grant.scopes.clone() })
+    }
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], json!({"error": error, "error_description": description}).to_string()).into_response()
+}
+
+fn is_loopback_redirect(uri: &str) -> bool {
+    let Some(rest) = uri.strip_prefix("http://") else { return false };
+    let host_port = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let (host, port) = if let Some(h) = host_port.strip_prefix('[') {
+        match h.split_once("]:") {
+            Some((h, p)) => (h, p),
+            None => (h.trim_end_matches(']'), ""),
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, p),
+            None => (host_port, ""),
+        }
+    };
+    let host_ok = matches!(host, "127.0.0.1" | "::1" | "localhost");
+    let port_ok = port.is_empty() || port.parse::<u16>().is_ok();
+    host_ok && port_ok
+}
+
+fn auth_page_error(error: &str, detail: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Html(format!("<html><body><h1>Error 400: {error}</h1><p>{}</p></body></html>", crate::util::html_escape(detail))),
+    )
+        .into_response()
+}
+
+/// `GET /o/oauth2/v2/auth`
+pub async fn authorize(State(st): State<Arc<EmulatorState>>, Query(params): Query<HashMap<String, String>>) -> Response {
+    let client_id = params.get("client_id").cloned().unwrap_or_default();
+    let known = lock(&st.oauth).clients.contains_key(&client_id);
+    if !known {
+        return (StatusCode::UNAUTHORIZED, Html("<html><body><h1>Error 401: invalid_client</h1><p>The OAuth client was not found.</p></body></html>".to_string())).into_response();
+    }
+    let redirect = params.get("redirect_uri").cloned().unwrap_or_default();
+    if !is_loopback_redirect(&redirect) {
+        return auth_page_error("redirect_uri_mismatch", "redirect_uri must be a loopback http URI (http://127.0.0.1:PORT, http://[::1]:PORT or http://localhost:PORT).");
+    }
+    if params.get("response_type").map(String::as_str) != Some("code") {
+        return auth_page_error("invalid_request", "Required parameter is missing or invalid: response_type");
+    }
+    let scope = params.get("scope").cloned().unwrap_or_default();
+    if scope.trim().is_empty() {
+        return auth_page_error("invalid_request", "Missing required parameter: scope");
+    }
+    if let Some(bad) = scope.split_whitespace().find(|s| !KNOWN_SCOPES.contains(s)) {
+        return auth_page_error("invalid_scope", &format!("Some requested scopes were invalid: {bad}"));
+    }
+    let method = params.get("code_challenge_method").cloned().unwrap_or_else(|| "plain".into());
+    if !matches!(method.as_str(), "S256" | "plain") {
+        return auth_page_error("invalid_request", "Invalid code_challenge_method");
+    }
+    if let Some(c) = params.get("code_challenge")
+        && (c.len() < 43 || c.len() > 128)
+    {
+        return auth_page_error("invalid_request", "Invalid code_challenge");
+    }
+    let auto = lock(&st.oauth).auto_consent;
+    if !auto {
+        let id = {
+            let mut o = lock(&st.oauth);
+            let id = hex_token(&mut o.rng, 8);
+            o.pending.insert(id.clone(), PendingConsent { params: params.clone() });
+            id
+        };
+        return Html(format!(
+            "<html><body><h1>mailsync emulator consent</h1><p>Client {client_id} requests {}</p>\
+             <a id=\"allow\" href=\"/o/oauth2/v2/auth/decide?consent={id}&approve=true\">Allow</a> \
+             <a id=\"deny\" href=\"/o/oauth2/v2/auth/decide?consent={id}&approve=false\">Deny</a></body></html>",
+            crate::util::html_escape(&scope)
+        ))
+        .into_response();
+    }
+    approve(&st, &params)
+}
+
+fn redirect_with(redirect: &str, pairs: &[(&str, &str)]) -> Response {
+    let mut ser = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        ser.append_pair(k, v);
+    }
+    let sep = if redirect.contains('?') { '&' } else { '?' };
+    let location = format!("{redirect}{sep}{}", ser.finish());
+    (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
+}
+
+fn approve(st: &EmulatorState, params: &HashMap<String, String>) -> Response {
+    let redirect = params.get("redirect_uri").cloned().unwrap_or_default();
+    let scope = params.get("scope").cloned().unwrap_or_default();
+    let now = st.clock.now_ms();
+    let email = params
+        .get("login_hint")
+        .filter(|h| st.has_account(h))
+        .cloned()
+        .unwrap_or_else(|| st.config.account.clone());
+    let code = {
+        let mut o = lock(&st.oauth);
+        let code = format!("4/0emu_{}", hex_token(&mut o.rng, 24));
+        o.codes.insert(
+            code.clone(),
+            AuthCode {
+                client_id: params.get("client_id").cloned().unwrap_or_default(),
+                redirect_uri: redirect.clone(),
+                challenge: params.get("code_challenge").cloned(),
+                method: params.get("code_challenge_method").cloned().unwrap_or_else(|| "plain".into()),
+                scopes: scope.split_whitespace().map(String::from).collect(),
+                email,
+                expires_ms: now + 600_000,
+            },
+        );
+        code
+    };
+    let state = params.get("state").cloned();
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    if let Some(s) = &state {
+        pairs.push(("state", s));
+    }
+    pairs.push(("code", &code));
+    pairs.push(("scope", &scope));
+    redirect_with(&redirect, &pairs)
+}
+
+/// `GET /o/oauth2/v2/auth/decide?consent=ID&approve=true|false` (the consent page's links).
+pub async fn decide(State(st): State<Arc<EmulatorState>>, Query(params): Query<HashMap<String, String>>) -> Response {
+    let id = params.get("consent").cloned().unwrap_or_default();
+    let Some(p) = lock(&st.oauth).pending.remove(&id) else {
+        return auth_page_error("invalid_request", "Unknown consent request");
+    };
+    if params.get("approve").map(String::as_str) == Some("true") {
+        approve(&st, &p.params)
+    } else {
+        let redirect = p.params.get("redirect_uri").cloned().unwrap_or_default();
+        let mut pairs = vec![("error", "access_denied")];
+        if let Some(s) = p.params.get("state") {
+            pairs.push(("state", s));
+        }
+        redirect_with(&redirect, &pairs)
+    }
+}
+
+fn pkce_ok(challenge: &Option<String>, method: &str, verifier: Option<&str>) -> bool {
+    match (challenge, verifier) {
+        (None, None) => true,
+        (None, Some(_)) => true,
+        (Some(_), None) => false,
+        (Some(c), Some(v)) => {
+            let valid_chars = v.len() >= 43 && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+            if !valid_chars {
+                return false;
+            }
+            if method == "S256" { b64url(&Sha256::digest(v.as_bytes())) == *c } else { v == c }
+        }
+    }
+}
+
+/// `POST /token`
+pub async fn token(State(st): State<Arc<EmulatorState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Invalid Content-Type; expected application/x-www-form-urlencoded");
+    }
+    let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let get = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let now = st.clock.now_ms();
+    let ttl_ms = st.config.access_token_ttl.as_millis() as i64;
+    let expires_in = (ttl_ms / 1000 - 1).max(1);
+    let Some(client_id) = get("client_id") else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Could not determine client ID from request.");
+    };
+    let mut o = lock(&st.oauth);
+    let Some(client) = o.clients.get(client_id).cloned() else {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "The OAuth client was not found.");
+    };
+    match get("client_secret") {
+        Some(s) if s == client.secret => {}
+        Some(_) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Unauthorized"),
+        None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_secret is missing."),
+    }
+    match get("grant_type") {
+        Some("authorization_code") => {
+            let Some(code) = get("code") else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing required parameter: code");
+            };
+            // Codes are single-use: removed even when the exchange then fails.
+            let Some(ac) = o.codes.remove(code) else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Malformed auth code.");
+            };
+            if ac.expires_ms <= now || ac.client_id != client_id {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Bad Request");
+            }
+            if get("redirect_uri") != Some(ac.redirect_uri.as_str()) {
+                return oauth_error(StatusCode::BAD_REQUEST, "redirect_uri_mismatch", "Bad Request");
+            }
+            if !pkce_ok(&ac.challenge, &ac.method, get("code_verifier")) {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Bad Request");
+            }
+            let refresh = format!("1//emu_{}", hex_token(&mut o.rng, 24));
+            o.refresh.insert(
+                refresh.clone(),
+                RefreshGrant { email: ac.email.clone(), client_id: client_id.into(), scopes: ac.scopes.clone(), revoked: false, issued_ms: now },
+            );
+            let access = o.issue_access(&ac.email, client_id, &ac.scopes, ttl_ms, now, Some(refresh.clone()));
+            let body = json!({
+                "access_token": access,
+                "expires_in": expires_in,
+                "refresh_token": refresh,
+                "scope": ac.scopes.join(" "),
+                "token_type": "Bearer",
+            });
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], body.to_string()).into_response()
+        }
+        Some("refresh_token") => {
+            let Some(rt) = get("refresh_token") else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing required parameter: refresh_token");
+            };
+            let Some(g) = o.refresh.get(rt).cloned() else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Bad Request");
+            };
+            let expired = st.config.refresh_token_ttl.is_some_and(|ttl| now - g.issued_ms >= ttl.as_millis() as i64);
+            if g.revoked || expired || g.client_id != client_id {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Token has been expired or revoked.");
+            }
+            let access = o.issue_access(&g.email, client_id, &g.scopes, ttl_ms, now, Some(rt.to_string()));
+            let body = json!({
+                "access_token": access,
+                "expires_in": expires_in,
+                "scope": g.scopes.join(" "),
+                "token_type": "Bearer",
+            });
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], body.to_string()).into_response()
+        }
+        Some(_) => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "Invalid grant_type"),
+        None => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing required parameter: grant_type"),
+    }
+}
+
+/// `POST /revoke?token=…` (or form body `token=…`).
+pub async fn revoke(State(st): State<Arc<EmulatorState>>, Query(q): Query<HashMap<String, String>>, body: Bytes) -> Response {
+    let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let Some(token) = q.get("token").or_else(|| form.get("token")).cloned() else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing required parameter: token");
+    };
+    if lock(&st.oauth).revoke(&token) {
+        (StatusCode::OK, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], "{}").into_response()
+    } else {
+        oauth_error(StatusCode::BAD_REQUEST, "invalid_token", "Token expired or revoked")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_only() {
+        assert!(is_loopback_redirect("http://127.0.0.1:5000"));
+        assert!(is_loopback_redirect("http://127.0.0.1:5000/cb"));
+        assert!(is_loopback_redirect("http://[::1]:80"));
+        assert!(is_loopback_redirect("http://localhost:9"));
+        assert!(!is_loopback_redirect("https://example.com/cb"));
+        assert!(!is_loopback_redirect("http://127.0.0.1.evil.com:80"));
+    }
+
+    #[test]
+    fn pkce() {
+        let v = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let c = b64url(&Sha256::digest(v.as_bytes()));
+        assert!(pkce_ok(&Some(c.clone()), "S256", Some(v)));
+        assert!(!pkce_ok(&Some(c), "S256", Some("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXX")));
+        assert!(!pkce_ok(&Some("x".into()), "plain", None));
+    }
+}
