@@ -262,7 +262,7 @@ pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> R
                     return Err(ApiError::invalid_argument("Invalid label name"));
                 }
                 if let Some(n) = &body.name
-                    && mb.labels.values().any(|l| l.id != *id && l.name.eq_ignore_ascii_case(n.trim()))
+                    && mb.labels.values().any(|l| l.id != *id && l.name.to_lowercase() == n.trim().to_lowercase())
                 {
                     return Err(ApiError::new(409, "failedPrecondition", "global", "Label name exists or conflicts"));
                 }

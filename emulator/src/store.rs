@@ -417,7 +417,7 @@ impl Mailbox {
         if trimmed.is_empty() {
             return Err(ApiError::invalid_argument("Invalid label name"));
         }
-        if self.labels.values().any(|l| l.name.eq_ignore_ascii_case(trimmed)) || SYSTEM_LABELS.iter().any(|s| s.eq_ignore_ascii_case(trimmed)) {
+        if self.labels.values().any(|l| l.name.to_lowercase() == trimmed.to_lowercase()) || SYSTEM_LABELS.iter().any(|s| s.eq_ignore_ascii_case(trimmed)) {
             return Err(ApiError::new(409, "failedPrecondition", "global", "Label name exists or conflicts"));
         }
         if self.labels.len() >= 10_000 {
