@@ -1,1 +1,528 @@
-//! Configuration: the TOML file plus MAILSYNC_* overrides, validated into `Config`.
+//! Configuration: owns finding, reading and validating the TOML file plus `MAILSYNC_*`
+//! environment overrides, producing one immutable `Config`.
+//!
+//! Two stages, as in ripgrep: `RawConfig` (serde, `deny_unknown_fields`, built with the `config`
+//! crate from the file and the environment) and then `Config::try_from(raw)`, which applies
+//! defaults, resolves paths and checks every value. Every problem names the file, the key path
+//! (`accounts[1].client_secret`) and the reason; all validation problems are reported at once.
+//!
+//! Environment overrides: `MAILSYNC_<KEY>` for top-level keys (`MAILSYNC_DATA_DIR`,
+//! `MAILSYNC_LOG_FORMAT`) and `__` for nesting (`MAILSYNC_SYNC__BATCH_SIZE`). Only variables
+//! whose first segment is a known top-level key are read, so `MAILSYNC_CONFIG` and unrelated
+//! `MAILSYNC_*` variables (a token for an `env` credential, say) never clash with the file.
+//! `[[accounts]]` and `[[webhooks]]` cannot be overridden from the environment.
+//!
+//! Paths in the file may start with `~/` (the home directory); relative paths are resolved
+//! against the directory holding the config file.
+//!
+//! Secrets never live in `Config`: credentials are `CredentialRef`s resolved lazily, and no
+//! `Debug` output of this module shows a secret.
+
+mod credential;
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use credential::CredentialRef;
+pub use raw::RawConfig;
+
+/// The validated configuration of one daemon run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The file this configuration was read from (or the `origin` given to `load_str`).
+    pub source: PathBuf,
+    /// Where sled, the mirror and the feed live.
+    pub data_dir: PathBuf,
+    /// The control socket path.
+    pub socket_path: PathBuf,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// A `tracing_subscriber::EnvFilter` directive string (validated), e.g. `info,mailsync=debug`.
+    pub log_level: String,
+    /// How long shutdown waits for actors and tasks before forcing a stop.
+    pub shutdown_grace: Duration,
+    /// Global sync settings (accounts may override some).
+    pub sync: SyncConfig,
+    /// Global quota settings (accounts may override the profile).
+    pub quota: QuotaConfig,
+    /// Per-job retry policy.
+    pub retry: RetryConfig,
+    /// Child restart policy.
+    pub restart: RestartConfig,
+    /// The configured accounts, in file order.
+    pub accounts: Vec<AccountConfig>,
+    /// Webhook sinks.
+    pub webhooks: Vec<WebhookConfig>,
+    /// The Maildir sink, when a `[maildir]` section is present.
+    pub maildir: Option<MaildirConfig>,
+    /// The change feed.
+    pub feed: FeedConfig,
+    /// Things that are allowed but discouraged (inline secrets); log them once logging is up.
+    pub warnings: Vec<ConfigIssue>,
+}
+
+impl Config {
+    /// The account with this id, if configured.
+    pub fn account(&self, id: &str) -> Option<&AccountConfig> {
+        self.accounts.iter().find(|a| a.id == id)
+    }
+}
+
+/// `log_format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable, for terminals.
+    Pretty,
+    /// One JSON object per line, for journald and log shippers.
+    Json,
+}
+
+/// `[sync]`, and the effective values of one account after its overrides.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncConfig {
+    /// Time between polls when push is not available.
+    pub poll_interval: Duration,
+    /// Messages per batch request (1..=100, the Gmail batch limit).
+    pub batch_size: usize,
+    /// A Gmail search query limiting the initial full sync; `None` syncs all mail.
+    pub initial_query: Option<String>,
+}
+
+/// Which published Gmail quota applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuotaProfile {
+    /// From 1 May 2026: 6,000 units per user per minute; `messages.get` costs 20.
+    Y2026,
+    /// Before May 2026: 15,000 units per user per minute; `messages.get` costs 5.
+    Legacy,
+}
+
+impl QuotaProfile {
+    /// Units per user per minute under this profile (before `scale`).
+    pub fn units_per_user_per_minute(self) -> u32 {
+        match self {
+            QuotaProfile::Y2026 => 6_000,
+            QuotaProfile::Legacy => 15_000,
+        }
+    }
+
+    /// Quota units one `messages.get` costs under this profile.
+    pub fn messages_get_cost(self) -> u32 {
+        match self {
+            QuotaProfile::Y2026 => 20,
+            QuotaProfile::Legacy => 5,
+        }
+    }
+
+    /// The config spelling: `2026` or `legacy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaProfile::Y2026 => "2026",
+            QuotaProfile::Legacy => "legacy",
+        }
+    }
+}
+
+/// `[quota]`, fully resolved (profile defaults filled in, explicit overrides applied).
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuotaConfig {
+    /// The profile the defaults came from.
+    pub profile: QuotaProfile,
+    /// Per-user ceiling in units per minute, before `scale` and `pacing`.
+    pub units_per_user_per_minute: u32,
+    /// Units one `messages.get` costs.
+    pub messages_get_cost: u32,
+    /// Per-project ceiling in units per minute.
+    pub project_units_per_minute: u32,
+    /// Concurrent requests per user.
+    pub max_in_flight: usize,
+    /// Fraction of the ceiling we aim for (0 < pacing <= 1).
+    pub pacing: f64,
+    /// Multiplies the per-user limit; must match the emulator's `user_rate_scale` in tests.
+    pub scale: f64,
+}
+
+impl QuotaConfig {
+    /// The per-user rate the limiter should allow: ceiling × scale × pacing, in units/minute.
+    pub fn effective_user_units_per_minute(&self) -> f64 {
+        f64::from(self.units_per_user_per_minute) * self.scale * self.pacing
+    }
+}
+
+/// `[retry]`: per-job retry with jittered exponential backoff.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// First delay.
+    pub base: Duration,
+    /// Largest delay.
+    pub cap: Duration,
+    /// Attempts before a job is dead-lettered.
+    pub max_attempts: u32,
+}
+
+/// `[restart]`: child restart policy and budget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestartConfig {
+    /// First restart delay.
+    pub base: Duration,
+    /// Largest restart delay.
+    pub cap: Duration,
+    /// Restarts allowed within `window` before the account is marked failed.
+    pub max_restarts: u32,
+    /// The budget window.
+    pub window: Duration,
+}
+
+/// The kind of an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountKind {
+    /// Gmail over the REST API.
+    Gmail,
+    /// Google Calendar.
+    Calendar,
+    /// Any IMAP server.
+    Imap,
+    /// Synthetic account for integration tests; talks to no provider.
+    Test,
+}
+
+impl AccountKind {
+    /// The config spelling: `gmail`, `calendar`, `imap`, `test`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Gmail => "gmail",
+            AccountKind::Calendar => "calendar",
+            AccountKind::Imap => "imap",
+            AccountKind::Test => "test",
+        }
+    }
+}
+
+impl fmt::Display for AccountKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `[[accounts]]` entry with global settings and its overrides already merged.
+/// `PartialEq` compares everything, so a reload restarts exactly the accounts that changed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccountConfig {
+    /// Unique id (`[A-Za-z0-9_.-]+`), used in keys, mailbox names and the control socket.
+    pub id: String,
+    /// The kind; always matches `settings`.
+    pub kind: AccountKind,
+    /// Disabled accounts are kept in the config but not started.
+    pub enabled: bool,
+    /// Effective poll interval (account override or `[sync]`).
+    pub poll_interval: Duration,
+    /// Effective initial query (account override or `[sync]`).
+    pub initial_query: Option<String>,
+    /// Effective batch size (`[sync]`).
+    pub batch_size: usize,
+    /// Effective quota (account `quota_profile` override or `[quota]`).
+    pub quota: QuotaConfig,
+    /// Kind-specific settings.
+    pub settings: AccountSettings,
+}
+
+/// Kind-specific account settings.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AccountSettings {
+    /// `kind = "gmail"`.
+    Gmail(GmailSettings),
+    /// `kind = "calendar"`.
+    Calendar(CalendarSettings),
+    /// `kind = "imap"`.
+    Imap(ImapSettings),
+    /// `kind = "test"`.
+    Test(TestSettings),
+}
+
+/// OAuth settings shared by the Google kinds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GoogleAuth {
+    /// OAuth token endpoint.
+    pub token_url: String,
+    /// OAuth authorization endpoint (used by `mailsync auth`).
+    pub auth_url: String,
+    /// OAuth client id (not a secret).
+    pub client_id: String,
+    /// OAuth client secret.
+    pub client_secret: CredentialRef,
+    /// The long-lived refresh token.
+    pub refresh_token: CredentialRef,
+}
+
+/// Gmail account settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GmailSettings {
+    /// The mailbox address.
+    pub email: String,
+    /// API base URL without a trailing slash (the emulator's in tests).
+    pub api_base: String,
+    /// OAuth settings.
+    pub auth: GoogleAuth,
+}
+
+/// Google Calendar account settings (sync not built yet; validated only).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CalendarSettings {
+    /// The account address, if given.
+    pub email: Option<String>,
+    /// API base URL without a trailing slash.
+    pub api_base: String,
+    /// OAuth settings.
+    pub auth: GoogleAuth,
+    /// Calendars to mirror (default `["primary"]`).
+    pub calendar_ids: Vec<String>,
+}
+
+/// How an IMAP connection is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImapTls {
+    /// TLS from the first byte (port 993).
+    Implicit,
+    /// Plain connection upgraded with STARTTLS (port 143).
+    StartTls,
+    /// No encryption (local test servers only).
+    None,
+}
+
+/// IMAP account settings (sync not built yet; validated only).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImapSettings {
+    /// Server host name.
+    pub host: String,
+    /// Server port (default 993 for implicit TLS, else 143).
+    pub port: u16,
+    /// Login name.
+    pub username: String,
+    /// Login password.
+    pub password: CredentialRef,
+    /// Transport security.
+    pub tls: ImapTls,
+    /// Mailboxes to mirror (default `["INBOX"]`).
+    pub mailboxes: Vec<String>,
+}
+
+/// Which child of a test account fails on purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestChild {
+    /// The partial-sync child.
+    HistorySync,
+    /// The full-sync child.
+    Backfill,
+    /// The queue-draining child.
+    Ingest,
+}
+
+/// `[accounts.test]`: drives the actor tree without Google.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TestSettings {
+    /// Number of synthetic messages.
+    pub messages: u64,
+    /// The child that fails `fail_times` times, if any.
+    pub fail_child: Option<TestChild>,
+    /// How often `fail_child` fails before it works.
+    pub fail_times: u32,
+    /// A file the test account appends one line per completed job to, if set.
+    pub completions_file: Option<PathBuf>,
+    /// Artificial delay per job.
+    pub job_delay: Duration,
+}
+
+/// One `[[webhooks]]` entry (delivery implemented in `sink`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookConfig {
+    /// Target URL (http or https).
+    pub url: String,
+    /// HMAC signing secret, if any.
+    pub secret: Option<CredentialRef>,
+    /// Accounts whose changes are delivered; `None` means all.
+    pub accounts: Option<Vec<String>>,
+    /// Delivery attempts before an event is dead-lettered.
+    pub max_attempts: u32,
+}
+
+/// `[maildir]` (implemented in `sink`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaildirConfig {
+    /// Root directory; one Maildir per account below it.
+    pub root: PathBuf,
+    /// Whether the sink runs.
+    pub enabled: bool,
+}
+
+/// `[feed]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedConfig {
+    /// How long acknowledged feed events are kept.
+    pub retention: Duration,
+}
+
+/// One problem (or warning) with one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Dotted key path, e.g. `accounts[1].client_secret` or `quota.pacing`.
+    pub key: String,
+    /// What is wrong, in lower case.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+/// Everything that can go wrong while finding, reading, validating or resolving configuration.
+/// The binary exits with status 2 on any of them.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No file in any of the default places.
+    #[error("no config file found (looked in {})", display_paths(.searched))]
+    NotFound {
+        /// Every path that was tried, in order.
+        searched: Vec<PathBuf>,
+    },
+    /// The file exists (or was named) but cannot be read.
+    #[error("cannot read config file {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{}: not valid TOML: {reason}", .file.display())]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The parser's message (line and column included).
+        reason: String,
+    },
+    /// One or more keys are unknown, mistyped or have invalid values; never empty.
+    #[error("{}", display_issues(.file, .issues))]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// Every problem found.
+        issues: Vec<ConfigIssue>,
+    },
+    /// A credential could not be resolved.
+    #[error("credential ({reference}): {reason}")]
+    Credential {
+        /// A safe description: `file /path`, `env VAR`, `command prog`.
+        reference: String,
+        /// What went wrong (never contains the secret or a command's output).
+        reason: String,
+    },
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn display_issues(file: &Path, issues: &[ConfigIssue]) -> String {
+    match issues {
+        [one] => format!("{}: {}: {}", file.display(), one.key, one.reason),
+        many => {
+            let mut s = format!("{}: {} invalid settings:", file.display(), many.len());
+            for issue in many {
+                s.push_str(&format!("\n  {}: {}", issue.key, issue.reason));
+            }
+            s
+        }
+    }
+}
+
+/// Finds the config file: `explicit` (from `--config`), else `$MAILSYNC_CONFIG`, else
+/// `$XDG_CONFIG_HOME/mailsync/config.toml` (or `~/.config/mailsync/config.toml`), else
+/// `/etc/mailsync/config.toml`. An explicit or `$MAILSYNC_CONFIG` path is returned as is (a
+/// missing file then fails in `load` with its name); the default places must exist.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    locate_in(explicit, &process_env(), |p| p.is_file())
+}
+
+fn locate_in(
+    explicit: Option<&Path>,
+    env: &raw::Env,
+    exists: impl Fn(&Path) -> bool,
+) -> Result<PathBuf, ConfigError> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(path) = env.get("MAILSYNC_CONFIG").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let mut searched = Vec::new();
+    if let Some(dir) = validate::config_home(env) {
+        searched.push(dir.join("mailsync").join("config.toml"));
+    }
+    searched.push(PathBuf::from("/etc/mailsync/config.toml"));
+    match searched.iter().find(|p| exists(p)) {
+        Some(found) => Ok(found.clone()),
+        None => Err(ConfigError::NotFound { searched }),
+    }
+}
+
+/// Reads, merges with `MAILSYNC_*` overrides from the process environment, and validates.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_with_env(&text, path, process_env())
+}
+
+/// Like `load`, from a string; `origin` names it in errors and anchors relative paths (use the
+/// file's path, or something like `<inline>`). Environment overrides apply.
+pub fn load_str(toml: &str, origin: &str) -> Result<Config, ConfigError> {
+    load_with_env(toml, Path::new(origin), process_env())
+}
+
+/// Like `load_str`, with an explicit environment instead of the process's (for tests: this
+/// also feeds the defaults, so pass `HOME`/`XDG_*` as needed).
+pub fn load_str_with_env<I, K, V>(toml: &str, origin: &str, env: I) -> Result<Config, ConfigError>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: Into<String>,
+    V: Into<String>,
+{
+    let env = env.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+    load_with_env(toml, Path::new(origin), env)
+}
+
+fn load_with_env(toml: &str, origin: &Path, env: raw::Env) -> Result<Config, ConfigError> {
+    let raw = RawConfig::from_sources(toml, origin, env)?;
+    Config::try_from(raw)
+}
+
+fn process_env() -> raw::Env {
+    // Non-UTF-8 variables cannot be config values or path defaults we could use; skip them.
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+impl RawConfig {
+    /// Builds the raw stage from TOML text plus the `MAILSYNC_*` overrides found in `env`.
+    pub fn from_sources(
+        toml: &str,
+        origin: &Path,
+        env: std::collections::BTreeMap<String, String>,
+    ) -> Result<RawConfig, ConfigError> {
+        validate::raw_from_sources(toml, origin, env)
+    }
+}
+
+#[cfg(test)]
+mod tests;
