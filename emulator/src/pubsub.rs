@@ -126,13 +126,15 @@ pub fn mint_jwt(st: &EmulatorState, m: &MintRequest, default_aud: &str) -> Resul
     header.kid = Some(m.kid.clone().unwrap_or_else(|| st.key.kid.clone()));
     header.typ = Some("JWT".into());
     let mut token = jsonwebtoken::encode(&header, &claims, &st.key.encoding).map_err(|e| EmulatorError::Key(e.to_string()))?;
-    if m.tamper_signature {
-        let flipped = match token.pop() {
-            Some('A') => 'B',
-            Some(_) => 'A',
-            None => 'A',
-        };
-        token.push(flipped);
+    if m.tamper_signature
+        && let Some(dot) = token.rfind('.')
+    {
+        // Flip a character well inside the signature (the last one only carries padding bits).
+        let i = dot + 10;
+        if let Some(c) = token.get(i..i + 1) {
+            let flipped = if c == "A" { "B" } else { "A" };
+            token.replace_range(i..i + 1, flipped);
+        }
     }
     Ok(token)
 }
