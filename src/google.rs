@@ -1,1 +1,23 @@
 //! Google API adapters: OAuth, the Gmail REST client with batching and quota pacing.
+//!
+//! - [`gmail`]: [`GmailClient`], the `GmailApi` port over REST (pacing, auth, retries).
+//! - [`auth`]: [`TokenSource`], access tokens from a refresh token; the only holder of secrets.
+//! - [`oauth_flow`]: the desktop loopback flow with PKCE that obtains a refresh token.
+//! - [`batch`]: the pure `multipart/mixed` batch codec.
+//! - [`error`]: HTTP status + Google error body → `ApiError`.
+//! - [`wire`]: the client's own serde shapes of Google's JSON and their mapping to the model.
+//!
+//! The pacing itself ([`mailsync_actors::quota::QuotaGate`]) lives in the actors crate so the
+//! account actor can hold and report it.
+
+pub mod auth;
+pub mod batch;
+pub mod error;
+mod form;
+pub mod gmail;
+pub mod oauth_flow;
+pub mod wire;
+
+pub use auth::{BearerToken, GOOGLE_TOKEN_URL, OAuthCredentials, TokenSource};
+pub use gmail::{GOOGLE_API_BASE, GmailClient, GmailClientConfig, RetryConfig};
+pub use oauth_flow::{LoopbackFlow, LoopbackFlowError, load_refresh_token, store_refresh_token};

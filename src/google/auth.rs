@@ -1,0 +1,410 @@
+//! OAuth access tokens for one account: [`TokenSource`] holds the client id, the client secret
+//! and the refresh token, trades the refresh token for access tokens at the token endpoint
+//! (reference gmail-api.md §5.3), keeps the current access token in memory only, refreshes it
+//! shortly before expiry and after a 401, and makes concurrent callers share one refresh.
+//!
+//! This is the only module (with `oauth_flow`) that reads a secret: callers get a
+//! [`BearerToken`] whose header value is marked sensitive and whose `Debug` is redacted.
+//! An `invalid_grant` answer disconnects the source for good: later calls fail at once with
+//! `ApiError::Disconnected`, without asking Google again, until a new source is built.
+
+use super::error::{classify_token, classify_transport, malformed_json, parse_retry_after};
+use super::form::form_encode;
+use super::wire::WireTokenResponse;
+use crate::secret::Secret;
+use mailsync_actors::error::ApiError;
+use reqwest::header::{HeaderValue, RETRY_AFTER};
+use std::fmt;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Google's token endpoint.
+pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+
+/// How long before its expiry an access token is replaced.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(120);
+
+/// An OAuth client's credentials plus one user's refresh token.
+#[derive(Clone, Debug)]
+pub struct OAuthCredentials {
+    /// The OAuth client id (not secret; also keys the per-project quota).
+    pub client_id: String,
+    /// The OAuth client secret.
+    pub client_secret: Secret<String>,
+    /// The user's refresh token.
+    pub refresh_token: Secret<String>,
+}
+
+/// An access token ready to be sent. `generation` tells [`TokenSource::refresh_after_401`]
+/// which token the server rejected.
+#[derive(Clone)]
+pub struct BearerToken {
+    header: HeaderValue,
+    generation: u64,
+}
+
+impl BearerToken {
+    /// The `Authorization` header value (`Bearer …`), marked sensitive.
+    pub fn header_value(&self) -> HeaderValue {
+        self.header.clone()
+    }
+
+    /// Which refresh produced this token.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerToken")
+            .field("header", &"[redacted]")
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+struct Current {
+    token: BearerToken,
+    refresh_at: Instant,
+}
+
+struct State {
+    refresh_token: Secret<String>,
+    current: Option<Current>,
+    generation: u64,
+    disconnected: Option<String>,
+}
+
+/// Hands out access tokens for one account. Cheap to share behind an `Arc`.
+pub struct TokenSource {
+    client_id: String,
+    client_secret: Secret<String>,
+    token_url: String,
+    account: String,
+    http: reqwest::Client,
+    state: Mutex<State>,
+}
+
+impl fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("client_id", &self.client_id)
+            .field("token_url", &self.token_url)
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSource {
+    /// A source for `account` (used in logs only) that refreshes at `token_url` with its own
+    /// HTTP client (rustls, 30 s timeout).
+    pub fn new(
+        account: impl Into<String>,
+        credentials: OAuthCredentials,
+        token_url: impl Into<String>,
+    ) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ApiError::Internal(format!("building the HTTP client: {e}")))?;
+        Ok(Self::with_http(account, credentials, token_url, http))
+    }
+
+    /// Same, on a caller-supplied HTTP client.
+    pub fn with_http(
+        account: impl Into<String>,
+        credentials: OAuthCredentials,
+        token_url: impl Into<String>,
+        http: reqwest::Client,
+    ) -> Self {
+        Self {
+            client_id: credentials.client_id,
+            client_secret: credentials.client_secret,
+            token_url: token_url.into(),
+            account: account.into(),
+            http,
+            state: Mutex::new(State {
+                refresh_token: credentials.refresh_token,
+                current: None,
+                generation: 0,
+                disconnected: None,
+            }),
+        }
+    }
+
+    /// The OAuth client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// Why the source is disconnected, if it is.
+    pub async fn disconnected(&self) -> Option<String> {
+        self.state.lock().await.disconnected.clone()
+    }
+
+    /// A valid access token: the cached one, or a fresh one if it is missing or expires within
+    /// [`REFRESH_MARGIN`]. Concurrent callers wait for one shared refresh.
+    pub async fn access_token(&self) -> Result<BearerToken, ApiError> {
+        let mut state = self.state.lock().await;
+        if let Some(reason) = &state.disconnected {
+            return Err(ApiError::Disconnected(reason.clone()));
+        }
+        if let Some(current) = &state.current
+            && Instant::now() < current.refresh_at
+        {
+            return Ok(current.token.clone());
+        }
+        self.refresh_locked(&mut state).await
+    }
+
+    /// The server answered 401 to `rejected`: refresh, unless another caller already replaced
+    /// that token, in which case the newer token is returned without a second refresh.
+    pub async fn refresh_after_401(&self, rejected: &BearerToken) -> Result<BearerToken, ApiError> {
+        let mut state = self.state.lock().await;
+        if let Some(reason) = &state.disconnected {
+            return Err(ApiError::Disconnected(reason.clone()));
+        }
+        if let Some(current) = &state.current
+            && current.token.generation != rejected.generation
+        {
+            return Ok(current.token.clone());
+        }
+        state.current = None;
+        self.refresh_locked(&mut state).await
+    }
+
+    /// Forgets the cached access token (e.g. after the refresh token was replaced).
+    pub async fn invalidate(&self) {
+        self.state.lock().await.current = None;
+    }
+
+    async fn refresh_locked(&self, state: &mut State) -> Result<BearerToken, ApiError> {
+        let started = Instant::now();
+        let body = form_encode(&[
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.expose().as_str()),
+            ("refresh_token", state.refresh_token.expose().as_str()),
+            ("grant_type", "refresh_token"),
+        ]);
+        let response = self
+            .http
+            .post(&self.token_url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| classify_transport(&e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let bytes = response.bytes().await.map_err(|e| classify_transport(&e))?;
+        if !(200..300).contains(&status) {
+            let err = classify_token(status, retry_after, &bytes);
+            tracing::warn!(
+                account = %self.account,
+                method = "oauth2.token.refresh",
+                status,
+                error = %err,
+                "access token refresh failed"
+            );
+            if let ApiError::Disconnected(reason) = &err {
+                state.disconnected = Some(reason.clone());
+                state.current = None;
+            }
+            return Err(err);
+        }
+        let parsed: WireTokenResponse = serde_json::from_slice(&bytes)
+            // No excerpt: a token response body holds the token.
+            .map_err(|e| malformed_json("token response", &e, b""))?;
+        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3_599));
+        let margin = REFRESH_MARGIN.min(lifetime / 10);
+        let mut header = HeaderValue::from_str(&format!("Bearer {}", parsed.access_token))
+            .map_err(|_| {
+                ApiError::Malformed("token response: access token is not header-safe".into())
+            })?;
+        header.set_sensitive(true);
+        if let Some(rotated) = parsed.refresh_token.filter(|t| !t.is_empty()) {
+            state.refresh_token = Secret::new(rotated);
+        }
+        state.generation += 1;
+        let token = BearerToken {
+            header,
+            generation: state.generation,
+        };
+        state.current = Some(Current {
+            token: token.clone(),
+            refresh_at: Instant::now() + lifetime.saturating_sub(margin),
+        });
+        tracing::debug!(
+            account = %self.account,
+            method = "oauth2.token.refresh",
+            status,
+            expires_in_s = lifetime.as_secs(),
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "access token refreshed"
+        );
+        Ok(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::State as AxState;
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[derive(Clone)]
+    struct Fake {
+        calls: Arc<AtomicU32>,
+        mode: Arc<std::sync::Mutex<&'static str>>,
+    }
+
+    async fn token(AxState(fake): AxState<Fake>, body: String) -> (StatusCode, String) {
+        let n = fake.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(body.contains("grant_type=refresh_token"));
+        assert!(body.contains("refresh_token=1%2F%2F0gREFRESH"));
+        assert!(body.contains("client_secret=GOCSPX-secret"));
+        let mode = *fake.mode.lock().expect("lock");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match mode {
+            "ok" => (
+                StatusCode::OK,
+                format!(r#"{{"access_token":"ya29.tok{n}","expires_in":3599,"token_type":"Bearer"}}"#),
+            ),
+            "grant" => (
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"invalid_grant","error_description":"Token has been expired or revoked."}"#
+                    .into(),
+            ),
+            "broken" => (StatusCode::OK, r#"{"access_token":"ya29.cut"#.into()),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, "down".into()),
+        }
+    }
+
+    async fn serve(mode: &'static str) -> (String, Fake) {
+        let fake = Fake {
+            calls: Arc::new(AtomicU32::new(0)),
+            mode: Arc::new(std::sync::Mutex::new(mode)),
+        };
+        let app = axum::Router::new()
+            .route("/token", post(token))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (format!("http://{addr}/token"), fake)
+    }
+
+    fn source(url: &str) -> TokenSource {
+        TokenSource::new(
+            "acct",
+            OAuthCredentials {
+                client_id: "client".into(),
+                client_secret: Secret::new("GOCSPX-secret".into()),
+                refresh_token: Secret::new("1//0gREFRESH".into()),
+            },
+            url,
+        )
+        .expect("source")
+    }
+
+    fn header_text(t: &BearerToken) -> String {
+        t.header_value().to_str().expect("ascii").to_owned()
+    }
+
+    #[tokio::test]
+    async fn caches_and_shares_one_refresh() {
+        let (url, fake) = serve("ok").await;
+        let src = Arc::new(source(&url));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let src = Arc::clone(&src);
+            tasks.push(tokio::spawn(async move { src.access_token().await }));
+        }
+        for t in tasks {
+            let tok = t.await.expect("join").expect("token");
+            assert_eq!(header_text(&tok), "Bearer ya29.tok1");
+            assert!(tok.header_value().is_sensitive());
+            assert!(!format!("{tok:?}").contains("ya29"));
+        }
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+        assert!(!format!("{src:?}").contains("GOCSPX"));
+    }
+
+    #[tokio::test]
+    async fn a_401_refreshes_once_for_all_callers() {
+        let (url, fake) = serve("ok").await;
+        let src = Arc::new(source(&url));
+        let first = src.access_token().await.expect("token");
+        let mut tasks = Vec::new();
+        for _ in 0..5 {
+            let src = Arc::clone(&src);
+            let rejected = first.clone();
+            tasks.push(tokio::spawn(async move {
+                src.refresh_after_401(&rejected).await
+            }));
+        }
+        for t in tasks {
+            let tok = t.await.expect("join").expect("token");
+            assert_eq!(header_text(&tok), "Bearer ya29.tok2");
+        }
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn invalid_grant_disconnects_for_good() {
+        let (url, fake) = serve("grant").await;
+        let src = source(&url);
+        match src.access_token().await {
+            Err(ApiError::Disconnected(msg)) => {
+                assert!(msg.contains("invalid_grant"), "{msg}");
+                assert!(!msg.contains("0gREFRESH"));
+            }
+            other => panic!("expected Disconnected, got {other:?}"),
+        }
+        assert!(src.disconnected().await.is_some());
+        assert!(matches!(
+            src.access_token().await,
+            Err(ApiError::Disconnected(_))
+        ));
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            1,
+            "no second call to Google"
+        );
+    }
+
+    #[tokio::test]
+    async fn server_trouble_is_transient_and_bad_json_malformed() {
+        let (url, fake) = serve("down").await;
+        let src = source(&url);
+        assert!(matches!(
+            src.access_token().await,
+            Err(ApiError::Transient(_))
+        ));
+        *fake.mode.lock().expect("lock") = "broken";
+        match src.access_token().await {
+            Err(ApiError::Malformed(msg)) => assert!(!msg.contains("ya29"), "{msg}"),
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+        *fake.mode.lock().expect("lock") = "ok";
+        assert!(src.access_token().await.is_ok());
+    }
+}
