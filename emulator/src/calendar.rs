@@ -12,14 +12,23 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::generator;
 use crate::http::{ApiRequest, ApiResponse, Op as HttpOp, Route};
-use crate::oauth::{Principal, SCOPE_CAL_EVENTS, SCOPE_CAL_EVENTS_RO, SCOPE_CALENDAR, SCOPE_CALENDAR_RO};
+use crate::oauth::{
+    Principal, SCOPE_CAL_EVENTS, SCOPE_CAL_EVENTS_RO, SCOPE_CALENDAR, SCOPE_CALENDAR_RO,
+};
 use crate::pubsub::{CalendarPing, Outbound};
 use crate::quota::Api;
 use crate::state::EmulatorState;
-use crate::util::{b64_decode_any, b64url, civil_from_days, hash64, lock, parse_rfc3339, rfc3339_ms};
+use crate::util::{
+    b64_decode_any, b64url, civil_from_days, hash64, lock, parse_rfc3339, rfc3339_ms,
+};
 use crate::wire::{self, EventDateTime};
 
-const CAL_READ: &[&str] = &[SCOPE_CALENDAR, SCOPE_CALENDAR_RO, SCOPE_CAL_EVENTS, SCOPE_CAL_EVENTS_RO];
+const CAL_READ: &[&str] = &[
+    SCOPE_CALENDAR,
+    SCOPE_CALENDAR_RO,
+    SCOPE_CAL_EVENTS,
+    SCOPE_CAL_EVENTS_RO,
+];
 const LIST_READ: &[&str] = &[SCOPE_CALENDAR, SCOPE_CALENDAR_RO];
 
 #[derive(Debug, Clone)]
@@ -89,11 +98,19 @@ pub struct CalendarSet {
 fn dt(ms: i64, all_day: bool, tz: Option<&str>) -> EventDateTime {
     if all_day {
         let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
-        EventDateTime { date: Some(format!("{y:04}-{m:02}-{d:02}")), date_time: None, time_zone: None }
+        EventDateTime {
+            date: Some(format!("{y:04}-{m:02}-{d:02}")),
+            date_time: None,
+            time_zone: None,
+        }
     } else {
         let s = rfc3339_ms(ms);
         let s = s.replace(".000Z", "Z");
-        EventDateTime { date: None, date_time: Some(s), time_zone: tz.map(String::from) }
+        EventDateTime {
+            date: None,
+            date_time: Some(s),
+            time_zone: tz.map(String::from),
+        }
     }
 }
 
@@ -115,22 +132,41 @@ fn occurrences(rrule: &str, start_ms: i64) -> Vec<i64> {
     if freq == 0 {
         return vec![start_ms];
     }
-    (0..count as i64).map(|i| start_ms + i * freq * interval).collect()
+    (0..count as i64)
+        .map(|i| start_ms + i * freq * interval)
+        .collect()
 }
 
 fn instance_suffix(ms: i64, all_day: bool) -> String {
     let s = rfc3339_ms(ms);
-    let compact: String = s.chars().filter(|c| c.is_ascii_digit() || *c == 'T').collect();
-    if all_day { compact[..8].to_string() } else { format!("{}Z", &compact[..15]) }
+    let compact: String = s
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect();
+    if all_day {
+        compact[..8].to_string()
+    } else {
+        format!("{}Z", &compact[..15])
+    }
 }
 
 impl CalendarSet {
     pub fn seeded(seed: u64, owner: &str, n: usize, anchor_ms: i64) -> Self {
         let ah = generator::account_hash(seed, owner);
-        let mut set = CalendarSet { calendars: Vec::new(), channels: Vec::new(), secret: ah ^ 0xCA1E_DA75, owner: owner.to_string() };
+        let mut set = CalendarSet {
+            calendars: Vec::new(),
+            channels: Vec::new(),
+            secret: ah ^ 0xCA1E_DA75,
+            owner: owner.to_string(),
+        };
         let defs = [
             (owner.to_string(), owner.to_string(), true, "owner"),
-            (format!("family{:08x}@group.calendar.google.com", ah as u32), "Family".to_string(), false, "writer"),
+            (
+                format!("family{:08x}@group.calendar.google.com", ah as u32),
+                "Family".to_string(),
+                false,
+                "writer",
+            ),
         ];
         for (k, (id, summary, primary, role)) in defs.into_iter().enumerate() {
             let mut cal = Calendar {
@@ -180,17 +216,25 @@ impl CalendarSet {
         if id == "primary" {
             return self.calendars.iter().position(|c| c.primary);
         }
-        self.calendars.iter().position(|c| c.id.eq_ignore_ascii_case(id))
+        self.calendars
+            .iter()
+            .position(|c| c.id.eq_ignore_ascii_case(id))
     }
 
     fn mac(&self, s: &str) -> String {
-        format!("{:016x}", hash64(&[&self.secret.to_le_bytes(), s.as_bytes()]))
+        format!(
+            "{:016x}",
+            hash64(&[&self.secret.to_le_bytes(), s.as_bytes()])
+        )
     }
 
     fn sync_token(&self, cal: usize, seq: u64) -> String {
         let c = &self.calendars[cal];
         let body = format!("{}:{}:{}", c.id, c.epoch, seq);
-        format!("CPD{}", b64url(format!("{body}:{}", self.mac(&body)).as_bytes()))
+        format!(
+            "CPD{}",
+            b64url(format!("{body}:{}", self.mac(&body)).as_bytes())
+        )
     }
 
     /// Verifies a sync token; `None` means 410.
@@ -236,14 +280,40 @@ impl CalendarSet {
     }
 
     /// Creates a timed event (control API / mutation generator).
-    pub fn create_event(&mut self, cal: usize, id: Option<String>, summary: &str, start_ms: i64, end_ms: i64, all_day: bool, recurrence: Option<String>, now: i64) -> Result<String, ApiError> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_event(
+        &mut self,
+        cal: usize,
+        id: Option<String>,
+        summary: &str,
+        start_ms: i64,
+        end_ms: i64,
+        all_day: bool,
+        recurrence: Option<String>,
+        now: i64,
+    ) -> Result<String, ApiError> {
         let c = &mut self.calendars[cal];
-        let id = id.unwrap_or_else(|| format!("emu{:016x}{:06x}", hash64(&[summary.as_bytes(), &now.to_le_bytes()]), c.seq));
-        if id.len() < 5 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'v').contains(&b)) {
+        let id = id.unwrap_or_else(|| {
+            format!(
+                "emu{:016x}{:06x}",
+                hash64(&[summary.as_bytes(), &now.to_le_bytes()]),
+                c.seq
+            )
+        });
+        if id.len() < 5
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'v').contains(&b))
+        {
             return Err(ApiError::invalid_param("id", "Invalid resource id value."));
         }
         if c.events.contains_key(&id) {
-            return Err(ApiError::new(409, "duplicate", "global", "The requested identifier already exists."));
+            return Err(ApiError::new(
+                409,
+                "duplicate",
+                "global",
+                "The requested identifier already exists.",
+            ));
         }
         let tz = recurrence.as_ref().map(|_| "UTC");
         c.events.insert(
@@ -273,9 +343,19 @@ impl CalendarSet {
         Ok(id)
     }
 
-    pub fn update_event(&mut self, cal: usize, id: &str, summary: Option<&str>, now: i64) -> Result<(), ApiError> {
+    pub fn update_event(
+        &mut self,
+        cal: usize,
+        id: &str,
+        summary: Option<&str>,
+        now: i64,
+    ) -> Result<(), ApiError> {
         let c = &mut self.calendars[cal];
-        let e = c.events.get_mut(id).filter(|e| e.status != "cancelled").ok_or_else(ApiError::not_found)?;
+        let e = c
+            .events
+            .get_mut(id)
+            .filter(|e| e.status != "cancelled")
+            .ok_or_else(ApiError::not_found)?;
         if let Some(s) = summary {
             e.summary = s.to_string();
         }
@@ -298,12 +378,28 @@ impl CalendarSet {
     }
 
     /// Cancels one occurrence of a recurring event (adds a cancelled exception).
-    pub fn cancel_instance(&mut self, cal: usize, master: &str, index: usize, now: i64) -> Result<String, ApiError> {
+    pub fn cancel_instance(
+        &mut self,
+        cal: usize,
+        master: &str,
+        index: usize,
+        now: i64,
+    ) -> Result<String, ApiError> {
         let c = &mut self.calendars[cal];
-        let m = c.events.get(master).ok_or_else(ApiError::not_found)?.clone();
-        let rule = m.recurrence.as_ref().and_then(|r| r.first()).ok_or_else(|| ApiError::bad_request("not a recurring event"))?;
+        let m = c
+            .events
+            .get(master)
+            .ok_or_else(ApiError::not_found)?
+            .clone();
+        let rule = m
+            .recurrence
+            .as_ref()
+            .and_then(|r| r.first())
+            .ok_or_else(|| ApiError::bad_request("not a recurring event"))?;
         let occ = occurrences(rule, m.start_ms);
-        let at = *occ.get(index).ok_or_else(|| ApiError::bad_request("no such occurrence"))?;
+        let at = *occ
+            .get(index)
+            .ok_or_else(|| ApiError::bad_request("no such occurrence"))?;
         let id = format!("{}_{}", m.id, instance_suffix(at, m.all_day));
         let dur = m.end_ms - m.start_ms;
         let tz = m.start.time_zone.as_deref();
@@ -372,7 +468,12 @@ impl CalendarSet {
 }
 
 fn r(name: &'static str, params: &'static [&'static str], op: Op) -> Option<Route> {
-    Some(Route { api: Api::Calendar, name, params, op: HttpOp::Calendar(op) })
+    Some(Route {
+        api: Api::Calendar,
+        name,
+        params,
+        op: HttpOp::Calendar(op),
+    })
 }
 
 pub fn route(method: &Method, segs: &[String]) -> Option<Route> {
@@ -381,16 +482,52 @@ pub fn route(method: &Method, segs: &[String]) -> Option<Route> {
     }
     let rest: Vec<&str> = segs[2..].iter().map(String::as_str).collect();
     const LIST_P: &[&str] = &[
-        "syncToken", "pageToken", "maxResults", "showDeleted", "singleEvents", "timeMin", "timeMax", "updatedMin", "orderBy", "q",
-        "iCalUID", "privateExtendedProperty", "sharedExtendedProperty", "eventTypes", "showHiddenInvitations", "timeZone",
-        "maxAttendees", "alwaysIncludeEmail",
+        "syncToken",
+        "pageToken",
+        "maxResults",
+        "showDeleted",
+        "singleEvents",
+        "timeMin",
+        "timeMax",
+        "updatedMin",
+        "orderBy",
+        "q",
+        "iCalUID",
+        "privateExtendedProperty",
+        "sharedExtendedProperty",
+        "eventTypes",
+        "showHiddenInvitations",
+        "timeZone",
+        "maxAttendees",
+        "alwaysIncludeEmail",
     ];
-    const CL_P: &[&str] = &["maxResults", "pageToken", "minAccessRole", "showDeleted", "showHidden", "syncToken"];
+    const CL_P: &[&str] = &[
+        "maxResults",
+        "pageToken",
+        "minAccessRole",
+        "showDeleted",
+        "showHidden",
+        "syncToken",
+    ];
     match (method.as_str(), rest.as_slice()) {
-        ("GET", ["users", "me", "calendarList"]) => r("calendar.calendarList.list", CL_P, Op::CalendarList),
-        ("POST", ["calendars", cid, "events", "watch"]) => r("calendar.events.watch", LIST_P, Op::EventsWatch(cid.to_string())),
-        ("GET", ["calendars", cid, "events"]) => r("calendar.events.list", LIST_P, Op::EventsList(cid.to_string())),
-        ("GET", ["calendars", cid, "events", eid]) => r("calendar.events.get", &["timeZone", "maxAttendees", "alwaysIncludeEmail"], Op::EventsGet(cid.to_string(), eid.to_string())),
+        ("GET", ["users", "me", "calendarList"]) => {
+            r("calendar.calendarList.list", CL_P, Op::CalendarList)
+        }
+        ("POST", ["calendars", cid, "events", "watch"]) => r(
+            "calendar.events.watch",
+            LIST_P,
+            Op::EventsWatch(cid.to_string()),
+        ),
+        ("GET", ["calendars", cid, "events"]) => r(
+            "calendar.events.list",
+            LIST_P,
+            Op::EventsList(cid.to_string()),
+        ),
+        ("GET", ["calendars", cid, "events", eid]) => r(
+            "calendar.events.get",
+            &["timeZone", "maxAttendees", "alwaysIncludeEmail"],
+            Op::EventsGet(cid.to_string(), eid.to_string()),
+        ),
         ("POST", ["channels", "stop"]) => r("calendar.channels.stop", &[], Op::ChannelsStop),
         _ => None,
     }
@@ -405,7 +542,12 @@ fn cal_error(code: u16, reason: &'static str, message: &str, location: Option<&s
 }
 
 fn full_sync_required() -> ApiError {
-    let mut e = cal_error(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.", Some("syncToken"));
+    let mut e = cal_error(
+        410,
+        "fullSyncRequired",
+        "Sync token is no longer valid, a full sync is required.",
+        Some("syncToken"),
+    );
     e.status = None;
     e
 }
@@ -421,7 +563,10 @@ fn event_json(e: &Event, stub: bool) -> Value {
     if stub {
         return v;
     }
-    v["htmlLink"] = json!(format!("https://www.google.com/calendar/event?eid={}", b64url(e.id.as_bytes())));
+    v["htmlLink"] = json!(format!(
+        "https://www.google.com/calendar/event?eid={}",
+        b64url(e.id.as_bytes())
+    ));
     v["created"] = json!(rfc3339_ms(e.created_ms));
     v["updated"] = json!(rfc3339_ms(e.updated_ms));
     v["summary"] = json!(e.summary);
@@ -445,7 +590,11 @@ fn expand(cal: &Calendar, events: Vec<&Event>) -> Vec<Event> {
             (Some(rules), "confirmed") => {
                 let dur = e.end_ms - e.start_ms;
                 let tz = e.start.time_zone.as_deref();
-                for at in rules.first().map(|r| occurrences(r, e.start_ms)).unwrap_or_default() {
+                for at in rules
+                    .first()
+                    .map(|r| occurrences(r, e.start_ms))
+                    .unwrap_or_default()
+                {
                     let id = format!("{}_{}", e.id, instance_suffix(at, e.all_day));
                     if cal.events.contains_key(&id) {
                         continue; // an exception exists and is listed on its own
@@ -471,12 +620,23 @@ fn expand(cal: &Calendar, events: Vec<&Event>) -> Vec<Event> {
 
 fn series_end(e: &Event) -> i64 {
     match e.recurrence.as_ref().and_then(|r| r.first()) {
-        Some(rule) => occurrences(rule, e.start_ms).last().copied().unwrap_or(e.start_ms) + (e.end_ms - e.start_ms),
+        Some(rule) => {
+            occurrences(rule, e.start_ms)
+                .last()
+                .copied()
+                .unwrap_or(e.start_ms)
+                + (e.end_ms - e.start_ms)
+        }
         None => e.end_ms,
     }
 }
 
-pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
+pub fn handle(
+    st: &EmulatorState,
+    p: &Principal,
+    op: &Op,
+    req: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
     let now = st.clock.now_ms();
     let email = p.email.to_ascii_lowercase();
     let mut pings = Vec::new();
@@ -509,7 +669,10 @@ pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> R
                 }
                 let (master, _) = eid.split_once('_').ok_or_else(ApiError::not_found)?;
                 let m = c.events.get(master).ok_or_else(ApiError::not_found)?;
-                let inst = expand(c, vec![m]).into_iter().find(|i| i.id == *eid).ok_or_else(ApiError::not_found)?;
+                let inst = expand(c, vec![m])
+                    .into_iter()
+                    .find(|i| i.id == *eid)
+                    .ok_or_else(ApiError::not_found)?;
                 Ok(ApiResponse::json(&event_json(&inst, false)))
             }
             Op::EventsWatch(cid) => {
@@ -518,18 +681,38 @@ pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> R
                 }
                 let cal = set.find(cid).ok_or_else(ApiError::not_found)?;
                 let body: wire::ChannelRequest = req.json_body()?;
-                let id = body.id.filter(|i| !i.is_empty()).ok_or_else(|| ApiError::invalid_param("id", "Required"))?;
-                if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_+/=".contains(&b)) {
+                let id = body
+                    .id
+                    .filter(|i| !i.is_empty())
+                    .ok_or_else(|| ApiError::invalid_param("id", "Required"))?;
+                if id.len() > 64
+                    || !id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_+/=".contains(&b))
+                {
                     return Err(ApiError::invalid_param("id", "Invalid channel id"));
                 }
                 match body.channel_type.as_deref() {
                     Some("web_hook") | Some("webhook") => {}
-                    _ => return Err(ApiError::invalid_param("type", "Invalid channel type; expected web_hook")),
+                    _ => {
+                        return Err(ApiError::invalid_param(
+                            "type",
+                            "Invalid channel type; expected web_hook",
+                        ));
+                    }
                 }
-                let address = body.address.filter(|a| !a.is_empty()).ok_or_else(|| ApiError::invalid_param("address", "Required"))?;
-                let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"].iter().any(|p| address.starts_with(p));
+                let address = body
+                    .address
+                    .filter(|a| !a.is_empty())
+                    .ok_or_else(|| ApiError::invalid_param("address", "Required"))?;
+                let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                    .iter()
+                    .any(|p| address.starts_with(p));
                 if !address.starts_with("https://") && !loopback {
-                    return Err(ApiError::invalid_param("address", format!("WebHook callback must be HTTPS: {address}")));
+                    return Err(ApiError::invalid_param(
+                        "address",
+                        format!("WebHook callback must be HTTPS: {address}"),
+                    ));
                 }
                 if body.token.as_ref().is_some_and(|t| t.len() > 256) {
                     return Err(ApiError::invalid_param("token", "Channel token too long"));
@@ -538,19 +721,28 @@ pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> R
                     return Err(ApiError::bad_request(format!("Channel id {id} not unique")));
                 }
                 let ttl_ms = match body.params.as_ref().and_then(|p| p.get("ttl")) {
-                    Some(t) => t.parse::<i64>().map_err(|_| ApiError::invalid_param("params.ttl", "Invalid ttl"))? * 1000,
+                    Some(t) => {
+                        t.parse::<i64>()
+                            .map_err(|_| ApiError::invalid_param("params.ttl", "Invalid ttl"))?
+                            * 1000
+                    }
                     None => st.config.channel_ttl.as_millis() as i64,
                 };
                 let mut expiration = now + ttl_ms.min(st.config.channel_ttl.as_millis() as i64 * 4);
                 if let Some(e) = body.expiration.as_deref() {
-                    let req_exp: i64 = e.parse().map_err(|_| ApiError::invalid_param("expiration", "Invalid expiration"))?;
+                    let req_exp: i64 = e
+                        .parse()
+                        .map_err(|_| ApiError::invalid_param("expiration", "Invalid expiration"))?;
                     expiration = expiration.min(req_exp);
                 }
                 let c = &set.calendars[cal];
                 let resource_id = format!("{:x}", hash64(&[c.id.as_bytes(), b"events"]) >> 8);
                 let resource_uri = format!(
                     "https://www.googleapis.com/calendar/v3/calendars/{}/events?alt=json",
-                    percent_encoding::utf8_percent_encode(&c.id, percent_encoding::NON_ALPHANUMERIC)
+                    percent_encoding::utf8_percent_encode(
+                        &c.id,
+                        percent_encoding::NON_ALPHANUMERIC
+                    )
                 );
                 let reg = ChannelReg {
                     id: id.clone(),
@@ -584,10 +776,15 @@ pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> R
             }
             Op::ChannelsStop => {
                 let body: wire::StopChannelRequest = req.json_body()?;
-                let id = body.id.ok_or_else(|| ApiError::invalid_param("id", "Required"))?;
-                let rid = body.resource_id.ok_or_else(|| ApiError::invalid_param("resourceId", "Required"))?;
+                let id = body
+                    .id
+                    .ok_or_else(|| ApiError::invalid_param("id", "Required"))?;
+                let rid = body
+                    .resource_id
+                    .ok_or_else(|| ApiError::invalid_param("resourceId", "Required"))?;
                 let before = set.channels.len();
-                set.channels.retain(|c| !(c.id == id && c.resource_id == rid));
+                set.channels
+                    .retain(|c| !(c.id == id && c.resource_id == rid));
                 if set.channels.len() == before {
                     let mut e = ApiError::not_found();
                     e.message = format!("Channel '{id}' not found for project");
@@ -606,7 +803,12 @@ pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> R
 fn calendar_list(set: &CalendarSet, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
     let max = match req.u32_param("maxResults")? {
         None => 100,
-        Some(0) => return Err(ApiError::invalid_param("maxResults", "Invalid value for maxResults")),
+        Some(0) => {
+            return Err(ApiError::invalid_param(
+                "maxResults",
+                "Invalid value for maxResults",
+            ));
+        }
         Some(n) => n.min(250) as usize,
     };
     let roles = ["freeBusyReader", "reader", "writer", "owner"];
@@ -614,11 +816,17 @@ fn calendar_list(set: &CalendarSet, req: &ApiRequest) -> Result<ApiResponse, Api
     if let Some(m) = min_role
         && !roles.contains(&m)
     {
-        return Err(ApiError::invalid_param("minAccessRole", format!("Invalid value '{m}'")));
+        return Err(ApiError::invalid_param(
+            "minAccessRole",
+            format!("Invalid value '{m}'"),
+        ));
     }
     if req.param("syncToken").is_some() {
         if min_role.is_some() {
-            return Err(ApiError::invalid_param("minAccessRole", "minAccessRole cannot be used together with syncToken"));
+            return Err(ApiError::invalid_param(
+                "minAccessRole",
+                "minAccessRole cannot be used together with syncToken",
+            ));
         }
         let tok = req.param("syncToken").unwrap_or_default();
         if tok != format!("CL{}", set.mac("calendarList")) {
@@ -626,11 +834,18 @@ fn calendar_list(set: &CalendarSet, req: &ApiRequest) -> Result<ApiResponse, Api
         }
     }
     let offset: usize = match req.param("pageToken") {
-        Some(t) => set.open_page_token(t).and_then(|v| v.first().and_then(|s| s.parse().ok())).ok_or_else(|| ApiError::invalid_param("pageToken", "Invalid page token"))?,
+        Some(t) => set
+            .open_page_token(t)
+            .and_then(|v| v.first().and_then(|s| s.parse().ok()))
+            .ok_or_else(|| ApiError::invalid_param("pageToken", "Invalid page token"))?,
         None => 0,
     };
     let rank = |r: &str| roles.iter().position(|x| *x == r).unwrap_or(0);
-    let all: Vec<&Calendar> = set.calendars.iter().filter(|c| min_role.is_none_or(|m| rank(&c.access_role) >= rank(m))).collect();
+    let all: Vec<&Calendar> = set
+        .calendars
+        .iter()
+        .filter(|c| min_role.is_none_or(|m| rank(&c.access_role) >= rank(m)))
+        .collect();
     let incremental = req.param("syncToken").is_some();
     let items: Vec<Value> = if incremental {
         Vec::new()
@@ -659,7 +874,8 @@ fn calendar_list(set: &CalendarSet, req: &ApiRequest) -> Result<ApiResponse, Api
             })
             .collect()
     };
-    let mut out = json!({"kind": "calendar#calendarList", "etag": "\"p33k9lgvqqnpfk0g\"", "items": items});
+    let mut out =
+        json!({"kind": "calendar#calendarList", "etag": "\"p33k9lgvqqnpfk0g\"", "items": items});
     if !incremental && offset + max < all.len() {
         out["nextPageToken"] = json!(set.page_token(&(offset + max).to_string()));
     } else {
@@ -668,12 +884,26 @@ fn calendar_list(set: &CalendarSet, req: &ApiRequest) -> Result<ApiResponse, Api
     Ok(ApiResponse::json(&out))
 }
 
-const NOT_WITH_SYNC: &[&str] = &["iCalUID", "orderBy", "privateExtendedProperty", "q", "sharedExtendedProperty", "timeMin", "timeMax", "updatedMin"];
+const NOT_WITH_SYNC: &[&str] = &[
+    "iCalUID",
+    "orderBy",
+    "privateExtendedProperty",
+    "q",
+    "sharedExtendedProperty",
+    "timeMin",
+    "timeMax",
+    "updatedMin",
+];
 
 fn events_list(set: &CalendarSet, cal: usize, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
     let max = match req.u32_param("maxResults")? {
         None => 250,
-        Some(0) => return Err(ApiError::invalid_param("maxResults", "Invalid value for maxResults")),
+        Some(0) => {
+            return Err(ApiError::invalid_param(
+                "maxResults",
+                "Invalid value for maxResults",
+            ));
+        }
         Some(n) => n.min(2500) as usize,
     };
     let sync = req.param("syncToken");
@@ -682,25 +912,52 @@ fn events_list(set: &CalendarSet, cal: usize, req: &ApiRequest) -> Result<ApiRes
     if sync.is_some() {
         for k in NOT_WITH_SYNC {
             if req.param(k).is_some() {
-                return Err(ApiError::invalid_param(k, format!("The parameter {k} cannot be used together with syncToken.")));
+                return Err(ApiError::invalid_param(
+                    k,
+                    format!("The parameter {k} cannot be used together with syncToken."),
+                ));
             }
         }
         if show_deleted == Some(false) {
-            return Err(ApiError::invalid_param("showDeleted", "showDeleted=false cannot be used together with syncToken."));
+            return Err(ApiError::invalid_param(
+                "showDeleted",
+                "showDeleted=false cannot be used together with syncToken.",
+            ));
         }
     }
-    if req.param("q").is_some() || req.param("iCalUID").is_some() || req.param("privateExtendedProperty").is_some() || req.param("sharedExtendedProperty").is_some() {
-        return Err(ApiError::bad_request("q, iCalUID and extended-property filters are not supported by the emulator"));
+    if req.param("q").is_some()
+        || req.param("iCalUID").is_some()
+        || req.param("privateExtendedProperty").is_some()
+        || req.param("sharedExtendedProperty").is_some()
+    {
+        return Err(ApiError::bad_request(
+            "q, iCalUID and extended-property filters are not supported by the emulator",
+        ));
     }
     let order = req.param("orderBy");
     match order {
         None | Some("updated") => {}
         Some("startTime") if single => {}
-        Some("startTime") => return Err(ApiError::invalid_param("orderBy", "The requested ordering is not available for the particular query.")),
-        Some(o) => return Err(ApiError::invalid_param("orderBy", format!("Invalid value '{o}'"))),
+        Some("startTime") => {
+            return Err(ApiError::invalid_param(
+                "orderBy",
+                "The requested ordering is not available for the particular query.",
+            ));
+        }
+        Some(o) => {
+            return Err(ApiError::invalid_param(
+                "orderBy",
+                format!("Invalid value '{o}'"),
+            ));
+        }
     }
     let parse_t = |k: &str| -> Result<Option<i64>, ApiError> {
-        req.param(k).map(|v| parse_rfc3339(v).ok_or_else(|| ApiError::invalid_param(k, format!("Bad Request: invalid {k}")))).transpose()
+        req.param(k)
+            .map(|v| {
+                parse_rfc3339(v)
+                    .ok_or_else(|| ApiError::invalid_param(k, format!("Bad Request: invalid {k}")))
+            })
+            .transpose()
     };
     let time_min = parse_t("timeMin")?;
     let time_max = parse_t("timeMax")?;
@@ -708,25 +965,47 @@ fn events_list(set: &CalendarSet, cal: usize, req: &ApiRequest) -> Result<ApiRes
     if let (Some(a), Some(b)) = (time_min, time_max)
         && b <= a
     {
-        return Err(cal_error(400, "timeRangeEmpty", "The specified time range is empty.", Some("timeMax")));
+        return Err(cal_error(
+            400,
+            "timeRangeEmpty",
+            "The specified time range is empty.",
+            Some("timeMax"),
+        ));
     }
     // Fingerprint of the query (page tokens must be used with the same query).
     let fp = {
-        let mut q: Vec<String> = req.query.iter().filter(|(k, _)| k != "pageToken").map(|(k, v)| format!("{k}={v}")).collect();
+        let mut q: Vec<String> = req
+            .query
+            .iter()
+            .filter(|(k, _)| k != "pageToken")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         q.sort();
         format!("{:x}", hash64(&[q.join("&").as_bytes()]) & 0xffff_ffff)
     };
     let c = &set.calendars[cal];
     let (snapshot, cursor, from) = match req.param("pageToken") {
         Some(t) => {
-            let parts = set.open_page_token(t).filter(|p| p.len() == 5 && p[4] == fp && p[3] == c.epoch.to_string()).ok_or_else(|| ApiError::invalid_param("pageToken", "Invalid page token"))?;
-            let snap: u64 = parts[0].parse().map_err(|_| ApiError::invalid_param("pageToken", "Invalid page token"))?;
-            let from: Option<u64> = if parts[2].is_empty() { None } else { parts[2].parse().ok() };
+            let parts = set
+                .open_page_token(t)
+                .filter(|p| p.len() == 5 && p[4] == fp && p[3] == c.epoch.to_string())
+                .ok_or_else(|| ApiError::invalid_param("pageToken", "Invalid page token"))?;
+            let snap: u64 = parts[0]
+                .parse()
+                .map_err(|_| ApiError::invalid_param("pageToken", "Invalid page token"))?;
+            let from: Option<u64> = if parts[2].is_empty() {
+                None
+            } else {
+                parts[2].parse().ok()
+            };
             (snap, Some(parts[1].clone()), from)
         }
         None => {
             let from = match sync {
-                Some(t) => Some(set.check_sync_token(cal, t).ok_or_else(full_sync_required)?),
+                Some(t) => Some(
+                    set.check_sync_token(cal, t)
+                        .ok_or_else(full_sync_required)?,
+                ),
                 None => None,
             };
             (c.seq, None, from)
@@ -740,7 +1019,11 @@ fn events_list(set: &CalendarSet, cal: usize, req: &ApiRequest) -> Result<ApiRes
             Some(f) => e.change_seq > f && e.change_seq <= snapshot,
             None => true,
         })
-        .filter(|e| include_cancelled || e.status != "cancelled" || (e.recurring_event_id.is_some() && !single))
+        .filter(|e| {
+            include_cancelled
+                || e.status != "cancelled"
+                || (e.recurring_event_id.is_some() && !single)
+        })
         .filter(|e| updated_min.is_none_or(|u| e.updated_ms >= u))
         .filter(|e| time_max.is_none_or(|t| e.start_ms < t))
         .filter(|e| time_min.is_none_or(|t| series_end(e) > t))
@@ -748,7 +1031,9 @@ fn events_list(set: &CalendarSet, cal: usize, req: &ApiRequest) -> Result<ApiRes
     let mut items: Vec<Event> = if single {
         expand(c, base)
             .into_iter()
-            .filter(|e| time_max.is_none_or(|t| e.start_ms < t) && time_min.is_none_or(|t| e.end_ms > t))
+            .filter(|e| {
+                time_max.is_none_or(|t| e.start_ms < t) && time_min.is_none_or(|t| e.end_ms > t)
+            })
             .filter(|e| include_cancelled || e.status != "cancelled")
             .collect()
     } else {
@@ -760,8 +1045,20 @@ fn events_list(set: &CalendarSet, cal: usize, req: &ApiRequest) -> Result<ApiRes
         _ => e.id.clone(),
     };
     items.sort_by_key(|e| key(e));
-    let remaining: Vec<&Event> = items.iter().filter(|e| cursor.as_ref().is_none_or(|cur| key(e) > *cur)).collect();
-    let page: Vec<Value> = remaining.iter().take(max).map(|e| event_json(e, e.status == "cancelled" && (from.is_some() || e.recurring_event_id.is_some()))).collect();
+    let remaining: Vec<&Event> = items
+        .iter()
+        .filter(|e| cursor.as_ref().is_none_or(|cur| key(e) > *cur))
+        .collect();
+    let page: Vec<Value> = remaining
+        .iter()
+        .take(max)
+        .map(|e| {
+            event_json(
+                e,
+                e.status == "cancelled" && (from.is_some() || e.recurring_event_id.is_some()),
+            )
+        })
+        .collect();
     let mut out = json!({
         "kind": "calendar#events",
         "etag": format!("\"{}\"", c.seq),
@@ -775,7 +1072,8 @@ fn events_list(set: &CalendarSet, cal: usize, req: &ApiRequest) -> Result<ApiRes
     if remaining.len() > max {
         let last = remaining.get(max - 1).map(|e| key(e)).unwrap_or_default();
         let from_s = from.map(|f| f.to_string()).unwrap_or_default();
-        out["nextPageToken"] = json!(set.page_token(&format!("{snapshot}|{last}|{from_s}|{}|{fp}", c.epoch)));
+        out["nextPageToken"] =
+            json!(set.page_token(&format!("{snapshot}|{last}|{from_s}|{}|{fp}", c.epoch)));
     } else {
         out["nextSyncToken"] = json!(set.sync_token(cal, snapshot));
     }

@@ -2,6 +2,9 @@
 //! calendar mutations, history expiry, sync-token invalidation, token revocation, faults,
 //! clock, watch expiry, counters, truth snapshots and push-token minting.
 
+// Handlers return early with a ready `Response`; its size is irrelevant here.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -31,8 +34,13 @@ fn api_err(e: crate::error::ApiError) -> Response {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    let body = if body.is_empty() { b"{}".as_slice() } else { body };
-    serde_json::from_slice(body).map_err(|e| err(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
+    let body = if body.is_empty() {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| err(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
 }
 
 pub fn router() -> Router<Arc<EmulatorState>> {
@@ -41,17 +49,47 @@ pub fn router() -> Router<Arc<EmulatorState>> {
         .route("/_emulator/accounts/{email}", get(get_account))
         .route("/_emulator/accounts/{email}/snapshot", get(snapshot))
         .route("/_emulator/accounts/{email}/messages", post(deliver))
-        .route("/_emulator/accounts/{email}/messages/{id}/labels", post(change_labels))
-        .route("/_emulator/accounts/{email}/messages/{id}", delete(delete_message))
-        .route("/_emulator/accounts/{email}/history/expire", post(expire_history))
-        .route("/_emulator/accounts/{email}/watch/expire", post(expire_watch))
-        .route("/_emulator/accounts/{email}/calendars/snapshot", get(calendar_snapshot))
-        .route("/_emulator/accounts/{email}/calendars/{cid}/invalidate-sync-tokens", post(invalidate_tokens))
-        .route("/_emulator/accounts/{email}/calendars/{cid}/events", post(create_event))
-        .route("/_emulator/accounts/{email}/calendars/{cid}/events/{eid}", delete(delete_event).patch(update_event))
-        .route("/_emulator/accounts/{email}/calendars/{cid}/events/{eid}/cancel-instance", post(cancel_instance))
+        .route(
+            "/_emulator/accounts/{email}/messages/{id}/labels",
+            post(change_labels),
+        )
+        .route(
+            "/_emulator/accounts/{email}/messages/{id}",
+            delete(delete_message),
+        )
+        .route(
+            "/_emulator/accounts/{email}/history/expire",
+            post(expire_history),
+        )
+        .route(
+            "/_emulator/accounts/{email}/watch/expire",
+            post(expire_watch),
+        )
+        .route(
+            "/_emulator/accounts/{email}/calendars/snapshot",
+            get(calendar_snapshot),
+        )
+        .route(
+            "/_emulator/accounts/{email}/calendars/{cid}/invalidate-sync-tokens",
+            post(invalidate_tokens),
+        )
+        .route(
+            "/_emulator/accounts/{email}/calendars/{cid}/events",
+            post(create_event),
+        )
+        .route(
+            "/_emulator/accounts/{email}/calendars/{cid}/events/{eid}",
+            delete(delete_event).patch(update_event),
+        )
+        .route(
+            "/_emulator/accounts/{email}/calendars/{cid}/events/{eid}/cancel-instance",
+            post(cancel_instance),
+        )
         .route("/_emulator/tokens/revoke", post(revoke_tokens))
-        .route("/_emulator/faults", get(get_faults).put(set_faults).delete(clear_faults))
+        .route(
+            "/_emulator/faults",
+            get(get_faults).put(set_faults).delete(clear_faults),
+        )
         .route("/_emulator/clock", get(get_clock).post(set_clock))
         .route("/_emulator/settings", post(settings))
         .route("/_emulator/counters", get(counters))
@@ -90,8 +128,16 @@ async fn create_account(State(st): St, body: axum::body::Bytes) -> Response {
         return err(StatusCode::BAD_REQUEST, "email must contain @");
     }
     let email = req.email.to_ascii_lowercase();
-    let refresh = st.create_account(&email, req.messages.unwrap_or(0), req.seed.unwrap_or(st.config.seed));
-    (StatusCode::CREATED, Json(account_json(&st, &email, &refresh))).into_response()
+    let refresh = st.create_account(
+        &email,
+        req.messages.unwrap_or(0),
+        req.seed.unwrap_or(st.config.seed),
+    );
+    (
+        StatusCode::CREATED,
+        Json(account_json(&st, &email, &refresh)),
+    )
+        .into_response()
 }
 
 async fn get_account(State(st): St, Path(email): Path<String>) -> Response {
@@ -149,22 +195,46 @@ async fn deliver(State(st): St, Path(email): Path<String>, body: axum::body::Byt
     };
     let result = {
         let mut accts = lock(&st.accounts);
-        let Some(acct) = accts.get_mut(&email) else { return err(StatusCode::NOT_FOUND, "unknown account") };
+        let Some(acct) = accts.get_mut(&email) else {
+            return err(StatusCode::NOT_FOUND, "unknown account");
+        };
         let mb = &mut acct.mailbox;
         match raw {
             Some(bytes) => {
                 let e = crate::mime::parse_entity(&bytes, 0);
                 let from = crate::mime::header(&e.headers, "From")
-                    .map(|f| f.rsplit_once('<').map(|(_, a)| a.trim_end_matches('>').to_string()).unwrap_or_else(|| f.to_string()))
+                    .map(|f| {
+                        f.rsplit_once('<')
+                            .map(|(_, a)| a.trim_end_matches('>').to_string())
+                            .unwrap_or_else(|| f.to_string())
+                    })
                     .unwrap_or_default()
                     .to_ascii_lowercase();
                 let has_att = crate::mime::has_attachment(&e);
-                let labels = req.label_ids.unwrap_or_else(|| vec!["INBOX".into(), "UNREAD".into()]);
-                mb.insert(now, internal, thread, labels, from, has_att, Source::Stored(Arc::new(bytes)))
+                let labels = req
+                    .label_ids
+                    .unwrap_or_else(|| vec!["INBOX".into(), "UNREAD".into()]);
+                mb.insert(
+                    now,
+                    internal,
+                    thread,
+                    labels,
+                    from,
+                    has_att,
+                    Source::Stored(Arc::new(bytes)),
+                )
             }
             None => mb.deliver_generated(now, req.label_ids),
         }
-        .map(|(id, h)| (id, h, mb.messages.get(&id).map(|m| (m.thread_id, m.labels.clone()))))
+        .map(|(id, h)| {
+            (
+                id,
+                h,
+                mb.messages
+                    .get(&id)
+                    .map(|m| (m.thread_id, m.labels.clone())),
+            )
+        })
     };
     match result {
         Ok((id, h, Some((tid, labels)))) => {
@@ -183,7 +253,11 @@ struct Labels {
     remove: Vec<String>,
 }
 
-async fn change_labels(State(st): St, Path((email, id)): Path<(String, String)>, body: axum::body::Bytes) -> Response {
+async fn change_labels(
+    State(st): St,
+    Path((email, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
     let req: Labels = match parse_json(&body) {
         Ok(r) => r,
         Err(e) => return e,
@@ -196,8 +270,21 @@ async fn change_labels(State(st): St, Path((email, id)): Path<(String, String)>,
     let now = st.clock.now_ms();
     let res = {
         let mut accts = lock(&st.accounts);
-        let Some(acct) = accts.get_mut(&email) else { return err(StatusCode::NOT_FOUND, "unknown account") };
-        acct.mailbox.modify(now, id, &req.add, &req.remove).map(|h| (h, acct.mailbox.messages.get(&id).map(|m| m.labels.clone()).unwrap_or_default()))
+        let Some(acct) = accts.get_mut(&email) else {
+            return err(StatusCode::NOT_FOUND, "unknown account");
+        };
+        acct.mailbox
+            .modify(now, id, &req.add, &req.remove)
+            .map(|h| {
+                (
+                    h,
+                    acct.mailbox
+                        .messages
+                        .get(&id)
+                        .map(|m| m.labels.clone())
+                        .unwrap_or_default(),
+                )
+            })
     };
     match res {
         Ok((h, labels)) => {
@@ -222,8 +309,15 @@ async fn delete_message(State(st): St, Path((email, id)): Path<(String, String)>
     let now = st.clock.now_ms();
     let res = {
         let mut accts = lock(&st.accounts);
-        let Some(acct) = accts.get_mut(&email) else { return err(StatusCode::NOT_FOUND, "unknown account") };
-        let labels = acct.mailbox.messages.get(&id).map(|m| m.labels.clone()).unwrap_or_default();
+        let Some(acct) = accts.get_mut(&email) else {
+            return err(StatusCode::NOT_FOUND, "unknown account");
+        };
+        let labels = acct
+            .mailbox
+            .messages
+            .get(&id)
+            .map(|m| m.labels.clone())
+            .unwrap_or_default();
         acct.mailbox.delete(now, id).map(|h| (h, labels))
     };
     match res {
@@ -237,7 +331,9 @@ async fn delete_message(State(st): St, Path((email, id)): Path<(String, String)>
 
 async fn expire_history(State(st): St, Path(email): Path<String>) -> Response {
     let mut accts = lock(&st.accounts);
-    let Some(acct) = accts.get_mut(&email.to_ascii_lowercase()) else { return err(StatusCode::NOT_FOUND, "unknown account") };
+    let Some(acct) = accts.get_mut(&email.to_ascii_lowercase()) else {
+        return err(StatusCode::NOT_FOUND, "unknown account");
+    };
     acct.mailbox.expire_history();
     Json(json!({"historyFloor": acct.mailbox.history_floor.to_string(), "historyId": acct.mailbox.history_id.to_string()})).into_response()
 }
@@ -248,14 +344,20 @@ struct ExpireWatch {
     expiration_ms: Option<i64>,
 }
 
-async fn expire_watch(State(st): St, Path(email): Path<String>, body: axum::body::Bytes) -> Response {
+async fn expire_watch(
+    State(st): St,
+    Path(email): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     let req: ExpireWatch = match parse_json(&body) {
         Ok(r) => r,
         Err(e) => return e,
     };
     let now = st.clock.now_ms();
     let mut accts = lock(&st.accounts);
-    let Some(acct) = accts.get_mut(&email.to_ascii_lowercase()) else { return err(StatusCode::NOT_FOUND, "unknown account") };
+    let Some(acct) = accts.get_mut(&email.to_ascii_lowercase()) else {
+        return err(StatusCode::NOT_FOUND, "unknown account");
+    };
     match acct.mailbox.watch.as_mut() {
         Some(w) => {
             w.expiration_ms = req.expiration_ms.unwrap_or(now);
@@ -273,14 +375,32 @@ async fn calendar_snapshot(State(st): St, Path(email): Path<String>) -> Response
 }
 
 /// Runs `f` on a calendar, then sends channel notifications if it changed something.
-fn with_calendar(st: &EmulatorState, email: &str, cid: &str, notify: bool, f: impl FnOnce(&mut crate::calendar::CalendarSet, usize, i64) -> Result<Value, crate::error::ApiError>) -> Response {
+fn with_calendar(
+    st: &EmulatorState,
+    email: &str,
+    cid: &str,
+    notify: bool,
+    f: impl FnOnce(
+        &mut crate::calendar::CalendarSet,
+        usize,
+        i64,
+    ) -> Result<Value, crate::error::ApiError>,
+) -> Response {
     let now = st.clock.now_ms();
     let (res, pings) = {
         let mut accts = lock(&st.accounts);
-        let Some(acct) = accts.get_mut(&email.to_ascii_lowercase()) else { return err(StatusCode::NOT_FOUND, "unknown account") };
-        let Some(cal) = acct.calendars.find(cid) else { return err(StatusCode::NOT_FOUND, "unknown calendar") };
+        let Some(acct) = accts.get_mut(&email.to_ascii_lowercase()) else {
+            return err(StatusCode::NOT_FOUND, "unknown account");
+        };
+        let Some(cal) = acct.calendars.find(cid) else {
+            return err(StatusCode::NOT_FOUND, "unknown calendar");
+        };
         let res = f(&mut acct.calendars, cal, now);
-        let pings = if notify && res.is_ok() { acct.calendars.pings(cal, now) } else { Vec::new() };
+        let pings = if notify && res.is_ok() {
+            acct.calendars.pings(cal, now)
+        } else {
+            Vec::new()
+        };
         (res, pings)
     };
     for p in pings {
@@ -311,7 +431,11 @@ struct NewEvent {
     recurrence: Option<String>,
 }
 
-async fn create_event(State(st): St, Path((email, cid)): Path<(String, String)>, body: axum::body::Bytes) -> Response {
+async fn create_event(
+    State(st): St,
+    Path((email, cid)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
     let req: NewEvent = match parse_json(&body) {
         Ok(r) => r,
         Err(e) => return e,
@@ -323,7 +447,16 @@ async fn create_event(State(st): St, Path((email, cid)): Path<(String, String)>,
         return err(StatusCode::BAD_REQUEST, "end must be after start");
     }
     with_calendar(&st, &email, &cid, true, |set, cal, now| {
-        let id = set.create_event(cal, req.id, &req.summary, s, e, req.all_day, req.recurrence, now)?;
+        let id = set.create_event(
+            cal,
+            req.id,
+            &req.summary,
+            s,
+            e,
+            req.all_day,
+            req.recurrence,
+            now,
+        )?;
         Ok(json!({"id": id}))
     })
 }
@@ -334,7 +467,11 @@ struct PatchEvent {
     summary: Option<String>,
 }
 
-async fn update_event(State(st): St, Path((email, cid, eid)): Path<(String, String, String)>, body: axum::body::Bytes) -> Response {
+async fn update_event(
+    State(st): St,
+    Path((email, cid, eid)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
     let req: PatchEvent = match parse_json(&body) {
         Ok(r) => r,
         Err(e) => return e,
@@ -345,7 +482,10 @@ async fn update_event(State(st): St, Path((email, cid, eid)): Path<(String, Stri
     })
 }
 
-async fn delete_event(State(st): St, Path((email, cid, eid)): Path<(String, String, String)>) -> Response {
+async fn delete_event(
+    State(st): St,
+    Path((email, cid, eid)): Path<(String, String, String)>,
+) -> Response {
     with_calendar(&st, &email, &cid, true, |set, cal, now| {
         set.delete_event(cal, &eid, now)?;
         Ok(json!({"id": eid, "status": "cancelled"}))
@@ -358,7 +498,11 @@ struct CancelInstance {
     index: usize,
 }
 
-async fn cancel_instance(State(st): St, Path((email, cid, eid)): Path<(String, String, String)>, body: axum::body::Bytes) -> Response {
+async fn cancel_instance(
+    State(st): St,
+    Path((email, cid, eid)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
     let req: CancelInstance = match parse_json(&body) {
         Ok(r) => r,
         Err(e) => return e,
@@ -400,7 +544,8 @@ struct FaultSet {
 
 async fn get_faults(State(st): St) -> Response {
     let f = lock(&st.faults);
-    Json(json!({"seed": f.seed, "rules": f.rules, "notifications": f.notifications})).into_response()
+    Json(json!({"seed": f.seed, "rules": f.rules, "notifications": f.notifications}))
+        .into_response()
 }
 
 async fn set_faults(State(st): St, body: axum::body::Bytes) -> Response {
@@ -408,7 +553,9 @@ async fn set_faults(State(st): St, body: axum::body::Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return e,
     };
-    let seed = req.seed.unwrap_or(st.config.fault_seed.unwrap_or(st.config.seed));
+    let seed = req
+        .seed
+        .unwrap_or(st.config.fault_seed.unwrap_or(st.config.seed));
     lock(&st.faults).set(seed, req.rules, req.notifications);
     Json(json!({"ok": true})).into_response()
 }

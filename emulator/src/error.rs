@@ -18,9 +18,26 @@ pub enum EmulatorError {
     UnknownAccount(String),
 }
 
-/// A Google API error response.
+/// A Google API error response (boxed: it travels through many `Result`s).
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub struct ApiError(Box<ApiErrorData>);
+
+impl std::ops::Deref for ApiError {
+    type Target = ApiErrorData;
+    fn deref(&self) -> &ApiErrorData {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ApiError {
+    fn deref_mut(&mut self) -> &mut ApiErrorData {
+        &mut self.0
+    }
+}
+
+/// The fields of an [`ApiError`].
+#[derive(Debug, Clone)]
+pub struct ApiErrorData {
     pub code: u16,
     pub message: String,
     pub reason: &'static str,
@@ -52,8 +69,13 @@ pub fn status_name(code: u16) -> &'static str {
 }
 
 impl ApiError {
-    pub fn new(code: u16, reason: &'static str, domain: &'static str, message: impl Into<String>) -> Self {
-        Self {
+    pub fn new(
+        code: u16,
+        reason: &'static str,
+        domain: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self(Box::new(ApiErrorData {
             code,
             message: message.into(),
             reason,
@@ -63,7 +85,7 @@ impl ApiError {
             retry_after_secs: None,
             www_authenticate: None,
             details: None,
-        }
+        }))
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -89,7 +111,12 @@ impl ApiError {
     }
 
     pub fn insufficient_scope() -> Self {
-        let mut e = Self::new(403, "insufficientPermissions", "global", "Request had insufficient authentication scopes.");
+        let mut e = Self::new(
+            403,
+            "insufficientPermissions",
+            "global",
+            "Request had insufficient authentication scopes.",
+        );
         e.details = Some(json!([{
             "@type": "type.googleapis.com/google.rpc.ErrorInfo",
             "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
@@ -118,7 +145,8 @@ impl ApiError {
             "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
         );
         e.location = Some(("Authorization".into(), "header"));
-        e.www_authenticate = Some("Bearer realm=\"https://accounts.google.com/\", error=\"invalid_token\"");
+        e.www_authenticate =
+            Some("Bearer realm=\"https://accounts.google.com/\", error=\"invalid_token\"");
         e
     }
 
@@ -127,7 +155,12 @@ impl ApiError {
     }
 
     pub fn unavailable() -> Self {
-        Self::new(503, "backendError", "global", "The service is currently unavailable.")
+        Self::new(
+            503,
+            "backendError",
+            "global",
+            "The service is currently unavailable.",
+        )
     }
 
     /// The short message placed in `errors[].message` (Google sometimes differs from the top one).

@@ -77,7 +77,12 @@ pub fn glob(pattern: &str, s: &str) -> bool {
 
 impl Faults {
     pub fn new(seed: u64, rules: Vec<FaultRule>, notifications: NotificationFaults) -> Self {
-        Self { rules, notifications, seed, rng: ChaCha8Rng::seed_from_u64(seed) }
+        Self {
+            rules,
+            notifications,
+            seed,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 
     /// Replaces the rules and reseeds the RNG.
@@ -112,7 +117,10 @@ impl Faults {
 
     pub fn decide_notification(&mut self) -> NotificationDecision {
         let n = self.notifications.clone();
-        let mut d = NotificationDecision { delay_ms: n.delay_ms, ..Default::default() };
+        let mut d = NotificationDecision {
+            delay_ms: n.delay_ms,
+            ..Default::default()
+        };
         if n.drop > 0.0 && self.rng.random::<f64>() < n.drop {
             d.drop = true;
         }
@@ -141,7 +149,11 @@ mod tests {
 
     #[test]
     fn replayable() {
-        let rule = FaultRule { method: "*".into(), rate_500: 0.5, ..Default::default() };
+        let rule = FaultRule {
+            method: "*".into(),
+            rate_500: 0.5,
+            ..Default::default()
+        };
         let mut a = Faults::new(3, vec![rule.clone()], NotificationFaults::default());
         let mut b = Faults::new(3, vec![rule], NotificationFaults::default());
         let xa: Vec<_> = (0..50).map(|_| a.decide("m")).collect();

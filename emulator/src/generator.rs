@@ -94,7 +94,9 @@ pub fn account_hash(seed: u64, account: &str) -> u64 {
 }
 
 fn rng_for(ah: u64, kind: u64, index: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(ah ^ kind.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xC2B2_AE3D_27D4_EB4F))
+    ChaCha8Rng::seed_from_u64(
+        ah ^ kind.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xC2B2_AE3D_27D4_EB4F),
+    )
 }
 
 /// Traits of message `index` of the account with hash `ah`.
@@ -118,7 +120,12 @@ pub fn traits(ah: u64, index: u32) -> Traits {
     } else {
         Variant::BrokenNoBoundary
     };
-    Traits { sent, sender, variant, body_seed: r.random() }
+    Traits {
+        sent,
+        sender,
+        variant,
+        body_seed: r.random(),
+    }
 }
 
 /// Subject shared by a thread.
@@ -129,7 +136,11 @@ pub fn thread_subject(ah: u64, root: u32) -> &'static str {
 
 /// Sender address (lowercase) of a message with the given traits.
 pub fn from_address(t: &Traits, account: &str) -> String {
-    if t.sent { account.to_ascii_lowercase() } else { SENDERS[t.sender].1.to_string() }
+    if t.sent {
+        account.to_ascii_lowercase()
+    } else {
+        SENDERS[t.sender].1.to_string()
+    }
 }
 
 /// Labels of a seeded message (system labels plus some user labels `Label_1..Label_5`).
@@ -169,7 +180,11 @@ pub fn seeded_labels(ah: u64, index: u32, t: &Traits) -> Vec<String> {
         l.push("STARRED");
     }
     let user: u32 = r.random_range(0..12);
-    let user_label = if (1..=5).contains(&user) { Some(format!("Label_{user}")) } else { None };
+    let user_label = if (1..=5).contains(&user) {
+        Some(format!("Label_{user}"))
+    } else {
+        None
+    };
     let mut out: Vec<String> = l.into_iter().map(String::from).collect();
     out.extend(user_label);
     out.sort();
@@ -195,7 +210,13 @@ pub struct Planned {
 }
 
 /// Plans `n` seeded messages, oldest first, dates spread over `span_days` ending at `anchor_ms`.
-pub fn plan_mailbox(ah: u64, account: &str, n: usize, anchor_ms: i64, span_days: u32) -> Vec<Planned> {
+pub fn plan_mailbox(
+    ah: u64,
+    account: &str,
+    n: usize,
+    anchor_ms: i64,
+    span_days: u32,
+) -> Vec<Planned> {
     let mut r = rng_for(ah, 4, 0);
     let span_ms = i64::from(span_days.max(1)) * 86_400_000;
     let start = anchor_ms - span_ms;
@@ -218,7 +239,12 @@ pub fn plan_mailbox(ah: u64, account: &str, n: usize, anchor_ms: i64, span_days:
         };
         let t = traits(ah, idx);
         out.push(Planned {
-            info: GenInfo { index: idx, thread_root: root, pos, internal_date: date },
+            info: GenInfo {
+                index: idx,
+                thread_root: root,
+                pos,
+                internal_date: date,
+            },
             labels: seeded_labels(ah, idx, &t),
             from: from_address(&t, account),
             has_attachment: t.variant.has_attachment(),
@@ -296,24 +322,49 @@ fn body_text(r: &mut ChaCha8Rng, index: u32) -> String {
 pub fn render(ah: u64, account: &str, info: &GenInfo) -> Vec<u8> {
     let t = traits(ah, info.index);
     let mut r = ChaCha8Rng::seed_from_u64(t.body_seed);
-    let (from_name, from_addr) = if t.sent { ("Demo User", account) } else { SENDERS[t.sender] };
-    let (to_name, to_addr) = if t.sent { SENDERS[t.sender] } else { ("Demo User", account) };
+    let (from_name, from_addr) = if t.sent {
+        ("Demo User", account)
+    } else {
+        SENDERS[t.sender]
+    };
+    let (to_name, to_addr) = if t.sent {
+        SENDERS[t.sender]
+    } else {
+        ("Demo User", account)
+    };
     let subject = thread_subject(ah, info.thread_root);
-    let subject = if info.pos > 0 { format!("Re: {subject}") } else { subject.to_string() };
-    let use_b = info.index % 2 == 0;
+    let subject = if info.pos > 0 {
+        format!("Re: {subject}")
+    } else {
+        subject.to_string()
+    };
+    let use_b = info.index.is_multiple_of(2);
     let msgid = |i: u32| format!("<gen-{i}-{:08x}@mail.example>", ah as u32);
     let mut h = String::new();
     h.push_str("MIME-Version: 1.0\r\n");
     h.push_str(&format!("Date: {}\r\n", rfc2822(info.internal_date)));
-    h.push_str(&format!("From: {} <{from_addr}>\r\n", encode_word(from_name, use_b)));
-    h.push_str(&format!("To: {} <{to_addr}>\r\n", encode_word(to_name, !use_b)));
+    h.push_str(&format!(
+        "From: {} <{from_addr}>\r\n",
+        encode_word(from_name, use_b)
+    ));
+    h.push_str(&format!(
+        "To: {} <{to_addr}>\r\n",
+        encode_word(to_name, !use_b)
+    ));
     h.push_str(&format!("Subject: {}\r\n", encode_word(&subject, use_b)));
     h.push_str(&format!("Message-ID: {}\r\n", msgid(info.index)));
     if info.pos > 0 {
-        h.push_str(&format!("In-Reply-To: {}\r\nReferences: {}\r\n", msgid(info.thread_root), msgid(info.thread_root)));
+        h.push_str(&format!(
+            "In-Reply-To: {}\r\nReferences: {}\r\n",
+            msgid(info.thread_root),
+            msgid(info.thread_root)
+        ));
     }
     let text = body_text(&mut r, info.index);
-    let html = format!("<html><body><p>{}</p></body></html>", crate::util::html_escape(&text).replace('\n', "<br>"));
+    let html = format!(
+        "<html><body><p>{}</p></body></html>",
+        crate::util::html_escape(&text).replace('\n', "<br>")
+    );
     let boundary = format!("b1_{:016x}", t.body_seed);
     let boundary2 = format!("b2_{:016x}", t.body_seed);
     let plain_part = |b: &mut String| {
@@ -322,14 +373,21 @@ pub fn render(ah: u64, account: &str, info: &GenInfo) -> Vec<u8> {
         b.push_str("\r\n");
     };
     let html_part = |b: &mut String| {
-        b.push_str("Content-Type: text/html; charset=UTF-8\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+        b.push_str(
+            "Content-Type: text/html; charset=UTF-8\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+        );
         b.push_str(&wrap76(&b64std(html.as_bytes())));
     };
     let mut body = String::new();
     match t.variant {
         Variant::PlainAscii => {
-            let ascii: String = text.chars().map(|c| if c.is_ascii() { c } else { '?' }).collect();
-            h.push_str("Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n");
+            let ascii: String = text
+                .chars()
+                .map(|c| if c.is_ascii() { c } else { '?' })
+                .collect();
+            h.push_str(
+                "Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n",
+            );
             body.push_str(&ascii.replace('\n', "\r\n"));
         }
         Variant::PlainQuotedPrintable => {
@@ -338,7 +396,9 @@ pub fn render(ah: u64, account: &str, info: &GenInfo) -> Vec<u8> {
             body.push_str("\r\n");
         }
         Variant::Alternative | Variant::BrokenUnterminated => {
-            h.push_str(&format!("Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n"));
+            h.push_str(&format!(
+                "Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n"
+            ));
             body.push_str(&format!("--{boundary}\r\n"));
             plain_part(&mut body);
             body.push_str(&format!("--{boundary}\r\n"));
@@ -348,11 +408,15 @@ pub fn render(ah: u64, account: &str, info: &GenInfo) -> Vec<u8> {
             }
         }
         Variant::MixedWithPdf | Variant::MixedWithImage => {
-            h.push_str(&format!("Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n"));
+            h.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n"
+            ));
             body.push_str("This is a multi-part message in MIME format.\r\n");
             body.push_str(&format!("--{boundary}\r\n"));
             if t.variant == Variant::MixedWithPdf {
-                body.push_str(&format!("Content-Type: multipart/alternative; boundary=\"{boundary2}\"\r\n\r\n"));
+                body.push_str(&format!(
+                    "Content-Type: multipart/alternative; boundary=\"{boundary2}\"\r\n\r\n"
+                ));
                 body.push_str(&format!("--{boundary2}\r\n"));
                 plain_part(&mut body);
                 body.push_str(&format!("--{boundary2}\r\n"));
@@ -374,7 +438,11 @@ pub fn render(ah: u64, account: &str, info: &GenInfo) -> Vec<u8> {
             while data.len() < size {
                 data.push(r.random());
             }
-            let fname_enc = if info.index % 3 == 0 { format!("Résumé-{}.pdf", info.index) } else { fname };
+            let fname_enc = if info.index.is_multiple_of(3) {
+                format!("Résumé-{}.pdf", info.index)
+            } else {
+                fname
+            };
             let fname_hdr = encode_word(&fname_enc, true);
             body.push_str(&format!(
                 "Content-Type: {ctype}; name=\"{fname_hdr}\"\r\nContent-Disposition: attachment; filename=\"{fname_hdr}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
@@ -425,7 +493,13 @@ pub fn plan_events(ah: u64, cal_key: &str, n: usize, anchor_ms: i64) -> Vec<Plan
     for i in 0..n {
         let id = format!("{:026x}", (u128::from(r.random::<u64>()) << 40) | i as u128)
             .chars()
-            .map(|c| if c.is_ascii_digit() || ('a'..='f').contains(&c) { c } else { '0' })
+            .map(|c| {
+                if c.is_ascii_digit() || ('a'..='f').contains(&c) {
+                    c
+                } else {
+                    '0'
+                }
+            })
             .collect::<String>();
         let day = r.random_range(-60i64..60);
         let kind: f64 = r.random();
@@ -454,7 +528,14 @@ pub fn plan_events(ah: u64, cal_key: &str, n: usize, anchor_ms: i64) -> Vec<Plan
             } else {
                 None
             };
-            out.push(PlannedEvent { id, summary, all_day: None, start_ms: start, end_ms: end, recurrence });
+            out.push(PlannedEvent {
+                id,
+                summary,
+                all_day: None,
+                start_ms: start,
+                end_ms: end,
+                recurrence,
+            });
         }
     }
     out
@@ -473,16 +554,28 @@ mod tests {
         for (a, b) in p1.iter().zip(&p2) {
             assert_eq!(a.info, b.info);
             assert_eq!(a.labels, b.labels);
-            assert_eq!(render(ah, "a@example.com", &a.info), render(ah, "a@example.com", &b.info));
+            assert_eq!(
+                render(ah, "a@example.com", &a.info),
+                render(ah, "a@example.com", &b.info)
+            );
         }
         // Dates increase, threads exist, a different seed gives different bytes.
-        assert!(p1.windows(2).all(|w| w[0].info.internal_date < w[1].info.internal_date));
+        assert!(
+            p1.windows(2)
+                .all(|w| w[0].info.internal_date < w[1].info.internal_date)
+        );
         assert!(p1.iter().any(|p| p.info.pos > 0));
         let other = account_hash(8, "a@example.com");
-        assert_ne!(render(ah, "a@example.com", &p1[0].info), render(other, "a@example.com", &p1[0].info));
+        assert_ne!(
+            render(ah, "a@example.com", &p1[0].info),
+            render(other, "a@example.com", &p1[0].info)
+        );
         let e1 = plan_events(ah, "primary", 20, 1_777_593_600_000);
         let e2 = plan_events(ah, "primary", 20, 1_777_593_600_000);
-        assert_eq!(e1.iter().map(|e| &e.id).collect::<Vec<_>>(), e2.iter().map(|e| &e.id).collect::<Vec<_>>());
+        assert_eq!(
+            e1.iter().map(|e| &e.id).collect::<Vec<_>>(),
+            e2.iter().map(|e| &e.id).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@ use axum::http::Method;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse, Op as HttpOp, Route};
 use crate::mime;
-use crate::oauth::{Principal, SCOPE_LABELS, SCOPE_MAIL, SCOPE_METADATA, SCOPE_MODIFY, SCOPE_READONLY};
+use crate::oauth::{
+    Principal, SCOPE_LABELS, SCOPE_MAIL, SCOPE_METADATA, SCOPE_MODIFY, SCOPE_READONLY,
+};
 use crate::pubsub::Outbound;
 use crate::query::{self, Candidate, normalize_label};
 use crate::quota::Api;
@@ -19,7 +21,13 @@ use crate::wire;
 const READ: &[&str] = &[SCOPE_READONLY, SCOPE_MODIFY, SCOPE_METADATA, SCOPE_MAIL];
 const READ_BODY: &[&str] = &[SCOPE_READONLY, SCOPE_MODIFY, SCOPE_MAIL];
 const WRITE: &[&str] = &[SCOPE_MODIFY, SCOPE_MAIL];
-const LABELS_READ: &[&str] = &[SCOPE_READONLY, SCOPE_MODIFY, SCOPE_METADATA, SCOPE_MAIL, SCOPE_LABELS];
+const LABELS_READ: &[&str] = &[
+    SCOPE_READONLY,
+    SCOPE_MODIFY,
+    SCOPE_METADATA,
+    SCOPE_MAIL,
+    SCOPE_LABELS,
+];
 const LABELS_WRITE: &[&str] = &[SCOPE_MODIFY, SCOPE_MAIL, SCOPE_LABELS];
 
 /// A routed Gmail operation.
@@ -45,7 +53,12 @@ pub enum Op {
 }
 
 fn r(name: &'static str, params: &'static [&'static str], op: Op) -> Option<Route> {
-    Some(Route { api: Api::Gmail, name, params, op: HttpOp::Gmail(op) })
+    Some(Route {
+        api: Api::Gmail,
+        name,
+        params,
+        op: HttpOp::Gmail(op),
+    })
 }
 
 /// Maps `/gmail/v1/users/{userId}/…` to an operation.
@@ -56,27 +69,79 @@ pub fn route(method: &Method, segs: &[String]) -> Option<Route> {
     let u = segs[3].clone();
     let rest: Vec<&str> = segs[4..].iter().map(String::as_str).collect();
     let m = method.as_str();
-    const LIST_P: &[&str] = &["q", "labelIds", "maxResults", "pageToken", "includeSpamTrash"];
+    const LIST_P: &[&str] = &[
+        "q",
+        "labelIds",
+        "maxResults",
+        "pageToken",
+        "includeSpamTrash",
+    ];
     const GET_P: &[&str] = &["format", "metadataHeaders"];
-    const HIST_P: &[&str] = &["startHistoryId", "historyTypes", "labelId", "maxResults", "pageToken"];
+    const HIST_P: &[&str] = &[
+        "startHistoryId",
+        "historyTypes",
+        "labelId",
+        "maxResults",
+        "pageToken",
+    ];
     match (m, rest.as_slice()) {
         ("GET", ["profile"]) => r("gmail.users.getProfile", &[], Op::Profile(u)),
         ("GET", ["labels"]) => r("gmail.users.labels.list", &[], Op::LabelsList(u)),
         ("POST", ["labels"]) => r("gmail.users.labels.create", &[], Op::LabelsCreate(u)),
-        ("GET", ["labels", id]) => r("gmail.users.labels.get", &[], Op::LabelsGet(u, id.to_string())),
-        ("PATCH", ["labels", id]) => r("gmail.users.labels.patch", &[], Op::LabelsPatch(u, id.to_string(), false)),
-        ("PUT", ["labels", id]) => r("gmail.users.labels.update", &[], Op::LabelsPatch(u, id.to_string(), true)),
-        ("DELETE", ["labels", id]) => r("gmail.users.labels.delete", &[], Op::LabelsDelete(u, id.to_string())),
+        ("GET", ["labels", id]) => r(
+            "gmail.users.labels.get",
+            &[],
+            Op::LabelsGet(u, id.to_string()),
+        ),
+        ("PATCH", ["labels", id]) => r(
+            "gmail.users.labels.patch",
+            &[],
+            Op::LabelsPatch(u, id.to_string(), false),
+        ),
+        ("PUT", ["labels", id]) => r(
+            "gmail.users.labels.update",
+            &[],
+            Op::LabelsPatch(u, id.to_string(), true),
+        ),
+        ("DELETE", ["labels", id]) => r(
+            "gmail.users.labels.delete",
+            &[],
+            Op::LabelsDelete(u, id.to_string()),
+        ),
         ("GET", ["messages"]) => r("gmail.users.messages.list", LIST_P, Op::MessagesList(u)),
-        ("POST", ["messages", "batchModify"]) => r("gmail.users.messages.batchModify", &[], Op::BatchModify(u)),
-        ("GET", ["messages", id]) => r("gmail.users.messages.get", GET_P, Op::MessagesGet(u, id.to_string())),
-        ("DELETE", ["messages", id]) => r("gmail.users.messages.delete", &[], Op::Delete(u, id.to_string())),
-        ("POST", ["messages", id, "modify"]) => r("gmail.users.messages.modify", &[], Op::Modify(u, id.to_string())),
-        ("POST", ["messages", id, "trash"]) => r("gmail.users.messages.trash", &[], Op::Trash(u, id.to_string())),
-        ("POST", ["messages", id, "untrash"]) => r("gmail.users.messages.untrash", &[], Op::Untrash(u, id.to_string())),
-        ("GET", ["messages", mid, "attachments", aid]) => {
-            r("gmail.users.messages.attachments.get", &[], Op::AttachmentsGet(u, mid.to_string(), aid.to_string()))
+        ("POST", ["messages", "batchModify"]) => {
+            r("gmail.users.messages.batchModify", &[], Op::BatchModify(u))
         }
+        ("GET", ["messages", id]) => r(
+            "gmail.users.messages.get",
+            GET_P,
+            Op::MessagesGet(u, id.to_string()),
+        ),
+        ("DELETE", ["messages", id]) => r(
+            "gmail.users.messages.delete",
+            &[],
+            Op::Delete(u, id.to_string()),
+        ),
+        ("POST", ["messages", id, "modify"]) => r(
+            "gmail.users.messages.modify",
+            &[],
+            Op::Modify(u, id.to_string()),
+        ),
+        ("POST", ["messages", id, "trash"]) => r(
+            "gmail.users.messages.trash",
+            &[],
+            Op::Trash(u, id.to_string()),
+        ),
+        ("POST", ["messages", id, "untrash"]) => r(
+            "gmail.users.messages.untrash",
+            &[],
+            Op::Untrash(u, id.to_string()),
+        ),
+        ("GET", ["messages", mid, "attachments", aid]) => r(
+            "gmail.users.messages.attachments.get",
+            &[],
+            Op::AttachmentsGet(u, mid.to_string(), aid.to_string()),
+        ),
         ("GET", ["history"]) => r("gmail.users.history.list", HIST_P, Op::HistoryList(u)),
         ("POST", ["watch"]) => r("gmail.users.watch", &[], Op::Watch(u)),
         ("POST", ["stop"]) => r("gmail.users.stop", &[], Op::Stop(u)),
@@ -85,7 +150,11 @@ pub fn route(method: &Method, segs: &[String]) -> Option<Route> {
 }
 
 fn need(p: &Principal, scopes: &[&str]) -> Result<(), ApiError> {
-    if p.has_any(scopes) { Ok(()) } else { Err(ApiError::insufficient_scope()) }
+    if p.has_any(scopes) {
+        Ok(())
+    } else {
+        Err(ApiError::insufficient_scope())
+    }
 }
 
 /// `me` or the caller's own address; anything else is refused as Google does.
@@ -93,7 +162,10 @@ fn resolve_user(p: &Principal, user: &str) -> Result<String, ApiError> {
     if user == "me" || user.eq_ignore_ascii_case(&p.email) {
         Ok(p.email.to_ascii_lowercase())
     } else {
-        Err(ApiError::forbidden("forbidden", format!("Delegation denied for {}", p.email)))
+        Err(ApiError::forbidden(
+            "forbidden",
+            format!("Delegation denied for {}", p.email),
+        ))
     }
 }
 
@@ -107,7 +179,9 @@ fn decode_page_token(t: &str) -> Result<u64, ApiError> {
     if t.len() != 20 {
         return Err(ApiError::invalid_param("pageToken", "Invalid pageToken"));
     }
-    t.parse::<u64>().map(|v| v ^ TOKEN_MASK).map_err(|_| ApiError::invalid_param("pageToken", "Invalid pageToken"))
+    t.parse::<u64>()
+        .map(|v| v ^ TOKEN_MASK)
+        .map_err(|_| ApiError::invalid_param("pageToken", "Invalid pageToken"))
 }
 
 fn page_size(req: &ApiRequest) -> Result<usize, ApiError> {
@@ -122,7 +196,11 @@ fn label_json(mb: &Mailbox, id: &str, with_counts: bool) -> Option<wire::Label> 
     let mut l = wire::Label {
         id: d.id.clone(),
         name: d.name.clone(),
-        kind: if d.system { "system".into() } else { "user".into() },
+        kind: if d.system {
+            "system".into()
+        } else {
+            "user".into()
+        },
         message_list_visibility: d.message_list_visibility.clone(),
         label_list_visibility: d.label_list_visibility.clone(),
         messages_total: None,
@@ -157,7 +235,13 @@ fn label_json(mb: &Mailbox, id: &str, with_counts: bool) -> Option<wire::Label> 
 }
 
 /// Builds the `Message` JSON for `messages.get`.
-fn render_message(mb: &Mailbox, id: u64, m: &MsgMeta, format: &str, headers: &[String]) -> wire::Message {
+fn render_message(
+    mb: &Mailbox,
+    id: u64,
+    m: &MsgMeta,
+    format: &str,
+    headers: &[String],
+) -> wire::Message {
     let raw = mb.raw(m);
     let entity = mime::parse_entity(&raw, 0);
     let id_s = fmt_id(id);
@@ -175,7 +259,11 @@ fn render_message(mb: &Mailbox, id: u64, m: &MsgMeta, format: &str, headers: &[S
     match format {
         "raw" => msg.raw = Some(b64url(&raw)),
         "metadata" => {
-            let filter = if headers.is_empty() { None } else { Some(headers) };
+            let filter = if headers.is_empty() {
+                None
+            } else {
+                Some(headers)
+            };
             msg.payload = Some(mime::to_part(&entity, "", &id_s, false, filter));
         }
         "full" => msg.payload = Some(mime::to_part(&entity, "", &id_s, true, None)),
@@ -186,11 +274,20 @@ fn render_message(mb: &Mailbox, id: u64, m: &MsgMeta, format: &str, headers: &[S
 
 fn modified_ref(mb: &Mailbox, id: u64) -> Result<ApiResponse, ApiError> {
     let m = mb.messages.get(&id).ok_or_else(ApiError::not_found)?;
-    Ok(ApiResponse::json(&wire::MessageRef { id: fmt_id(id), thread_id: fmt_id(m.thread_id), label_ids: Some(m.labels.clone()) }))
+    Ok(ApiResponse::json(&wire::MessageRef {
+        id: fmt_id(id),
+        thread_id: fmt_id(m.thread_id),
+        label_ids: Some(m.labels.clone()),
+    }))
 }
 
 /// Runs one Gmail operation.
-pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
+pub fn handle(
+    st: &EmulatorState,
+    p: &Principal,
+    op: &Op,
+    req: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
     let now = st.clock.now_ms();
     let mut touched: Option<(String, Vec<String>)> = None;
     let result = {
@@ -229,22 +326,37 @@ pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> R
             }
             Op::LabelsList(_) => {
                 need(p, LABELS_READ)?;
-                let labels = mb.labels.keys().filter_map(|id| label_json(mb, id, false)).collect();
+                let labels = mb
+                    .labels
+                    .keys()
+                    .filter_map(|id| label_json(mb, id, false))
+                    .collect();
                 Ok(ApiResponse::json(&wire::Labels { labels }))
             }
             Op::LabelsGet(_, id) => {
                 need(p, LABELS_READ)?;
-                label_json(mb, id, true).map(|l| ApiResponse::json(&l)).ok_or_else(ApiError::not_found)
+                label_json(mb, id, true)
+                    .map(|l| ApiResponse::json(&l))
+                    .ok_or_else(ApiError::not_found)
             }
             Op::LabelsCreate(_) => {
                 need(p, LABELS_WRITE)?;
                 let body: wire::LabelRequest = req.json_body()?;
-                let name = body.name.ok_or_else(|| ApiError::invalid_argument("Invalid label name"))?;
-                let d = mb.create_label(&name, body.message_list_visibility, body.label_list_visibility, body.color)?;
-                label_json(mb, &d.id, false).map(|mut l| {
-                    l.color = d.color.clone();
-                    ApiResponse::json(&l)
-                }).ok_or_else(ApiError::backend_error)
+                let name = body
+                    .name
+                    .ok_or_else(|| ApiError::invalid_argument("Invalid label name"))?;
+                let d = mb.create_label(
+                    &name,
+                    body.message_list_visibility,
+                    body.label_list_visibility,
+                    body.color,
+                )?;
+                label_json(mb, &d.id, false)
+                    .map(|mut l| {
+                        l.color = d.color.clone();
+                        ApiResponse::json(&l)
+                    })
+                    .ok_or_else(ApiError::backend_error)
             }
             Op::LabelsPatch(_, id, replace) => {
                 need(p, LABELS_WRITE)?;
@@ -262,28 +374,40 @@ pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> R
                     return Err(ApiError::invalid_argument("Invalid label name"));
                 }
                 if let Some(n) = &body.name
-                    && mb.labels.values().any(|l| l.id != *id && l.name.to_lowercase() == n.trim().to_lowercase())
+                    && mb
+                        .labels
+                        .values()
+                        .any(|l| l.id != *id && l.name.to_lowercase() == n.trim().to_lowercase())
                 {
-                    return Err(ApiError::new(409, "failedPrecondition", "global", "Label name exists or conflicts"));
+                    return Err(ApiError::new(
+                        409,
+                        "failedPrecondition",
+                        "global",
+                        "Label name exists or conflicts",
+                    ));
                 }
                 let d = mb.labels.get_mut(id).ok_or_else(ApiError::not_found)?;
                 if let Some(n) = body.name {
                     d.name = n.trim().to_string();
                 }
                 if body.message_list_visibility.is_some() || *replace {
-                    d.message_list_visibility = body.message_list_visibility.or(Some("show".into()));
+                    d.message_list_visibility =
+                        body.message_list_visibility.or(Some("show".into()));
                 }
                 if body.label_list_visibility.is_some() || *replace {
-                    d.label_list_visibility = body.label_list_visibility.or(Some("labelShow".into()));
+                    d.label_list_visibility =
+                        body.label_list_visibility.or(Some("labelShow".into()));
                 }
                 if body.color.is_some() || *replace {
                     d.color = body.color;
                 }
                 let color = d.color.clone();
-                label_json(mb, id, false).map(|mut l| {
-                    l.color = color;
-                    ApiResponse::json(&l)
-                }).ok_or_else(ApiError::backend_error)
+                label_json(mb, id, false)
+                    .map(|mut l| {
+                        l.color = color;
+                        ApiResponse::json(&l)
+                    })
+                    .ok_or_else(ApiError::backend_error)
             }
             Op::LabelsDelete(_, id) => {
                 need(p, LABELS_WRITE)?;
@@ -299,15 +423,26 @@ pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> R
                 need(p, READ)?;
                 let format = req.param("format").unwrap_or("full").to_ascii_lowercase();
                 if !matches!(format.as_str(), "minimal" | "metadata" | "full" | "raw") {
-                    return Err(ApiError::invalid_param("format", format!("Invalid value '{format}' for format")));
+                    return Err(ApiError::invalid_param(
+                        "format",
+                        format!("Invalid value '{format}' for format"),
+                    ));
                 }
                 if p.metadata_restricted() && (format == "full" || format == "raw") {
-                    return Err(ApiError::forbidden("forbidden", format!("Metadata scope doesn't allow format {}", format.to_ascii_uppercase())));
+                    return Err(ApiError::forbidden(
+                        "forbidden",
+                        format!(
+                            "Metadata scope doesn't allow format {}",
+                            format.to_ascii_uppercase()
+                        ),
+                    ));
                 }
                 let id = parse_id(id)?;
                 let m = mb.messages.get(&id).ok_or_else(ApiError::not_found)?;
                 let headers = req.params("metadataHeaders");
-                Ok(ApiResponse::json(&render_message(mb, id, m, &format, &headers)))
+                Ok(ApiResponse::json(&render_message(
+                    mb, id, m, &format, &headers,
+                )))
             }
             Op::AttachmentsGet(_, mid, aid) => {
                 need(p, READ_BODY)?;
@@ -322,9 +457,15 @@ pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> R
                     .strip_prefix("ANGjdJ_")
                     .and_then(crate::util::b64_decode_any)
                     .and_then(|b| String::from_utf8(b).ok())
-                    .and_then(|s| s.split_once(':').filter(|(m, _)| *m == mid.as_str()).map(|(_, p)| p.to_string()))
+                    .and_then(|s| {
+                        s.split_once(':')
+                            .filter(|(m, _)| *m == mid.as_str())
+                            .map(|(_, p)| p.to_string())
+                    })
                     .ok_or_else(|| ApiError::invalid_argument("Invalid attachment token"))?;
-                let part = mime::find_part(&entity, &part_id).filter(|e| !e.is_multipart).ok_or_else(ApiError::not_found)?;
+                let part = mime::find_part(&entity, &part_id)
+                    .filter(|e| !e.is_multipart)
+                    .ok_or_else(ApiError::not_found)?;
                 Ok(ApiResponse::json(&wire::PartBody {
                     attachment_id: Some(aid.clone()),
                     size: part.body.len() as u32,
@@ -336,12 +477,22 @@ pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> R
                 let body: wire::ModifyRequest = req.json_body()?;
                 let id = parse_id(id)?;
                 if body.add_label_ids.is_empty() && body.remove_label_ids.is_empty() {
-                    return Err(ApiError::invalid_argument("No label add or removes specified"));
+                    return Err(ApiError::invalid_argument(
+                        "No label add or removes specified",
+                    ));
                 }
-                if mb.modify(now, id, &body.add_label_ids, &body.remove_label_ids)?.is_some() {
+                if mb
+                    .modify(now, id, &body.add_label_ids, &body.remove_label_ids)?
+                    .is_some()
+                {
                     let mut l = body.add_label_ids.clone();
                     l.extend(body.remove_label_ids.iter().cloned());
-                    l.extend(mb.messages.get(&id).map(|m| m.labels.clone()).unwrap_or_default());
+                    l.extend(
+                        mb.messages
+                            .get(&id)
+                            .map(|m| m.labels.clone())
+                            .unwrap_or_default(),
+                    );
                     touched = Some((user.clone(), l));
                 }
                 modified_ref(mb, id)
@@ -349,9 +500,17 @@ pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> R
             Op::Trash(_, id) | Op::Untrash(_, id) => {
                 need(p, WRITE)?;
                 let id = parse_id(id)?;
-                let changed = if matches!(op, Op::Trash(..)) { mb.trash(now, id)? } else { mb.untrash(now, id)? };
+                let changed = if matches!(op, Op::Trash(..)) {
+                    mb.trash(now, id)?
+                } else {
+                    mb.untrash(now, id)?
+                };
                 if changed.is_some() {
-                    let mut l = mb.messages.get(&id).map(|m| m.labels.clone()).unwrap_or_default();
+                    let mut l = mb
+                        .messages
+                        .get(&id)
+                        .map(|m| m.labels.clone())
+                        .unwrap_or_default();
                     l.push("TRASH".into());
                     touched = Some((user.clone(), l));
                 }
@@ -360,7 +519,11 @@ pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> R
             Op::Delete(_, id) => {
                 need(p, &[SCOPE_MAIL])?;
                 let id = parse_id(id)?;
-                let labels = mb.messages.get(&id).map(|m| m.labels.clone()).unwrap_or_default();
+                let labels = mb
+                    .messages
+                    .get(&id)
+                    .map(|m| m.labels.clone())
+                    .unwrap_or_default();
                 mb.delete(now, id)?;
                 touched = Some((user.clone(), labels));
                 Ok(ApiResponse::empty(204))
@@ -374,15 +537,24 @@ pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> R
                 if body.ids.len() > 1000 {
                     return Err(ApiError::invalid_argument("Too many ids (max 1000)"));
                 }
-                let ids: Result<Vec<u64>, ApiError> = body.ids.iter().map(|i| parse_id(i)).collect();
+                let ids: Result<Vec<u64>, ApiError> =
+                    body.ids.iter().map(|i| parse_id(i)).collect();
                 let ids = ids?;
                 let mut all = Vec::new();
                 for id in ids {
                     if !mb.messages.contains_key(&id) {
                         continue;
                     }
-                    if mb.modify(now, id, &body.add_label_ids, &body.remove_label_ids)?.is_some() {
-                        all.extend(mb.messages.get(&id).map(|m| m.labels.clone()).unwrap_or_default());
+                    if mb
+                        .modify(now, id, &body.add_label_ids, &body.remove_label_ids)?
+                        .is_some()
+                    {
+                        all.extend(
+                            mb.messages
+                                .get(&id)
+                                .map(|m| m.labels.clone())
+                                .unwrap_or_default(),
+                        );
                     }
                 }
                 all.extend(body.add_label_ids.iter().cloned());
@@ -401,28 +573,52 @@ pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> R
                 let topic = body.topic_name.unwrap_or_default();
                 let tname = topic.strip_prefix(&expected).unwrap_or("");
                 if tname.is_empty() || tname.contains('/') {
-                    return Err(ApiError::invalid_argument(format!("Invalid topicName does not match projects/{}/topics/*", p.project)));
+                    return Err(ApiError::invalid_argument(format!(
+                        "Invalid topicName does not match projects/{}/topics/*",
+                        p.project
+                    )));
                 }
                 for l in &body.label_ids {
                     if !mb.label_exists(l) {
                         return Err(ApiError::bad_request(format!("Invalid label: {l}")));
                     }
                 }
-                let behavior = body.label_filter_behavior.or(body.label_filter_action).unwrap_or_else(|| "include".into());
+                let behavior = body
+                    .label_filter_behavior
+                    .or(body.label_filter_action)
+                    .unwrap_or_else(|| "include".into());
                 let include = match behavior.to_ascii_lowercase().as_str() {
                     "include" => true,
                     "exclude" => false,
-                    other => return Err(ApiError::invalid_param("labelFilterBehavior", format!("Invalid value '{other}'"))),
+                    other => {
+                        return Err(ApiError::invalid_param(
+                            "labelFilterBehavior",
+                            format!("Invalid value '{other}'"),
+                        ));
+                    }
                 };
                 let ttl = st.watch_ttl_ms.load(std::sync::atomic::Ordering::Relaxed);
-                let w = Watch { topic: topic.clone(), label_ids: body.label_ids, include, expiration_ms: now + ttl, history_id: mb.history_id };
+                let w = Watch {
+                    topic: topic.clone(),
+                    label_ids: body.label_ids,
+                    include,
+                    expiration_ms: now + ttl,
+                    history_id: mb.history_id,
+                };
                 mb.watch = Some(w.clone());
                 mb.last_notification_ms = now;
-                let out = Outbound::Gmail { topic, email: user.clone(), history_id: mb.history_id };
+                let out = Outbound::Gmail {
+                    topic,
+                    email: user.clone(),
+                    history_id: mb.history_id,
+                };
                 if st.outbound.send(out).is_err() {
                     tracing::debug!("notification worker gone");
                 }
-                Ok(ApiResponse::json(&wire::WatchResponse { history_id: w.history_id.to_string(), expiration: w.expiration_ms.to_string() }))
+                Ok(ApiResponse::json(&wire::WatchResponse {
+                    history_id: w.history_id.to_string(),
+                    expiration: w.expiration_ms.to_string(),
+                }))
             }
             Op::Stop(_) => {
                 need(p, READ)?;
@@ -437,25 +633,44 @@ pub fn handle(st: &EmulatorState, p: &Principal, op: &Op, req: &ApiRequest) -> R
     result
 }
 
-fn list_messages(mb: &Mailbox, p: &Principal, req: &ApiRequest, now: i64) -> Result<ApiResponse, ApiError> {
+fn list_messages(
+    mb: &Mailbox,
+    p: &Principal,
+    req: &ApiRequest,
+    now: i64,
+) -> Result<ApiResponse, ApiError> {
     let max = page_size(req)?;
     let include_spam_trash = req.bool_param("includeSpamTrash")?.unwrap_or(false);
     let label_ids = req.params("labelIds");
     let q = match req.param("q") {
         Some(q) if !q.trim().is_empty() => {
             if p.metadata_restricted() {
-                return Err(ApiError::forbidden("forbidden", "Metadata scope does not support 'q' parameter"));
+                return Err(ApiError::forbidden(
+                    "forbidden",
+                    "Metadata scope does not support 'q' parameter",
+                ));
             }
-            Some(query::parse(q, now).map_err(|e| ApiError::invalid_param("q", format!("Invalid query: {e}")))?)
+            Some(
+                query::parse(q, now)
+                    .map_err(|e| ApiError::invalid_param("q", format!("Invalid query: {e}")))?,
+            )
         }
         _ => None,
     };
-    let cursor = req.param("pageToken").filter(|t| !t.is_empty()).map(decode_page_token).transpose()?;
+    let cursor = req
+        .param("pageToken")
+        .filter(|t| !t.is_empty())
+        .map(decode_page_token)
+        .transpose()?;
     let hide_spam_trash = !include_spam_trash
-        && !q.as_ref().is_some_and(|q| q.anywhere || q.mentions_spam_trash)
+        && !q
+            .as_ref()
+            .is_some_and(|q| q.anywhere || q.mentions_spam_trash)
         && !label_ids.iter().any(|l| l == "SPAM" || l == "TRASH");
     let label_matches = |name: &str, ids: &[String]| {
-        mb.labels.values().any(|d| (normalize_label(&d.name) == name || d.id.to_lowercase() == name) && ids.iter().any(|i| *i == d.id))
+        mb.labels.values().any(|d| {
+            (normalize_label(&d.name) == name || d.id.to_lowercase() == name) && ids.contains(&d.id)
+        })
     };
     let matches = |m: &MsgMeta| {
         if hide_spam_trash && m.labels.iter().any(|l| l == "SPAM" || l == "TRASH") {
@@ -466,7 +681,12 @@ fn list_messages(mb: &Mailbox, p: &Principal, req: &ApiRequest, now: i64) -> Res
         }
         match &q {
             Some(q) => q.matches(
-                &Candidate { internal_date: m.internal_date, label_ids: &m.labels, from: &m.from, has_attachment: m.has_attachment },
+                &Candidate {
+                    internal_date: m.internal_date,
+                    label_ids: &m.labels,
+                    from: &m.from,
+                    has_attachment: m.has_attachment,
+                },
                 &mb.email,
                 &label_matches,
             ),
@@ -486,7 +706,11 @@ fn list_messages(mb: &Mailbox, p: &Principal, req: &ApiRequest, now: i64) -> Res
             continue;
         }
         if page.len() < max {
-            page.push(wire::MessageRef { id: fmt_id(*id), thread_id: fmt_id(m.thread_id), label_ids: None });
+            page.push(wire::MessageRef {
+                id: fmt_id(*id),
+                thread_id: fmt_id(m.thread_id),
+                label_ids: None,
+            });
             last = Some(*id);
         } else {
             more = true;
@@ -494,14 +718,23 @@ fn list_messages(mb: &Mailbox, p: &Principal, req: &ApiRequest, now: i64) -> Res
     }
     Ok(ApiResponse::json(&wire::ListMessages {
         messages: page,
-        next_page_token: if more { last.map(encode_page_token) } else { None },
+        next_page_token: if more {
+            last.map(encode_page_token)
+        } else {
+            None
+        },
         result_size_estimate: total,
     }))
 }
 
 fn list_history(mb: &Mailbox, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
     let bad_start = || ApiError::invalid_argument("Missing/invalid parameter: startHistoryId");
-    let start: u64 = req.param("startHistoryId").ok_or_else(bad_start)?.trim().parse().map_err(|_| bad_start())?;
+    let start: u64 = req
+        .param("startHistoryId")
+        .ok_or_else(bad_start)?
+        .trim()
+        .parse()
+        .map_err(|_| bad_start())?;
     if start < mb.history_floor {
         return Err(ApiError::not_found());
     }
@@ -513,20 +746,37 @@ fn list_history(mb: &Mailbox, req: &ApiRequest) -> Result<ApiResponse, ApiError>
             "messagedeleted" => "messageDeleted",
             "labeladded" => "labelAdded",
             "labelremoved" => "labelRemoved",
-            _ => return Err(ApiError::invalid_param("historyTypes", format!("Invalid value '{t}' for historyTypes"))),
+            _ => {
+                return Err(ApiError::invalid_param(
+                    "historyTypes",
+                    format!("Invalid value '{t}' for historyTypes"),
+                ));
+            }
         };
         types.push(canon);
     }
     let want = |t: &str| types.is_empty() || types.contains(&t);
     let label = req.param("labelId");
-    let cursor = req.param("pageToken").filter(|t| !t.is_empty()).map(decode_page_token).transpose()?;
+    let cursor = req
+        .param("pageToken")
+        .filter(|t| !t.is_empty())
+        .map(decode_page_token)
+        .transpose()?;
     let after = start.max(cursor.unwrap_or(0));
     let mut out = Vec::new();
     let mut more = false;
     let mut last = None;
     for rec in mb.history.iter().filter(|r| r.id > after) {
-        let mref = wire::MessageRef { id: fmt_id(rec.msg_id), thread_id: fmt_id(rec.thread_id), label_ids: Some(rec.labels_after.clone()) };
-        let plain = wire::MessageRef { id: fmt_id(rec.msg_id), thread_id: fmt_id(rec.thread_id), label_ids: None };
+        let mref = wire::MessageRef {
+            id: fmt_id(rec.msg_id),
+            thread_id: fmt_id(rec.thread_id),
+            label_ids: Some(rec.labels_after.clone()),
+        };
+        let plain = wire::MessageRef {
+            id: fmt_id(rec.msg_id),
+            thread_id: fmt_id(rec.thread_id),
+            label_ids: None,
+        };
         let mut h = wire::History {
             id: rec.id.to_string(),
             messages: vec![plain],
@@ -537,23 +787,40 @@ fn list_history(mb: &Mailbox, req: &ApiRequest) -> Result<ApiResponse, ApiError>
         };
         let mut touched: Vec<&String> = rec.labels_after.iter().collect();
         match &rec.change {
-            Change::Added if want("messageAdded") => h.messages_added.push(wire::HistoryMessageChange { message: mref }),
+            Change::Added if want("messageAdded") => h
+                .messages_added
+                .push(wire::HistoryMessageChange { message: mref }),
             Change::Deleted if want("messageDeleted") => {
-                h.messages_deleted.push(wire::HistoryMessageChange { message: wire::MessageRef { label_ids: None, ..mref } })
+                h.messages_deleted.push(wire::HistoryMessageChange {
+                    message: wire::MessageRef {
+                        label_ids: None,
+                        ..mref
+                    },
+                })
             }
             Change::Labels { added, removed } => {
                 touched.extend(added.iter());
                 touched.extend(removed.iter());
                 if !added.is_empty() && want("labelAdded") {
-                    h.labels_added.push(wire::HistoryLabelChange { message: mref.clone(), label_ids: added.clone() });
+                    h.labels_added.push(wire::HistoryLabelChange {
+                        message: mref.clone(),
+                        label_ids: added.clone(),
+                    });
                 }
                 if !removed.is_empty() && want("labelRemoved") {
-                    h.labels_removed.push(wire::HistoryLabelChange { message: mref, label_ids: removed.clone() });
+                    h.labels_removed.push(wire::HistoryLabelChange {
+                        message: mref,
+                        label_ids: removed.clone(),
+                    });
                 }
             }
             _ => {}
         }
-        if h.messages_added.is_empty() && h.messages_deleted.is_empty() && h.labels_added.is_empty() && h.labels_removed.is_empty() {
+        if h.messages_added.is_empty()
+            && h.messages_deleted.is_empty()
+            && h.labels_added.is_empty()
+            && h.labels_removed.is_empty()
+        {
             continue;
         }
         if let Some(l) = label
@@ -570,7 +837,11 @@ fn list_history(mb: &Mailbox, req: &ApiRequest) -> Result<ApiResponse, ApiError>
     }
     Ok(ApiResponse::json(&wire::ListHistory {
         history: out,
-        next_page_token: if more { last.map(encode_page_token) } else { None },
+        next_page_token: if more {
+            last.map(encode_page_token)
+        } else {
+            None
+        },
         history_id: mb.history_id.to_string(),
     }))
 }

@@ -14,7 +14,7 @@ use crate::config::QuotaMode;
 use crate::error::ApiError;
 use crate::faults::FaultKind;
 use crate::oauth::Principal;
-use crate::quota::{Api, Limits, LimitKind, SlotGuard};
+use crate::quota::{Api, LimitKind, Limits, SlotGuard};
 use crate::state::EmulatorState;
 use crate::util::{lock, rfc3339_ms};
 
@@ -51,14 +51,22 @@ impl ApiResponse {
         let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
         Self {
             status: 200,
-            headers: vec![("Content-Type".into(), "application/json; charset=UTF-8".into())],
+            headers: vec![(
+                "Content-Type".into(),
+                "application/json; charset=UTF-8".into(),
+            )],
             body: Bytes::from(body),
             fault: None,
         }
     }
 
     pub fn empty(status: u16) -> Self {
-        Self { status, headers: Vec::new(), body: Bytes::new(), fault: None }
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            fault: None,
+        }
     }
 
     pub fn error(e: &ApiError) -> Self {
@@ -76,11 +84,18 @@ impl ApiResponse {
 
 impl ApiRequest {
     pub fn param(&self, k: &str) -> Option<&str> {
-        self.query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn params(&self, k: &str) -> Vec<String> {
-        self.query.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect()
+        self.query
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     pub fn bool_param(&self, k: &str) -> Result<Option<bool>, ApiError> {
@@ -88,39 +103,56 @@ impl ApiRequest {
             None => Ok(None),
             Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
             Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
-            Some(v) => Err(ApiError::invalid_param(k, format!("Invalid value '{v}'. Values must match the following regular expression: '(true|false)'"))),
+            Some(v) => Err(ApiError::invalid_param(
+                k,
+                format!(
+                    "Invalid value '{v}'. Values must match the following regular expression: '(true|false)'"
+                ),
+            )),
         }
     }
 
     pub fn u32_param(&self, k: &str) -> Result<Option<u32>, ApiError> {
         match self.param(k) {
             None => Ok(None),
-            Some(v) => v.parse::<u32>().map(Some).map_err(|_| ApiError::invalid_param(k, format!("Invalid value '{v}' for parameter {k}"))),
+            Some(v) => v.parse::<u32>().map(Some).map_err(|_| {
+                ApiError::invalid_param(k, format!("Invalid value '{v}' for parameter {k}"))
+            }),
         }
     }
 
     pub fn bearer(&self) -> Option<String> {
-        if let Some(v) = self.headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        if let Some(v) = self
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+        {
             let v = v.trim();
             if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
                 return Some(v[7..].trim().to_string());
             }
             return Some(String::new());
         }
-        self.param("access_token").or_else(|| self.param("oauth_token")).map(String::from)
+        self.param("access_token")
+            .or_else(|| self.param("oauth_token"))
+            .map(String::from)
     }
 
     /// Parses the JSON body into `T` (Google-shaped 400 on failure).
     pub fn json_body<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
         if self.body.is_empty() {
-            return serde_json::from_slice(b"{}").map_err(|e| ApiError::invalid_argument(format!("Invalid JSON payload received. {e}")));
+            return serde_json::from_slice(b"{}").map_err(|e| {
+                ApiError::invalid_argument(format!("Invalid JSON payload received. {e}"))
+            });
         }
-        serde_json::from_slice(&self.body).map_err(|e| ApiError::invalid_argument(format!("Invalid JSON payload received. {e}")))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::invalid_argument(format!("Invalid JSON payload received. {e}")))
     }
 
     /// Splits a raw `?query` string, keeping repeats and order.
     pub fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
-        q.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+        q.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -128,7 +160,11 @@ impl ApiRequest {
 pub fn segments(path: &str) -> Vec<String> {
     path.split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .collect()
 }
 
@@ -184,7 +220,12 @@ fn route(req: &ApiRequest) -> Option<Route> {
 /// Routing, parameter validation, authentication and the in-flight slot.
 pub fn prepare(st: &EmulatorState, req: ApiRequest) -> Result<Prepared, ApiResponse> {
     let Some(route) = route(&req) else {
-        let mut e = ApiError::new(404, "notFound", "global", format!("Method not found: {} {}", req.method, req.path));
+        let mut e = ApiError::new(
+            404,
+            "notFound",
+            "global",
+            format!("Method not found: {} {}", req.method, req.path),
+        );
         e.status = Some("NOT_FOUND");
         return Err(ApiResponse::error(&e));
     };
@@ -199,7 +240,10 @@ pub fn prepare(st: &EmulatorState, req: ApiRequest) -> Result<Prepared, ApiRespo
     if let Some(alt) = req.param("alt")
         && alt != "json"
     {
-        return Err(ApiResponse::error(&ApiError::invalid_param("alt", format!("Invalid value '{alt}' for alt"))));
+        return Err(ApiResponse::error(&ApiError::invalid_param(
+            "alt",
+            format!("Invalid value '{alt}' for alt"),
+        )));
     }
     let principal = {
         let token = req.bearer();
@@ -213,11 +257,19 @@ pub fn prepare(st: &EmulatorState, req: ApiRequest) -> Result<Prepared, ApiRespo
         }
     };
     let slot = if st.config.quota == QuotaMode::On {
-        match st.quota.try_slot(&principal.email, st.config.max_concurrent_per_user) {
+        match st
+            .quota
+            .try_slot(&principal.email, st.config.max_concurrent_per_user)
+        {
             Some(s) => Some(s),
             None => {
                 st.with_counters(|c| c.status_429 += 1);
-                let mut e = ApiError::new(429, "rateLimitExceeded", "global", "Too many concurrent requests for user.");
+                let mut e = ApiError::new(
+                    429,
+                    "rateLimitExceeded",
+                    "global",
+                    "Too many concurrent requests for user.",
+                );
                 e.retry_after_secs = Some(1);
                 return Err(ApiResponse::error(&e));
             }
@@ -225,15 +277,34 @@ pub fn prepare(st: &EmulatorState, req: ApiRequest) -> Result<Prepared, ApiRespo
     } else {
         None
     };
-    Ok(Prepared { route, principal, req, _slot: slot })
+    Ok(Prepared {
+        route,
+        principal,
+        req,
+        _slot: slot,
+    })
 }
 
 fn rate_limit_error(st: &EmulatorState, kind: LimitKind, retry_after: u64) -> ApiError {
-    let code = if st.config.rate_limit_status == 403 { 403 } else { 429 };
+    let code = if st.config.rate_limit_status == 403 {
+        403
+    } else {
+        429
+    };
     let until = rfc3339_ms(st.clock.now_ms() + retry_after as i64 * 1000);
     let mut e = match kind {
-        LimitKind::User => ApiError::new(code, "userRateLimitExceeded", "usageLimits", format!("User-rate limit exceeded.  Retry after {until}")),
-        LimitKind::Project => ApiError::new(code, "rateLimitExceeded", "usageLimits", "Rate Limit Exceeded"),
+        LimitKind::User => ApiError::new(
+            code,
+            "userRateLimitExceeded",
+            "usageLimits",
+            format!("User-rate limit exceeded.  Retry after {until}"),
+        ),
+        LimitKind::Project => ApiError::new(
+            code,
+            "rateLimitExceeded",
+            "usageLimits",
+            "Rate Limit Exceeded",
+        ),
     };
     e.retry_after_secs = Some(retry_after);
     e
@@ -263,7 +334,12 @@ pub async fn run(st: &Arc<EmulatorState>, p: Prepared) -> ApiResponse {
         match kind {
             FaultKind::Status429 => {
                 st.with_counters(|c| c.status_429 += 1);
-                let mut e = ApiError::new(429, "rateLimitExceeded", "usageLimits", "Rate Limit Exceeded");
+                let mut e = ApiError::new(
+                    429,
+                    "rateLimitExceeded",
+                    "usageLimits",
+                    "Rate Limit Exceeded",
+                );
                 e.retry_after_secs = Some(1);
                 return ApiResponse::error(&e);
             }
@@ -286,17 +362,31 @@ pub async fn run(st: &Arc<EmulatorState>, p: Prepared) -> ApiResponse {
         let units = cost(st, &p.route);
         let limits = match p.route.api {
             Api::Gmail => Limits {
-                user_per_minute: st.config.quota_profile.user_units_per_minute() as f64 * st.config.user_rate_scale,
+                user_per_minute: st.config.quota_profile.user_units_per_minute() as f64
+                    * st.config.user_rate_scale,
                 project_per_minute: st.config.project_units_per_minute as f64,
             },
             Api::Calendar => Limits {
-                user_per_minute: st.config.calendar_user_requests_per_minute as f64 * st.config.user_rate_scale,
+                user_per_minute: st.config.calendar_user_requests_per_minute as f64
+                    * st.config.user_rate_scale,
                 project_per_minute: st.config.calendar_project_requests_per_minute as f64,
             },
         };
-        if let Err(refused) = st.quota.charge(p.route.api, &p.principal.client_id, &p.principal.email, units, limits) {
+        if let Err(refused) = st.quota.charge(
+            p.route.api,
+            &p.principal.client_id,
+            &p.principal.email,
+            units,
+            limits,
+        ) {
             let e = rate_limit_error(st, refused.kind, refused.retry_after_secs);
-            st.with_counters(|c| if e.code == 429 { c.status_429 += 1 } else { c.status_403_rate_limit += 1 });
+            st.with_counters(|c| {
+                if e.code == 429 {
+                    c.status_429 += 1
+                } else {
+                    c.status_403_rate_limit += 1
+                }
+            });
             return ApiResponse::error(&e);
         }
         st.count_units(name, units);
@@ -317,7 +407,10 @@ pub async fn run(st: &Arc<EmulatorState>, p: Prepared) -> ApiResponse {
             let cut = resp.body.len() / 2;
             resp.body = resp.body.slice(..cut);
             resp.headers.retain(|(k, _)| k != "Content-Type");
-            resp.headers.push(("Content-Type".into(), "application/json; charset=UTF-8".into()));
+            resp.headers.push((
+                "Content-Type".into(),
+                "application/json; charset=UTF-8".into(),
+            ));
         }
         Some(FaultKind::Malformed) => {
             resp.status = 200;

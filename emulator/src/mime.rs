@@ -70,19 +70,29 @@ pub fn parse_headers(head: &[u8]) -> Vec<(String, String)> {
 }
 
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// Splits `type/subtype; a=b; c="d"` into the lowercased type and parameters.
 pub fn parse_content_type(v: &str) -> (String, Vec<(String, String)>) {
     let mut parts = split_params(v);
-    let first = if parts.is_empty() { String::new() } else { parts.remove(0) };
+    let first = if parts.is_empty() {
+        String::new()
+    } else {
+        parts.remove(0)
+    };
     let params = parts
         .into_iter()
         .filter_map(|p| {
             let (k, v) = p.split_once('=')?;
             let v = v.trim();
-            let v = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v);
+            let v = v
+                .strip_prefix('"')
+                .and_then(|x| x.strip_suffix('"'))
+                .unwrap_or(v);
             Some((k.trim().to_ascii_lowercase(), v.to_string()))
         })
         .collect();
@@ -108,7 +118,10 @@ fn split_params(v: &str) -> Vec<String> {
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -129,7 +142,10 @@ pub fn decode_qp(data: &[u8]) -> Vec<u8> {
                 i += 2;
                 continue;
             }
-            if let (Some(a), Some(b)) = (data.get(i + 1).and_then(|b| hex(*b)), data.get(i + 2).and_then(|b| hex(*b))) {
+            if let (Some(a), Some(b)) = (
+                data.get(i + 1).and_then(|b| hex(*b)),
+                data.get(i + 2).and_then(|b| hex(*b)),
+            ) {
                 out.push(a * 16 + b);
                 i += 3;
                 continue;
@@ -219,8 +235,11 @@ pub fn parse_entity(raw: &[u8], depth: usize) -> Entity {
         children: Vec::new(),
         is_multipart: false,
     };
-    if e.mime_type.starts_with("multipart/") && depth < 16 {
-        if let Some(boundary) = param(&e.params, "boundary").map(String::from) {
+    if e.mime_type.starts_with("multipart/")
+        && depth < 16
+        && let Some(boundary) = param(&e.params, "boundary").map(String::from)
+    {
+        {
             let delim = format!("--{boundary}");
             let d = delim.as_bytes();
             let mut positions = Vec::new();
@@ -262,24 +281,38 @@ pub fn parse_entity(raw: &[u8], depth: usize) -> Entity {
             }
         }
     }
-    let cte = header(&e.headers, "Content-Transfer-Encoding").unwrap_or("7bit").to_string();
+    let cte = header(&e.headers, "Content-Transfer-Encoding")
+        .unwrap_or("7bit")
+        .to_string();
     e.body = decode_body(&cte, body);
     e
 }
 
 /// Gmail attachment id for a part (deterministic; Google's are opaque and may change).
 pub fn attachment_id(msg_id: &str, part_id: &str) -> String {
-    format!("ANGjdJ_{}", b64url(format!("{msg_id}:{part_id}").as_bytes()))
+    format!(
+        "ANGjdJ_{}",
+        b64url(format!("{msg_id}:{part_id}").as_bytes())
+    )
 }
 
 /// Converts an entity to Gmail's `MessagePart`, optionally keeping only some top-level headers
 /// and optionally without bodies (`format=metadata`).
-pub fn to_part(e: &Entity, part_id: &str, msg_id: &str, with_bodies: bool, header_filter: Option<&[String]>) -> MessagePart {
+pub fn to_part(
+    e: &Entity,
+    part_id: &str,
+    msg_id: &str,
+    with_bodies: bool,
+    header_filter: Option<&[String]>,
+) -> MessagePart {
     let headers = e
         .headers
         .iter()
         .filter(|(n, _)| header_filter.is_none_or(|f| f.iter().any(|x| x.eq_ignore_ascii_case(n))))
-        .map(|(n, v)| Header { name: n.clone(), value: decode_rfc2047(v) })
+        .map(|(n, v)| Header {
+            name: n.clone(),
+            value: decode_rfc2047(v),
+        })
         .collect();
     if !with_bodies {
         return MessagePart {
@@ -287,7 +320,11 @@ pub fn to_part(e: &Entity, part_id: &str, msg_id: &str, with_bodies: bool, heade
             mime_type: e.mime_type.clone(),
             filename: String::new(),
             headers,
-            body: PartBody { attachment_id: None, size: 0, data: None },
+            body: PartBody {
+                attachment_id: None,
+                size: 0,
+                data: None,
+            },
             parts: None,
         };
     }
@@ -297,7 +334,11 @@ pub fn to_part(e: &Entity, part_id: &str, msg_id: &str, with_bodies: bool, heade
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    let id = if part_id.is_empty() { i.to_string() } else { format!("{part_id}.{i}") };
+                    let id = if part_id.is_empty() {
+                        i.to_string()
+                    } else {
+                        format!("{part_id}.{i}")
+                    };
                     to_part(c, &id, msg_id, true, None)
                 })
                 .collect(),
@@ -306,14 +347,26 @@ pub fn to_part(e: &Entity, part_id: &str, msg_id: &str, with_bodies: bool, heade
         None
     };
     let body = if e.is_multipart {
-        PartBody { attachment_id: None, size: 0, data: None }
+        PartBody {
+            attachment_id: None,
+            size: 0,
+            data: None,
+        }
     } else if !e.filename.is_empty() {
-        PartBody { attachment_id: Some(attachment_id(msg_id, part_id)), size: e.body.len() as u32, data: None }
+        PartBody {
+            attachment_id: Some(attachment_id(msg_id, part_id)),
+            size: e.body.len() as u32,
+            data: None,
+        }
     } else {
         PartBody {
             attachment_id: None,
             size: e.body.len() as u32,
-            data: if e.body.is_empty() { None } else { Some(b64url(&e.body)) },
+            data: if e.body.is_empty() {
+                None
+            } else {
+                Some(b64url(&e.body))
+            },
         }
     };
     MessagePart {
@@ -348,7 +401,11 @@ fn first_text<'a>(e: &'a Entity, kind: &str) -> Option<&'a Entity> {
 
 /// Whether any leaf part is an attachment (has a filename).
 pub fn has_attachment(e: &Entity) -> bool {
-    if e.is_multipart { e.children.iter().any(has_attachment) } else { !e.filename.is_empty() }
+    if e.is_multipart {
+        e.children.iter().any(has_attachment)
+    } else {
+        !e.filename.is_empty()
+    }
 }
 
 /// Gmail-like snippet: first ~200 characters of the text, whitespace collapsed, HTML-escaped.
@@ -406,7 +463,10 @@ mod tests {
         assert_eq!(v["headers"][1]["value"], "café olé");
         assert_eq!(v["headers"][0]["value"], "Zoë <zoe@example.de>");
         assert_eq!(snippet(&e), "Hello é &amp; &lt;you&gt;");
-        assert_eq!(find_part(&e, "0.1").map(|p| p.mime_type.as_str()), Some("text/html"));
+        assert_eq!(
+            find_part(&e, "0.1").map(|p| p.mime_type.as_str()),
+            Some("text/html")
+        );
     }
 
     #[test]

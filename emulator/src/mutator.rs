@@ -19,14 +19,30 @@ pub fn step(st: &EmulatorState, rng: &mut ChaCha8Rng) -> String {
     let mut pings = Vec::new();
     let (desc, labels) = {
         let mut accts = lock(&st.accounts);
-        let Some(acct) = accts.get_mut(&email) else { return "no account".into() };
+        let Some(acct) = accts.get_mut(&email) else {
+            return "no account".into();
+        };
         if x >= 0.95 {
             let cal = 0;
             let set = &mut acct.calendars;
-            let ids: Vec<String> = set.calendars[cal].events.values().filter(|e| e.status == "confirmed" && e.recurring_event_id.is_none()).map(|e| e.id.clone()).collect();
+            let ids: Vec<String> = set.calendars[cal]
+                .events
+                .values()
+                .filter(|e| e.status == "confirmed" && e.recurring_event_id.is_none())
+                .map(|e| e.id.clone())
+                .collect();
             let d = if ids.is_empty() || rng.random_bool(0.4) {
                 let start = now + rng.random_range(1..30) * 86_400_000;
-                let _ = set.create_event(cal, None, "Generated meeting", start, start + 3_600_000, false, None, now);
+                let _ = set.create_event(
+                    cal,
+                    None,
+                    "Generated meeting",
+                    start,
+                    start + 3_600_000,
+                    false,
+                    None,
+                    now,
+                );
                 "calendar create".to_string()
             } else {
                 let id = &ids[rng.random_range(0..ids.len())];
@@ -43,16 +59,32 @@ pub fn step(st: &EmulatorState, rng: &mut ChaCha8Rng) -> String {
         } else {
             let mb = &mut acct.mailbox;
             let recent: Vec<u64> = mb.messages.keys().rev().take(200).copied().collect();
-            let pick = |rng: &mut ChaCha8Rng| recent.get(rng.random_range(0..recent.len().max(1))).copied();
+            let pick = |rng: &mut ChaCha8Rng| {
+                recent
+                    .get(rng.random_range(0..recent.len().max(1)))
+                    .copied()
+            };
             if x < 0.4 || recent.is_empty() {
                 let r = mb.deliver_generated(now, None);
-                ("deliver".to_string(), r.map(|_| vec!["INBOX".to_string(), "UNREAD".to_string()]).unwrap_or_default())
+                (
+                    "deliver".to_string(),
+                    r.map(|_| vec!["INBOX".to_string(), "UNREAD".to_string()])
+                        .unwrap_or_default(),
+                )
             } else if let Some(id) = pick(rng) {
-                let labels = mb.messages.get(&id).map(|m| m.labels.clone()).unwrap_or_default();
+                let labels = mb
+                    .messages
+                    .get(&id)
+                    .map(|m| m.labels.clone())
+                    .unwrap_or_default();
                 let (d, add, remove): (&str, Vec<String>, Vec<String>) = if x < 0.6 {
                     ("read", vec![], vec!["UNREAD".into()])
                 } else if x < 0.75 {
-                    ("label", vec![format!("Label_{}", rng.random_range(1..=5))], vec![])
+                    (
+                        "label",
+                        vec![format!("Label_{}", rng.random_range(1..=5))],
+                        vec![],
+                    )
                 } else if x < 0.85 {
                     ("archive", vec![], vec!["INBOX".into()])
                 } else if x < 0.9 {
@@ -84,7 +116,7 @@ pub fn step(st: &EmulatorState, rng: &mut ChaCha8Rng) -> String {
 
 /// Runs the generator until shutdown.
 pub async fn run(st: Arc<EmulatorState>, rate: f64) {
-    let mut rng = ChaCha8Rng::seed_from_u64(st.config.seed ^ 0x3D7A_7E);
+    let mut rng = ChaCha8Rng::seed_from_u64(st.config.seed ^ 0x003D_7A7E);
     let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
     let mut tick = tokio::time::interval(period);
     loop {

@@ -29,7 +29,8 @@ pub const SCOPE_CAL_EVENTS: &str = "https://www.googleapis.com/auth/calendar.eve
 pub const SCOPE_CAL_EVENTS_RO: &str = "https://www.googleapis.com/auth/calendar.events.readonly";
 
 /// Scopes of pre-provisioned refresh tokens.
-pub const DEFAULT_SCOPES: &str = "https://mail.google.com/ https://www.googleapis.com/auth/calendar";
+pub const DEFAULT_SCOPES: &str =
+    "https://mail.google.com/ https://www.googleapis.com/auth/calendar";
 
 const KNOWN_SCOPES: &[&str] = &[
     SCOPE_MAIL,
@@ -122,7 +123,9 @@ pub struct OAuthStore {
 }
 
 fn hex_token(rng: &mut ChaCha8Rng, n: usize) -> String {
-    (0..n).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+    (0..n)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
 }
 
 impl OAuthStore {
@@ -130,7 +133,10 @@ impl OAuthStore {
         let mut clients = HashMap::new();
         clients.insert(
             crate::DEFAULT_CLIENT_ID.to_string(),
-            Client { secret: crate::DEFAULT_CLIENT_SECRET.into(), project: crate::DEFAULT_PROJECT_ID.into() },
+            Client {
+                secret: crate::DEFAULT_CLIENT_SECRET.into(),
+                project: crate::DEFAULT_PROJECT_ID.into(),
+            },
         );
         Self {
             clients,
@@ -145,7 +151,10 @@ impl OAuthStore {
 
     /// The pre-provisioned refresh token of an account (deterministic from seed and email).
     pub fn provision(&mut self, seed: u64, email: &str, now_ms: i64) -> String {
-        let token = format!("1//emu_{:016x}", hash64(&[&seed.to_le_bytes(), email.as_bytes(), b"refresh"]));
+        let token = format!(
+            "1//emu_{:016x}",
+            hash64(&[&seed.to_le_bytes(), email.as_bytes(), b"refresh"])
+        );
         self.refresh.entry(token.clone()).or_insert(RefreshGrant {
             email: email.to_string(),
             client_id: crate::DEFAULT_CLIENT_ID.into(),
@@ -156,11 +165,25 @@ impl OAuthStore {
         token
     }
 
-    pub fn issue_access(&mut self, email: &str, client_id: &str, scopes: &[String], ttl_ms: i64, now_ms: i64, refresh: Option<String>) -> String {
+    pub fn issue_access(
+        &mut self,
+        email: &str,
+        client_id: &str,
+        scopes: &[String],
+        ttl_ms: i64,
+        now_ms: i64,
+        refresh: Option<String>,
+    ) -> String {
         let token = format!("ya29.emu_{}", hex_token(&mut self.rng, 24));
         self.access.insert(
             token.clone(),
-            AccessGrant { email: email.into(), client_id: client_id.into(), scopes: scopes.to_vec(), expires_ms: now_ms + ttl_ms, refresh },
+            AccessGrant {
+                email: email.into(),
+                client_id: client_id.into(),
+                scopes: scopes.to_vec(),
+                expires_ms: now_ms + ttl_ms,
+                refresh,
+            },
         );
         token
     }
@@ -178,7 +201,8 @@ impl OAuthStore {
                 g.revoked = true;
                 found = true;
             }
-            self.access.retain(|_, a| a.refresh.as_deref() != Some(r.as_str()));
+            self.access
+                .retain(|_, a| a.refresh.as_deref() != Some(r.as_str()));
         }
         if self.access.remove(token).is_some() {
             found = true;
@@ -188,11 +212,17 @@ impl OAuthStore {
 
     /// Revokes every grant of an account.
     pub fn revoke_account(&mut self, email: &str) -> usize {
-        let tokens: Vec<String> = self.refresh.iter().filter(|(_, g)| g.email.eq_ignore_ascii_case(email) && !g.revoked).map(|(t, _)| t.clone()).collect();
+        let tokens: Vec<String> = self
+            .refresh
+            .iter()
+            .filter(|(_, g)| g.email.eq_ignore_ascii_case(email) && !g.revoked)
+            .map(|(t, _)| t.clone())
+            .collect();
         for t in &tokens {
             self.revoke(t);
         }
-        self.access.retain(|_, a| !a.email.eq_ignore_ascii_case(email));
+        self.access
+            .retain(|_, a| !a.email.eq_ignore_ascii_case(email));
         tokens.len()
     }
 
@@ -201,21 +231,40 @@ impl OAuthStore {
         let Some(token) = token else {
             return Err(ApiError::unauthenticated_missing());
         };
-        let grant = self.access.get(token).ok_or_else(ApiError::unauthenticated_invalid)?;
+        let grant = self
+            .access
+            .get(token)
+            .ok_or_else(ApiError::unauthenticated_invalid)?;
         if grant.expires_ms <= now_ms {
             return Err(ApiError::unauthenticated_invalid());
         }
-        let project = self.clients.get(&grant.client_id).map(|c| c.project.clone()).unwrap_or_default();
-        Ok(Principal { email: grant.email.clone(), client_id: grant.client_id.clone(), project, scopes: grant.scopes.clone() })
+        let project = self
+            .clients
+            .get(&grant.client_id)
+            .map(|c| c.project.clone())
+            .unwrap_or_default();
+        Ok(Principal {
+            email: grant.email.clone(),
+            client_id: grant.client_id.clone(),
+            project,
+            scopes: grant.scopes.clone(),
+        })
     }
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], json!({"error": error, "error_description": description}).to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        json!({"error": error, "error_description": description}).to_string(),
+    )
+        .into_response()
 }
 
 fn is_loopback_redirect(uri: &str) -> bool {
-    let Some(rest) = uri.strip_prefix("http://") else { return false };
+    let Some(rest) = uri.strip_prefix("http://") else {
+        return false;
+    };
     let host_port = rest.split(['/', '?', '#']).next().unwrap_or("");
     let (host, port) = if let Some(h) = host_port.strip_prefix('[') {
         match h.split_once("]:") {
@@ -236,13 +285,19 @@ fn is_loopback_redirect(uri: &str) -> bool {
 fn auth_page_error(error: &str, detail: &str) -> Response {
     (
         StatusCode::BAD_REQUEST,
-        Html(format!("<html><body><h1>Error 400: {error}</h1><p>{}</p></body></html>", crate::util::html_escape(detail))),
+        Html(format!(
+            "<html><body><h1>Error 400: {error}</h1><p>{}</p></body></html>",
+            crate::util::html_escape(detail)
+        )),
     )
         .into_response()
 }
 
 /// `GET /o/oauth2/v2/auth`
-pub async fn authorize(State(st): State<Arc<EmulatorState>>, Query(params): Query<HashMap<String, String>>) -> Response {
+pub async fn authorize(
+    State(st): State<Arc<EmulatorState>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
     let client_id = params.get("client_id").cloned().unwrap_or_default();
     let known = lock(&st.oauth).clients.contains_key(&client_id);
     if !known {
@@ -250,19 +305,31 @@ pub async fn authorize(State(st): State<Arc<EmulatorState>>, Query(params): Quer
     }
     let redirect = params.get("redirect_uri").cloned().unwrap_or_default();
     if !is_loopback_redirect(&redirect) {
-        return auth_page_error("redirect_uri_mismatch", "redirect_uri must be a loopback http URI (http://127.0.0.1:PORT, http://[::1]:PORT or http://localhost:PORT).");
+        return auth_page_error(
+            "redirect_uri_mismatch",
+            "redirect_uri must be a loopback http URI (http://127.0.0.1:PORT, http://[::1]:PORT or http://localhost:PORT).",
+        );
     }
     if params.get("response_type").map(String::as_str) != Some("code") {
-        return auth_page_error("invalid_request", "Required parameter is missing or invalid: response_type");
+        return auth_page_error(
+            "invalid_request",
+            "Required parameter is missing or invalid: response_type",
+        );
     }
     let scope = params.get("scope").cloned().unwrap_or_default();
     if scope.trim().is_empty() {
         return auth_page_error("invalid_request", "Missing required parameter: scope");
     }
     if let Some(bad) = scope.split_whitespace().find(|s| !KNOWN_SCOPES.contains(s)) {
-        return auth_page_error("invalid_scope", &format!("Some requested scopes were invalid: {bad}"));
+        return auth_page_error(
+            "invalid_scope",
+            &format!("Some requested scopes were invalid: {bad}"),
+        );
     }
-    let method = params.get("code_challenge_method").cloned().unwrap_or_else(|| "plain".into());
+    let method = params
+        .get("code_challenge_method")
+        .cloned()
+        .unwrap_or_else(|| "plain".into());
     if !matches!(method.as_str(), "S256" | "plain") {
         return auth_page_error("invalid_request", "Invalid code_challenge_method");
     }
@@ -276,7 +343,12 @@ pub async fn authorize(State(st): State<Arc<EmulatorState>>, Query(params): Quer
         let id = {
             let mut o = lock(&st.oauth);
             let id = hex_token(&mut o.rng, 8);
-            o.pending.insert(id.clone(), PendingConsent { params: params.clone() });
+            o.pending.insert(
+                id.clone(),
+                PendingConsent {
+                    params: params.clone(),
+                },
+            );
             id
         };
         return Html(format!(
@@ -318,7 +390,10 @@ fn approve(st: &EmulatorState, params: &HashMap<String, String>) -> Response {
                 client_id: params.get("client_id").cloned().unwrap_or_default(),
                 redirect_uri: redirect.clone(),
                 challenge: params.get("code_challenge").cloned(),
-                method: params.get("code_challenge_method").cloned().unwrap_or_else(|| "plain".into()),
+                method: params
+                    .get("code_challenge_method")
+                    .cloned()
+                    .unwrap_or_else(|| "plain".into()),
                 scopes: scope.split_whitespace().map(String::from).collect(),
                 email,
                 expires_ms: now + 600_000,
@@ -337,7 +412,10 @@ fn approve(st: &EmulatorState, params: &HashMap<String, String>) -> Response {
 }
 
 /// `GET /o/oauth2/v2/auth/decide?consent=ID&approve=true|false` (the consent page's links).
-pub async fn decide(State(st): State<Arc<EmulatorState>>, Query(params): Query<HashMap<String, String>>) -> Response {
+pub async fn decide(
+    State(st): State<Arc<EmulatorState>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
     let id = params.get("consent").cloned().unwrap_or_default();
     let Some(p) = lock(&st.oauth).pending.remove(&id) else {
         return auth_page_error("invalid_request", "Unknown consent request");
@@ -360,20 +438,41 @@ fn pkce_ok(challenge: &Option<String>, method: &str, verifier: Option<&str>) -> 
         (None, Some(_)) => true,
         (Some(_), None) => false,
         (Some(c), Some(v)) => {
-            let valid_chars = v.len() >= 43 && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+            let valid_chars = v.len() >= 43
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
             if !valid_chars {
                 return false;
             }
-            if method == "S256" { b64url(&Sha256::digest(v.as_bytes())) == *c } else { v == c }
+            if method == "S256" {
+                b64url(&Sha256::digest(v.as_bytes())) == *c
+            } else {
+                v == c
+            }
         }
     }
 }
 
 /// `POST /token`
-pub async fn token(State(st): State<Arc<EmulatorState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Invalid Content-Type; expected application/x-www-form-urlencoded");
+pub async fn token(
+    State(st): State<Arc<EmulatorState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Invalid Content-Type; expected application/x-www-form-urlencoded",
+        );
     }
     let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let get = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
@@ -381,31 +480,57 @@ pub async fn token(State(st): State<Arc<EmulatorState>>, headers: HeaderMap, bod
     let ttl_ms = st.config.access_token_ttl.as_millis() as i64;
     let expires_in = (ttl_ms / 1000 - 1).max(1);
     let Some(client_id) = get("client_id") else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Could not determine client ID from request.");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Could not determine client ID from request.",
+        );
     };
     let mut o = lock(&st.oauth);
     let Some(client) = o.clients.get(client_id).cloned() else {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "The OAuth client was not found.");
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "The OAuth client was not found.",
+        );
     };
     match get("client_secret") {
         Some(s) if s == client.secret => {}
         Some(_) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Unauthorized"),
-        None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_secret is missing."),
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "client_secret is missing.",
+            );
+        }
     }
     match get("grant_type") {
         Some("authorization_code") => {
             let Some(code) = get("code") else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing required parameter: code");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Missing required parameter: code",
+                );
             };
             // Codes are single-use: removed even when the exchange then fails.
             let Some(ac) = o.codes.remove(code) else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Malformed auth code.");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "Malformed auth code.",
+                );
             };
             if ac.expires_ms <= now || ac.client_id != client_id {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Bad Request");
             }
             if get("redirect_uri") != Some(ac.redirect_uri.as_str()) {
-                return oauth_error(StatusCode::BAD_REQUEST, "redirect_uri_mismatch", "Bad Request");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "redirect_uri_mismatch",
+                    "Bad Request",
+                );
             }
             if !pkce_ok(&ac.challenge, &ac.method, get("code_verifier")) {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Bad Request");
@@ -413,9 +538,22 @@ pub async fn token(State(st): State<Arc<EmulatorState>>, headers: HeaderMap, bod
             let refresh = format!("1//emu_{}", hex_token(&mut o.rng, 24));
             o.refresh.insert(
                 refresh.clone(),
-                RefreshGrant { email: ac.email.clone(), client_id: client_id.into(), scopes: ac.scopes.clone(), revoked: false, issued_ms: now },
+                RefreshGrant {
+                    email: ac.email.clone(),
+                    client_id: client_id.into(),
+                    scopes: ac.scopes.clone(),
+                    revoked: false,
+                    issued_ms: now,
+                },
             );
-            let access = o.issue_access(&ac.email, client_id, &ac.scopes, ttl_ms, now, Some(refresh.clone()));
+            let access = o.issue_access(
+                &ac.email,
+                client_id,
+                &ac.scopes,
+                ttl_ms,
+                now,
+                Some(refresh.clone()),
+            );
             let body = json!({
                 "access_token": access,
                 "expires_in": expires_in,
@@ -423,43 +561,96 @@ pub async fn token(State(st): State<Arc<EmulatorState>>, headers: HeaderMap, bod
                 "scope": ac.scopes.join(" "),
                 "token_type": "Bearer",
             });
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], body.to_string()).into_response()
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                body.to_string(),
+            )
+                .into_response()
         }
         Some("refresh_token") => {
             let Some(rt) = get("refresh_token") else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing required parameter: refresh_token");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Missing required parameter: refresh_token",
+                );
             };
             let Some(g) = o.refresh.get(rt).cloned() else {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Bad Request");
             };
-            let expired = st.config.refresh_token_ttl.is_some_and(|ttl| now - g.issued_ms >= ttl.as_millis() as i64);
+            let expired = st
+                .config
+                .refresh_token_ttl
+                .is_some_and(|ttl| now - g.issued_ms >= ttl.as_millis() as i64);
             if g.revoked || expired || g.client_id != client_id {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Token has been expired or revoked.");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "Token has been expired or revoked.",
+                );
             }
-            let access = o.issue_access(&g.email, client_id, &g.scopes, ttl_ms, now, Some(rt.to_string()));
+            let access = o.issue_access(
+                &g.email,
+                client_id,
+                &g.scopes,
+                ttl_ms,
+                now,
+                Some(rt.to_string()),
+            );
             let body = json!({
                 "access_token": access,
                 "expires_in": expires_in,
                 "scope": g.scopes.join(" "),
                 "token_type": "Bearer",
             });
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], body.to_string()).into_response()
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                body.to_string(),
+            )
+                .into_response()
         }
-        Some(_) => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "Invalid grant_type"),
-        None => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing required parameter: grant_type"),
+        Some(_) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Invalid grant_type",
+        ),
+        None => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Missing required parameter: grant_type",
+        ),
     }
 }
 
 /// `POST /revoke?token=…` (or form body `token=…`).
-pub async fn revoke(State(st): State<Arc<EmulatorState>>, Query(q): Query<HashMap<String, String>>, body: Bytes) -> Response {
+pub async fn revoke(
+    State(st): State<Arc<EmulatorState>>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
     let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let Some(token) = q.get("token").or_else(|| form.get("token")).cloned() else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing required parameter: token");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Missing required parameter: token",
+        );
     };
     if lock(&st.oauth).revoke(&token) {
-        (StatusCode::OK, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], "{}").into_response()
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            "{}",
+        )
+            .into_response()
     } else {
-        oauth_error(StatusCode::BAD_REQUEST, "invalid_token", "Token expired or revoked")
+        oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_token",
+            "Token expired or revoked",
+        )
     }
 }
 
@@ -482,7 +673,11 @@ mod tests {
         let v = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         let c = b64url(&Sha256::digest(v.as_bytes()));
         assert!(pkce_ok(&Some(c.clone()), "S256", Some(v)));
-        assert!(!pkce_ok(&Some(c), "S256", Some("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXX")));
+        assert!(!pkce_ok(
+            &Some(c),
+            "S256",
+            Some("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXX")
+        ));
         assert!(!pkce_ok(&Some("x".into()), "plain", None));
     }
 }

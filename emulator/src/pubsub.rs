@@ -37,14 +37,22 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish()
     }
 }
 
 impl SigningKey {
     pub fn embedded() -> Result<Self, EmulatorError> {
-        let encoding = EncodingKey::from_rsa_pem(TEST_SIGNING_KEY_PEM.as_bytes()).map_err(|e| EmulatorError::Key(e.to_string()))?;
-        Ok(Self { encoding, n: TEST_KEY_N.trim().to_string(), e: TEST_KEY_E.into(), kid: TEST_KEY_KID.into() })
+        let encoding = EncodingKey::from_rsa_pem(TEST_SIGNING_KEY_PEM.as_bytes())
+            .map_err(|e| EmulatorError::Key(e.to_string()))?;
+        Ok(Self {
+            encoding,
+            n: TEST_KEY_N.trim().to_string(),
+            e: TEST_KEY_E.into(),
+            kid: TEST_KEY_KID.into(),
+        })
     }
 
     /// The JWKS document served at `/oauth2/v3/certs`.
@@ -91,7 +99,11 @@ pub struct MintRequest {
 /// A notification waiting to be sent.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    Gmail { topic: String, email: String, history_id: u64 },
+    Gmail {
+        topic: String,
+        email: String,
+        history_id: u64,
+    },
     Calendar(CalendarPing),
 }
 
@@ -110,12 +122,22 @@ pub struct CalendarPing {
 static MESSAGE_ID: AtomicU64 = AtomicU64::new(1_266_021_234_804_195);
 
 /// Signs a push JWT.
-pub fn mint_jwt(st: &EmulatorState, m: &MintRequest, default_aud: &str) -> Result<String, EmulatorError> {
+pub fn mint_jwt(
+    st: &EmulatorState,
+    m: &MintRequest,
+    default_aud: &str,
+) -> Result<String, EmulatorError> {
     let now = st.clock.now_ms() / 1000 + m.iat_offset_secs.unwrap_or(0);
     let claims = PushClaims {
-        iss: m.iss.clone().unwrap_or_else(|| "https://accounts.google.com".into()),
+        iss: m
+            .iss
+            .clone()
+            .unwrap_or_else(|| "https://accounts.google.com".into()),
         aud: m.aud.clone().unwrap_or_else(|| default_aud.to_string()),
-        email: m.email.clone().unwrap_or_else(|| st.config.push_service_account.clone()),
+        email: m
+            .email
+            .clone()
+            .unwrap_or_else(|| st.config.push_service_account.clone()),
         email_verified: m.email_verified.unwrap_or(true),
         sub: "113774264463038321964".into(),
         azp: "113774264463038321964".into(),
@@ -125,7 +147,8 @@ pub fn mint_jwt(st: &EmulatorState, m: &MintRequest, default_aud: &str) -> Resul
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(m.kid.clone().unwrap_or_else(|| st.key.kid.clone()));
     header.typ = Some("JWT".into());
-    let mut token = jsonwebtoken::encode(&header, &claims, &st.key.encoding).map_err(|e| EmulatorError::Key(e.to_string()))?;
+    let mut token = jsonwebtoken::encode(&header, &claims, &st.key.encoding)
+        .map_err(|e| EmulatorError::Key(e.to_string()))?;
     if m.tamper_signature
         && let Some(dot) = token.rfind('.')
     {
@@ -172,7 +195,13 @@ fn backoff(st: &EmulatorState, attempt: u32) -> Duration {
     d.min(max)
 }
 
-async fn deliver_gmail(st: Arc<EmulatorState>, http: reqwest::Client, topic: String, email: String, history_id: u64) {
+async fn deliver_gmail(
+    st: Arc<EmulatorState>,
+    http: reqwest::Client,
+    topic: String,
+    email: String,
+    history_id: u64,
+) {
     if let Some(ep) = st.config.pubsub_endpoint.clone() {
         let data = json!({"emailAddress": email, "historyId": history_id.to_string()}).to_string();
         let url = format!("{}/v1/{}:publish", ep.trim_end_matches('/'), topic);
@@ -190,7 +219,11 @@ async fn deliver_gmail(st: Arc<EmulatorState>, http: reqwest::Client, topic: Str
         }
     }
     if let Some(ep) = st.config.push_endpoint.clone() {
-        let aud = st.config.push_audience.clone().unwrap_or_else(|| ep.clone());
+        let aud = st
+            .config
+            .push_audience
+            .clone()
+            .unwrap_or_else(|| ep.clone());
         let hid = history_id.to_string();
         for attempt in 0..st.config.push_max_attempts {
             let token = match mint_jwt(&st, &MintRequest::default(), &aud) {
@@ -230,7 +263,10 @@ async fn deliver_calendar(st: Arc<EmulatorState>, http: reqwest::Client, p: Cale
             .header("X-Goog-Resource-State", p.state)
             .header("X-Goog-Resource-URI", &p.resource_uri)
             .header("X-Goog-Channel-Expiration", http_date(p.expiration_ms))
-            .header("User-Agent", "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)")
+            .header(
+                "User-Agent",
+                "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)",
+            )
             .header("Content-Length", "0");
         if let Some(t) = &p.token {
             rb = rb.header("X-Goog-Channel-Token", t);
@@ -265,7 +301,11 @@ fn dispatch(st: &Arc<EmulatorState>, http: &reqwest::Client, o: Outbound, delay_
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         }
         match o {
-            Outbound::Gmail { topic, email, history_id } => deliver_gmail(st2, http, topic, email, history_id).await,
+            Outbound::Gmail {
+                topic,
+                email,
+                history_id,
+            } => deliver_gmail(st2, http, topic, email, history_id).await,
             Outbound::Calendar(p) => deliver_calendar(st2, http, p).await,
         }
     });
@@ -273,7 +313,10 @@ fn dispatch(st: &Arc<EmulatorState>, http: &reqwest::Client, o: Outbound, delay_
 
 /// The notification worker: applies faults and dispatches deliveries.
 pub async fn worker(st: Arc<EmulatorState>, mut rx: mpsc::UnboundedReceiver<Outbound>) {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default();
     let mut held: Option<Outbound> = None;
     loop {
         let o = tokio::select! {
@@ -300,22 +343,47 @@ pub async fn worker(st: Arc<EmulatorState>, mut rx: mpsc::UnboundedReceiver<Outb
 }
 
 /// Mints a token (and optionally delivers a push) for the control API.
-pub async fn mint_and_maybe_deliver(st: &Arc<EmulatorState>, m: MintRequest) -> Result<Value, EmulatorError> {
-    let endpoint = m.endpoint.clone().or_else(|| st.config.push_endpoint.clone());
-    let default_aud = st.config.push_audience.clone().or_else(|| endpoint.clone()).unwrap_or_default();
+pub async fn mint_and_maybe_deliver(
+    st: &Arc<EmulatorState>,
+    m: MintRequest,
+) -> Result<Value, EmulatorError> {
+    let endpoint = m
+        .endpoint
+        .clone()
+        .or_else(|| st.config.push_endpoint.clone());
+    let default_aud = st
+        .config
+        .push_audience
+        .clone()
+        .or_else(|| endpoint.clone())
+        .unwrap_or_default();
     let token = mint_jwt(st, &m, &default_aud)?;
-    let email = m.email_address.clone().unwrap_or_else(|| st.config.account.clone());
+    let email = m
+        .email_address
+        .clone()
+        .unwrap_or_else(|| st.config.account.clone());
     let hid = m.history_id.clone().unwrap_or_else(|| {
-        lock(&st.accounts).get(&email.to_ascii_lowercase()).map(|a| a.mailbox.history_id.to_string()).unwrap_or_else(|| "1".into())
+        lock(&st.accounts)
+            .get(&email.to_ascii_lowercase())
+            .map(|a| a.mailbox.history_id.to_string())
+            .unwrap_or_else(|| "1".into())
     });
     let body = push_body(st, &email, &hid, None);
     let mut out = json!({"token": token, "body": body});
     if m.deliver {
         let Some(ep) = endpoint else {
-            return Err(EmulatorError::Config("no push endpoint configured or given".into()));
+            return Err(EmulatorError::Config(
+                "no push endpoint configured or given".into(),
+            ));
         };
         let http = reqwest::Client::new();
-        let status = match http.post(&ep).bearer_auth(&token).json(&out["body"]).send().await {
+        let status = match http
+            .post(&ep)
+            .bearer_auth(&token)
+            .json(&out["body"])
+            .send()
+            .await
+        {
             Ok(r) => r.status().as_u16(),
             Err(e) => {
                 out["error"] = json!(e.to_string());

@@ -57,7 +57,10 @@ pub struct Candidate<'a> {
 
 /// Normalises a label name the way Gmail's `label:` operator spells it.
 pub fn normalize_label(name: &str) -> String {
-    name.to_lowercase().chars().map(|c| if c == ' ' || c == '/' { '-' } else { c }).collect()
+    name.to_lowercase()
+        .chars()
+        .map(|c| if c == ' ' || c == '/' { '-' } else { c })
+        .collect()
 }
 
 fn tokenize(q: &str) -> Result<Vec<String>, String> {
@@ -91,7 +94,11 @@ fn la_offset_ms(days: i64, y: i64) -> i64 {
     let second_sun_mar = mar1 + (7 - weekday(mar1)) % 7 + 7;
     let nov1 = days_from_civil(y, 11, 1);
     let first_sun_nov = nov1 + (7 - weekday(nov1)) % 7;
-    if days > second_sun_mar && days <= first_sun_nov { 7 * 3_600_000 } else { 8 * 3_600_000 }
+    if days > second_sun_mar && days <= first_sun_nov {
+        7 * 3_600_000
+    } else {
+        8 * 3_600_000
+    }
 }
 
 fn parse_date(v: &str) -> Result<i64, String> {
@@ -105,7 +112,11 @@ fn parse_date(v: &str) -> Result<i64, String> {
     }
     let nums: Result<Vec<i64>, _> = parts.iter().map(|p| p.parse::<i64>()).collect();
     let nums = nums.map_err(|_| format!("bad date {v}"))?;
-    let (y, m, d) = if parts[0].len() == 4 { (nums[0], nums[1], nums[2]) } else { (nums[2], nums[0], nums[1]) };
+    let (y, m, d) = if parts[0].len() == 4 {
+        (nums[0], nums[1], nums[2])
+    } else {
+        (nums[2], nums[0], nums[1])
+    };
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1970..=9999).contains(&y) {
         return Err(format!("bad date {v}"));
     }
@@ -138,7 +149,9 @@ pub fn parse(q: &str, now_ms: i64) -> Result<Query, String> {
             _ => (false, tok.as_str()),
         };
         let Some((key, value)) = body.split_once(':') else {
-            return Err(format!("free-text search ({body}) is not supported by the emulator"));
+            return Err(format!(
+                "free-text search ({body}) is not supported by the emulator"
+            ));
         };
         if value.is_empty() {
             return Err(format!("empty value for {key}:"));
@@ -168,7 +181,11 @@ pub fn parse(q: &str, now_ms: i64) -> Result<Query, String> {
             },
             "from" => Term::From(value_l),
             "has" if value_l == "attachment" => Term::HasAttachment,
-            other => return Err(format!("operator {other}: is not supported by the emulator")),
+            other => {
+                return Err(format!(
+                    "operator {other}: is not supported by the emulator"
+                ));
+            }
         };
         query.clauses.push(Clause { negated, term });
     }
@@ -178,7 +195,12 @@ pub fn parse(q: &str, now_ms: i64) -> Result<Query, String> {
 impl Query {
     /// Evaluates the query; `label_matches(name_or_id, label_ids)` resolves `label:`;
     /// `me` is the mailbox owner (for `from:me`).
-    pub fn matches(&self, c: &Candidate<'_>, me: &str, label_matches: &dyn Fn(&str, &[String]) -> bool) -> bool {
+    pub fn matches(
+        &self,
+        c: &Candidate<'_>,
+        me: &str,
+        label_matches: &dyn Fn(&str, &[String]) -> bool,
+    ) -> bool {
         let has = |l: &str| c.label_ids.iter().any(|x| x == l);
         self.clauses.iter().all(|cl| {
             let v = match &cl.term {
@@ -219,8 +241,11 @@ mod tests {
 
     #[test]
     fn parses_terms() {
-        let q = parse("newer_than:2d -is:unread label:\"Work Projects\" from:Alice@Example.org in:anywhere", NOW)
-            .unwrap_or_default();
+        let q = parse(
+            "newer_than:2d -is:unread label:\"Work Projects\" from:Alice@Example.org in:anywhere",
+            NOW,
+        )
+        .unwrap_or_default();
         assert!(q.anywhere);
         assert_eq!(q.clauses.len(), 4);
         assert_eq!(q.clauses[0].term, Term::NewerThan(NOW - 2 * 86_400_000));
@@ -233,28 +258,64 @@ mod tests {
     fn dates_are_pacific_midnight_or_epoch() {
         // 2026-01-15 is PST (UTC-8); 2026-07-01 is PDT (UTC-7).
         let jan = parse("after:2026/01/15", NOW).unwrap_or_default();
-        assert_eq!(jan.clauses[0].term, Term::After(days_from_civil(2026, 1, 15) * 86_400_000 + 8 * 3_600_000));
+        assert_eq!(
+            jan.clauses[0].term,
+            Term::After(days_from_civil(2026, 1, 15) * 86_400_000 + 8 * 3_600_000)
+        );
         let jul = parse("before:2026-07-01", NOW).unwrap_or_default();
-        assert_eq!(jul.clauses[0].term, Term::Before(days_from_civil(2026, 7, 1) * 86_400_000 + 7 * 3_600_000));
+        assert_eq!(
+            jul.clauses[0].term,
+            Term::Before(days_from_civil(2026, 7, 1) * 86_400_000 + 7 * 3_600_000)
+        );
         let e = parse("after:1700000000", NOW).unwrap_or_default();
         assert_eq!(e.clauses[0].term, Term::After(1_700_000_000_000));
-        assert_eq!(parse("older_than:1y", NOW).unwrap_or_default().clauses[0].term, Term::OlderThan(NOW - 365 * 86_400_000));
+        assert_eq!(
+            parse("older_than:1y", NOW).unwrap_or_default().clauses[0].term,
+            Term::OlderThan(NOW - 365 * 86_400_000)
+        );
     }
 
     #[test]
     fn rejects_what_it_cannot_evaluate() {
-        for bad in ["hello", "subject:x", "a OR b", "(from:a)", "is:snoozed", "newer_than:3w", "after:2026/13/01", "from:", "\"open"] {
+        for bad in [
+            "hello",
+            "subject:x",
+            "a OR b",
+            "(from:a)",
+            "is:snoozed",
+            "newer_than:3w",
+            "after:2026/13/01",
+            "from:",
+            "\"open",
+        ] {
             assert!(parse(bad, NOW).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn evaluates() {
-        let labels = vec!["INBOX".to_string(), "UNREAD".to_string(), "Label_3".to_string()];
-        let c = Candidate { internal_date: NOW - 86_400_000, label_ids: &labels, from: "alice@example.org", has_attachment: false };
-        let lm = |name: &str, ids: &[String]| name == "work-projects" && ids.iter().any(|i| i == "Label_3");
-        let ok = |q: &str| parse(q, NOW).map(|q| q.matches(&c, "me@example.com", &lm)).unwrap_or(false);
-        assert!(ok("newer_than:2d is:unread in:inbox label:work-projects from:alice"));
+        let labels = vec![
+            "INBOX".to_string(),
+            "UNREAD".to_string(),
+            "Label_3".to_string(),
+        ];
+        let c = Candidate {
+            internal_date: NOW - 86_400_000,
+            label_ids: &labels,
+            from: "alice@example.org",
+            has_attachment: false,
+        };
+        let lm = |name: &str, ids: &[String]| {
+            name == "work-projects" && ids.iter().any(|i| i == "Label_3")
+        };
+        let ok = |q: &str| {
+            parse(q, NOW)
+                .map(|q| q.matches(&c, "me@example.com", &lm))
+                .unwrap_or(false)
+        };
+        assert!(ok(
+            "newer_than:2d is:unread in:inbox label:work-projects from:alice"
+        ));
         assert!(!ok("older_than:2d"));
         assert!(!ok("-in:inbox"));
         assert!(!ok("is:read"));

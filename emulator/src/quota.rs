@@ -57,9 +57,12 @@ pub struct Limits {
     pub project_per_minute: f64,
 }
 
+/// (api, project, user — `None` for the project bucket).
+type BucketKey = (Api, String, Option<String>);
+
 #[derive(Debug, Default)]
 pub struct Quota {
-    buckets: Mutex<HashMap<(Api, String, Option<String>), Bucket>>,
+    buckets: Mutex<HashMap<BucketKey, Bucket>>,
     in_flight: Arc<Mutex<HashMap<String, usize>>>,
 }
 
@@ -87,11 +90,20 @@ pub fn gmail_cost(method: &str, profile: QuotaProfile) -> u64 {
     let new = profile == QuotaProfile::Y2026;
     match method {
         "gmail.users.getProfile" | "gmail.users.labels.list" | "gmail.users.labels.get" => 1,
-        "gmail.users.labels.create" | "gmail.users.labels.update" | "gmail.users.labels.patch" | "gmail.users.labels.delete" => 5,
+        "gmail.users.labels.create"
+        | "gmail.users.labels.update"
+        | "gmail.users.labels.patch"
+        | "gmail.users.labels.delete" => 5,
         "gmail.users.history.list" => 2,
         "gmail.users.messages.list" => 5,
-        "gmail.users.messages.get" | "gmail.users.messages.attachments.get" | "gmail.users.messages.trash" => {
-            if new { 20 } else { 5 }
+        "gmail.users.messages.get"
+        | "gmail.users.messages.attachments.get"
+        | "gmail.users.messages.trash" => {
+            if new {
+                20
+            } else {
+                5
+            }
         }
         "gmail.users.messages.modify" | "gmail.users.messages.untrash" => 5,
         "gmail.users.messages.delete" => 10,
@@ -111,11 +123,21 @@ impl Quota {
             return None;
         }
         *v += 1;
-        Some(SlotGuard { user: user.to_string(), map: self.in_flight.clone() })
+        Some(SlotGuard {
+            user: user.to_string(),
+            map: self.in_flight.clone(),
+        })
     }
 
     /// Charges `units` to the user's and the project's buckets, or refuses without charging.
-    pub fn charge(&self, api: Api, project: &str, user: &str, units: u64, limits: Limits) -> Result<(), Refused> {
+    pub fn charge(
+        &self,
+        api: Api,
+        project: &str,
+        user: &str,
+        units: u64,
+        limits: Limits,
+    ) -> Result<(), Refused> {
         let now = Instant::now();
         let units = units as f64;
         let mut b = lock(&self.buckets);
@@ -123,17 +145,31 @@ impl Quota {
         let pkey = (api, project.to_string(), None);
         let ucap = limits.user_per_minute;
         let pcap = limits.project_per_minute;
-        let ub = b.entry(ukey.clone()).or_insert(Bucket { tokens: ucap, last: now });
+        let ub = b.entry(ukey.clone()).or_insert(Bucket {
+            tokens: ucap,
+            last: now,
+        });
         let ulevel = ub.level(now, ucap, ucap / 60.0);
-        let pb = b.entry(pkey.clone()).or_insert(Bucket { tokens: pcap, last: now });
+        let pb = b.entry(pkey.clone()).or_insert(Bucket {
+            tokens: pcap,
+            last: now,
+        });
         let plevel = pb.level(now, pcap, pcap / 60.0);
         if ulevel < units {
             let wait = (units - ulevel) / (ucap / 60.0);
-            return Err(Refused { kind: LimitKind::User, retry_after_secs: wait.ceil().max(1.0) as u64, wait_secs: wait });
+            return Err(Refused {
+                kind: LimitKind::User,
+                retry_after_secs: wait.ceil().max(1.0) as u64,
+                wait_secs: wait,
+            });
         }
         if plevel < units {
             let wait = (units - plevel) / (pcap / 60.0);
-            return Err(Refused { kind: LimitKind::Project, retry_after_secs: wait.ceil().max(1.0) as u64, wait_secs: wait });
+            return Err(Refused {
+                kind: LimitKind::Project,
+                retry_after_secs: wait.ceil().max(1.0) as u64,
+                wait_secs: wait,
+            });
         }
         if let Some(u) = b.get_mut(&ukey) {
             u.tokens -= units;
@@ -152,12 +188,17 @@ mod tests {
     #[test]
     fn bucket_allows_a_minute_then_refills() {
         let q = Quota::default();
-        let l = Limits { user_per_minute: 100.0, project_per_minute: 1e9 };
+        let l = Limits {
+            user_per_minute: 100.0,
+            project_per_minute: 1e9,
+        };
         for _ in 0..5 {
             assert!(q.charge(Api::Gmail, "p", "u", 20, l).is_ok());
         }
         let r = q.charge(Api::Gmail, "p", "u", 20, l);
-        let Err(r) = r else { panic!("expected refusal") };
+        let Err(r) = r else {
+            panic!("expected refusal")
+        };
         assert_eq!(r.kind, LimitKind::User);
         assert!(r.retry_after_secs >= 1 && r.retry_after_secs <= 12);
         // Other users are unaffected.

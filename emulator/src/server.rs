@@ -35,16 +35,26 @@ pub async fn to_http(st: &EmulatorState, r: ApiResponse) -> Response<Body> {
         }
         Some(TransportFault::Reset) => {
             let stream = futures_util::stream::once(async {
-                Err::<Bytes, std::io::Error>(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected connection reset"))
+                Err::<Bytes, std::io::Error>(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected connection reset",
+                ))
             });
-            return Response::builder().status(200).body(Body::from_stream(stream)).unwrap_or_default();
+            return Response::builder()
+                .status(200)
+                .body(Body::from_stream(stream))
+                .unwrap_or_default();
         }
         None => {}
     }
-    let mut resp = Response::builder().status(StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    let mut resp = Response::builder()
+        .status(StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
     if let Some(h) = resp.headers_mut() {
         for (k, v) in &r.headers {
-            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()), HeaderValue::from_str(v)) {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
                 h.append(n, v);
             }
         }
@@ -54,9 +64,14 @@ pub async fn to_http(st: &EmulatorState, r: ApiResponse) -> Response<Body> {
 
 async fn read_request(req: Request) -> Result<ApiRequest, ApiResponse> {
     let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| ApiResponse::error(&crate::error::ApiError::new(413, "uploadTooLarge", "global", "Request too large")))?;
+    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiResponse::error(&crate::error::ApiError::new(
+            413,
+            "uploadTooLarge",
+            "global",
+            "Request too large",
+        ))
+    })?;
     Ok(ApiRequest {
         method: parts.method,
         path: parts.uri.path().to_string(),
@@ -96,7 +111,13 @@ async fn batch_any(State(st): State<Arc<EmulatorState>>, req: Request) -> Respon
 }
 
 async fn jwks(State(st): State<Arc<EmulatorState>>) -> impl IntoResponse {
-    ([("content-type", "application/json; charset=UTF-8"), ("cache-control", "public, max-age=3600")], st.key.jwks().to_string())
+    (
+        [
+            ("content-type", "application/json; charset=UTF-8"),
+            ("cache-control", "public, max-age=3600"),
+        ],
+        st.key.jwks().to_string(),
+    )
 }
 
 /// The router, for in-process use (`tower::ServiceExt::oneshot`) or serving.
@@ -130,12 +151,17 @@ pub struct EmulatorHandle {
 
 impl Emulator {
     /// Serves the emulator on `listener` (bind `127.0.0.1:0` for tests).
-    pub async fn start(config: EmulatorConfig, listener: TcpListener) -> Result<EmulatorHandle, EmulatorError> {
-        if !(config.user_rate_scale > 0.0) {
+    pub async fn start(
+        config: EmulatorConfig,
+        listener: TcpListener,
+    ) -> Result<EmulatorHandle, EmulatorError> {
+        if config.user_rate_scale.is_nan() || config.user_rate_scale <= 0.0 {
             return Err(EmulatorError::Config("user_rate_scale must be > 0".into()));
         }
         if config.rate_limit_status != 403 && config.rate_limit_status != 429 {
-            return Err(EmulatorError::Config("rate_limit_status must be 403 or 429".into()));
+            return Err(EmulatorError::Config(
+                "rate_limit_status must be 403 or 429".into(),
+            ));
         }
         let addr = listener.local_addr()?;
         let (state, rx) = EmulatorState::new(config)?;
@@ -150,13 +176,20 @@ impl Emulator {
         let router = app(state.clone());
         let token = state.shutdown.clone();
         let server = tokio::spawn(async move {
-            let res = axum::serve(listener, router).with_graceful_shutdown(async move { token.cancelled().await }).await;
+            let res = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
             if let Err(e) = res {
                 tracing::error!(error = %e, "emulator server failed");
             }
         });
         tracing::info!(%addr, "mailsync emulator listening");
-        Ok(EmulatorHandle { state, addr, server, workers })
+        Ok(EmulatorHandle {
+            state,
+            addr,
+            server,
+            workers,
+        })
     }
 }
 
@@ -176,12 +209,16 @@ impl EmulatorHandle {
 
     /// Truth snapshot of a mailbox.
     pub fn snapshot(&self, account: &str) -> Option<MailboxSnapshot> {
-        lock(&self.state.accounts).get(&account.to_ascii_lowercase()).map(|a| a.mailbox.snapshot())
+        lock(&self.state.accounts)
+            .get(&account.to_ascii_lowercase())
+            .map(|a| a.mailbox.snapshot())
     }
 
     /// Truth snapshot of an account's calendars.
     pub fn calendar_snapshot(&self, account: &str) -> Option<serde_json::Value> {
-        lock(&self.state.accounts).get(&account.to_ascii_lowercase()).map(|a| a.calendars.snapshot())
+        lock(&self.state.accounts)
+            .get(&account.to_ascii_lowercase())
+            .map(|a| a.calendars.snapshot())
     }
 
     pub fn counters(&self) -> Counters {
@@ -190,7 +227,8 @@ impl EmulatorHandle {
 
     /// Creates an account (if new) and returns its refresh token.
     pub fn create_account(&self, email: &str, messages: usize) -> String {
-        self.state.create_account(email, messages, self.state.config.seed)
+        self.state
+            .create_account(email, messages, self.state.config.seed)
     }
 
     /// The pre-provisioned refresh token of an existing account.
@@ -198,7 +236,10 @@ impl EmulatorHandle {
         if !self.state.has_account(account) {
             return None;
         }
-        Some(self.state.create_account(account, 0, self.state.config.seed))
+        Some(
+            self.state
+                .create_account(account, 0, self.state.config.seed),
+        )
     }
 
     /// Stops the server and background tasks.

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::calendar::CalendarSet;
+use crate::clock::Clock;
 use crate::config::EmulatorConfig;
 use crate::faults::Faults;
 use crate::oauth::OAuthStore;
@@ -16,7 +17,6 @@ use crate::pubsub::{Outbound, SigningKey};
 use crate::quota::Quota;
 use crate::store::Mailbox;
 use crate::util::lock;
-use crate::clock::Clock;
 
 /// One emulated Google account.
 #[derive(Debug)]
@@ -66,7 +66,9 @@ pub struct EmulatorState {
 
 impl EmulatorState {
     /// Builds the state with the default account; returns the receiver of outgoing notifications.
-    pub fn new(config: EmulatorConfig) -> Result<(Self, mpsc::UnboundedReceiver<Outbound>), crate::EmulatorError> {
+    pub fn new(
+        config: EmulatorConfig,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Outbound>), crate::EmulatorError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let fault_seed = config.fault_seed.unwrap_or(config.seed);
         let st = Self {
@@ -74,7 +76,11 @@ impl EmulatorState {
             accounts: Mutex::new(HashMap::new()),
             oauth: Mutex::new(OAuthStore::new(config.seed, config.auto_consent)),
             quota: Quota::default(),
-            faults: Mutex::new(Faults::new(fault_seed, config.faults.clone(), config.notification_faults.clone())),
+            faults: Mutex::new(Faults::new(
+                fault_seed,
+                config.faults.clone(),
+                config.notification_faults.clone(),
+            )),
             counters: Mutex::new(Counters::default()),
             outbound: tx,
             shutdown: CancellationToken::new(),
@@ -109,7 +115,8 @@ impl EmulatorState {
                     c.history_retention_records,
                     c.history_retention.as_millis() as i64,
                 );
-                let calendars = CalendarSet::seeded(seed, &email, c.calendar_events, c.generation_anchor_ms);
+                let calendars =
+                    CalendarSet::seeded(seed, &email, c.calendar_events, c.generation_anchor_ms);
                 accts.insert(email.clone(), Account { mailbox, calendars });
             }
         }
@@ -141,7 +148,9 @@ impl EmulatorState {
         let now = self.clock.now_ms();
         let out = {
             let mut accts = lock(&self.accounts);
-            let Some(acct) = accts.get_mut(email) else { return };
+            let Some(acct) = accts.get_mut(email) else {
+                return;
+            };
             let mb = &mut acct.mailbox;
             let Some(w) = mb.watch.clone() else { return };
             if w.expiration_ms <= now {
@@ -161,7 +170,11 @@ impl EmulatorState {
                 return;
             }
             mb.last_notification_ms = now;
-            Outbound::Gmail { topic: w.topic.clone(), email: email.to_string(), history_id: mb.history_id }
+            Outbound::Gmail {
+                topic: w.topic.clone(),
+                email: email.to_string(),
+                history_id: mb.history_id,
+            }
         };
         if self.outbound.send(out).is_err() {
             tracing::debug!("notification worker gone");

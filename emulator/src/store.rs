@@ -47,7 +47,10 @@ pub struct LabelDef {
 pub enum Change {
     Added,
     Deleted,
-    Labels { added: Vec<String>, removed: Vec<String> },
+    Labels {
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -148,7 +151,15 @@ pub fn parse_id(s: &str) -> Result<u64, ApiError> {
 
 impl Mailbox {
     /// Creates a seeded mailbox with `n` generated messages.
-    pub fn seeded(seed: u64, email: &str, n: usize, anchor_ms: i64, span_days: u32, retention_records: usize, retention_ms: i64) -> Self {
+    pub fn seeded(
+        seed: u64,
+        email: &str,
+        n: usize,
+        anchor_ms: i64,
+        span_days: u32,
+        retention_records: usize,
+        retention_ms: i64,
+    ) -> Self {
         let ah = generator::account_hash(seed, email);
         let mut rng = ChaCha8Rng::seed_from_u64(ah);
         let mut labels = BTreeMap::new();
@@ -161,7 +172,11 @@ impl Mailbox {
                     name: l.to_string(),
                     system: true,
                     message_list_visibility: if hidden { Some("hide".into()) } else { None },
-                    label_list_visibility: if hidden { Some("labelHide".into()) } else { None },
+                    label_list_visibility: if hidden {
+                        Some("labelHide".into())
+                    } else {
+                        None
+                    },
                     color: None,
                 },
             );
@@ -246,7 +261,14 @@ impl Mailbox {
             }
             None => (msg_id, Vec::new()),
         };
-        self.history.push_back(HistoryRecord { id, at_ms: now_ms, msg_id, thread_id, labels_after, change });
+        self.history.push_back(HistoryRecord {
+            id,
+            at_ms: now_ms,
+            msg_id,
+            thread_id,
+            labels_after,
+            change,
+        });
         self.prune(now_ms);
         id
     }
@@ -254,7 +276,9 @@ impl Mailbox {
     /// Drops records beyond the retention limits and raises the floor accordingly.
     pub fn prune(&mut self, now_ms: i64) {
         while let Some(front) = self.history.front() {
-            if self.history.len() > self.retention_records || front.at_ms < now_ms - self.retention_ms {
+            if self.history.len() > self.retention_records
+                || front.at_ms < now_ms - self.retention_ms
+            {
                 self.history_floor = self.history_floor.max(front.id);
                 self.history.pop_front();
             } else {
@@ -272,7 +296,9 @@ impl Mailbox {
     /// Rendered RFC 2822 bytes.
     pub fn raw(&self, m: &MsgMeta) -> Arc<Vec<u8>> {
         match &m.source {
-            Source::Generated(info) => Arc::new(generator::render(self.account_hash, &self.email, info)),
+            Source::Generated(info) => {
+                Arc::new(generator::render(self.account_hash, &self.email, info))
+            }
             Source::Stored(b) => b.clone(),
         }
     }
@@ -320,14 +346,26 @@ impl Mailbox {
         };
         self.messages.insert(
             id,
-            MsgMeta { thread_id, internal_date, labels, history_id: 0, from: from.into_boxed_str(), has_attachment, source },
+            MsgMeta {
+                thread_id,
+                internal_date,
+                labels,
+                history_id: 0,
+                from: from.into_boxed_str(),
+                has_attachment,
+                source,
+            },
         );
         let h = self.record(now_ms, id, Change::Added);
         Ok((id, h))
     }
 
     /// Generates and inserts the next synthetic message (mutation generator / control API).
-    pub fn deliver_generated(&mut self, now_ms: i64, labels: Option<Vec<String>>) -> Result<(u64, u64), ApiError> {
+    pub fn deliver_generated(
+        &mut self,
+        now_ms: i64,
+        labels: Option<Vec<String>>,
+    ) -> Result<(u64, u64), ApiError> {
         let index = self.next_gen_index;
         self.next_gen_index += 1;
         let t = generator::traits(self.account_hash, index);
@@ -345,27 +383,60 @@ impl Mailbox {
         let reply = !recent.is_empty() && self.rng.random_bool(0.3);
         let (thread, root, pos) = if reply {
             let (tid, root) = recent[self.rng.random_range(0..recent.len())];
-            let pos = self.messages.values().filter(|m| m.thread_id == tid).count() as u32;
+            let pos = self
+                .messages
+                .values()
+                .filter(|m| m.thread_id == tid)
+                .count() as u32;
             (Some(tid), root, pos)
         } else {
             (None, index, 0)
         };
-        let info = GenInfo { index, thread_root: root, pos, internal_date: now_ms };
+        let info = GenInfo {
+            index,
+            thread_root: root,
+            pos,
+            internal_date: now_ms,
+        };
         let labels = labels.unwrap_or_else(|| {
-            if t.sent { vec!["SENT".into()] } else { vec!["INBOX".into(), "UNREAD".into(), "CATEGORY_PERSONAL".into()] }
+            if t.sent {
+                vec!["SENT".into()]
+            } else {
+                vec!["INBOX".into(), "UNREAD".into(), "CATEGORY_PERSONAL".into()]
+            }
         });
         let from = generator::from_address(&t, &self.email);
-        self.insert(now_ms, now_ms, thread, labels, from, t.variant.has_attachment(), Source::Generated(info))
+        self.insert(
+            now_ms,
+            now_ms,
+            thread,
+            labels,
+            from,
+            t.variant.has_attachment(),
+            Source::Generated(info),
+        )
     }
 
     /// Adds/removes labels; returns the new history id if anything changed.
-    pub fn modify(&mut self, now_ms: i64, id: u64, add: &[String], remove: &[String]) -> Result<Option<u64>, ApiError> {
+    pub fn modify(
+        &mut self,
+        now_ms: i64,
+        id: u64,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<Option<u64>, ApiError> {
         self.check_labels(add)?;
         self.check_labels(remove)?;
         self.modify_unchecked(now_ms, id, add, remove)
     }
 
-    fn modify_unchecked(&mut self, now_ms: i64, id: u64, add: &[String], remove: &[String]) -> Result<Option<u64>, ApiError> {
+    fn modify_unchecked(
+        &mut self,
+        now_ms: i64,
+        id: u64,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<Option<u64>, ApiError> {
         let m = self.messages.get_mut(&id).ok_or_else(ApiError::not_found)?;
         let mut set: BTreeSet<String> = m.labels.iter().cloned().collect();
         let mut added = Vec::new();
@@ -384,7 +455,11 @@ impl Mailbox {
             return Ok(None);
         }
         m.labels = set.into_iter().collect();
-        Ok(Some(self.record(now_ms, id, Change::Labels { added, removed })))
+        Ok(Some(self.record(
+            now_ms,
+            id,
+            Change::Labels { added, removed },
+        )))
     }
 
     pub fn trash(&mut self, now_ms: i64, id: u64) -> Result<Option<u64>, ApiError> {
@@ -412,16 +487,39 @@ impl Mailbox {
     }
 
     /// Creates a user label.
-    pub fn create_label(&mut self, name: &str, mlv: Option<String>, llv: Option<String>, color: Option<crate::wire::LabelColor>) -> Result<LabelDef, ApiError> {
+    pub fn create_label(
+        &mut self,
+        name: &str,
+        mlv: Option<String>,
+        llv: Option<String>,
+        color: Option<crate::wire::LabelColor>,
+    ) -> Result<LabelDef, ApiError> {
         let trimmed = name.trim();
         if trimmed.is_empty() {
             return Err(ApiError::invalid_argument("Invalid label name"));
         }
-        if self.labels.values().any(|l| l.name.to_lowercase() == trimmed.to_lowercase()) || SYSTEM_LABELS.iter().any(|s| s.eq_ignore_ascii_case(trimmed)) {
-            return Err(ApiError::new(409, "failedPrecondition", "global", "Label name exists or conflicts"));
+        if self
+            .labels
+            .values()
+            .any(|l| l.name.to_lowercase() == trimmed.to_lowercase())
+            || SYSTEM_LABELS
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(trimmed))
+        {
+            return Err(ApiError::new(
+                409,
+                "failedPrecondition",
+                "global",
+                "Label name exists or conflicts",
+            ));
         }
         if self.labels.len() >= 10_000 {
-            return Err(ApiError::new(400, "failedPrecondition", "global", "Too many labels"));
+            return Err(ApiError::new(
+                400,
+                "failedPrecondition",
+                "global",
+                "Too many labels",
+            ));
         }
         self.next_user_label += 1;
         let id = format!("Label_{}", self.next_user_label);
@@ -444,7 +542,12 @@ impl Mailbox {
             return Err(ApiError::bad_request("Invalid delete request"));
         }
         self.labels.remove(id);
-        let ids: Vec<u64> = self.messages.iter().filter(|(_, m)| m.labels.iter().any(|l| l == id)).map(|(k, _)| *k).collect();
+        let ids: Vec<u64> = self
+            .messages
+            .iter()
+            .filter(|(_, m)| m.labels.iter().any(|l| l == id))
+            .map(|(k, _)| *k)
+            .collect();
         for mid in ids {
             self.modify_unchecked(now_ms, mid, &[], &[id.to_string()])?;
         }
@@ -470,11 +573,19 @@ impl Mailbox {
             email_address: self.email.clone(),
             history_id: self.history_id.to_string(),
             messages,
-            labels: self.labels.values().map(|l| (l.id.clone(), l.name.clone())).collect(),
+            labels: self
+                .labels
+                .values()
+                .map(|l| (l.id.clone(), l.name.clone()))
+                .collect(),
         }
     }
 
     pub fn threads_total(&self) -> usize {
-        self.messages.values().map(|m| m.thread_id).collect::<BTreeSet<_>>().len()
+        self.messages
+            .values()
+            .map(|m| m.thread_id)
+            .collect::<BTreeSet<_>>()
+            .len()
     }
 }

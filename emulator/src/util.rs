@@ -23,7 +23,10 @@ pub fn b64std(data: &[u8]) -> String {
 
 /// Decodes base64 in either alphabet, padded or not.
 pub fn b64_decode_any(s: &str) -> Option<Vec<u8>> {
-    let cleaned: String = s.chars().filter(|c| !c.is_whitespace() && *c != '=').collect();
+    let cleaned: String = s
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '=')
+        .collect();
     let normalized: String = cleaned
         .chars()
         .map(|c| match c {
@@ -201,8 +204,14 @@ mod tests {
             assert_eq!(days_from_civil(y, m, dd), d);
         }
         assert_eq!(rfc3339_ms(1_777_593_600_000), "2026-05-01T00:00:00.000Z");
-        assert_eq!(parse_rfc3339("2026-05-01T02:00:00+02:00"), Some(1_777_593_600_000));
-        assert_eq!(parse_rfc3339("2026-05-01T00:00:00.5Z"), Some(1_777_593_600_500));
+        assert_eq!(
+            parse_rfc3339("2026-05-01T02:00:00+02:00"),
+            Some(1_777_593_600_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-05-01T00:00:00.5Z"),
+            Some(1_777_593_600_500)
+        );
         assert_eq!(parse_rfc3339("2026-05-01"), None);
         assert_eq!(rfc2822(0), "Thu, 1 Jan 1970 00:00:00 +0000");
     }

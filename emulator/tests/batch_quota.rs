@@ -9,7 +9,11 @@ use serde_json::Value;
 
 /// Parses a batch response into (content-id, status, headers, json body) per part.
 fn parse_batch(content_type: &str, body: &str) -> Vec<(Option<String>, u16, String, Value)> {
-    let boundary = content_type.split("boundary=").nth(1).expect("boundary").trim_matches('"');
+    let boundary = content_type
+        .split("boundary=")
+        .nth(1)
+        .expect("boundary")
+        .trim_matches('"');
     let mut out = Vec::new();
     for chunk in body.split(&format!("--{boundary}")) {
         let chunk = chunk.trim_start_matches("\r\n");
@@ -17,10 +21,18 @@ fn parse_batch(content_type: &str, body: &str) -> Vec<(Option<String>, u16, Stri
             continue;
         }
         let (part_head, http) = chunk.split_once("\r\n\r\n").expect("part headers");
-        let cid = part_head.lines().find_map(|l| l.strip_prefix("Content-ID: ")).map(String::from);
+        let cid = part_head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-ID: "))
+            .map(String::from);
         assert!(part_head.contains("Content-Type: application/http"));
         let (head, json) = http.split_once("\r\n\r\n").expect("inner response");
-        let status: u16 = head.split_whitespace().nth(1).expect("status").parse().expect("code");
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .expect("status")
+            .parse()
+            .expect("code");
         let v = serde_json::from_str(json.trim_end()).unwrap_or(Value::Null);
         out.push((cid, status, head.to_string(), v));
     }
@@ -47,7 +59,12 @@ async fn send_batch(env: &Env, url: &str, body: String) -> (u16, String, String)
         .await
         .expect("send");
     let s = r.status().as_u16();
-    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     (s, ct, r.text().await.unwrap_or_default())
 }
 
@@ -55,8 +72,19 @@ async fn send_batch(env: &Env, url: &str, body: String) -> (u16, String, String)
 async fn batch_runs_parts_independently() {
     let env = start(common::quiet_config(20)).await;
     let snap = env.emu.snapshot(ACCOUNT).expect("snapshot");
-    let get = format!("/gmail/v1/users/me/messages/{}?format=minimal", snap.messages[0].id);
-    let body = batch_body("sync_7f3a", &["/gmail/v1/users/me/profile", &get, "/gmail/v1/users/me/messages/00000000000000aa", "/calendar/v3/users/me/calendarList"]);
+    let get = format!(
+        "/gmail/v1/users/me/messages/{}?format=minimal",
+        snap.messages[0].id
+    );
+    let body = batch_body(
+        "sync_7f3a",
+        &[
+            "/gmail/v1/users/me/profile",
+            &get,
+            "/gmail/v1/users/me/messages/00000000000000aa",
+            "/calendar/v3/users/me/calendarList",
+        ],
+    );
     let (s, ct, text) = send_batch(&env, "/batch/gmail/v1", body.clone()).await;
     assert_eq!(s, 200);
     assert!(ct.starts_with("multipart/mixed; boundary=batch_"));
@@ -81,12 +109,29 @@ async fn batch_runs_parts_independently() {
     let (s, _, _) = send_batch(&env, "/batch/gmail/v1", batch_body("sync_7f3a", &many)).await;
     assert_eq!(s, 400);
     let hundred: Vec<&str> = vec!["/gmail/v1/users/me/profile"; 100];
-    let (s, ct, text) = send_batch(&env, "/batch/gmail/v1", batch_body("sync_7f3a", &hundred)).await;
+    let (s, ct, text) =
+        send_batch(&env, "/batch/gmail/v1", batch_body("sync_7f3a", &hundred)).await;
     assert_eq!(s, 200);
     assert_eq!(parse_batch(&ct, &text).len(), 100);
-    let r = env.http.post(format!("{}/batch/gmail/v1", env.base)).bearer_auth(&env.token).header("content-type", "application/json").body("{}").send().await.expect("send");
+    let r = env
+        .http
+        .post(format!("{}/batch/gmail/v1", env.base))
+        .bearer_auth(&env.token)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 400);
-    let (_, ct, text) = send_batch(&env, "/batch/gmail/v1", batch_body("sync_7f3a", &["https://gmail.googleapis.com/gmail/v1/users/me/profile"])).await;
+    let (_, ct, text) = send_batch(
+        &env,
+        "/batch/gmail/v1",
+        batch_body(
+            "sync_7f3a",
+            &["https://gmail.googleapis.com/gmail/v1/users/me/profile"],
+        ),
+    )
+    .await;
     assert_eq!(parse_batch(&ct, &text)[0].1, 400);
 
     // A part can carry its own Authorization that overrides the outer one.
@@ -99,23 +144,50 @@ async fn batch_runs_parts_independently() {
 #[tokio::test]
 async fn quota_429_inside_a_200_batch_with_retry_after() {
     // 2026 profile scaled to 60 units/min: three messages.get (20 each) fit, the fourth not.
-    let cfg = EmulatorConfig { messages: 10, user_rate_scale: 0.01, ..EmulatorConfig::default() };
+    let cfg = EmulatorConfig {
+        messages: 10,
+        user_rate_scale: 0.01,
+        ..EmulatorConfig::default()
+    };
     let env = start(cfg).await;
     let snap = env.emu.snapshot(ACCOUNT).expect("snapshot");
-    let gets: Vec<String> = snap.messages.iter().take(4).map(|m| format!("/gmail/v1/users/me/messages/{}?format=minimal", m.id)).collect();
+    let gets: Vec<String> = snap
+        .messages
+        .iter()
+        .take(4)
+        .map(|m| format!("/gmail/v1/users/me/messages/{}?format=minimal", m.id))
+        .collect();
     let refs: Vec<&str> = gets.iter().map(String::as_str).collect();
     let (s, ct, text) = send_batch(&env, "/batch/gmail/v1", batch_body("sync_7f3a", &refs)).await;
     assert_eq!(s, 200);
     let parts = parse_batch(&ct, &text);
-    assert_eq!(parts.iter().map(|p| p.1).collect::<Vec<_>>(), vec![200, 200, 200, 429]);
+    assert_eq!(
+        parts.iter().map(|p| p.1).collect::<Vec<_>>(),
+        vec![200, 200, 200, 429]
+    );
     let (_, _, head, err) = &parts[3];
     assert_eq!(err["error"]["errors"][0]["reason"], "userRateLimitExceeded");
     assert_eq!(err["error"]["errors"][0]["domain"], "usageLimits");
     assert_eq!(err["error"]["status"], "RESOURCE_EXHAUSTED");
-    let retry: u64 = head.lines().find_map(|l| l.strip_prefix("Retry-After: ")).expect("Retry-After").trim().parse().expect("secs");
+    let retry: u64 = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Retry-After: "))
+        .expect("Retry-After")
+        .trim()
+        .parse()
+        .expect("secs");
     assert!((1..=20).contains(&retry), "{retry}");
     // A direct call is refused too, with the header; getProfile (1 unit) may still fit later.
-    let r = env.http.get(format!("{}/gmail/v1/users/me/messages/{}", env.base, snap.messages[0].id)).bearer_auth(&env.token).send().await.expect("send");
+    let r = env
+        .http
+        .get(format!(
+            "{}/gmail/v1/users/me/messages/{}",
+            env.base, snap.messages[0].id
+        ))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
     let c = env.emu.counters();
@@ -134,23 +206,45 @@ async fn legacy_profile_costs_and_403_mode() {
         ..EmulatorConfig::default()
     };
     let env = start(cfg).await;
-    let id = env.emu.snapshot(ACCOUNT).expect("snapshot").messages[0].id.clone();
+    let id = env.emu.snapshot(ACCOUNT).expect("snapshot").messages[0]
+        .id
+        .clone();
     for _ in 0..12 {
-        assert_eq!(env.get(&format!("/gmail/v1/users/me/messages/{id}?format=minimal")).await.0, 200);
+        assert_eq!(
+            env.get(&format!("/gmail/v1/users/me/messages/{id}?format=minimal"))
+                .await
+                .0,
+            200
+        );
     }
     let (s, e) = env.get(&format!("/gmail/v1/users/me/messages/{id}")).await;
     assert_eq!((s, Env::reason(&e)), (403, "userRateLimitExceeded"));
-    assert!(e["error"]["message"].as_str().unwrap_or("").starts_with("User-rate limit exceeded.  Retry after "));
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("User-rate limit exceeded.  Retry after ")
+    );
     env.emu.shutdown().await;
 }
 
 #[tokio::test]
 async fn concurrency_cap_and_burst() {
-    let cfg = EmulatorConfig { messages: 5, max_concurrent_per_user: 3, ..EmulatorConfig::default() };
+    let cfg = EmulatorConfig {
+        messages: 5,
+        max_concurrent_per_user: 3,
+        ..EmulatorConfig::default()
+    };
     let env = start(cfg).await;
     // Slow every getProfile down so that a burst overlaps.
-    let rules = serde_json::json!({"rules": [{"method": "gmail.users.getProfile", "latency_ms": 300}]});
-    assert_eq!(env.control(reqwest::Method::PUT, "/_emulator/faults", rules).await.0, 200);
+    let rules =
+        serde_json::json!({"rules": [{"method": "gmail.users.getProfile", "latency_ms": 300}]});
+    assert_eq!(
+        env.control(reqwest::Method::PUT, "/_emulator/faults", rules)
+            .await
+            .0,
+        200
+    );
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let http = env.http.clone();
@@ -158,7 +252,11 @@ async fn concurrency_cap_and_burst() {
         let tok = env.token.clone();
         tasks.push(tokio::spawn(async move {
             let r = http.get(url).bearer_auth(tok).send().await.expect("send");
-            (r.status().as_u16(), r.headers().get("retry-after").is_some(), r.json::<Value>().await.unwrap_or(Value::Null))
+            (
+                r.status().as_u16(),
+                r.headers().get("retry-after").is_some(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
         }));
     }
     let mut ok = 0;
@@ -170,7 +268,10 @@ async fn concurrency_cap_and_burst() {
             429 => {
                 limited += 1;
                 assert!(retry);
-                assert_eq!(v["error"]["message"], "Too many concurrent requests for user.");
+                assert_eq!(
+                    v["error"]["message"],
+                    "Too many concurrent requests for user."
+                );
                 assert_eq!(Env::reason(&v), "rateLimitExceeded");
             }
             other => panic!("unexpected {other}"),
@@ -183,11 +284,23 @@ async fn concurrency_cap_and_burst() {
 
 #[tokio::test]
 async fn quota_off_never_refuses() {
-    let cfg = EmulatorConfig { messages: 5, quota: QuotaMode::Off, user_rate_scale: 0.0001, ..EmulatorConfig::default() };
+    let cfg = EmulatorConfig {
+        messages: 5,
+        quota: QuotaMode::Off,
+        user_rate_scale: 0.0001,
+        ..EmulatorConfig::default()
+    };
     let env = start(cfg).await;
     for _ in 0..50 {
-        assert_eq!(env.get("/gmail/v1/users/me/messages?maxResults=1").await.0, 200);
+        assert_eq!(
+            env.get("/gmail/v1/users/me/messages?maxResults=1").await.0,
+            200
+        );
     }
-    assert_eq!(env.emu.counters().units_total, 250, "costs are still counted");
+    assert_eq!(
+        env.emu.counters().units_total,
+        250,
+        "costs are still counted"
+    );
     env.emu.shutdown().await;
 }

@@ -40,7 +40,11 @@ async fn calendar_sync_tokens_and_errors() {
     assert_eq!(cals[0]["primary"], true);
     assert!(cl["nextSyncToken"].is_string());
     let cl_tok = cl["nextSyncToken"].as_str().expect("t");
-    let (s, e) = env.get(&format!("/calendar/v3/users/me/calendarList?syncToken={cl_tok}&minAccessRole=owner")).await;
+    let (s, e) = env
+        .get(&format!(
+            "/calendar/v3/users/me/calendarList?syncToken={cl_tok}&minAccessRole=owner"
+        ))
+        .await;
     assert_eq!(s, 400, "{e}");
 
     let (items, token) = list_all(&env, "primary", "").await;
@@ -50,34 +54,90 @@ async fn calendar_sync_tokens_and_errors() {
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted.len(), ids.len(), "no duplicates across pages");
-    assert!(items.iter().any(|i| i["start"]["date"].is_string()), "all-day events exist");
-    assert!(items.iter().any(|i| i["recurrence"].is_array()), "recurring events exist");
+    assert!(
+        items.iter().any(|i| i["start"]["date"].is_string()),
+        "all-day events exist"
+    );
+    assert!(
+        items.iter().any(|i| i["recurrence"].is_array()),
+        "recurring events exist"
+    );
 
     // Incremental with no change: empty items, a sync token.
-    let (s, v) = env.get(&format!("/calendar/v3/calendars/primary/events?syncToken={}", common::urlencode(&token))).await;
+    let (s, v) = env
+        .get(&format!(
+            "/calendar/v3/calendars/primary/events?syncToken={}",
+            common::urlencode(&token)
+        ))
+        .await;
     assert_eq!(s, 200);
     assert_eq!(v["items"], json!([]));
     assert!(v["nextSyncToken"].is_string());
 
     // Changes: one created, one deleted, one occurrence of a series cancelled.
-    let victim = items.iter().find(|i| i.get("recurrence").is_none()).and_then(|i| i["id"].as_str()).expect("single").to_string();
-    let master = items.iter().find(|i| i["recurrence"].is_array()).and_then(|i| i["id"].as_str()).expect("master").to_string();
+    let victim = items
+        .iter()
+        .find(|i| i.get("recurrence").is_none())
+        .and_then(|i| i["id"].as_str())
+        .expect("single")
+        .to_string();
+    let master = items
+        .iter()
+        .find(|i| i["recurrence"].is_array())
+        .and_then(|i| i["id"].as_str())
+        .expect("master")
+        .to_string();
     let c = format!("/_emulator/accounts/{ACCOUNT}/calendars/primary");
     let (s, created) = env.control(Method::POST, &format!("{c}/events"), json!({"summary": "New", "start": "2026-06-01T10:00:00Z", "end": "2026-06-01T11:00:00Z"})).await;
     assert_eq!(s, 200, "{created}");
-    assert_eq!(env.control(Method::DELETE, &format!("{c}/events/{victim}"), json!({})).await.0, 200);
-    assert_eq!(env.control(Method::DELETE, &format!("{c}/events/{victim}"), json!({})).await.0, 410, "delete twice → 410 deleted");
-    let (s, exc) = env.control(Method::POST, &format!("{c}/events/{master}/cancel-instance"), json!({"index": 1})).await;
+    assert_eq!(
+        env.control(Method::DELETE, &format!("{c}/events/{victim}"), json!({}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        env.control(Method::DELETE, &format!("{c}/events/{victim}"), json!({}))
+            .await
+            .0,
+        410,
+        "delete twice → 410 deleted"
+    );
+    let (s, exc) = env
+        .control(
+            Method::POST,
+            &format!("{c}/events/{master}/cancel-instance"),
+            json!({"index": 1}),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (changed, token2) = list_all(&env, "primary", &format!("&syncToken={}", common::urlencode(&token))).await;
+    let (changed, token2) = list_all(
+        &env,
+        "primary",
+        &format!("&syncToken={}", common::urlencode(&token)),
+    )
+    .await;
     assert_eq!(changed.len(), 3, "{changed:?}");
-    let deleted = changed.iter().find(|i| i["id"] == victim.as_str()).expect("deleted item");
+    let deleted = changed
+        .iter()
+        .find(|i| i["id"] == victim.as_str())
+        .expect("deleted item");
     assert_eq!(deleted["status"], "cancelled");
-    assert!(deleted.get("summary").is_none(), "tombstone carries only identity fields");
-    let inst = changed.iter().find(|i| i["id"] == exc["id"]).expect("cancelled instance");
+    assert!(
+        deleted.get("summary").is_none(),
+        "tombstone carries only identity fields"
+    );
+    let inst = changed
+        .iter()
+        .find(|i| i["id"] == exc["id"])
+        .expect("cancelled instance");
     assert_eq!(inst["recurringEventId"], master.as_str());
     assert!(inst["originalStartTime"].is_object());
-    assert!(changed.iter().any(|i| i["id"] == created["id"] && i["status"] == "confirmed"));
+    assert!(
+        changed
+            .iter()
+            .any(|i| i["id"] == created["id"] && i["status"] == "confirmed")
+    );
 
     // A full list hides cancelled events unless showDeleted=true.
     let (all, _) = list_all(&env, "primary", "").await;
@@ -87,36 +147,99 @@ async fn calendar_sync_tokens_and_errors() {
     // singleEvents expands the series and omits the cancelled occurrence.
     let (singles, _) = list_all(&env, "primary", "&singleEvents=true").await;
     assert!(singles.iter().all(|i| i.get("recurrence").is_none()));
-    let instances: Vec<&Value> = singles.iter().filter(|i| i["recurringEventId"] == master.as_str()).collect();
+    let instances: Vec<&Value> = singles
+        .iter()
+        .filter(|i| i["recurringEventId"] == master.as_str())
+        .collect();
     assert!(!instances.is_empty());
     assert!(!singles.iter().any(|i| i["id"] == exc["id"]));
-    let (ordered, _) = list_all(&env, "primary", "&singleEvents=true&orderBy=startTime&timeMin=2026-01-01T00:00:00Z").await;
+    let (ordered, _) = list_all(
+        &env,
+        "primary",
+        "&singleEvents=true&orderBy=startTime&timeMin=2026-01-01T00:00:00Z",
+    )
+    .await;
     assert!(!ordered.is_empty());
 
     // Forbidden combinations → 400; bad ranges → 400.
     let tok = common::urlencode(&token2);
-    for bad in ["timeMin=2026-01-01T00:00:00Z", "timeMax=2026-01-01T00:00:00Z", "updatedMin=2026-01-01T00:00:00Z", "orderBy=updated", "q=x", "iCalUID=a", "showDeleted=false"] {
-        let (s, e) = env.get(&format!("/calendar/v3/calendars/primary/events?syncToken={tok}&{bad}")).await;
+    for bad in [
+        "timeMin=2026-01-01T00:00:00Z",
+        "timeMax=2026-01-01T00:00:00Z",
+        "updatedMin=2026-01-01T00:00:00Z",
+        "orderBy=updated",
+        "q=x",
+        "iCalUID=a",
+        "showDeleted=false",
+    ] {
+        let (s, e) = env
+            .get(&format!(
+                "/calendar/v3/calendars/primary/events?syncToken={tok}&{bad}"
+            ))
+            .await;
         assert_eq!(s, 400, "{bad}: {e}");
     }
     let (s, e) = env.get("/calendar/v3/calendars/primary/events?timeMin=2026-02-01T00:00:00Z&timeMax=2026-01-01T00:00:00Z").await;
     assert_eq!((s, Env::reason(&e)), (400, "timeRangeEmpty"));
-    assert_eq!(env.get("/calendar/v3/calendars/primary/events?orderBy=startTime").await.0, 400);
-    assert_eq!(env.get("/calendar/v3/calendars/primary/events?timeMin=yesterday").await.0, 400);
-    assert_eq!(env.get("/calendar/v3/calendars/nope@example.com/events").await.0, 404);
+    assert_eq!(
+        env.get("/calendar/v3/calendars/primary/events?orderBy=startTime")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        env.get("/calendar/v3/calendars/primary/events?timeMin=yesterday")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        env.get("/calendar/v3/calendars/nope@example.com/events")
+            .await
+            .0,
+        404
+    );
 
     // Corrupted and invalidated tokens → 410 fullSyncRequired.
-    let (s, e) = env.get(&format!("/calendar/v3/calendars/primary/events?syncToken=x{tok}")).await;
+    let (s, e) = env
+        .get(&format!(
+            "/calendar/v3/calendars/primary/events?syncToken=x{tok}"
+        ))
+        .await;
     assert_eq!((s, Env::reason(&e)), (410, "fullSyncRequired"));
-    assert_eq!(env.control(Method::POST, &format!("{c}/invalidate-sync-tokens"), json!({})).await.0, 200);
-    let (s, e) = env.get(&format!("/calendar/v3/calendars/primary/events?syncToken={tok}")).await;
+    assert_eq!(
+        env.control(
+            Method::POST,
+            &format!("{c}/invalidate-sync-tokens"),
+            json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    let (s, e) = env
+        .get(&format!(
+            "/calendar/v3/calendars/primary/events?syncToken={tok}"
+        ))
+        .await;
     assert_eq!(s, 410);
     assert_eq!(e["error"]["errors"][0]["domain"], "calendar");
     assert_eq!(e["error"]["errors"][0]["location"], "syncToken");
-    assert_eq!(e["error"]["message"], "Sync token is no longer valid, a full sync is required.");
+    assert_eq!(
+        e["error"]["message"],
+        "Sync token is no longer valid, a full sync is required."
+    );
     // A fresh full sync gives a working token again.
     let (_, fresh) = list_all(&env, "primary", "").await;
-    assert_eq!(env.get(&format!("/calendar/v3/calendars/primary/events?syncToken={}", common::urlencode(&fresh))).await.0, 200);
+    assert_eq!(
+        env.get(&format!(
+            "/calendar/v3/calendars/primary/events?syncToken={}",
+            common::urlencode(&fresh)
+        ))
+        .await
+        .0,
+        200
+    );
     env.emu.shutdown().await;
 }
 
@@ -124,7 +247,12 @@ async fn calendar_sync_tokens_and_errors() {
 async fn calendar_watch_channels() {
     let (hook, mut hits) = start_receiver(vec![]).await;
     let env = start(common::quiet_config(3)).await;
-    let (s, e) = env.post("/calendar/v3/calendars/primary/events/watch", json!({"id": "ch-1", "type": "web_hook", "address": "http://example.com/hook"})).await;
+    let (s, e) = env
+        .post(
+            "/calendar/v3/calendars/primary/events/watch",
+            json!({"id": "ch-1", "type": "web_hook", "address": "http://example.com/hook"}),
+        )
+        .await;
     assert_eq!(s, 400, "plain http only allowed on loopback: {e}");
     let (s, ch) = env
         .post("/calendar/v3/calendars/primary/events/watch", json!({"id": "ch-1", "type": "web_hook", "address": format!("{hook}/gcal"), "token": "acct=1", "params": {"ttl": "3600"}}))
@@ -138,21 +266,61 @@ async fn calendar_watch_channels() {
     assert_eq!(sync.headers["x-goog-resource-state"], "sync");
     assert_eq!(sync.headers["x-goog-message-number"], "1");
     assert_eq!(sync.headers["x-goog-channel-token"], "acct=1");
-    assert_eq!(sync.headers["x-goog-resource-id"], ch["resourceId"].as_str().expect("rid"));
-    assert!(sync.headers["x-goog-channel-expiration"].to_str().unwrap_or("").ends_with("GMT"));
+    assert_eq!(
+        sync.headers["x-goog-resource-id"],
+        ch["resourceId"].as_str().expect("rid")
+    );
+    assert!(
+        sync.headers["x-goog-channel-expiration"]
+            .to_str()
+            .unwrap_or("")
+            .ends_with("GMT")
+    );
     assert!(sync.body.is_empty());
-    assert_eq!(env.post("/calendar/v3/calendars/primary/events/watch", json!({"id": "ch-1", "type": "web_hook", "address": format!("{hook}/gcal")})).await.0, 400, "ids are unique");
+    assert_eq!(
+        env.post(
+            "/calendar/v3/calendars/primary/events/watch",
+            json!({"id": "ch-1", "type": "web_hook", "address": format!("{hook}/gcal")})
+        )
+        .await
+        .0,
+        400,
+        "ids are unique"
+    );
 
-    env.control(Method::POST, &format!("/_emulator/accounts/{ACCOUNT}/calendars/primary/events"), json!({"summary": "x", "start": "2026-06-01T10:00:00Z", "end": "2026-06-01T11:00:00Z"})).await;
+    env.control(
+        Method::POST,
+        &format!("/_emulator/accounts/{ACCOUNT}/calendars/primary/events"),
+        json!({"summary": "x", "start": "2026-06-01T10:00:00Z", "end": "2026-06-01T11:00:00Z"}),
+    )
+    .await;
     let exists = next(&mut hits).await;
     assert_eq!(exists.headers["x-goog-resource-state"], "exists");
-    let n: u64 = exists.headers["x-goog-message-number"].to_str().unwrap_or("0").parse().unwrap_or(0);
+    let n: u64 = exists.headers["x-goog-message-number"]
+        .to_str()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
     assert!(n > 1);
 
     let stop = json!({"id": "ch-1", "resourceId": ch["resourceId"]});
-    let r = env.http.post(format!("{}/calendar/v3/channels/stop", env.base)).bearer_auth(&env.token).json(&stop).send().await.expect("send");
+    let r = env
+        .http
+        .post(format!("{}/calendar/v3/channels/stop", env.base))
+        .bearer_auth(&env.token)
+        .json(&stop)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 204);
-    let r = env.http.post(format!("{}/calendar/v3/channels/stop", env.base)).bearer_auth(&env.token).json(&stop).send().await.expect("send");
+    let r = env
+        .http
+        .post(format!("{}/calendar/v3/channels/stop", env.base))
+        .bearer_auth(&env.token)
+        .json(&stop)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 404);
     env.emu.shutdown().await;
 }
