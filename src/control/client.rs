@@ -1,0 +1,484 @@
+//! The control client: owns talking to a running daemon (`request`, `EventFollower`) and the
+//! body of `mailsync ctl` (`CtlArgs`, `run_ctl`, `render_table`).
+//!
+//! Output goes to the writer the caller passes (stdout in the binary): a readable table by
+//! default, the reply's raw `data` as one JSON line with `--json`. Errors are returned, not
+//! printed, so the binary decides how they reach stderr and which exit code they get.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::ControlError;
+use super::protocol::{MAX_LINE, Request, Response, StreamLine};
+use super::server::{LineError, LineReader};
+
+/// Replies may be much larger than requests (status of many accounts); this bounds memory if
+/// something that is not our daemon answers on the socket.
+const MAX_REPLY_LINE: usize = 64 * MAX_LINE;
+
+/// Default wait for one reply.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `reload` re-reads the config and reconciles the actor tree, which may take a while.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// `mailsync ctl <command>`.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum CtlArgs {
+    /// Show the daemon and every account: state, phase, cursor, queues, restarts, last error.
+    Status,
+    /// List the configured accounts.
+    Accounts,
+    /// Stop syncing one account (its queues are kept).
+    Pause {
+        /// Account id.
+        account: String,
+    },
+    /// Resume a paused account.
+    Resume {
+        /// Account id.
+        account: String,
+    },
+    /// Run a sync round for one account now.
+    SyncNow {
+        /// Account id.
+        account: String,
+    },
+    /// Forget one account's cursor and resynchronize it completely.
+    Resync {
+        /// Account id.
+        account: String,
+    },
+    /// Re-read the config file and apply account changes.
+    Reload,
+    /// Stop the daemon gracefully.
+    Shutdown,
+    /// Print change-feed events as JSON lines.
+    Events {
+        /// Consumer name; the daemon remembers its acknowledged position.
+        #[arg(long)]
+        consumer: String,
+        /// First sequence number (default: after the consumer's last ack).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Keep printing new events until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// Acknowledge each event after printing it.
+        #[arg(long)]
+        ack: bool,
+    },
+    /// Acknowledge events up to and including a sequence number.
+    Ack {
+        /// Consumer name.
+        #[arg(long)]
+        consumer: String,
+        /// Last processed sequence number.
+        seq: u64,
+    },
+}
+
+impl CtlArgs {
+    /// The protocol request this command sends.
+    pub fn to_request(&self) -> Request {
+        match self.clone() {
+            CtlArgs::Status => Request::Status,
+            CtlArgs::Accounts => Request::Accounts,
+            CtlArgs::Pause { account } => Request::Pause { account },
+            CtlArgs::Resume { account } => Request::Resume { account },
+            CtlArgs::SyncNow { account } => Request::SyncNow { account },
+            CtlArgs::Resync { account } => Request::Resync { account },
+            CtlArgs::Reload => Request::Reload,
+            CtlArgs::Shutdown => Request::Shutdown,
+            CtlArgs::Events {
+                consumer,
+                from,
+                follow,
+                ..
+            } => Request::Events {
+                consumer,
+                from,
+                follow,
+            },
+            CtlArgs::Ack { consumer, seq } => Request::Ack { consumer, seq },
+        }
+    }
+}
+
+/// An open connection to the daemon.
+struct Conn {
+    path: PathBuf,
+    reader: LineReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+impl Conn {
+    async fn open(path: &Path) -> Result<Conn, ControlError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| ControlError::Connect {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let (reader, writer) = stream.into_split();
+        Ok(Conn {
+            path: path.to_path_buf(),
+            reader: LineReader::new(reader, MAX_REPLY_LINE),
+            writer,
+        })
+    }
+
+    async fn send(&mut self, request: &Request) -> Result<(), ControlError> {
+        self.writer.write_all(request.to_line().as_bytes()).await?;
+        Ok(())
+    }
+
+    async fn line(&mut self) -> Result<Vec<u8>, ControlError> {
+        match self.reader.next_line().await {
+            Ok(Some(line)) => Ok(line),
+            Ok(None) => Err(ControlError::Protocol(
+                "the daemon closed the connection without answering".into(),
+            )),
+            Err(LineError::TooLarge) => Err(ControlError::Protocol("reply line too long".into())),
+            Err(LineError::Io(e)) => Err(ControlError::Io(e)),
+        }
+    }
+
+    async fn response(&mut self) -> Result<Response, ControlError> {
+        let line = self.line().await?;
+        Response::parse(&line).map_err(ControlError::Protocol)
+    }
+}
+
+/// Sends one request and waits up to `timeout` for the whole exchange (connect included).
+/// An error reply is a successful call returning `Response::Error`. For `events`, use
+/// `follow_events` instead: this returns only the stream header.
+pub async fn request(
+    path: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Response, ControlError> {
+    let exchange = async {
+        let mut conn = Conn::open(path).await?;
+        conn.send(req).await?;
+        conn.response().await
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| ControlError::Timeout {
+            path: path.to_path_buf(),
+            after: timeout,
+        })?
+}
+
+/// A streaming `events` connection: read events with `next`, acknowledge with `ack`.
+pub struct EventFollower {
+    conn: Conn,
+    ended: bool,
+}
+
+/// Opens an event stream for `consumer`. `timeout` bounds the connect and the header reply
+/// only; events may then take as long as they take. An error reply becomes `Remote`.
+pub async fn follow_events(
+    path: &Path,
+    consumer: &str,
+    from: Option<u64>,
+    follow: bool,
+    timeout: Duration,
+) -> Result<EventFollower, ControlError> {
+    let open = async {
+        let mut conn = Conn::open(path).await?;
+        conn.send(&Request::Events {
+            consumer: consumer.to_string(),
+            from,
+            follow,
+        })
+        .await?;
+        match conn.response().await? {
+            Response::Ok(_) => Ok(conn),
+            Response::Error(error) => Err(ControlError::Remote(error)),
+        }
+    };
+    let conn = tokio::time::timeout(timeout, open)
+        .await
+        .map_err(|_| ControlError::Timeout {
+            path: path.to_path_buf(),
+            after: timeout,
+        })??;
+    Ok(EventFollower { conn, ended: false })
+}
+
+impl EventFollower {
+    /// The next event; `None` when a non-following stream reached the head of the feed or the
+    /// daemon closed the connection (shutdown). Ack replies are consumed here: a failed ack
+    /// surfaces as `Remote`.
+    pub async fn next(&mut self) -> Result<Option<Value>, ControlError> {
+        if self.ended {
+            return Ok(None);
+        }
+        loop {
+            let line = match self.conn.reader.next_line().await {
+                Ok(Some(line)) => line,
+                Ok(None) => {
+                    self.ended = true;
+                    return Ok(None);
+                }
+                Err(LineError::TooLarge) => {
+                    return Err(ControlError::Protocol("event line too long".into()));
+                }
+                Err(LineError::Io(e)) => return Err(ControlError::Io(e)),
+            };
+            match StreamLine::parse(&line).map_err(ControlError::Protocol)? {
+                StreamLine::Event(event) => return Ok(Some(event)),
+                StreamLine::End => {
+                    self.ended = true;
+                    return Ok(None);
+                }
+                StreamLine::Reply(Response::Ok(_)) => continue,
+                StreamLine::Reply(Response::Error(error)) => {
+                    return Err(ControlError::Remote(error));
+                }
+            }
+        }
+    }
+
+    /// Acknowledges every event up to `seq` for `consumer`; the reply arrives through `next`.
+    pub async fn ack(&mut self, consumer: &str, seq: u64) -> Result<(), ControlError> {
+        self.conn
+            .send(&Request::Ack {
+                consumer: consumer.to_string(),
+                seq,
+            })
+            .await
+    }
+
+    /// The socket this follower is connected to.
+    pub fn path(&self) -> &Path {
+        &self.conn.path
+    }
+}
+
+/// Runs `mailsync ctl <args>` against the socket at `socket`, writing the result to `out`.
+/// Returns the exit code (0) on success; an error reply comes back as `ControlError::Remote`
+/// (see `ControlError::exit_code`).
+pub async fn run_ctl(
+    socket: &Path,
+    args: CtlArgs,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<i32, ControlError> {
+    if let CtlArgs::Events {
+        consumer,
+        from,
+        follow,
+        ack,
+    } = &args
+    {
+        let mut events = follow_events(socket, consumer, *from, *follow, DEFAULT_TIMEOUT).await?;
+        while let Some(event) = events.next().await? {
+            writeln!(out, "{event}")?;
+            out.flush()?;
+            if *ack && let Some(seq) = event.get("seq").and_then(Value::as_u64) {
+                events.ack(consumer, seq).await?;
+            }
+        }
+        return Ok(0);
+    }
+    let timeout = match args {
+        CtlArgs::Reload => RELOAD_TIMEOUT,
+        _ => DEFAULT_TIMEOUT,
+    };
+    let response = request(socket, &args.to_request(), timeout).await?;
+    match &response {
+        Response::Error(error) => Err(ControlError::Remote(error.clone())),
+        Response::Ok(data) => {
+            if json {
+                writeln!(out, "{data}")?;
+            } else {
+                write!(out, "{}", render_table(&response))?;
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Renders a reply for people: a table for `status` and `accounts` data, `ok` for empty
+/// successes, `key: value` lines for other objects, and `error (code): message` for failures.
+/// Always ends with a newline.
+pub fn render_table(resp: &Response) -> String {
+    match resp {
+        Response::Error(error) => format!("error ({}): {}\n", error.code.as_str(), error.message),
+        Response::Ok(Value::Null) => "ok\n".to_string(),
+        Response::Ok(data) => {
+            if let Some(accounts) = data.get("accounts").and_then(Value::as_array)
+                && data.get("version").is_some()
+            {
+                render_status(data, accounts)
+            } else if let Some(list) = data
+                .as_array()
+                .or_else(|| data.get("accounts").and_then(Value::as_array))
+            {
+                render_accounts(list)
+            } else {
+                render_value(data)
+            }
+        }
+    }
+}
+
+fn text(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => "-".to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn u64_field(value: &Value, key: &str) -> u64 {
+    value.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Shortens `s` to at most `max` characters, marking the cut.
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut cut: String = s.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+fn render_status(data: &Value, accounts: &[Value]) -> String {
+    let mut out = format!(
+        "mailsync {}  pid {}  up {}  data {}\n",
+        text(data.get("version")),
+        text(data.get("pid")),
+        format_uptime(u64_field(data, "uptime_seconds")),
+        text(data.get("data_dir")),
+    );
+    if accounts.is_empty() {
+        out.push_str("no accounts configured\n");
+        return out;
+    }
+    let header = [
+        "ACCOUNT",
+        "KIND",
+        "STATE",
+        "PHASE",
+        "CURSOR",
+        "QUEUE",
+        "DEAD",
+        "RESTARTS",
+        "LAST ERROR",
+    ];
+    let rows: Vec<Vec<String>> = accounts
+        .iter()
+        .map(|a| {
+            let queues = a.get("queues").and_then(Value::as_array);
+            let sum = |key: &str| -> u64 {
+                queues
+                    .map(|qs| qs.iter().map(|q| u64_field(q, key)).sum())
+                    .unwrap_or(0)
+            };
+            let pending = sum("pending") + sum("leased") + sum("delayed");
+            let dead = sum("dead").max(u64_field(a, "dead_lettered"));
+            let mut phase = text(a.get("phase"));
+            if let Some(progress) = a.get("progress").filter(|p| !p.is_null()) {
+                let done = u64_field(progress, "done");
+                match progress.get("total").and_then(Value::as_u64) {
+                    Some(total) => phase.push_str(&format!(" {done}/{total}")),
+                    None => phase.push_str(&format!(" {done}")),
+                }
+            }
+            vec![
+                text(a.get("account")),
+                text(a.get("kind")),
+                text(a.get("state")),
+                phase,
+                shorten(&text(a.get("cursor")), 24),
+                pending.to_string(),
+                dead.to_string(),
+                text(a.get("restarts")),
+                shorten(&text(a.get("last_error")), 60),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&header, &rows));
+    out
+}
+
+fn format_uptime(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// Accounts data: objects with `id` (or `account`), `kind` and optionally `state`/`enabled`,
+/// or `[id, kind]` pairs.
+fn render_accounts(list: &[Value]) -> String {
+    if list.is_empty() {
+        return "no accounts configured\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|entry| match entry {
+            Value::Array(pair) => vec![text(pair.first()), text(pair.get(1)), "-".to_string()],
+            other => vec![
+                text(other.get("id").or_else(|| other.get("account"))),
+                text(other.get("kind")),
+                text(other.get("state").or_else(|| other.get("enabled"))),
+            ],
+        })
+        .collect();
+    table(&["ACCOUNT", "KIND", "STATE"], &rows)
+}
+
+fn render_value(data: &Value) -> String {
+    match data {
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k}: {}\n", text(Some(v))))
+            .collect(),
+        other => format!("{}\n", text(Some(other))),
+    }
+}
+
+/// Left-aligned columns separated by two spaces; trailing spaces trimmed.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let width = widths.get(i).copied().unwrap_or(0);
+            line.push_str(cell);
+            if i + 1 < row.len() {
+                let pad = width.saturating_sub(cell.chars().count()) + 2;
+                line.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
