@@ -239,46 +239,44 @@ pub fn parse_entity(raw: &[u8], depth: usize) -> Entity {
         && depth < 16
         && let Some(boundary) = param(&e.params, "boundary").map(String::from)
     {
-        {
-            let delim = format!("--{boundary}");
-            let d = delim.as_bytes();
-            let mut positions = Vec::new();
-            let mut from = 0;
-            while let Some(p) = find_sub(body, d, from) {
-                if p == 0 || body[p - 1] == b'\n' {
-                    positions.push(p);
-                }
-                from = p + d.len();
+        let delim = format!("--{boundary}");
+        let d = delim.as_bytes();
+        let mut positions = Vec::new();
+        let mut from = 0;
+        while let Some(p) = find_sub(body, d, from) {
+            if p == 0 || body[p - 1] == b'\n' {
+                positions.push(p);
             }
-            if !positions.is_empty() {
-                e.is_multipart = true;
-                for (k, &p) in positions.iter().enumerate() {
-                    let after = p + d.len();
-                    if body[after..].starts_with(b"--") {
-                        break;
-                    }
-                    let mut s = after;
-                    while s < body.len() && (body[s] == b' ' || body[s] == b'\t') {
-                        s += 1;
-                    }
-                    if body[s..].starts_with(b"\r\n") {
-                        s += 2;
-                    } else if body[s..].starts_with(b"\n") {
-                        s += 1;
-                    }
-                    let mut end = positions.get(k + 1).copied().unwrap_or(body.len());
-                    if end < body.len() || positions.get(k + 1).is_some() {
-                        if end >= 2 && &body[end - 2..end] == b"\r\n" {
-                            end -= 2;
-                        } else if end >= 1 && body[end - 1] == b'\n' {
-                            end -= 1;
-                        }
-                    }
-                    let end = end.max(s);
-                    e.children.push(parse_entity(&body[s..end], depth + 1));
+            from = p + d.len();
+        }
+        if !positions.is_empty() {
+            e.is_multipart = true;
+            for (k, &p) in positions.iter().enumerate() {
+                let after = p + d.len();
+                if body[after..].starts_with(b"--") {
+                    break;
                 }
-                return e;
+                let mut s = after;
+                while s < body.len() && (body[s] == b' ' || body[s] == b'\t') {
+                    s += 1;
+                }
+                if body[s..].starts_with(b"\r\n") {
+                    s += 2;
+                } else if body[s..].starts_with(b"\n") {
+                    s += 1;
+                }
+                let mut end = positions.get(k + 1).copied().unwrap_or(body.len());
+                if end < body.len() || positions.get(k + 1).is_some() {
+                    if end >= 2 && &body[end - 2..end] == b"\r\n" {
+                        end -= 2;
+                    } else if end >= 1 && body[end - 1] == b'\n' {
+                        end -= 1;
+                    }
+                }
+                let end = end.max(s);
+                e.children.push(parse_entity(&body[s..end], depth + 1));
             }
+            return e;
         }
     }
     let cte = header(&e.headers, "Content-Transfer-Encoding")
