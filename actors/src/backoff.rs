@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Backoff for a failed job: full jitter over an exponentially growing, capped ceiling.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Ceiling of the first retry's delay (attempt 1).
     pub base: Duration,
@@ -66,7 +66,7 @@ fn exp_ceiling(base: Duration, cap: Duration, attempt: u32) -> Duration {
 }
 
 /// How a supervisor restarts a failing child.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestartPolicy {
     /// Delay before the first restart within the window.
     pub base: Duration,

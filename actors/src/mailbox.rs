@@ -556,6 +556,12 @@ impl DurableMailbox {
         self.leases().remove(&job.id);
     }
 
+    /// Forgets every in-memory lease of this mailbox: a restarted actor calls it so the jobs a
+    /// failed instance held run again (the same replay a process restart gives).
+    pub fn release_all(&self) {
+        self.leases().clear();
+    }
+
     /// Records a failure: attempts + 1 and the error are stored; the job becomes leasable again
     /// after a full-jitter backoff, or is dead-lettered once it has failed
     /// `policy.max_attempts` times. Forgets the lease. Not flushed.
@@ -913,6 +919,17 @@ mod tests {
             mb.enqueue(Priority::Normal, "k", b"new").unwrap(),
             EnqueueOutcome::Enqueued(_)
         ));
+    }
+
+    #[test]
+    fn release_all_makes_every_leased_job_leasable_again() {
+        let (_d, store) = open();
+        let mb = store.mailbox("m");
+        mb.enqueue(Priority::Normal, "a", b"").unwrap();
+        mb.enqueue(Priority::Normal, "b", b"").unwrap();
+        assert_eq!(mb.lease(5, 0).unwrap().len(), 2);
+        mb.release_all();
+        assert_eq!(keys(&store.mailbox("m").lease(5, 0).unwrap()), ["a", "b"]);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -389,7 +390,8 @@ impl fmt::Debug for Store {
 
 impl Store {
     /// Opens or creates the store in `dir`: takes the directory's lock (a second opener, in this
-    /// process or another, gets [`StoreError::Locked`]), opens sled, checks the schema version
+    /// process or another, gets [`StoreError::Locked`] after waiting up to 1 s for the holder to
+    /// go away), opens sled, checks the schema version
     /// and runs the migrations up to [`SCHEMA_VERSION`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         Self::open_with(dir, MIGRATIONS)
@@ -409,31 +411,8 @@ impl Store {
             .truncate(false)
             .open(dir.join(LOCK_FILE))
             .map_err(io)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked {
-                    dir: dir.to_path_buf(),
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-        }
-        let db =
-            sled::Config::new()
-                .path(dir.join("db"))
-                .open()
-                .map_err(|source| match &source {
-                    // sled takes its own flock; a straggler of a just-dropped Store can still hold it.
-                    sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
-                        StoreError::Locked {
-                            dir: dir.to_path_buf(),
-                        }
-                    }
-                    _ => StoreError::Open {
-                        dir: dir.to_path_buf(),
-                        source,
-                    },
-                })?;
+        lock_dir(&lock, dir)?;
+        let db = open_sled(dir)?;
         migrate(&db, dir, migrations)?;
         let mut trees = Vec::with_capacity(Space::ALL.len() + Internal::ALL.len());
         for name in Space::ALL
@@ -580,6 +559,69 @@ impl Store {
                 context: "committing a transaction",
                 source,
             }),
+        }
+    }
+}
+
+/// How long [`Store::open`] waits for the directory lock before reporting
+/// [`StoreError::Locked`]. Short: it only bridges a holder that is on its way out (a previous
+/// daemon still exiting, or a child process spawned concurrently that briefly inherited the
+/// lock descriptor between fork and exec).
+const DIR_LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// Takes the exclusive lock on `dir/mailsync.lock` (flock: conflicts across processes and
+/// between two opens in one process; the kernel drops it when the holder dies, even by kill -9).
+fn lock_dir(lock: &File, dir: &Path) -> Result<(), StoreError> {
+    let deadline = Instant::now() + DIR_LOCK_WAIT;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StoreError::Io {
+                    dir: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// How long [`Store::open`] waits for sled's own file lock once it holds the directory lock.
+const SLED_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens sled in `dir/db`. The caller holds the directory lock, so no other `Store` can own the
+/// database: if sled's own flock is still taken, it is a just-dropped `Store` of this process
+/// whose sled background threads have not let go of the file yet. Wait for them (bounded).
+fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = Instant::now() + SLED_LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(dir.join("db")).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                return Err(StoreError::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(source) => {
+                return Err(StoreError::Open {
+                    dir: dir.to_path_buf(),
+                    source,
+                });
+            }
         }
     }
 }
