@@ -180,7 +180,10 @@ pub async fn request(
 /// A streaming `events` connection: read events with `next`, acknowledge with `ack`.
 pub struct EventFollower {
     conn: Conn,
+    /// The server sent `{"end":true}` and is back in request/reply mode.
     ended: bool,
+    /// Acks sent during the stream whose replies have not been read yet.
+    pending_acks: usize,
 }
 
 /// Opens an event stream for `consumer`. `timeout` bounds the connect and the header reply
@@ -211,13 +214,18 @@ pub async fn follow_events(
             path: path.to_path_buf(),
             after: timeout,
         })??;
-    Ok(EventFollower { conn, ended: false })
+    Ok(EventFollower {
+        conn,
+        ended: false,
+        pending_acks: 0,
+    })
 }
 
 impl EventFollower {
     /// The next event; `None` when a non-following stream reached the head of the feed or the
     /// daemon closed the connection (shutdown). Ack replies are consumed here: a failed ack
-    /// surfaces as `Remote`.
+    /// surfaces as `Remote`. At the end of the stream, the replies to every ack sent so far
+    /// are awaited first, so returning `None` means those acks were processed.
     pub async fn next(&mut self) -> Result<Option<Value>, ControlError> {
         if self.ended {
             return Ok(None);
@@ -238,24 +246,41 @@ impl EventFollower {
                 StreamLine::Event(event) => return Ok(Some(event)),
                 StreamLine::End => {
                     self.ended = true;
+                    while self.pending_acks > 0 {
+                        self.pending_acks -= 1;
+                        if let Response::Error(error) = self.conn.response().await? {
+                            return Err(ControlError::Remote(error));
+                        }
+                    }
                     return Ok(None);
                 }
-                StreamLine::Reply(Response::Ok(_)) => continue,
-                StreamLine::Reply(Response::Error(error)) => {
-                    return Err(ControlError::Remote(error));
+                StreamLine::Reply(reply) => {
+                    self.pending_acks = self.pending_acks.saturating_sub(1);
+                    if let Response::Error(error) = reply {
+                        return Err(ControlError::Remote(error));
+                    }
                 }
             }
         }
     }
 
-    /// Acknowledges every event up to `seq` for `consumer`; the reply arrives through `next`.
+    /// Acknowledges every event up to `seq` for `consumer`. While streaming, the reply is
+    /// read by `next`; after the end of the stream it is awaited here.
     pub async fn ack(&mut self, consumer: &str, seq: u64) -> Result<(), ControlError> {
         self.conn
             .send(&Request::Ack {
                 consumer: consumer.to_string(),
                 seq,
             })
-            .await
+            .await?;
+        if !self.ended {
+            self.pending_acks += 1;
+            return Ok(());
+        }
+        match self.conn.response().await? {
+            Response::Ok(_) => Ok(()),
+            Response::Error(error) => Err(ControlError::Remote(error)),
+        }
     }
 
     /// The socket this follower is connected to.
