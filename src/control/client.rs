@@ -333,7 +333,8 @@ pub async fn run_ctl(
     }
 }
 
-/// Renders a reply for people: a table for `status` and `accounts` data, `ok` for empty
+/// Renders a reply for people: a table for `status` (plus feed consumers, when the daemon
+/// reports them) and `accounts` data, `ok` for empty
 /// successes, `key: value` lines for other objects, and `error (code): message` for failures.
 /// Always ends with a newline.
 pub fn render_table(resp: &Response) -> String {
@@ -435,6 +436,25 @@ fn render_status(data: &Value, accounts: &[Value]) -> String {
         })
         .collect();
     out.push_str(&table(&header, &rows));
+    // The daemon adds feed consumers to its status: show how far behind each one is.
+    if let Some(consumers) = data
+        .get("consumers")
+        .and_then(Value::as_array)
+        .filter(|c| !c.is_empty())
+    {
+        let rows: Vec<Vec<String>> = consumers
+            .iter()
+            .map(|c| {
+                vec![
+                    text(c.get("consumer")),
+                    text(c.get("acked")),
+                    text(c.get("lag")),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(&["CONSUMER", "ACKED", "LAG"], &rows));
+    }
     out
 }
 
