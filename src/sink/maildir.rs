@@ -1,0 +1,643 @@
+//! The Maildir sink: every mirrored message as one file in a Maildir per account under
+//! `<maildir.root>/<account>/` (`tmp/`, `new/`, `cur/`, created 0700), readable by notmuch,
+//! mutt, aerc and friends.
+//!
+//! This module owns the file naming, the flag mapping and the write / rename / delete steps.
+//!
+//! File names: `<id>.mailsync:2,<flags>` in `cur/`, where `<id>` is the message id with every
+//! byte outside `[A-Za-z0-9_-]` escaped as `=XX` (ids longer than 200 bytes once escaped become
+//! `=H<sha256 hex>`). The part before `:2,` (the *stem*) never changes for a message, so there
+//! is exactly one file per message: a rerun rewrites the same name, a label change renames the
+//! flag suffix, a deletion removes the file.
+//!
+//! Flags (sorted, as Maildir requires): `D` = DRAFT, `F` = STARRED, `S` = no UNREAD, `T` =
+//! TRASH. `P` and `R` set by a mail reader are kept across our renames.
+//!
+//! Write protocol (crash safe, idempotent): write `tmp/<stem>.tmp` (truncating any leftover),
+//! fsync it, rename it into `cur/`, and fsync `cur/` before the batch is acknowledged.
+//!
+//! The sink always applies the *current* mirror state of the message an event names, so
+//! replays and out-of-date events converge: `message.added` for a message already gone from the
+//! mirror writes nothing; its later `message.deleted` removes nothing. On every start it
+//! reconciles each configured account's Maildir with the mirror (missing files are written,
+//! files of messages no longer mirrored removed), which also repairs a Maildir deleted by hand
+//! or history pruned while the sink was disabled.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mailsync_actors::feed::FeedEvent;
+use mailsync_actors::mirror::{self, Change};
+use mailsync_actors::model::{LabelId, MessageId};
+use mailsync_actors::store::{Store, decode};
+use tokio_util::sync::CancellationToken;
+
+use super::{ConsumerLoop, Deliver, MAILDIR_SINK, SinkError};
+
+/// The marker between the escaped id and the info part.
+const STEM_SUFFIX: &str = ".mailsync";
+/// Longest escaped id kept as is; longer ids are hashed.
+const MAX_ESCAPED_ID: usize = 200;
+/// Flags the sink derives from labels.
+const MANAGED_FLAGS: &str = "DFST";
+/// Every flag looked for when finding a message's file (managed ones plus `P`, `R`).
+const KNOWN_FLAGS: [char; 6] = ['D', 'F', 'P', 'R', 'S', 'T'];
+
+/// Maildir flags for a label set, sorted: `D` DRAFT, `F` STARRED, `S` not UNREAD, `T` TRASH.
+pub fn flags_for_labels(labels: &[LabelId]) -> String {
+    let has = |name: &str| labels.iter().any(|l| l.0 == name);
+    let mut flags = String::new();
+    if has("DRAFT") {
+        flags.push('D');
+    }
+    if has("STARRED") {
+        flags.push('F');
+    }
+    if !has("UNREAD") {
+        flags.push('S');
+    }
+    if has("TRASH") {
+        flags.push('T');
+    }
+    flags
+}
+
+/// The stable part of a message's file name: `<escaped id>.mailsync`.
+pub fn file_stem(id: &MessageId) -> String {
+    let mut out = String::with_capacity(id.0.len());
+    for b in id.0.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    if out.len() > MAX_ESCAPED_ID {
+        out = format!("=H{}", mirror::sha256_hex(id.0.as_bytes()));
+    }
+    out.push_str(STEM_SUFFIX);
+    out
+}
+
+/// The message id a file name was made from, if it is one of ours and not a hashed id.
+pub fn id_from_file_name(name: &str) -> Option<MessageId> {
+    let stem = name.split_once(":2,").map_or(name, |(s, _)| s);
+    let escaped = stem.strip_suffix(STEM_SUFFIX)?;
+    if escaped.starts_with("=H") {
+        return None;
+    }
+    let bytes = escaped.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            let hex = escaped.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().map(MessageId)
+}
+
+/// The full file name for a stem and a flag set (sorted and deduplicated here).
+pub fn file_name(stem: &str, flags: &str) -> String {
+    let mut f: Vec<char> = flags.chars().collect();
+    f.sort_unstable();
+    f.dedup();
+    let flags: String = f.into_iter().collect();
+    format!("{stem}:2,{flags}")
+}
+
+/// Every file name a message may have in `cur/`: its stem with any subset of `DFPRST`.
+fn candidate_names(stem: &str) -> impl Iterator<Item = String> + '_ {
+    (0u8..64).map(move |mask| {
+        let flags: String = KNOWN_FLAGS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, c)| *c)
+            .collect();
+        format!("{stem}:2,{flags}")
+    })
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SinkError + use<> {
+    let path = path.to_path_buf();
+    move |source| SinkError::Io { op, path, source }
+}
+
+fn fsync_dir(path: &Path) -> Result<(), SinkError> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsyncing directory", path))
+}
+
+/// One account's Maildir: `tmp/`, `new/`, `cur/` below `dir`.
+#[derive(Clone, Debug)]
+pub struct Maildir {
+    dir: PathBuf,
+}
+
+/// What [`Maildir::sync_message`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileOutcome {
+    /// A new file was written.
+    Written,
+    /// The existing file was renamed to new flags.
+    Renamed,
+    /// The file was already right.
+    Unchanged,
+}
+
+impl Maildir {
+    /// Creates (if needed) the Maildir at `dir` with `tmp/`, `new/`, `cur/` (mode 0700, parents
+    /// fsynced) and removes our leftover temp files.
+    pub fn open(dir: PathBuf) -> Result<Maildir, SinkError> {
+        let md = Maildir { dir };
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        let mut created = false;
+        for sub in ["tmp", "new", "cur"] {
+            let path = md.dir.join(sub);
+            if !path.is_dir() {
+                builder
+                    .create(&path)
+                    .map_err(io_err("creating directory", &path))?;
+                created = true;
+            }
+        }
+        if created {
+            fsync_dir(&md.dir)?;
+            if let Some(parent) = md.dir.parent() {
+                fsync_dir(parent)?;
+            }
+        }
+        md.clean_tmp()?;
+        Ok(md)
+    }
+
+    /// The Maildir's directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The `cur/` directory.
+    pub fn cur(&self) -> PathBuf {
+        self.dir.join("cur")
+    }
+
+    fn clean_tmp(&self) -> Result<(), SinkError> {
+        let tmp = self.dir.join("tmp");
+        for entry in fs::read_dir(&tmp).map_err(io_err("listing", &tmp))? {
+            let entry = entry.map_err(io_err("listing", &tmp))?;
+            let name = entry.file_name();
+            if name
+                .to_str()
+                .is_some_and(|n| n.ends_with(&format!("{STEM_SUFFIX}.tmp")))
+            {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(io_err("removing a leftover", &path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The current file name of a message in `cur/`, if it has one.
+    pub fn find(&self, id: &MessageId) -> Result<Option<String>, SinkError> {
+        let cur = self.cur();
+        let stem = file_stem(id);
+        for name in candidate_names(&stem) {
+            match fs::symlink_metadata(cur.join(&name)) {
+                Ok(_) => return Ok(Some(name)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("looking for", &cur.join(&name))(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Makes `cur/` hold exactly one file for `id` with `flags` (plus any `P`/`R` a reader set):
+    /// renames an existing file, or writes `raw()` through `tmp/`. The directory is not
+    /// fsynced here; call [`Maildir::sync`] before acknowledging.
+    pub fn sync_message(
+        &self,
+        id: &MessageId,
+        flags: &str,
+        raw: impl FnOnce() -> Result<Option<Vec<u8>>, SinkError>,
+    ) -> Result<FileOutcome, SinkError> {
+        let stem = file_stem(id);
+        let cur = self.cur();
+        if let Some(existing) = self.find(id)? {
+            let kept: String = existing
+                .rsplit_once(":2,")
+                .map(|(_, f)| f.chars().filter(|c| !MANAGED_FLAGS.contains(*c)).collect())
+                .unwrap_or_default();
+            let target = file_name(&stem, &format!("{flags}{kept}"));
+            if existing == target {
+                return Ok(FileOutcome::Unchanged);
+            }
+            let from = cur.join(&existing);
+            fs::rename(&from, cur.join(&target)).map_err(io_err("renaming", &from))?;
+            return Ok(FileOutcome::Renamed);
+        }
+        let Some(bytes) = raw()? else {
+            return Ok(FileOutcome::Unchanged);
+        };
+        let tmp = self.dir.join("tmp").join(format!("{stem}.tmp"));
+        let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+        f.write_all(&bytes).map_err(io_err("writing", &tmp))?;
+        f.sync_all().map_err(io_err("fsyncing", &tmp))?;
+        drop(f);
+        let target = cur.join(file_name(&stem, flags));
+        fs::rename(&tmp, &target).map_err(io_err("renaming", &tmp))?;
+        Ok(FileOutcome::Written)
+    }
+
+    /// Removes the message's file(s); `true` if one was there.
+    pub fn remove_message(&self, id: &MessageId) -> Result<bool, SinkError> {
+        let mut removed = false;
+        while let Some(name) = self.find(id)? {
+            let path = self.cur().join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("removing", &path)(e)),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// fsyncs `cur/`: renames and removals done so far survive a crash once this returns.
+    pub fn sync(&self) -> Result<(), SinkError> {
+        fsync_dir(&self.cur())
+    }
+}
+
+/// Writes events into the Maildirs under one root.
+pub(crate) struct MaildirWriter {
+    store: Store,
+    root: PathBuf,
+    opened: std::collections::HashMap<String, Maildir>,
+}
+
+impl MaildirWriter {
+    pub(crate) fn new(store: Store, root: PathBuf) -> Self {
+        Self {
+            store,
+            root,
+            opened: Default::default(),
+        }
+    }
+
+    fn maildir(&mut self, account: &str) -> Result<Maildir, SinkError> {
+        if let Some(md) = self.opened.get(account) {
+            return Ok(md.clone());
+        }
+        if account.is_empty() || account == "." || account == ".." || account.contains('/') {
+            return Err(SinkError::BadAccount(account.to_string()));
+        }
+        let md = Maildir::open(self.root.join(account))?;
+        self.opened.insert(account.to_string(), md.clone());
+        Ok(md)
+    }
+
+    /// Brings one message's file in line with the mirror (written, renamed, or removed).
+    fn sync_from_mirror(&mut self, account: &str, id: &MessageId) -> Result<(), SinkError> {
+        let md = self.maildir(account)?;
+        match mirror::message(&self.store, account, id)? {
+            Some(msg) => {
+                let flags = flags_for_labels(&msg.label_ids);
+                let store = &self.store;
+                md.sync_message(id, &flags, || Ok(mirror::raw(store, account, id)?))?;
+            }
+            None => {
+                md.remove_message(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a batch and fsyncs every touched Maildir; returns the last seq.
+    pub(crate) fn apply_batch(&mut self, events: &[FeedEvent]) -> Result<u64, SinkError> {
+        let mut touched: HashSet<String> = HashSet::new();
+        for ev in events {
+            let change: Change = match decode(&ev.payload) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(sink = MAILDIR_SINK, seq = ev.seq, error = %e, "Skipping an event whose payload does not decode.");
+                    continue;
+                }
+            };
+            match change {
+                Change::MessageAdded { id, .. } | Change::MessageLabelsChanged { id, .. } => {
+                    // The current mirror state decides: a message deleted since is skipped.
+                    if mirror::message(&self.store, &ev.account, &id)?.is_none() {
+                        tracing::debug!(
+                            sink = MAILDIR_SINK,
+                            seq = ev.seq,
+                            "Message no longer mirrored; skipped."
+                        );
+                        continue;
+                    }
+                    self.sync_from_mirror(&ev.account, &id)?;
+                }
+                Change::MessageDeleted { id } => {
+                    if mirror::message(&self.store, &ev.account, &id)?.is_some() {
+                        // Deleted and added again since: the mirror's copy stays.
+                        continue;
+                    }
+                    self.maildir(&ev.account)?.remove_message(&id)?;
+                }
+                _ => continue,
+            }
+            touched.insert(ev.account.clone());
+        }
+        for account in touched {
+            self.maildir(&account)?.sync()?;
+        }
+        Ok(events.last().map_or(0, |e| e.seq))
+    }
+
+    /// Makes an account's Maildir match the mirror: writes missing files, fixes flags, removes
+    /// files of messages no longer mirrored. Stops early (Ok) when `cancel` fires.
+    pub(crate) fn reconcile(
+        &mut self,
+        account: &str,
+        cancel: &CancellationToken,
+    ) -> Result<ReconcileReport, SinkError> {
+        let md = self.maildir(account)?;
+        let mut report = ReconcileReport::default();
+        let store = self.store.clone();
+        let mut failure = None;
+        let walk = mirror::for_each_message(&store, account, |msg| {
+            if cancel.is_cancelled() || failure.is_some() {
+                return Ok(());
+            }
+            let flags = flags_for_labels(&msg.label_ids);
+            match md.sync_message(&msg.id, &flags, || {
+                Ok(mirror::raw(&store, account, &msg.id)?)
+            }) {
+                Ok(FileOutcome::Written) => report.written += 1,
+                Ok(FileOutcome::Renamed) => report.renamed += 1,
+                Ok(FileOutcome::Unchanged) => {}
+                Err(e) => failure = Some(e),
+            }
+            Ok(())
+        });
+        walk?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let cur = md.cur();
+        for entry in fs::read_dir(&cur).map_err(io_err("listing", &cur))? {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let entry = entry.map_err(io_err("listing", &cur))?;
+            let Some(id) = entry.file_name().to_str().and_then(id_from_file_name) else {
+                continue;
+            };
+            if mirror::message(&store, account, &id)?.is_none() {
+                let path = entry.path();
+                match fs::remove_file(&path) {
+                    Ok(()) => report.removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("removing", &path)(e)),
+                }
+            }
+        }
+        md.sync()?;
+        Ok(report)
+    }
+}
+
+/// What a start-up reconcile changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Files written for mirrored messages that had none.
+    pub written: u64,
+    /// Files renamed to the mirror's flags.
+    pub renamed: u64,
+    /// Files removed because their message is no longer mirrored.
+    pub removed: u64,
+}
+
+/// The Maildir sink task.
+pub(crate) struct MaildirSink {
+    store: Store,
+    root: PathBuf,
+    accounts: Vec<String>,
+    writer: Option<MaildirWriter>,
+}
+
+impl MaildirSink {
+    pub(crate) fn new(store: Store, root: PathBuf, accounts: Vec<String>) -> Self {
+        Self {
+            store,
+            root,
+            accounts,
+            writer: None,
+        }
+    }
+
+    /// Reconciles every configured account, then follows the feed until `cancel` fires.
+    pub(crate) async fn run(mut self, cancel: CancellationToken) {
+        let consumer = ConsumerLoop {
+            name: MAILDIR_SINK.to_string(),
+            store: self.store.clone(),
+            max_backoff: Duration::from_secs(300),
+        };
+        if let Err(e) = consumer.register() {
+            tracing::error!(sink = MAILDIR_SINK, error = %e, "Cannot register the Maildir sink.");
+        }
+        let mut writer = MaildirWriter::new(self.store.clone(), self.root.clone());
+        let accounts = self.accounts.clone();
+        let token = cancel.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            for account in &accounts {
+                match writer.reconcile(account, &token) {
+                    Ok(r) => tracing::info!(
+                        sink = MAILDIR_SINK,
+                        account = %account,
+                        written = r.written,
+                        renamed = r.renamed,
+                        removed = r.removed,
+                        "Maildir reconciled with the mirror."
+                    ),
+                    Err(e) => tracing::warn!(sink = MAILDIR_SINK, account = %account, error = %e, "Maildir reconcile failed; the feed will still be applied."),
+                }
+            }
+            writer
+        })
+        .await;
+        self.writer = joined.ok();
+        consumer.run(self, cancel).await;
+    }
+}
+
+impl Deliver for MaildirSink {
+    async fn deliver(
+        &mut self,
+        events: Vec<FeedEvent>,
+        _cancel: &CancellationToken,
+    ) -> Result<u64, SinkError> {
+        let mut writer = self
+            .writer
+            .take()
+            .unwrap_or_else(|| MaildirWriter::new(self.store.clone(), self.root.clone()));
+        let (writer, result) = tokio::task::spawn_blocking(move || {
+            let r = writer.apply_batch(&events);
+            (writer, r)
+        })
+        .await
+        .map_err(|e| SinkError::Join(e.to_string()))?;
+        self.writer = Some(writer);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(names: &[&str]) -> Vec<LabelId> {
+        names.iter().map(|n| LabelId((*n).to_string())).collect()
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn flags_map_from_labels_and_are_sorted() {
+        assert_eq!(flags_for_labels(&labels(&["INBOX", "UNREAD"])), "");
+        assert_eq!(flags_for_labels(&labels(&["INBOX"])), "S");
+        assert_eq!(
+            flags_for_labels(&labels(&["TRASH", "STARRED", "DRAFT"])),
+            "DFST"
+        );
+        assert_eq!(flags_for_labels(&labels(&["STARRED", "UNREAD"])), "F");
+        assert_eq!(file_name("x.mailsync", "SRF"), "x.mailsync:2,FRS");
+    }
+
+    #[test]
+    fn file_names_are_stable_and_escaped() {
+        let id = MessageId("18c2f0a9b1d3e4f5".into());
+        assert_eq!(file_stem(&id), "18c2f0a9b1d3e4f5.mailsync");
+        let odd = MessageId("a/b:c.d=e".into());
+        let stem = file_stem(&odd);
+        assert!(!stem.contains('/') && !stem.contains(':'), "{stem}");
+        assert_eq!(stem, "a=2Fb=3Ac=2Ed=3De.mailsync");
+        assert_eq!(
+            id_from_file_name(&file_name(&stem, "S")).as_ref(),
+            Some(&odd)
+        );
+        assert_eq!(id_from_file_name("something-else:2,S"), None);
+        let long = MessageId("é".repeat(200));
+        let stem = file_stem(&long);
+        assert!(stem.starts_with("=H") && stem.len() < 100, "{stem}");
+        assert_eq!(id_from_file_name(&stem), None);
+    }
+
+    #[test]
+    fn writing_twice_leaves_one_file_and_label_changes_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = Maildir::open(dir.path().join("acct")).unwrap();
+        for sub in ["tmp", "new", "cur"] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join("acct").join(sub))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "{sub}");
+        }
+        let id = MessageId("m1".into());
+        let raw = || Ok(Some(b"Subject: hi\r\n\r\nbody\r\n".to_vec()));
+        assert_eq!(md.sync_message(&id, "", raw).unwrap(), FileOutcome::Written);
+        assert_eq!(
+            md.sync_message(&id, "", raw).unwrap(),
+            FileOutcome::Unchanged
+        );
+        md.sync().unwrap();
+        assert_eq!(names_in(&md.cur()), ["m1.mailsync:2,"]);
+        assert!(names_in(&dir.path().join("acct/tmp")).is_empty());
+
+        // Read + starred: a rename, same content.
+        assert_eq!(
+            md.sync_message(&id, "FS", raw).unwrap(),
+            FileOutcome::Renamed
+        );
+        assert_eq!(names_in(&md.cur()), ["m1.mailsync:2,FS"]);
+        assert_eq!(
+            fs::read(md.cur().join("m1.mailsync:2,FS")).unwrap(),
+            b"Subject: hi\r\n\r\nbody\r\n"
+        );
+
+        // A reader marks it replied; our next flag change keeps R.
+        fs::rename(
+            md.cur().join("m1.mailsync:2,FS"),
+            md.cur().join("m1.mailsync:2,FRS"),
+        )
+        .unwrap();
+        assert_eq!(
+            md.sync_message(&id, "S", raw).unwrap(),
+            FileOutcome::Renamed
+        );
+        assert_eq!(names_in(&md.cur()), ["m1.mailsync:2,RS"]);
+
+        // Missing raw bytes (message gone): nothing written.
+        let other = MessageId("m2".into());
+        assert_eq!(
+            md.sync_message(&other, "", || Ok(None)).unwrap(),
+            FileOutcome::Unchanged
+        );
+        assert_eq!(names_in(&md.cur()).len(), 1);
+
+        assert!(md.remove_message(&id).unwrap());
+        assert!(!md.remove_message(&id).unwrap());
+        md.sync().unwrap();
+        assert!(names_in(&md.cur()).is_empty());
+    }
+
+    #[test]
+    fn leftover_temp_files_are_overwritten_and_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = Maildir::open(dir.path().join("a")).unwrap();
+        let id = MessageId("m1".into());
+        // A crash after writing tmp/ but before the rename.
+        fs::write(dir.path().join("a/tmp/m1.mailsync.tmp"), b"partial").unwrap();
+        md.sync_message(&id, "S", || Ok(Some(b"full".to_vec())))
+            .unwrap();
+        assert_eq!(fs::read(md.cur().join("m1.mailsync:2,S")).unwrap(), b"full");
+        fs::write(dir.path().join("a/tmp/m9.mailsync.tmp"), b"partial").unwrap();
+        fs::write(dir.path().join("a/tmp/foreign"), b"not ours").unwrap();
+        let md = Maildir::open(dir.path().join("a")).unwrap();
+        assert_eq!(names_in(&md.path().join("tmp")), ["foreign"]);
+    }
+
+    #[test]
+    fn bad_account_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let mut w = MaildirWriter::new(store, dir.path().join("mail"));
+        for bad in ["", ".", "..", "a/b"] {
+            assert!(
+                matches!(w.maildir(bad), Err(SinkError::BadAccount(_))),
+                "{bad}"
+            );
+        }
+        assert!(w.maildir("ok.acct-1").is_ok());
+    }
+}
