@@ -592,6 +592,39 @@ impl DurableMailbox {
         out
     }
 
+    /// Nacks several jobs with the same error in one transaction (a whole batch request
+    /// failed); each gets its own jittered delay. Jobs that are gone are skipped (no outcome is
+    /// returned for them). Forgets the leases. Not flushed.
+    pub fn nack_many(
+        &self,
+        jobs: &[Job],
+        error: &str,
+        policy: &RetryPolicy,
+        now_ms: u64,
+    ) -> Result<Vec<(JobId, NackOutcome)>, StoreError> {
+        let mut rng = rand::rng();
+        let delays: Vec<Duration> = jobs
+            .iter()
+            .map(|j| policy.delay(j.attempts.saturating_add(1), &mut rng))
+            .collect();
+        let out = self.store.transaction(|tx| {
+            let mut out = Vec::with_capacity(jobs.len());
+            for (job, delay) in jobs.iter().zip(&delays) {
+                match tx_nack(tx, job, error, policy, now_ms, *delay) {
+                    Ok(o) => out.push((job.id, o)),
+                    Err(TxError::Store(StoreError::JobNotFound { .. })) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        });
+        let mut leases = self.leases();
+        for job in jobs {
+            leases.remove(&job.id);
+        }
+        out
+    }
+
     /// The earliest `not_before` among unleased pending jobs, for a wake-up timer: a value
     /// `<= now` (0 for a never-failed job) means work is ready now; `None` means nothing is
     /// waiting (leased jobs do not count).
@@ -970,6 +1003,33 @@ mod tests {
             panic!()
         };
         assert_eq!(mb.next_due_ms().unwrap(), Some(not_before_ms));
+    }
+
+    #[test]
+    fn nack_many_delays_a_whole_batch_in_one_go() {
+        let (_d, store) = open();
+        let mb = store.mailbox("m");
+        for k in ["a", "b", "c"] {
+            mb.enqueue(Priority::Normal, k, b"").unwrap();
+        }
+        let jobs = mb.lease(3, 0).unwrap();
+        mb.ack(&jobs[2]).unwrap();
+        let policy = RetryPolicy::default();
+        let out = mb.nack_many(&jobs, "503", &policy, 1_000).unwrap();
+        assert_eq!(out.len(), 2, "the acked job is skipped");
+        assert!(out.iter().all(|(_, o)| matches!(
+            o,
+            NackOutcome::Retry { not_before_ms } if (1_000..=2_000).contains(not_before_ms)
+        )));
+        let d = mb.depth().unwrap();
+        assert_eq!((d.pending, d.leased, d.delayed), (0, 0, 2));
+        let again = mb.lease(5, 2_000).unwrap();
+        assert_eq!(keys(&again), ["a", "b"]);
+        assert!(
+            again
+                .iter()
+                .all(|j| j.attempts == 1 && j.last_error.as_deref() == Some("503"))
+        );
     }
 
     #[test]

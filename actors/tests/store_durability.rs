@@ -117,8 +117,9 @@ fn second_daemon_process_gets_locked_error() {
     let _store = Store::open(dir.path()).unwrap();
     let out = run_child("child_try_open", "try_open", dir.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // The child runs exactly one test, which passes only on a Locked error naming the dir.
     assert!(
-        out.status.success() && stdout.contains("LOCKED another mailsync daemon is using"),
+        out.status.success() && stdout.contains("1 passed"),
         "child: {:?}\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
@@ -132,7 +133,13 @@ fn child_try_open() {
     }
     let dir = std::env::var(DIR).unwrap();
     match Store::open(Path::new(&dir)) {
-        Err(e @ StoreError::Locked { .. }) => println!("LOCKED {e}"),
+        Err(e @ StoreError::Locked { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("another mailsync daemon is using") && msg.contains(&dir),
+                "{msg}"
+            );
+        }
         other => panic!("expected Locked, got {other:?}"),
     }
 }
