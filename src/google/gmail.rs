@@ -1,8 +1,8 @@
 //! [`GmailClient`]: the `GmailApi` port over Gmail's REST API with reqwest (rustls).
 //!
-//! Every call passes the account's [`QuotaGate`] first (an in-flight slot, then its cost in
-//! quota units; a batch charges each part), carries a bearer token from [`TokenSource`], and is
-//! classified by `google::error`. Inside the client: a 401 refreshes the token once and
+//! Every call passes the account's [`QuotaGate`] first (its cost in quota units — a batch
+//! charges each part — then in-flight slots, one per part up to the cap), carries a bearer
+//! token from [`TokenSource`], and is classified by `google::error`. Inside the client: a 401 refreshes the token once and
 //! retries; `RateLimited` pauses the whole account (`QuotaGate::slow_down`, for Retry-After or
 //! a backoff) and retries; `Transient` retries with exponential backoff and full jitter; after
 //! [`RetryConfig::max_attempts`] the classified error goes to the caller. `messages.get` runs
@@ -256,11 +256,12 @@ impl GmailClient {
         let mut refreshed = false;
         loop {
             attempt += 1;
-            let slot = self.gate.enter(slots).await.map_err(quota_failure)?;
-            // Every attempt is a request Google counts, so each one is charged.
+            // Every attempt is a request Google counts, so each one is charged. Units first,
+            // then the in-flight slots, so waiting for quota does not hold slots.
             for &units in charges {
                 self.gate.charge(units).await.map_err(quota_failure)?;
             }
+            let slot = self.gate.enter(slots).await.map_err(quota_failure)?;
             let outcome = match self.tokens.access_token().await {
                 Ok(token) => self.send(method, build, &token).await.map(|a| (a, token)),
                 Err(e) => Err(e),
