@@ -236,13 +236,12 @@ fn label_json(mb: &Mailbox, id: &str, with_counts: bool) -> Option<wire::Label> 
 
 /// Builds the `Message` JSON for `messages.get`.
 fn render_message(
-    mb: &Mailbox,
+    raw: std::sync::Arc<Vec<u8>>,
     id: u64,
     m: &MsgMeta,
     format: &str,
     headers: &[String],
 ) -> wire::Message {
-    let raw = mb.raw(m);
     let entity = mime::parse_entity(&raw, 0);
     let id_s = fmt_id(id);
     let mut msg = wire::Message {
@@ -281,6 +280,26 @@ fn modified_ref(mb: &Mailbox, id: u64) -> Result<ApiResponse, ApiError> {
     }))
 }
 
+fn check_visibility(body: &wire::LabelRequest) -> Result<(), ApiError> {
+    if let Some(v) = &body.message_list_visibility
+        && !matches!(v.as_str(), "show" | "hide")
+    {
+        return Err(ApiError::invalid_param(
+            "messageListVisibility",
+            format!("Invalid value '{v}'"),
+        ));
+    }
+    if let Some(v) = &body.label_list_visibility
+        && !matches!(v.as_str(), "labelShow" | "labelShowIfUnread" | "labelHide")
+    {
+        return Err(ApiError::invalid_param(
+            "labelListVisibility",
+            format!("Invalid value '{v}'"),
+        ));
+    }
+    Ok(())
+}
+
 /// Runs one Gmail operation.
 pub fn handle(
     st: &EmulatorState,
@@ -290,6 +309,7 @@ pub fn handle(
 ) -> Result<ApiResponse, ApiError> {
     let now = st.clock.now_ms();
     let mut touched: Option<(String, Vec<String>)> = None;
+    let mut deferred: Option<(u64, String, u64, MsgMeta, String)> = None;
     let result = {
         let mut accts = lock(&st.accounts);
         let user = match op {
@@ -342,6 +362,7 @@ pub fn handle(
             Op::LabelsCreate(_) => {
                 need(p, LABELS_WRITE)?;
                 let body: wire::LabelRequest = req.json_body()?;
+                check_visibility(&body)?;
                 let name = body
                     .name
                     .ok_or_else(|| ApiError::invalid_argument("Invalid label name"))?;
@@ -361,6 +382,7 @@ pub fn handle(
             Op::LabelsPatch(_, id, replace) => {
                 need(p, LABELS_WRITE)?;
                 let body: wire::LabelRequest = req.json_body()?;
+                check_visibility(&body)?;
                 let def = mb.labels.get(id).cloned().ok_or_else(ApiError::not_found)?;
                 if def.system {
                     return Err(ApiError::bad_request("Invalid update request"));
@@ -439,10 +461,9 @@ pub fn handle(
                 }
                 let id = parse_id(id)?;
                 let m = mb.messages.get(&id).ok_or_else(ApiError::not_found)?;
-                let headers = req.params("metadataHeaders");
-                Ok(ApiResponse::json(&render_message(
-                    mb, id, m, &format, &headers,
-                )))
+                // Rendering happens after the mailbox lock is released.
+                deferred = Some((mb.account_hash, mb.email.clone(), id, m.clone(), format));
+                Ok(ApiResponse::empty(200))
             }
             Op::AttachmentsGet(_, mid, aid) => {
                 need(p, READ_BODY)?;
@@ -629,6 +650,13 @@ pub fn handle(
     };
     if let Some((user, labels)) = touched {
         st.notify_gmail(&user, &labels);
+    }
+    if let (Ok(_), Some((ah, email, id, m, format))) = (&result, deferred) {
+        let raw = crate::store::render_raw(ah, &email, &m.source);
+        let headers = req.params("metadataHeaders");
+        return Ok(ApiResponse::json(&render_message(
+            raw, id, &m, &format, &headers,
+        )));
     }
     result
 }

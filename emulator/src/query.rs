@@ -125,7 +125,10 @@ fn parse_date(v: &str) -> Result<i64, String> {
 }
 
 fn parse_relative(v: &str) -> Result<i64, String> {
-    let (num, unit) = v.split_at(v.len().saturating_sub(1));
+    let Some(last) = v.chars().last() else {
+        return Err("empty relative time".into());
+    };
+    let (num, unit) = v.split_at(v.len() - last.len_utf8());
     let n: i64 = num.parse().map_err(|_| format!("bad relative time {v}"))?;
     let day = 86_400_000i64;
     let mult = match unit {
@@ -278,6 +281,7 @@ mod tests {
     #[test]
     fn rejects_what_it_cannot_evaluate() {
         for bad in [
+            "newer_than:2é",
             "hello",
             "subject:x",
             "a OR b",

@@ -137,6 +137,14 @@ pub struct MailboxSnapshot {
     pub labels: Vec<(String, String)>,
 }
 
+/// Renders (or returns) a message's bytes; callable without holding the mailbox lock.
+pub fn render_raw(account_hash: u64, email: &str, source: &Source) -> Arc<Vec<u8>> {
+    match source {
+        Source::Generated(info) => Arc::new(generator::render(account_hash, email, info)),
+        Source::Stored(b) => b.clone(),
+    }
+}
+
 pub fn fmt_id(id: u64) -> String {
     format!("{id:016x}")
 }
@@ -295,12 +303,7 @@ impl Mailbox {
 
     /// Rendered RFC 2822 bytes.
     pub fn raw(&self, m: &MsgMeta) -> Arc<Vec<u8>> {
-        match &m.source {
-            Source::Generated(info) => {
-                Arc::new(generator::render(self.account_hash, &self.email, info))
-            }
-            Source::Stored(b) => b.clone(),
-        }
+        render_raw(self.account_hash, &self.email, &m.source)
     }
 
     pub fn label_exists(&self, id: &str) -> bool {

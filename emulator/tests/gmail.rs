@@ -641,3 +641,58 @@ async fn watch_and_stop() {
     assert_eq!(r.status(), 204);
     env.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn history_retention_by_age() {
+    let mut cfg = quiet_config(10);
+    cfg.history_retention = std::time::Duration::from_secs(3600);
+    cfg.access_token_ttl = std::time::Duration::from_secs(86_400);
+    let env = start(cfg).await;
+    let snap = env.emu.snapshot(ACCOUNT).expect("snapshot");
+    let id = &snap.messages[0].id;
+    assert_eq!(
+        env.post(
+            &format!("/gmail/v1/users/me/messages/{id}/modify"),
+            json!({"addLabelIds": ["Label_1"]})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        env.get(&format!(
+            "/gmail/v1/users/me/history?startHistoryId={}",
+            snap.history_id
+        ))
+        .await
+        .0,
+        200
+    );
+    env.control(
+        Method::POST,
+        "/_emulator/clock",
+        json!({"advanceMs": 2 * 3_600_000}),
+    )
+    .await;
+    let (s, e) = env
+        .get(&format!(
+            "/gmail/v1/users/me/history?startHistoryId={}",
+            snap.history_id
+        ))
+        .await;
+    assert_eq!((s, Env::reason(&e)), (404, "notFound"));
+    // A cursor taken now is valid again.
+    let now_id = env.get("/gmail/v1/users/me/profile").await.1["historyId"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
+    assert_eq!(
+        env.get(&format!(
+            "/gmail/v1/users/me/history?startHistoryId={now_id}"
+        ))
+        .await
+        .0,
+        200
+    );
+    env.emu.shutdown().await;
+}
