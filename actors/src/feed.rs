@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{FEED_SEQ, Internal, Store, StoreError, StoreTx, TxError, decode_in, encode};
+use crate::store::{
+    FEED_SEQ, Internal, Store, StoreError, StoreTx, TxError, decode_in, encode, not_in_tx,
+};
 
 /// Events removed per transaction by [`Feed::prune`].
 const PRUNE_CHUNK: usize = 512;
@@ -112,6 +114,7 @@ impl Feed {
 
     /// Up to `limit` durable events with `seq > after_seq`, in seq order.
     pub fn read_after(&self, after_seq: u64, limit: usize) -> Result<Vec<FeedEvent>, StoreError> {
+        not_in_tx("Feed::read_after")?;
         let durable = self.durable_seq();
         if after_seq >= durable || limit == 0 {
             return Ok(Vec::new());
@@ -142,6 +145,7 @@ impl Feed {
 
     /// The highest seq ever committed (0 when the feed is empty), durable or not.
     pub fn last_seq(&self) -> Result<u64, StoreError> {
+        not_in_tx("Feed::last_seq")?;
         match self
             .store
             .internal(Internal::Counters)
@@ -166,6 +170,7 @@ impl Feed {
 
     /// The last seq `consumer` acked, or `None` if it is not registered.
     pub fn consumer_cursor(&self, consumer: &str) -> Result<Option<u64>, StoreError> {
+        not_in_tx("Feed::consumer_cursor")?;
         match self
             .store
             .internal(Internal::Consumers)
@@ -180,6 +185,7 @@ impl Feed {
     /// Registers `consumer` with its cursor at `from_seq` (it will be served `from_seq + 1`
     /// onwards). Registering a consumer that exists keeps its cursor. Flushed.
     pub fn register_consumer(&self, consumer: &str, from_seq: u64) -> Result<(), StoreError> {
+        not_in_tx("Feed::register_consumer")?;
         let _ = self
             .store
             .internal(Internal::Consumers)
@@ -194,6 +200,7 @@ impl Feed {
 
     /// Forgets `consumer`: it no longer holds back pruning. Flushed.
     pub fn unregister_consumer(&self, consumer: &str) -> Result<(), StoreError> {
+        not_in_tx("Feed::unregister_consumer")?;
         self.store
             .internal(Internal::Consumers)
             .remove(consumer.as_bytes())
@@ -204,6 +211,7 @@ impl Feed {
     /// Records that `consumer` has processed everything up to `seq`. Monotonic: an older seq
     /// leaves the cursor where it is. Flushed before returning.
     pub fn ack_consumer(&self, consumer: &str, seq: u64) -> Result<(), StoreError> {
+        not_in_tx("Feed::ack_consumer")?;
         let tree = self.store.internal(Internal::Consumers);
         loop {
             let Some(old) = tree
@@ -227,6 +235,7 @@ impl Feed {
 
     /// Every registered consumer with its cursor, by name.
     pub fn consumers(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        not_in_tx("Feed::consumers")?;
         let mut out = Vec::new();
         for item in self.store.internal(Internal::Consumers).iter() {
             let (k, v) = item.map_err(StoreError::sled("listing consumers"))?;
@@ -242,6 +251,7 @@ impl Feed {
     /// `retention` (`ts_ms + retention <= now_ms`), with their idempotency keys. With no
     /// registered consumer, age alone decides. Returns how many were removed. Not flushed.
     pub fn prune(&self, retention: Duration, now_ms: u64) -> Result<usize, StoreError> {
+        not_in_tx("Feed::prune")?;
         let acked_by_all = self
             .consumers()?
             .into_iter()

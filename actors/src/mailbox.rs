@@ -33,7 +33,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::backoff::RetryPolicy;
-use crate::store::{Internal, JOB_SEQ, Store, StoreError, StoreTx, TxError, decode_in, encode};
+use crate::store::{
+    Internal, JOB_SEQ, Store, StoreError, StoreTx, TxError, decode_in, encode, not_in_tx,
+};
 
 /// Longest `last_error` kept with a job, in bytes.
 pub const MAX_ERROR_LEN: usize = 2048;
@@ -452,6 +454,7 @@ impl DurableMailbox {
     /// jobs already leased. Delayed jobs whose time (`not_before <= now_ms`) has come are made
     /// ready first. The lease lasts until `ack`, `nack`, `release` or a restart.
     pub fn lease(&self, max: usize, now_ms: u64) -> Result<Vec<Job>, StoreError> {
+        not_in_tx("DurableMailbox::lease")?;
         if max == 0 {
             return Ok(Vec::new());
         }
@@ -629,6 +632,7 @@ impl DurableMailbox {
     /// `<= now` (0 for a never-failed job) means work is ready now; `None` means nothing is
     /// waiting (leased jobs do not count).
     pub fn next_due_ms(&self) -> Result<Option<u64>, StoreError> {
+        not_in_tx("DurableMailbox::next_due_ms")?;
         let leases = self.leases();
         let mut best: Option<u64> = None;
         for item in self
@@ -667,6 +671,7 @@ impl DurableMailbox {
 
     /// Counts the mailbox's jobs by state (scans the mailbox).
     pub fn depth(&self) -> Result<QueueDepth, StoreError> {
+        not_in_tx("DurableMailbox::depth")?;
         let mut d = QueueDepth::default();
         {
             let leases = self.leases();
@@ -700,6 +705,7 @@ impl DurableMailbox {
 
     /// Up to `limit` dead-lettered jobs, oldest first, with their last error.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        not_in_tx("DurableMailbox::dead_letters")?;
         let mut out = Vec::new();
         for item in self
             .store
@@ -720,6 +726,7 @@ impl DurableMailbox {
     /// enqueued again is dropped instead (the pending one does the work). Returns how many were
     /// requeued. Not flushed.
     pub fn requeue_dead(&self) -> Result<usize, StoreError> {
+        not_in_tx("DurableMailbox::requeue_dead")?;
         let dead = self.store.internal(Internal::Dead);
         let mut requeued = 0;
         loop {
@@ -765,6 +772,7 @@ impl DurableMailbox {
     /// for an account that is removed or resynced. Runs in chunks (each job leaves together
     /// with its dedupe entry); stop the mailbox's actor first. Not flushed.
     pub fn clear(&self) -> Result<(), StoreError> {
+        not_in_tx("DurableMailbox::clear")?;
         for tree in [Internal::Jobs, Internal::Delayed, Internal::Dead] {
             loop {
                 let mut batch = Vec::new();

@@ -138,6 +138,14 @@ pub enum StoreError {
         /// The job.
         id: JobId,
     },
+    /// A store method was called from inside a [`Store::transaction`] closure. sled holds a
+    /// process-wide lock for the whole closure, so the call would deadlock; use the
+    /// [`StoreTx`] instead, or call it after the transaction.
+    #[error("{what} was called inside a store transaction (it would deadlock); use the StoreTx")]
+    InsideTransaction {
+        /// The offending call.
+        what: &'static str,
+    },
     /// A feed consumer that was never registered.
     #[error("feed consumer {0:?} is not registered")]
     UnknownConsumer(String),
@@ -447,6 +455,7 @@ impl Store {
 
     /// Makes everything committed so far durable (sled flush), then tells feed subscribers.
     pub fn flush(&self) -> Result<(), StoreError> {
+        not_in_tx("Store::flush")?;
         let committed = self.inner.committed_feed_seq.load(Ordering::Acquire);
         self.inner
             .db
@@ -458,6 +467,7 @@ impl Store {
 
     /// [`Store::flush`] without blocking the runtime thread.
     pub async fn flush_async(&self) -> Result<(), StoreError> {
+        not_in_tx("Store::flush_async")?;
         let committed = self.inner.committed_feed_seq.load(Ordering::Acquire);
         self.inner
             .db
@@ -514,10 +524,17 @@ impl Store {
     /// Runs `f` as one atomic, serializable sled transaction over every tree and returns its
     /// value. sled may run `f` several times (on conflicts), so it must be idempotent and must
     /// not have side effects outside the [`StoreTx`]. Nothing is durable until the next flush.
+    ///
+    /// sled serialises transactions with a process-wide lock held while `f` runs: keep `f`
+    /// short and synchronous, and do not call other store methods (mailbox, feed, `kv()`,
+    /// flush, a nested transaction) from it; they would deadlock. The methods of this crate
+    /// detect that and return [`StoreError::InsideTransaction`] instead; raw `kv()` trees
+    /// cannot.
     pub fn transaction<T>(
         &self,
         f: impl Fn(&mut StoreTx<'_>) -> Result<T, TxError>,
     ) -> Result<T, StoreError> {
+        not_in_tx("Store::transaction")?;
         let appended = Cell::new(None::<u64>);
         let trees: &[sled::Tree] = &self.inner.trees;
         let result = trees.transaction(|view: &Vec<TransactionalTree>| {
@@ -525,7 +542,10 @@ impl Store {
                 trees: view,
                 appended: Cell::new(None),
             };
-            match f(&mut tx) {
+            let mark = TxMark::enter();
+            let result = f(&mut tx);
+            drop(mark);
+            match result {
                 Ok(v) => {
                     appended.set(tx.appended.get());
                     Ok(v)
@@ -623,6 +643,37 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
                 });
             }
         }
+    }
+}
+
+thread_local! {
+    /// Whether this thread is running a [`Store::transaction`] closure.
+    static IN_TX: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Fails with [`StoreError::InsideTransaction`] when called from a transaction closure, where
+/// any non-transactional sled call would deadlock on sled's process-wide lock.
+pub(crate) fn not_in_tx(what: &'static str) -> Result<(), StoreError> {
+    if IN_TX.with(Cell::get) {
+        Err(StoreError::InsideTransaction { what })
+    } else {
+        Ok(())
+    }
+}
+
+/// Marks the current thread as inside a transaction closure until dropped (also on panic).
+struct TxMark;
+
+impl TxMark {
+    fn enter() -> TxMark {
+        IN_TX.with(|f| f.set(true));
+        TxMark
+    }
+}
+
+impl Drop for TxMark {
+    fn drop(&mut self) {
+        IN_TX.with(|f| f.set(false));
     }
 }
 
@@ -889,6 +940,44 @@ mod tests {
             matches!(err, StoreError::Migration { from: 3, .. }),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn store_calls_inside_a_transaction_fail_instead_of_deadlocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mb = store.mailbox("m");
+        let feed = store.feed();
+        let err = store
+            .transaction(|_| {
+                mb.depth()?;
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InsideTransaction { .. }),
+            "{err:?}"
+        );
+        let err = store
+            .transaction(|_| store.transaction(|_| Ok(())).map_err(TxError::from))
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InsideTransaction { .. }),
+            "{err:?}"
+        );
+        let err = store
+            .transaction(|_| {
+                feed.read_after(0, 1)?;
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InsideTransaction { .. }),
+            "{err:?}"
+        );
+        // The mark is gone afterwards.
+        mb.enqueue(Priority::Normal, "k", b"").unwrap();
+        assert_eq!(mb.lease(1, 0).unwrap().len(), 1);
     }
 
     #[test]
