@@ -364,21 +364,4 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn webhook_names_are_stable_by_index() {
-        assert_eq!(webhook_sink_name(0), "webhook:0");
-        assert_eq!(webhook_sink_name(12), "webhook:12");
-    }
-
-    #[test]
-    fn deadletter_keys_sort_by_seq_under_the_sink_prefix() {
-        let a = deadletter_key("webhook:0", 2);
-        let b = deadletter_key("webhook:0", 10);
-        assert!(a < b);
-        assert!(a.starts_with(b"deadletter/webhook:0/"));
-        assert!(!deadletter_key("webhook:1", 1).starts_with(&deadletter_prefix("webhook:0")));
-    }
-}
+mod tests;
