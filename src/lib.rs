@@ -2,12 +2,21 @@
 //! every change to its consumers.
 //!
 //! Reading order: `config` (what to sync) → `daemon` (assembly, signals, shutdown) →
-//! `control` (the admin socket) → `google` (the Gmail client behind the `GmailApi` port) →
-//! `providers` (other port implementations) → `sink` (Maildir, webhooks). The actor tree lives
-//! in the `mailsync-actors` crate; the Google API emulator in `mailsync-emulator`.
+//! `accounts` (config → actor specs) → `admin` and `control` (the admin socket) → `google`
+//! and `gmail_port` (the Gmail client behind the `GmailApi` port) → `providers` (the test
+//! provider) → `sink` (Maildir, webhooks). The actor tree lives in the `mailsync-actors` crate;
+//! the Google API emulator in `mailsync-emulator`.
 
+pub mod accounts;
+pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod control;
+pub mod daemon;
+pub mod gmail_port;
 pub mod google;
+pub mod providers;
 pub mod secret;
+pub mod signals;
 pub mod sink;
+pub mod telemetry;

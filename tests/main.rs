@@ -1,1 +1,12 @@
-//! Integration tests.
+//! The single integration-test binary (one link on CI's two cores). Every test starts the real
+//! `mailsync` binary with its own temp config and data dir and talks to it over the real Unix
+//! socket, with real signals.
+
+mod common;
+
+mod bad_input;
+mod control_socket;
+mod crash_recovery;
+mod signals;
+mod sinks;
+mod supervision;

@@ -1,0 +1,124 @@
+//! Turns validated account configs into `AccountSpec`s for the actor tree: resolves
+//! credentials, builds the port (the Gmail client with its quota gate, or the test provider)
+//! and computes the fingerprint a reload compares. The only place config meets the actors.
+
+use crate::config::{AccountConfig, AccountKind, AccountSettings, Config, TestChild};
+use crate::providers::test_provider::{FailTarget, TestProvider, TestProviderConfig};
+use mailsync_actors::backoff::{RestartPolicy, RetryPolicy};
+use mailsync_actors::model::AccountId;
+use mailsync_actors::ports::GmailApi;
+use mailsync_actors::spec::AccountSpec;
+use std::sync::Arc;
+
+/// Why an account could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountBuildError {
+    /// The kind has no sync engine in this build.
+    #[error("account {account}: kind {kind} is not supported by this build yet")]
+    Unsupported {
+        /// Account id.
+        account: String,
+        /// Its kind.
+        kind: String,
+    },
+    /// The port could not be created (credentials, files).
+    #[error("account {account}: {reason}")]
+    Port {
+        /// Account id.
+        account: String,
+        /// Why, secret-free.
+        reason: String,
+    },
+}
+
+/// Builds the specs of every enabled account; accounts that cannot be built are returned as
+/// errors next to the specs, so one bad account never stops the others.
+pub fn build_all(
+    config: &Config,
+    gmail: &dyn GmailPortBuilder,
+) -> (Vec<AccountSpec>, Vec<AccountBuildError>) {
+    let mut specs = Vec::new();
+    let mut errors = Vec::new();
+    for account in config.accounts.iter().filter(|a| a.enabled) {
+        match build(config, account, gmail) {
+            Ok(spec) => specs.push(spec),
+            Err(e) => errors.push(e),
+        }
+    }
+    (specs, errors)
+}
+
+/// Builds the Gmail port of an account; implemented over the REST client in `google`.
+pub trait GmailPortBuilder: Send + Sync {
+    /// Creates the account's client (credentials are resolved here, lazily per refresh).
+    fn build(&self, config: &Config, account: &AccountConfig) -> Result<Arc<dyn GmailApi>, String>;
+}
+
+fn build(
+    config: &Config,
+    account: &AccountConfig,
+    gmail: &dyn GmailPortBuilder,
+) -> Result<AccountSpec, AccountBuildError> {
+    let api: Arc<dyn GmailApi> = match &account.settings {
+        AccountSettings::Test(t) => {
+            let cfg = TestProviderConfig {
+                messages: u32::try_from(t.messages).unwrap_or(u32::MAX),
+                fail: t.fail_child.map(|c| match c {
+                    TestChild::HistorySync => FailTarget::HistorySync,
+                    TestChild::Backfill => FailTarget::Backfill,
+                    TestChild::Ingest => FailTarget::Ingest,
+                }),
+                fail_times: t.fail_times,
+                completions_file: t.completions_file.clone(),
+                job_delay: t.job_delay,
+            };
+            Arc::new(
+                TestProvider::new(&account.id, cfg).map_err(|e| AccountBuildError::Port {
+                    account: account.id.clone(),
+                    reason: format!("cannot open the completions file: {e}"),
+                })?,
+            )
+        }
+        AccountSettings::Gmail(_) => {
+            gmail
+                .build(config, account)
+                .map_err(|reason| AccountBuildError::Port {
+                    account: account.id.clone(),
+                    reason,
+                })?
+        }
+        AccountSettings::Calendar(_) | AccountSettings::Imap(_) => {
+            return Err(AccountBuildError::Unsupported {
+                account: account.id.clone(),
+                kind: account.kind.to_string(),
+            });
+        }
+    };
+    Ok(AccountSpec {
+        id: AccountId(account.id.clone()),
+        kind: account.kind.to_string(),
+        api,
+        poll_interval: account.poll_interval,
+        initial_query: account.initial_query.clone(),
+        batch_size: account.batch_size.max(1),
+        list_page_size: if account.kind == AccountKind::Test {
+            10
+        } else {
+            500
+        },
+        retry: RetryPolicy {
+            base: config.retry.base,
+            cap: config.retry.cap,
+            max_attempts: config.retry.max_attempts,
+        },
+        restart: RestartPolicy {
+            base: config.restart.base,
+            cap: config.restart.cap,
+            max_restarts: config.restart.max_restarts,
+            window: config.restart.window,
+        },
+        // Debug output never contains secrets (credential refs print their source only), so
+        // it is a safe and complete fingerprint of what the account was built from.
+        fingerprint: format!("{account:?}|{:?}|{:?}", config.retry, config.restart),
+    })
+}

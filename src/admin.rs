@@ -1,0 +1,231 @@
+//! Answers the control socket: the `ControlHandler` of the running daemon. Each request is
+//! turned into a `DaemonCore` call (which asks the actors with timeouts) and the result into a
+//! `Response`; `events` streams the durable change feed for a named consumer.
+//!
+//! Nothing here holds state of its own: account state belongs to the actors, consumer cursors
+//! to the feed in sled.
+
+use crate::control::protocol::{ErrorCode, ErrorReply, Request, Response};
+use crate::control::server::{ControlHandler, EventStream, HandlerFuture};
+use crate::daemon::{AdminError, DaemonCore};
+use mailsync_actors::account::AccountCommand;
+use mailsync_actors::feed::FeedEvent;
+use mailsync_actors::mirror::Change;
+use mailsync_actors::store::decode;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Events read from sled per step of a stream.
+const STREAM_CHUNK: usize = 500;
+
+/// The daemon's control handler.
+pub struct Admin {
+    core: Arc<DaemonCore>,
+    cancel: CancellationToken,
+}
+
+/// Serves the control socket until `cancel` fires.
+pub async fn serve(
+    listener: UnixListener,
+    core: Arc<DaemonCore>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let handler = Arc::new(Admin {
+        core,
+        cancel: cancel.clone(),
+    });
+    crate::control::server::serve(listener, handler, cancel, tasks).await;
+}
+
+fn admin_error(e: AdminError) -> Response {
+    match e {
+        AdminError::UnknownAccount(a) => Response::unknown_account(&a),
+        AdminError::NotRunning(..) => Response::error(ErrorCode::Busy, e.to_string()),
+        AdminError::Timeout(_) => Response::error(ErrorCode::Busy, e.to_string()),
+        AdminError::Config(_) => Response::error(ErrorCode::BadRequest, e.to_string()),
+    }
+}
+
+/// The JSON form of one feed event, as streamed to consumers.
+pub fn event_json(ev: &FeedEvent) -> Value {
+    let change = match decode::<Change>(&ev.payload) {
+        Ok(c) => serde_json::to_value(&c).unwrap_or(Value::Null),
+        Err(e) => json!({ "undecodable": e.to_string() }),
+    };
+    json!({
+        "seq": ev.seq,
+        "account": ev.account,
+        "kind": ev.kind,
+        "key": ev.key,
+        "ts_ms": ev.ts_ms,
+        "change": change,
+    })
+}
+
+impl Admin {
+    async fn answer(&self, req: Request) -> Response {
+        let cmd = |account: &str, c: AccountCommand| {
+            let core = self.core.clone();
+            let account = account.to_string();
+            async move {
+                match core.command(&account, c).await {
+                    Ok(()) => Response::done(),
+                    Err(e) => admin_error(e),
+                }
+            }
+        };
+        match req {
+            Request::Status => match self.core.status().await {
+                Ok(s) => {
+                    let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
+                    if let Some(obj) = v.as_object_mut() {
+                        obj.insert("consumers".into(), self.consumers());
+                        obj.insert("sinks".into(), self.core.sinks_json());
+                    }
+                    Response::Ok(v)
+                }
+                Err(e) => admin_error(e),
+            },
+            Request::Accounts => match self.core.accounts().await {
+                Ok(list) => Response::ok(
+                    list.into_iter()
+                        .map(|(id, kind)| json!({"account": id, "kind": kind}))
+                        .collect::<Vec<_>>(),
+                ),
+                Err(e) => admin_error(e),
+            },
+            Request::Pause { account } => cmd(&account, AccountCommand::Pause).await,
+            Request::Resume { account } => cmd(&account, AccountCommand::Resume).await,
+            Request::SyncNow { account } => cmd(&account, AccountCommand::SyncNow).await,
+            Request::Resync { account } => cmd(&account, AccountCommand::Resync).await,
+            Request::Reload => match self.core.reload().await {
+                Ok(s) => Response::ok(json!({
+                    "added": s.added, "removed": s.removed, "restarted": s.restarted
+                })),
+                Err(e) => admin_error(e),
+            },
+            Request::Shutdown => {
+                self.core.shutdown();
+                Response::done()
+            }
+            Request::Ack { consumer, seq } => {
+                match self.core.store().feed().ack_consumer(&consumer, seq) {
+                    Ok(()) => Response::done(),
+                    Err(e) => Response::error(ErrorCode::BadRequest, e.to_string()),
+                }
+            }
+            Request::Events { .. } => Response::error(
+                ErrorCode::BadRequest,
+                "events is served as a stream".to_string(),
+            ),
+        }
+    }
+
+    fn consumers(&self) -> Value {
+        let feed = self.core.store().feed();
+        let last = feed.last_seq().unwrap_or(0);
+        match feed.consumers() {
+            Ok(list) => Value::Array(
+                list.into_iter()
+                    .map(|(name, acked)| {
+                        json!({"consumer": name, "acked": acked, "lag": last.saturating_sub(acked)})
+                    })
+                    .collect(),
+            ),
+            Err(e) => json!({"error": e.to_string()}),
+        }
+    }
+
+    fn open_stream(
+        &self,
+        consumer: String,
+        from: Option<u64>,
+        follow: bool,
+    ) -> Result<EventStream, ErrorReply> {
+        let feed = self.core.store().feed();
+        let bad = |e: mailsync_actors::store::StoreError| {
+            ErrorReply::new(ErrorCode::Internal, e.to_string())
+        };
+        if consumer.is_empty() {
+            return Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                "a consumer name is required",
+            ));
+        }
+        let acked = feed.consumer_cursor(&consumer).map_err(bad)?;
+        if acked.is_none() {
+            // A new consumer starts where it asked to, or at the beginning of the feed.
+            feed.register_consumer(&consumer, from.map(|f| f.saturating_sub(1)).unwrap_or(0))
+                .map_err(bad)?;
+        }
+        let mut after = match from {
+            Some(f) => f.saturating_sub(1),
+            None => acked.unwrap_or(0),
+        };
+        let mut notify = feed.subscribe();
+        let cancel = self.cancel.clone();
+        let stream = async_stream(move |tx| async move {
+            loop {
+                let batch = match feed.read_after(after, STREAM_CHUNK) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Feed read failed; ending the stream.");
+                        return;
+                    }
+                };
+                let empty = batch.is_empty();
+                for ev in &batch {
+                    after = ev.seq;
+                    if tx.send(event_json(ev)).await.is_err() {
+                        return;
+                    }
+                }
+                if !empty {
+                    continue;
+                }
+                if !follow {
+                    return;
+                }
+                // Wait for the next committed append (no polling), or shutdown.
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    changed = notify.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+        Ok(stream)
+    }
+}
+
+/// A stream fed by a producer task through a small channel (backpressure: a slow consumer
+/// slows only its own producer).
+fn async_stream<F, Fut>(producer: F) -> EventStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Value>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(producer(tx));
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|v| (v, rx))
+    }))
+}
+
+impl ControlHandler for Admin {
+    fn handle(&self, req: Request) -> HandlerFuture<'_, Response> {
+        Box::pin(self.answer(req))
+    }
+
+    fn events(
+        &self,
+        consumer: String,
+        from: Option<u64>,
+        follow: bool,
+    ) -> HandlerFuture<'_, Result<EventStream, ErrorReply>> {
+        Box::pin(async move { self.open_stream(consumer, from, follow) })
+    }
+}

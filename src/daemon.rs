@@ -1,0 +1,320 @@
+//! Assembly and teardown of the running daemon: open the store, bind the control socket,
+//! spawn the RootSupervisor with one AccountActor per account, then wait for a signal or an
+//! admin command. `DaemonCore` answers the control socket's requests by asking the actors.
+//!
+//! Shutdown (SIGTERM, SIGINT, `ctl shutdown`): stop taking work, let in-flight handlers finish
+//! within the grace period (anything unfinished stays in sled and replays at the next start),
+//! flush sled, remove the socket, exit 0. Reload (SIGHUP, `ctl reload`): a new config that
+//! fails validation is rejected with a log line and the running one is kept.
+
+use crate::accounts::{self, GmailPortBuilder};
+use crate::config::{self, Config};
+use mailsync_actors::account::{AccountCommand, AccountMsg};
+use mailsync_actors::root::{AccountHandle, ReloadSummary, RootArgs, RootMsg, RootSupervisor};
+use mailsync_actors::status::{AccountState, AccountStatus, DaemonStatus};
+use mailsync_actors::store::Store;
+use ractor::{Actor, ActorRef};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the daemon could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The data dir cannot be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store failed to open (locked by another daemon, corrupt, ...).
+    #[error(transparent)]
+    Store(#[from] mailsync_actors::store::StoreError),
+    /// The control socket could not be bound.
+    #[error("control socket: {0}")]
+    Control(String),
+    /// The actor tree did not start.
+    #[error("cannot start the supervision tree: {0}")]
+    Spawn(String),
+    /// Signals could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// What the main loop is asked to do by the control socket.
+#[derive(Debug)]
+pub enum DaemonRequest {
+    /// Stop gracefully.
+    Shutdown,
+}
+
+/// An admin action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No such account.
+    #[error("unknown account {0:?}")]
+    UnknownAccount(String),
+    /// The account is not running (failed to start, restarting).
+    #[error("account {0:?} is not running: {1}")]
+    NotRunning(String, String),
+    /// The actor did not answer in time.
+    #[error("the daemon did not answer in time: {0}")]
+    Timeout(String),
+    /// The new config is invalid; the running one is kept.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The running daemon's shared core: what the control socket talks to.
+pub struct DaemonCore {
+    root: ActorRef<RootMsg>,
+    store: Store,
+    config_path: PathBuf,
+    config: Mutex<Config>,
+    started: Instant,
+    gmail: Arc<dyn GmailPortBuilder>,
+    requests: mpsc::UnboundedSender<DaemonRequest>,
+}
+
+const RPC_TIMEOUT_MS: u64 = 3_000;
+
+impl DaemonCore {
+    /// The store (feed readers use it).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    async fn handles(&self) -> Result<Vec<AccountHandle>, AdminError> {
+        ractor::call_t!(self.root, RootMsg::Accounts, RPC_TIMEOUT_MS)
+            .map_err(|e| AdminError::Timeout(e.to_string()))
+    }
+
+    /// Status of the daemon and every account; accounts are asked concurrently, each with a
+    /// timeout, so one busy account cannot hang `ctl status`.
+    pub async fn status(&self) -> Result<DaemonStatus, AdminError> {
+        let handles = self.handles().await?;
+        let futures = handles.into_iter().map(|h| async move {
+            match &h.actor {
+                Some(actor) => match ractor::call_t!(actor, AccountMsg::Status, RPC_TIMEOUT_MS) {
+                    Ok(s) => s,
+                    Err(e) => placeholder(&h, AccountState::Running, Some(format!("busy: {e}"))),
+                },
+                None => placeholder(&h, AccountState::Failed, h.down_reason.clone()),
+            }
+        });
+        let accounts = futures_util::future::join_all(futures).await;
+        let data_dir = self.config.lock().await.data_dir.display().to_string();
+        Ok(DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            data_dir,
+            accounts,
+        })
+    }
+
+    /// Ids and kinds of the configured accounts.
+    pub async fn accounts(&self) -> Result<Vec<(String, String)>, AdminError> {
+        Ok(self
+            .handles()
+            .await?
+            .into_iter()
+            .map(|h| (h.id, h.kind))
+            .collect())
+    }
+
+    /// Sends an admin command to one account.
+    pub async fn command(&self, account: &str, cmd: AccountCommand) -> Result<(), AdminError> {
+        let handles = self.handles().await?;
+        let h = handles
+            .into_iter()
+            .find(|h| h.id == account)
+            .ok_or_else(|| AdminError::UnknownAccount(account.to_string()))?;
+        let actor = h.actor.ok_or_else(|| {
+            AdminError::NotRunning(
+                account.to_string(),
+                h.down_reason.unwrap_or_else(|| "restarting".into()),
+            )
+        })?;
+        actor
+            .cast(AccountMsg::Command(cmd))
+            .map_err(|e| AdminError::NotRunning(account.to_string(), e.to_string()))
+    }
+
+    /// Wakes an account's partial sync (a push said there is news).
+    pub async fn nudge(&self, account: &str) -> Result<(), AdminError> {
+        self.command(account, AccountCommand::SyncNow).await
+    }
+
+    /// Re-reads the config file and applies the account changes. An invalid file is rejected
+    /// and the running config kept.
+    pub async fn reload(&self) -> Result<ReloadSummary, AdminError> {
+        let new = match config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(file = %self.config_path.display(), error = %e, "Reload rejected; keeping the running configuration.");
+                return Err(AdminError::Config(e.to_string()));
+            }
+        };
+        let (specs, errors) = accounts::build_all(&new, self.gmail.as_ref());
+        for e in &errors {
+            tracing::error!(error = %e, "Account not started.");
+        }
+        let summary = ractor::call_t!(self.root, RootMsg::Reconcile, 60_000, specs)
+            .map_err(|e| AdminError::Timeout(e.to_string()))?;
+        *self.config.lock().await = new;
+        Ok(summary)
+    }
+
+    /// Sink states (name, cursor, lag, dead letters) for `ctl status`.
+    pub fn sinks_json(&self) -> serde_json::Value {
+        serde_json::Value::Array(Vec::new())
+    }
+
+    /// Asks the main loop to shut down.
+    pub fn shutdown(&self) {
+        let _ = self.requests.send(DaemonRequest::Shutdown);
+    }
+}
+
+fn placeholder(h: &AccountHandle, state: AccountState, error: Option<String>) -> AccountStatus {
+    AccountStatus {
+        account: h.id.clone(),
+        kind: h.kind.clone(),
+        state,
+        phase: "unknown".into(),
+        cursor: None,
+        queues: Vec::new(),
+        restarts: 0,
+        last_error: error,
+        last_sync_ms: None,
+        progress: None,
+        missing: 0,
+        dead_lettered: 0,
+        delivery: None,
+    }
+}
+
+/// Creates a directory (and parents) with mode 0700 if it does not exist.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Everything `run` needs besides the config.
+pub struct RunOptions {
+    /// The config file (re-read on reload).
+    pub config_path: PathBuf,
+    /// How Gmail ports are built.
+    pub gmail: Arc<dyn GmailPortBuilder>,
+    /// Called once the daemon is up, with its core (the demo uses it to watch progress).
+    pub on_ready: Option<Box<dyn FnOnce(Arc<DaemonCore>) + Send>>,
+    /// An extra shutdown trigger (the demo's Ctrl-C handling, tests).
+    pub cancel: CancellationToken,
+}
+
+/// Runs the daemon until a shutdown signal or request.
+pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
+    create_private_dir(&config.data_dir).map_err(|source| DaemonError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    for w in &config.warnings {
+        tracing::warn!(key = %w.key, reason = %w.reason, "Discouraged configuration.");
+    }
+    let store = Store::open(&config.data_dir)?;
+    let listener = crate::control::socket::bind(&config.socket_path)
+        .map_err(|e| DaemonError::Control(e.to_string()))?;
+    let mut signals = crate::signals::listen().map_err(DaemonError::Signals)?;
+
+    let (specs, errors) = accounts::build_all(&config, opts.gmail.as_ref());
+    for e in &errors {
+        tracing::error!(error = %e, "Account not started.");
+    }
+    let (root, root_done) = Actor::spawn(
+        None,
+        RootSupervisor,
+        RootArgs {
+            store: store.clone(),
+            accounts: specs,
+        },
+    )
+    .await
+    .map_err(|e| DaemonError::Spawn(e.to_string()))?;
+
+    let (req_tx, mut req_rx) = mpsc::unbounded_channel();
+    let grace = config.shutdown_grace;
+    let socket_path = config.socket_path.clone();
+    let core = Arc::new(DaemonCore {
+        root: root.clone(),
+        store: store.clone(),
+        config_path: opts.config_path,
+        config: Mutex::new(config),
+        started: Instant::now(),
+        gmail: opts.gmail,
+        requests: req_tx,
+    });
+    let cancel = opts.cancel;
+    let tasks = TaskTracker::new();
+    tasks.spawn(crate::admin::serve(
+        listener,
+        core.clone(),
+        cancel.child_token(),
+        tasks.clone(),
+    ));
+    tracing::info!(socket = %socket_path.display(), pid = std::process::id(), "mailsync daemon running.");
+    if let Some(f) = opts.on_ready {
+        f(core.clone());
+    }
+
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            ev = signals.recv() => match ev {
+                Some(crate::signals::SignalEvent::Reload) => {
+                    if let Ok(s) = core.reload().await {
+                        tracing::info!(added = ?s.added, removed = ?s.removed, restarted = ?s.restarted, "Reloaded on SIGHUP.");
+                    }
+                }
+                Some(crate::signals::SignalEvent::Shutdown) | None => break,
+            },
+            req = req_rx.recv() => match req {
+                Some(DaemonRequest::Shutdown) | None => break,
+            },
+        }
+    }
+
+    tracing::info!(grace_ms = grace.as_millis() as u64, "Shutting down.");
+    cancel.cancel();
+    // Stop never interrupts a running handler; past the grace period we leave what is still
+    // leased for replay at the next start (it is all in sled).
+    if let Err(e) = root
+        .stop_and_wait(Some("shutdown".into()), Some(grace))
+        .await
+    {
+        tracing::warn!(error = %e, "Actors did not stop within the grace period; unfinished jobs will replay.");
+    }
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(2), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Some connections did not close in time.");
+    }
+    store.flush_async().await?;
+    crate::control::socket::remove(&socket_path);
+    let _ = tokio::time::timeout(Duration::from_secs(1), root_done).await;
+    tracing::info!("mailsync daemon stopped.");
+    Ok(())
+}
