@@ -1084,6 +1084,50 @@ mod tests {
         assert_eq!(fake.token_calls.load(Ordering::SeqCst), 3);
     }
 
+    /// Captures every log line of a run with refreshes, rate limits and failures and checks
+    /// that no token or secret shows up.
+    #[tokio::test]
+    async fn logs_never_carry_tokens_or_secrets() {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("lock").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let (c, fake) = client().await;
+        c.profile().await.expect("profile");
+        *fake.valid.lock().expect("lock") = "expired".into();
+        fake.script
+            .lock()
+            .expect("lock")
+            .extend([(429, Some("0.01")), (503, None)]);
+        c.profile().await.expect("after retries and a refresh");
+        let ids = vec![MessageId("ok".into()), MessageId("rate".into())];
+        c.get_messages(&ids).await.expect("batch");
+        fake.reject_all.store(true, Ordering::SeqCst);
+        let _ = c.profile().await;
+
+        let logs = String::from_utf8_lossy(&sink.0.lock().expect("lock")).into_owned();
+        assert!(logs.contains("rate limited"), "{logs}");
+        for secret in ["ya29.", "GOCSPX", "1//0gR", "Bearer "] {
+            assert!(!logs.contains(secret), "{secret} leaked into logs:\n{logs}");
+        }
+    }
+
     #[tokio::test]
     async fn whole_batch_failures_are_retried_then_returned() {
         let (c, fake) = client().await;
