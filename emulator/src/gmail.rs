@@ -40,6 +40,8 @@ pub enum Op {
     LabelsPatch(String, String, bool),
     LabelsDelete(String, String),
     MessagesList(String),
+    ThreadsList(String),
+    ThreadsGet(String, String),
     MessagesGet(String, String),
     AttachmentsGet(String, String, String),
     Modify(String, String),
@@ -109,6 +111,12 @@ pub fn route(method: &Method, segs: &[String]) -> Option<Route> {
             Op::LabelsDelete(u, id.to_string()),
         ),
         ("GET", ["messages"]) => r("gmail.users.messages.list", LIST_P, Op::MessagesList(u)),
+        ("GET", ["threads"]) => r("gmail.users.threads.list", LIST_P, Op::ThreadsList(u)),
+        ("GET", ["threads", id]) => r(
+            "gmail.users.threads.get",
+            GET_P,
+            Op::ThreadsGet(u, id.to_string()),
+        ),
         ("POST", ["messages", "batchModify"]) => {
             r("gmail.users.messages.batchModify", &[], Op::BatchModify(u))
         }
@@ -320,6 +328,8 @@ pub fn handle(
             | Op::LabelsPatch(u, _, _)
             | Op::LabelsDelete(u, _)
             | Op::MessagesList(u)
+            | Op::ThreadsList(u)
+            | Op::ThreadsGet(u, _)
             | Op::MessagesGet(u, _)
             | Op::AttachmentsGet(u, _, _)
             | Op::Modify(u, _)
@@ -440,6 +450,14 @@ pub fn handle(
             Op::MessagesList(_) => {
                 need(p, READ)?;
                 list_messages(mb, p, req, now)
+            }
+            Op::ThreadsList(_) => {
+                need(p, READ)?;
+                list_threads(mb, p, req, now)
+            }
+            Op::ThreadsGet(_, id) => {
+                need(p, READ)?;
+                get_thread(mb, p, req, id)
             }
             Op::MessagesGet(_, id) => {
                 need(p, READ)?;
@@ -661,53 +679,58 @@ pub fn handle(
     result
 }
 
-fn list_messages(
-    mb: &Mailbox,
-    p: &Principal,
-    req: &ApiRequest,
-    now: i64,
-) -> Result<ApiResponse, ApiError> {
-    let max = page_size(req)?;
-    let include_spam_trash = req.bool_param("includeSpamTrash")?.unwrap_or(false);
-    let label_ids = req.params("labelIds");
-    let q = match req.param("q") {
-        Some(q) if !q.trim().is_empty() => {
-            if p.metadata_restricted() {
-                return Err(ApiError::forbidden(
-                    "forbidden",
-                    "Metadata scope does not support 'q' parameter",
-                ));
+/// The message filter shared by `messages.list` and `threads.list`.
+struct ListFilter {
+    hide_spam_trash: bool,
+    label_ids: Vec<String>,
+    q: Option<query::Query>,
+}
+
+impl ListFilter {
+    fn from_request(p: &Principal, req: &ApiRequest, now: i64) -> Result<Self, ApiError> {
+        let include_spam_trash = req.bool_param("includeSpamTrash")?.unwrap_or(false);
+        let label_ids = req.params("labelIds");
+        let q = match req.param("q") {
+            Some(q) if !q.trim().is_empty() => {
+                if p.metadata_restricted() {
+                    return Err(ApiError::forbidden(
+                        "forbidden",
+                        "Metadata scope does not support 'q' parameter",
+                    ));
+                }
+                Some(
+                    query::parse(q, now)
+                        .map_err(|e| ApiError::invalid_param("q", format!("Invalid query: {e}")))?,
+                )
             }
-            Some(
-                query::parse(q, now)
-                    .map_err(|e| ApiError::invalid_param("q", format!("Invalid query: {e}")))?,
-            )
-        }
-        _ => None,
-    };
-    let cursor = req
-        .param("pageToken")
-        .filter(|t| !t.is_empty())
-        .map(decode_page_token)
-        .transpose()?;
-    let hide_spam_trash = !include_spam_trash
-        && !q
-            .as_ref()
-            .is_some_and(|q| q.anywhere || q.mentions_spam_trash)
-        && !label_ids.iter().any(|l| l == "SPAM" || l == "TRASH");
-    let label_matches = |name: &str, ids: &[String]| {
-        mb.labels.values().any(|d| {
-            (normalize_label(&d.name) == name || d.id.to_lowercase() == name) && ids.contains(&d.id)
+            _ => None,
+        };
+        let hide_spam_trash = !include_spam_trash
+            && !q
+                .as_ref()
+                .is_some_and(|q| q.anywhere || q.mentions_spam_trash)
+            && !label_ids.iter().any(|l| l == "SPAM" || l == "TRASH");
+        Ok(Self {
+            hide_spam_trash,
+            label_ids,
+            q,
         })
-    };
-    let matches = |m: &MsgMeta| {
-        if hide_spam_trash && m.labels.iter().any(|l| l == "SPAM" || l == "TRASH") {
+    }
+
+    fn matches(&self, mb: &Mailbox, m: &MsgMeta) -> bool {
+        if self.hide_spam_trash && m.labels.iter().any(|l| l == "SPAM" || l == "TRASH") {
             return false;
         }
-        if !label_ids.iter().all(|l| m.labels.contains(l)) {
+        if !self.label_ids.iter().all(|l| m.labels.contains(l)) {
             return false;
         }
-        match &q {
+        let label_matches = |name: &str, ids: &[String]| {
+            mb.labels.values().any(|d| {
+                (normalize_label(&d.name) == name || d.id.to_lowercase() == name)
+                    && ids.contains(&d.id)
+            })
+        };
+        match &self.q {
             Some(q) => q.matches(
                 &Candidate {
                     internal_date: m.internal_date,
@@ -720,7 +743,23 @@ fn list_messages(
             ),
             None => true,
         }
-    };
+    }
+}
+
+fn list_messages(
+    mb: &Mailbox,
+    p: &Principal,
+    req: &ApiRequest,
+    now: i64,
+) -> Result<ApiResponse, ApiError> {
+    let max = page_size(req)?;
+    let filter = ListFilter::from_request(p, req, now)?;
+    let cursor = req
+        .param("pageToken")
+        .filter(|t| !t.is_empty())
+        .map(decode_page_token)
+        .transpose()?;
+    let matches = |m: &MsgMeta| filter.matches(mb, m);
     let mut total = 0u32;
     let mut page = Vec::new();
     let mut last = None;
@@ -872,4 +911,106 @@ fn list_history(mb: &Mailbox, req: &ApiRequest) -> Result<ApiResponse, ApiError>
         },
         history_id: mb.history_id.to_string(),
     }))
+}
+
+/// `threads.list`: threads with at least one matching message, ordered by their newest
+/// matching message (newest first); the page token is that message's id.
+fn list_threads(
+    mb: &Mailbox,
+    p: &Principal,
+    req: &ApiRequest,
+    now: i64,
+) -> Result<ApiResponse, ApiError> {
+    let max = page_size(req)?;
+    let filter = ListFilter::from_request(p, req, now)?;
+    let cursor = req
+        .param("pageToken")
+        .filter(|t| !t.is_empty())
+        .map(decode_page_token)
+        .transpose()?;
+    // Newest matching message per thread, in newest-first order.
+    let mut seen = std::collections::HashSet::new();
+    let mut keys: Vec<(u64, u64)> = Vec::new();
+    for (id, m) in mb.messages.iter().rev() {
+        if filter.matches(mb, m) && seen.insert(m.thread_id) {
+            keys.push((*id, m.thread_id));
+        }
+    }
+    let total = keys.len() as u32;
+    let remaining: Vec<&(u64, u64)> = keys
+        .iter()
+        .filter(|(k, _)| cursor.is_none_or(|c| *k < c))
+        .collect();
+    let mut threads = Vec::new();
+    for (key, tid) in remaining.iter().take(max) {
+        let newest = mb.messages.get(key);
+        let snippet = newest
+            .map(|m| mime::snippet(&mime::parse_entity(&mb.raw(m), 0)))
+            .unwrap_or_default();
+        let history_id = mb
+            .messages
+            .values()
+            .filter(|m| m.thread_id == *tid)
+            .map(|m| m.history_id)
+            .max()
+            .unwrap_or(0);
+        threads.push(serde_json::json!({
+            "id": fmt_id(*tid),
+            "snippet": snippet,
+            "historyId": history_id.to_string(),
+        }));
+    }
+    let mut out = serde_json::json!({ "resultSizeEstimate": total });
+    if !threads.is_empty() {
+        out["threads"] = serde_json::Value::Array(threads);
+    }
+    if remaining.len() > max
+        && let Some((k, _)) = remaining.get(max - 1)
+    {
+        out["nextPageToken"] = serde_json::json!(encode_page_token(*k));
+    }
+    Ok(ApiResponse::json(&out))
+}
+
+/// `threads.get`: every message of the thread, oldest first.
+fn get_thread(
+    mb: &Mailbox,
+    p: &Principal,
+    req: &ApiRequest,
+    id: &str,
+) -> Result<ApiResponse, ApiError> {
+    let format = req.param("format").unwrap_or("full").to_ascii_lowercase();
+    if !matches!(format.as_str(), "minimal" | "metadata" | "full") {
+        return Err(ApiError::invalid_param(
+            "format",
+            format!("Invalid value '{format}' for format"),
+        ));
+    }
+    if p.metadata_restricted() && format == "full" {
+        return Err(ApiError::forbidden(
+            "forbidden",
+            "Metadata scope doesn't allow format FULL",
+        ));
+    }
+    let tid = parse_id(id)?;
+    let headers = req.params("metadataHeaders");
+    let messages: Vec<wire::Message> = mb
+        .messages
+        .iter()
+        .filter(|(_, m)| m.thread_id == tid)
+        .map(|(mid, m)| render_message(mb.raw(m), *mid, m, &format, &headers))
+        .collect();
+    if messages.is_empty() {
+        return Err(ApiError::not_found());
+    }
+    let history_id = messages
+        .iter()
+        .filter_map(|m| m.history_id.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    Ok(ApiResponse::json(&serde_json::json!({
+        "id": fmt_id(tid),
+        "historyId": history_id.to_string(),
+        "messages": messages,
+    })))
 }

@@ -106,6 +106,14 @@ pub fn gmail_cost(method: &str, profile: QuotaProfile) -> u64 {
             }
         }
         "gmail.users.messages.modify" | "gmail.users.messages.untrash" => 5,
+        "gmail.users.threads.list" => 10,
+        "gmail.users.threads.get" => {
+            if new {
+                40
+            } else {
+                10
+            }
+        }
         "gmail.users.messages.delete" => 10,
         "gmail.users.messages.batchModify" => 50,
         "gmail.users.watch" => 100,

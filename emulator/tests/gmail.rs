@@ -696,3 +696,146 @@ async fn history_retention_by_age() {
     );
     env.emu.shutdown().await;
 }
+
+fn find_attachment(part: &Value) -> Option<(String, u64)> {
+    if let Some(a) = part["body"]["attachmentId"].as_str() {
+        return Some((a.to_string(), part["body"]["size"].as_u64().unwrap_or(0)));
+    }
+    part["parts"].as_array()?.iter().find_map(find_attachment)
+}
+
+#[tokio::test]
+async fn threads_and_attachments() {
+    let env = start(quiet_config(120)).await;
+    let snap = env.emu.snapshot(ACCOUNT).expect("snapshot");
+    let mut truth: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for m in &snap.messages {
+        *truth.entry(m.thread_id.clone()).or_insert(0) += 1;
+    }
+    // Page through every thread (spam/trash included) and check each with threads.get.
+    let mut seen = std::collections::BTreeMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut path = "/gmail/v1/users/me/threads?maxResults=25&includeSpamTrash=true".to_string();
+        if let Some(t) = &token {
+            path.push_str(&format!("&pageToken={t}"));
+        }
+        let (s, v) = env.get(&path).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["resultSizeEstimate"].as_u64(), Some(truth.len() as u64));
+        for t in v["threads"].as_array().expect("threads") {
+            assert!(t["snippet"].is_string() && t["historyId"].is_string());
+            let id = t["id"].as_str().expect("id").to_string();
+            assert!(seen.insert(id, ()).is_none(), "thread listed twice");
+        }
+        match v["nextPageToken"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), truth.len());
+    let multi = truth
+        .iter()
+        .find(|(_, n)| **n > 1)
+        .map(|(t, n)| (t.clone(), *n))
+        .expect("a thread with replies");
+    let (s, t) = env
+        .get(&format!(
+            "/gmail/v1/users/me/threads/{}?format=minimal",
+            multi.0
+        ))
+        .await;
+    assert_eq!(s, 200);
+    let msgs = t["messages"].as_array().expect("messages");
+    assert_eq!(msgs.len(), multi.1);
+    assert!(msgs.iter().all(|m| m["threadId"] == multi.0.as_str()));
+    let dates: Vec<u64> = msgs
+        .iter()
+        .map(|m| {
+            m["internalDate"]
+                .as_str()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0)
+        })
+        .collect();
+    assert!(dates.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+    assert_eq!(
+        env.get(&format!(
+            "/gmail/v1/users/me/threads/{}?format=raw",
+            multi.0
+        ))
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        env.get("/gmail/v1/users/me/threads/00000000000000ab")
+            .await
+            .0,
+        404
+    );
+
+    // Attachments: find one through q=has:attachment, fetch it by attachmentId.
+    let (_, list) = env
+        .get("/gmail/v1/users/me/messages?q=has%3Aattachment")
+        .await;
+    let id = list["messages"][0]["id"]
+        .as_str()
+        .expect("a message with an attachment")
+        .to_string();
+    let (_, full) = env.get(&format!("/gmail/v1/users/me/messages/{id}")).await;
+    let (aid, size) = find_attachment(&full["payload"]).expect("attachment part");
+    let (s, a) = env
+        .get(&format!(
+            "/gmail/v1/users/me/messages/{id}/attachments/{aid}"
+        ))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(a["size"].as_u64(), Some(size));
+    assert_eq!(
+        b64url_decode(a["data"].as_str().expect("data")).len() as u64,
+        size
+    );
+    assert_eq!(
+        env.get(&format!(
+            "/gmail/v1/users/me/messages/{id}/attachments/bogus"
+        ))
+        .await
+        .0,
+        400
+    );
+    let c = env.emu.counters();
+    assert!(
+        c.units
+            .get("gmail.users.threads.list")
+            .is_some_and(|u| *u % 10 == 0)
+    );
+    env.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn app_router_can_be_served_by_the_caller() {
+    let (state, _rx) = mailsync_emulator::EmulatorState::new(quiet_config(3)).expect("state");
+    let state = std::sync::Arc::new(state);
+    let refresh = state.create_account(ACCOUNT, 0, 1);
+    let router = mailsync_emulator::app(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let http = reqwest::Client::new();
+    let token = common::access_token(&http, &base, &refresh).await;
+    let v: Value = http
+        .get(format!("{base}/gmail/v1/users/me/profile"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["messagesTotal"], 3);
+    server.abort();
+}
