@@ -47,6 +47,7 @@ fn admin_error(e: AdminError) -> Response {
         AdminError::NotRunning(..) => Response::error(ErrorCode::Busy, e.to_string()),
         AdminError::Timeout(_) => Response::error(ErrorCode::Busy, e.to_string()),
         AdminError::Config(_) => Response::error(ErrorCode::BadRequest, e.to_string()),
+        AdminError::Store(_) => Response::error(ErrorCode::Internal, e.to_string()),
     }
 }
 

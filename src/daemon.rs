@@ -10,6 +10,9 @@
 use crate::accounts::{self, GmailPortBuilder};
 use crate::config::{self, Config};
 use mailsync_actors::account::{AccountCommand, AccountMsg};
+use mailsync_actors::account_record::AccountRecord;
+use mailsync_actors::history_sync;
+use mailsync_actors::model::AccountId;
 use mailsync_actors::root::{AccountHandle, ReloadSummary, RootArgs, RootMsg, RootSupervisor};
 use mailsync_actors::status::{AccountState, AccountStatus, DaemonStatus};
 use mailsync_actors::store::Store;
@@ -68,6 +71,20 @@ pub enum AdminError {
     /// The new config is invalid; the running one is kept.
     #[error("{0}")]
     Config(String),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+/// What became of a verified push notification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// A partial-sync job was durably enqueued (flushed); acknowledge the push.
+    Enqueued,
+    /// The stored cursor already covers this history id; acknowledge, no work.
+    AlreadySynced,
+    /// No configured gmail account has this address; acknowledge with a warning.
+    UnknownAccount,
 }
 
 /// The running daemon's shared core: what the control socket talks to.
@@ -169,6 +186,50 @@ impl DaemonCore {
             .map_err(|e| AdminError::Timeout(e.to_string()))?;
         *self.config.lock().await = new;
         Ok(summary)
+    }
+
+    /// The running config (after reloads).
+    pub async fn config_snapshot(&self) -> Config {
+        self.config.lock().await.clone()
+    }
+
+    /// A verified Gmail notification: maps the address to its account, compares with the
+    /// stored cursor, durably enqueues a partial-sync job keyed per account and history id
+    /// (flushed), then nudges the account. Only after `Ok` may the caller acknowledge the push.
+    pub async fn gmail_push(
+        &self,
+        email: &str,
+        history_id: u64,
+    ) -> Result<PushOutcome, AdminError> {
+        let account = {
+            let cfg = self.config.lock().await;
+            cfg.accounts.iter().find_map(|a| match &a.settings {
+                config::AccountSettings::Gmail(g) if g.email.eq_ignore_ascii_case(email) => {
+                    Some(a.id.clone())
+                }
+                _ => None,
+            })
+        };
+        let Some(account) = account else {
+            return Ok(PushOutcome::UnknownAccount);
+        };
+        let rec = AccountRecord::load(&self.store, &account)
+            .map_err(|e| AdminError::Store(e.to_string()))?;
+        if rec.history_id.is_some_and(|h| h.0 >= history_id) && rec.history_round.is_none() {
+            return Ok(PushOutcome::AlreadySynced);
+        }
+        let id = AccountId(account.clone());
+        history_sync::enqueue_push(&self.store, &id, history_id)
+            .map_err(|e| AdminError::Store(e.to_string()))?;
+        // Durable before the push is acknowledged: Pub/Sub redelivers anything we do not ack.
+        self.store
+            .flush_async()
+            .await
+            .map_err(|e| AdminError::Store(e.to_string()))?;
+        if let Err(e) = self.nudge(&account).await {
+            tracing::debug!(account = %account, error = %e, "Push enqueued; the account will pick it up when it runs.");
+        }
+        Ok(PushOutcome::Enqueued)
     }
 
     /// Sink states (name, cursor, lag, dead letters) for `ctl status`.

@@ -530,7 +530,11 @@ impl AccountActorState {
         let rec = AccountRecord::load(&self.store, &self.spec.id.0).ok();
         let mut queues = Vec::new();
         let mut dead: u64 = 0;
-        for kind in [ChildKind::Ingest, ChildKind::Backfill] {
+        for kind in [
+            ChildKind::Ingest,
+            ChildKind::Backfill,
+            ChildKind::HistorySync,
+        ] {
             let name = mailbox_name(&self.spec.id, kind);
             if let Ok(d) = self.store.mailbox(&name).depth() {
                 dead += d.dead as u64;

@@ -7,17 +7,21 @@
 //! failure: the parent is told `HistoryExpired` and starts a gap recovery.
 //!
 //! Rounds start on the poll timer, a push or `sync-now`; nudges during a round coalesce into
-//! one more round. Parent: AccountActor. Messages: `HistorySyncMsg`.
+//! one more round. A push is first made durable as a job in this actor's mailbox
+//! (`history:<account>:<historyId>`, see `enqueue_push`); the round whose last page moves the
+//! cursor past that id acks the job in the same transaction, so a push acknowledged to
+//! Pub/Sub is never lost to a crash. Parent: AccountActor. Messages: `HistorySyncMsg`.
 
 use crate::account::AccountMsg;
 use crate::account_record::{AccountRecord, HistoryRound};
 use crate::error::{ApiError, SyncError};
 use crate::ingest;
-use crate::mailbox::Priority;
+use crate::mailbox::{DurableMailbox, Job, Priority};
 use crate::mirror;
+use crate::model::AccountId;
 use crate::model::HistoryChange;
-use crate::spec::{AccountSpec, now_ms};
-use crate::store::Store;
+use crate::spec::{AccountSpec, ChildKind, mailbox_name, now_ms};
+use crate::store::{Store, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// The HistorySync actor.
@@ -58,6 +62,27 @@ pub struct HistorySyncState {
     paused: bool,
     timer_generation: u64,
     failures: u32,
+    pushes: DurableMailbox,
+    round_pushes: Vec<Job>,
+}
+
+/// Durably records a push for `history_id` (not flushed: the caller flushes before it
+/// acknowledges the push). Deduplicated per account and history id.
+pub fn enqueue_push(store: &Store, account: &AccountId, history_id: u64) -> Result<(), StoreError> {
+    store
+        .mailbox(&mailbox_name(account, ChildKind::HistorySync))
+        .enqueue(
+            Priority::RealTime,
+            &format!("history:{account}:{history_id}"),
+            &history_id.to_be_bytes(),
+        )?;
+    Ok(())
+}
+
+fn push_history_id(job: &Job) -> u64 {
+    <[u8; 8]>::try_from(job.payload.as_slice())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
 }
 
 fn store_err(e: impl std::fmt::Display) -> ActorProcessingErr {
@@ -75,7 +100,12 @@ impl Actor for HistorySync {
         args: HistorySyncArgs,
     ) -> Result<HistorySyncState, ActorProcessingErr> {
         myself.cast(HistorySyncMsg::Nudge)?;
+        let pushes = args
+            .store
+            .mailbox(&mailbox_name(&args.spec.id, ChildKind::HistorySync));
         Ok(HistorySyncState {
+            pushes,
+            round_pushes: Vec::new(),
             spec: args.spec,
             store: args.store,
             parent: args.parent,
@@ -107,7 +137,7 @@ impl Actor for HistorySync {
             HistorySyncMsg::Nudge => st.start_round(&myself)?,
             HistorySyncMsg::FetchPage => {
                 if st.paused {
-                    st.in_round = false;
+                    st.end_round();
                     return Ok(());
                 }
                 st.fetch_page(&myself).await?;
@@ -118,6 +148,15 @@ impl Actor for HistorySync {
 }
 
 impl HistorySyncState {
+    /// Ends the current round and gives back the pushes it did not ack, so the next round
+    /// leases them again.
+    fn end_round(&mut self) {
+        self.in_round = false;
+        for job in self.round_pushes.drain(..) {
+            self.pushes.release(&job);
+        }
+    }
+
     fn schedule_poll(&mut self, myself: &ActorRef<HistorySyncMsg>) {
         self.timer_generation += 1;
         let generation = self.timer_generation;
@@ -141,6 +180,11 @@ impl HistorySyncState {
         }
         self.in_round = true;
         self.again = false;
+        // The pushes this round may cover; acked with the round's last page.
+        for job in self.round_pushes.drain(..) {
+            self.pushes.release(&job);
+        }
+        self.round_pushes = self.pushes.lease(1_000, now_ms()).map_err(store_err)?;
         myself.cast(HistorySyncMsg::FetchPage)?;
         Ok(())
     }
@@ -152,7 +196,7 @@ impl HistorySyncState {
         let account = self.spec.id.0.clone();
         let rec = AccountRecord::load(&self.store, &account).map_err(store_err)?;
         let Some(cursor) = rec.history_id else {
-            self.in_round = false;
+            self.end_round();
             return Ok(());
         };
         let round = rec.history_round.clone().unwrap_or(HistoryRound {
@@ -173,6 +217,16 @@ impl HistorySyncState {
         let now = now_ms();
         let id = self.spec.id.clone();
         let last = page.next_page_token.is_none();
+        let new_cursor = page.history_id.max(round.start);
+        let covered: Vec<Job> = if last {
+            self.round_pushes
+                .iter()
+                .filter(|j| push_history_id(j) <= new_cursor.0)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         let enqueued = self
             .store
             .transaction(|tx| {
@@ -217,9 +271,12 @@ impl HistorySyncState {
                 let mut rec = AccountRecord::load_tx(tx, &account)?;
                 if last {
                     // The cursor moves only with the round's last page.
-                    rec.history_id = Some(page.history_id.max(round.start));
+                    rec.history_id = Some(new_cursor);
                     rec.history_round = None;
                     rec.last_incremental_sync_at_ms = Some(now);
+                    for job in &covered {
+                        tx.ack(job)?;
+                    }
                 } else {
                     rec.history_round = Some(HistoryRound {
                         start: round.start,
@@ -240,7 +297,10 @@ impl HistorySyncState {
             myself.cast(HistorySyncMsg::FetchPage)?;
             return Ok(());
         }
-        self.in_round = false;
+        self.end_round();
+        if !covered.is_empty() {
+            tracing::debug!(account = %self.spec.id, pushes = covered.len(), history_id = %new_cursor, "Pushes covered by this round.");
+        }
         let _ = self.parent.cast(AccountMsg::RoundDone {
             history_id: page.history_id.0,
             at_ms: now,
@@ -260,19 +320,19 @@ impl HistorySyncState {
     ) -> Result<(), ActorProcessingErr> {
         match err {
             ApiError::HistoryExpired => {
-                self.in_round = false;
+                self.end_round();
                 tracing::warn!(account = %self.spec.id, "History id expired (404); starting gap recovery.");
                 let _ = self.parent.cast(AccountMsg::HistoryExpired);
                 Ok(())
             }
             ApiError::Disconnected(reason) => {
-                self.in_round = false;
+                self.end_round();
                 self.paused = true;
                 let _ = self.parent.cast(AccountMsg::Disconnected(reason));
                 Ok(())
             }
             ApiError::Internal(_) => {
-                self.in_round = false;
+                self.end_round();
                 Err(SyncError::Api(err).into())
             }
             other => {
