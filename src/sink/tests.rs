@@ -374,3 +374,32 @@ async fn maildir_reconciles_at_start_and_removed_webhooks_are_forgotten() {
         .await
         .expect("stops");
 }
+
+#[test]
+fn replayed_history_converges_to_the_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("data")).unwrap();
+    add(&store, "a", &fetched("gone", &["INBOX"]));
+    add(&store, "a", &fetched("kept", &["INBOX", "UNREAD"]));
+    relabel(&store, "a", "kept", &["STARRED"], &[], "h1");
+    delete(&store, "a", "gone");
+    let events = store.feed().read_after(0, 100).unwrap();
+    let root = dir.path().join("mail");
+    let mut w = maildir::MaildirWriter::new(store.clone(), root.clone());
+    // The whole history, twice (a crash before the ack replays it): the added event of a
+    // message deleted since writes nothing, and the kept one is written once with its
+    // current flags.
+    for _ in 0..2 {
+        assert_eq!(w.apply_batch(&events).unwrap(), events.last().unwrap().seq);
+        assert_eq!(
+            cur_names(&root, "a"),
+            BTreeSet::from(["kept.mailsync:2,F".to_string()])
+        );
+    }
+    // Replaying only the old added event does not undo the newer flags.
+    w.apply_batch(&events[1..2]).unwrap();
+    assert_eq!(
+        cur_names(&root, "a"),
+        BTreeSet::from(["kept.mailsync:2,F".to_string()])
+    );
+}
