@@ -30,6 +30,7 @@ const CAL_READ: &[&str] = &[
     SCOPE_CAL_EVENTS_RO,
 ];
 const LIST_READ: &[&str] = &[SCOPE_CALENDAR, SCOPE_CALENDAR_RO];
+const CAL_WRITE: &[&str] = &[SCOPE_CALENDAR, SCOPE_CAL_EVENTS];
 
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -37,6 +38,9 @@ pub enum Op {
     EventsList(String),
     EventsGet(String, String),
     EventsWatch(String),
+    EventsInsert(String),
+    EventsPatch(String, String),
+    EventsDelete(String, String),
     ChannelsStop,
 }
 
@@ -509,6 +513,13 @@ pub fn route(method: &Method, segs: &[String]) -> Option<Route> {
         "showHidden",
         "syncToken",
     ];
+    const WRITE_P: &[&str] = &[
+        "sendUpdates",
+        "sendNotifications",
+        "conferenceDataVersion",
+        "maxAttendees",
+        "supportsAttachments",
+    ];
     match (method.as_str(), rest.as_slice()) {
         ("GET", ["users", "me", "calendarList"]) => {
             r("calendar.calendarList.list", CL_P, Op::CalendarList)
@@ -527,6 +538,21 @@ pub fn route(method: &Method, segs: &[String]) -> Option<Route> {
             "calendar.events.get",
             &["timeZone", "maxAttendees", "alwaysIncludeEmail"],
             Op::EventsGet(cid.to_string(), eid.to_string()),
+        ),
+        ("POST", ["calendars", cid, "events"]) => r(
+            "calendar.events.insert",
+            WRITE_P,
+            Op::EventsInsert(cid.to_string()),
+        ),
+        ("PATCH", ["calendars", cid, "events", eid]) => r(
+            "calendar.events.patch",
+            WRITE_P,
+            Op::EventsPatch(cid.to_string(), eid.to_string()),
+        ),
+        ("DELETE", ["calendars", cid, "events", eid]) => r(
+            "calendar.events.delete",
+            &["sendUpdates", "sendNotifications"],
+            Op::EventsDelete(cid.to_string(), eid.to_string()),
         ),
         ("POST", ["channels", "stop"]) => r("calendar.channels.stop", &[], Op::ChannelsStop),
         _ => None,
@@ -773,6 +799,15 @@ pub fn handle(
                     token: body.token,
                     expiration: expiration.to_string(),
                 }))
+            }
+            Op::EventsInsert(cid) | Op::EventsPatch(cid, _) | Op::EventsDelete(cid, _) => {
+                if !p.has_any(CAL_WRITE) {
+                    return Err(ApiError::insufficient_scope());
+                }
+                let cal = set.find(cid).ok_or_else(ApiError::not_found)?;
+                let resp = write_event(set, cal, op, req, now)?;
+                pings = set.pings(cal, now);
+                Ok(resp)
             }
             Op::ChannelsStop => {
                 let body: wire::StopChannelRequest = req.json_body()?;
@@ -1078,4 +1113,205 @@ fn events_list(set: &CalendarSet, cal: usize, req: &ApiRequest) -> Result<ApiRes
         out["nextSyncToken"] = json!(set.sync_token(cal, snapshot));
     }
     Ok(ApiResponse::json(&out))
+}
+
+/// Converts an `EventDateTime` to epoch ms; `true` for an all-day date.
+fn edt_ms(d: &EventDateTime, field: &str) -> Result<(i64, bool), ApiError> {
+    match (&d.date, &d.date_time) {
+        (Some(date), None) => {
+            let parts: Vec<&str> = date.split('-').collect();
+            let nums: Option<Vec<i64>> = parts.iter().map(|p| p.parse().ok()).collect();
+            match nums.as_deref() {
+                Some([y, m, dd])
+                    if parts.len() == 3 && (1..=12).contains(m) && (1..=31).contains(dd) =>
+                {
+                    Ok((
+                        crate::util::days_from_civil(*y, *m as u32, *dd as u32) * 86_400_000,
+                        true,
+                    ))
+                }
+                _ => Err(ApiError::invalid_param(
+                    field,
+                    format!("Invalid {field} date."),
+                )),
+            }
+        }
+        (None, Some(dtm)) => {
+            if let Some(ms) = parse_rfc3339(dtm) {
+                return Ok((ms, false));
+            }
+            match d.time_zone.as_deref() {
+                Some("UTC") | Some("Etc/UTC") => parse_rfc3339(&format!("{dtm}Z"))
+                    .map(|ms| (ms, false))
+                    .ok_or_else(|| {
+                        ApiError::invalid_param(field, format!("Invalid {field} time."))
+                    }),
+                Some(_) => Err(ApiError::bad_request(format!(
+                    "{field}.dateTime without an offset is only supported with timeZone UTC by the emulator"
+                ))),
+                None => Err(ApiError::invalid_param(
+                    field,
+                    format!("Missing time zone definition for {field} time."),
+                )),
+            }
+        }
+        _ => Err(ApiError::invalid_param(
+            field,
+            format!("Invalid {field} time."),
+        )),
+    }
+}
+
+fn check_if_match(req: &ApiRequest, e: &Event) -> Result<(), ApiError> {
+    if let Some(m) = req.headers.get("if-match").and_then(|v| v.to_str().ok())
+        && m != "*"
+        && m != format!("\"{}\"", e.etag_n)
+    {
+        let mut err = ApiError::new(412, "conditionNotMet", "global", "Precondition Failed");
+        err.location = Some(("If-Match".into(), "header"));
+        return Err(err);
+    }
+    Ok(())
+}
+
+fn write_event(
+    set: &mut CalendarSet,
+    cal: usize,
+    op: &Op,
+    req: &ApiRequest,
+    now: i64,
+) -> Result<ApiResponse, ApiError> {
+    match op {
+        Op::EventsInsert(_) => {
+            let body: wire::EventWriteRequest = req.json_body()?;
+            let start = body
+                .start
+                .as_ref()
+                .ok_or_else(|| ApiError::invalid_param("start", "Missing start time."))?;
+            let end = body
+                .end
+                .as_ref()
+                .ok_or_else(|| ApiError::invalid_param("end", "Missing end time."))?;
+            let (s, s_all) = edt_ms(start, "start")?;
+            let (e, e_all) = edt_ms(end, "end")?;
+            if s_all != e_all {
+                return Err(ApiError::bad_request(
+                    "Start and end times must either both be date or both be dateTime.",
+                ));
+            }
+            if e <= s {
+                return Err(cal_error(
+                    400,
+                    "timeRangeEmpty",
+                    "The specified time range is empty.",
+                    Some("end"),
+                ));
+            }
+            let rule = match body.recurrence.as_deref() {
+                None | Some([]) => None,
+                Some([r])
+                    if r.starts_with("RRULE:FREQ=DAILY") || r.starts_with("RRULE:FREQ=WEEKLY") =>
+                {
+                    if start.time_zone.is_none() && !s_all {
+                        return Err(ApiError::invalid_param(
+                            "start",
+                            "Missing time zone definition for start time.",
+                        ));
+                    }
+                    Some(r.clone())
+                }
+                Some(_) => {
+                    return Err(ApiError::bad_request(
+                        "Only a single RRULE with FREQ=DAILY or FREQ=WEEKLY is supported by the emulator",
+                    ));
+                }
+            };
+            if body
+                .status
+                .as_deref()
+                .is_some_and(|st| st != "confirmed" && st != "tentative")
+            {
+                return Err(ApiError::invalid_param("status", "Invalid status"));
+            }
+            let id = set.create_event(
+                cal,
+                body.id,
+                body.summary.as_deref().unwrap_or(""),
+                s,
+                e,
+                s_all,
+                rule,
+                now,
+            )?;
+            let ev = set.calendars[cal]
+                .events
+                .get(&id)
+                .ok_or_else(ApiError::backend_error)?;
+            Ok(ApiResponse::json(&event_json(ev, false)))
+        }
+        Op::EventsPatch(_, eid) => {
+            let body: wire::EventWriteRequest = req.json_body()?;
+            let c = &mut set.calendars[cal];
+            let ev = c.events.get(eid).ok_or_else(ApiError::not_found)?;
+            check_if_match(req, ev)?;
+            if ev.status == "cancelled" {
+                let mut err = ApiError::new(410, "deleted", "global", "Resource has been deleted");
+                err.status = None;
+                return Err(err);
+            }
+            if body.id.as_ref().is_some_and(|i| i != eid)
+                || body.recurrence.is_some()
+                || body.status.is_some()
+            {
+                return Err(ApiError::bad_request(
+                    "The emulator patches only summary, start and end",
+                ));
+            }
+            let (mut s, mut e, mut all) = (ev.start_ms, ev.end_ms, ev.all_day);
+            if let Some(st) = &body.start {
+                (s, all) = edt_ms(st, "start")?;
+            }
+            if let Some(en) = &body.end {
+                let (v, a) = edt_ms(en, "end")?;
+                if a != all {
+                    return Err(ApiError::bad_request(
+                        "Start and end times must either both be date or both be dateTime.",
+                    ));
+                }
+                e = v;
+            }
+            if e <= s {
+                return Err(cal_error(
+                    400,
+                    "timeRangeEmpty",
+                    "The specified time range is empty.",
+                    Some("end"),
+                ));
+            }
+            let tz = ev.start.time_zone.clone();
+            if let Some(ev) = c.events.get_mut(eid) {
+                if let Some(sm) = &body.summary {
+                    ev.summary = sm.clone();
+                }
+                ev.start_ms = s;
+                ev.end_ms = e;
+                ev.all_day = all;
+                ev.start = dt(s, all, tz.as_deref());
+                ev.end = dt(e, all, tz.as_deref());
+            }
+            CalendarSet::touch(c, eid, now);
+            let ev = c.events.get(eid).ok_or_else(ApiError::backend_error)?;
+            Ok(ApiResponse::json(&event_json(ev, false)))
+        }
+        Op::EventsDelete(_, eid) => {
+            let ev = set.calendars[cal]
+                .events
+                .get(eid)
+                .ok_or_else(ApiError::not_found)?;
+            check_if_match(req, ev)?;
+            set.delete_event(cal, eid, now)?;
+            Ok(ApiResponse::empty(204))
+        }
+        _ => Err(ApiError::backend_error()),
+    }
 }

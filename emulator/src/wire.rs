@@ -262,3 +262,18 @@ pub struct StopChannelRequest {
     #[serde(rename = "type")]
     pub kind_type: Option<String>,
 }
+
+/// Body of Calendar `events.insert` / `events.patch` (the subset the emulator models; other
+/// Event fields are refused rather than silently dropped).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct EventWriteRequest {
+    pub id: Option<String>,
+    pub summary: Option<String>,
+    pub start: Option<EventDateTime>,
+    pub end: Option<EventDateTime>,
+    pub recurrence: Option<Vec<String>>,
+    pub status: Option<String>,
+    pub kind: Option<String>,
+    pub etag: Option<String>,
+}

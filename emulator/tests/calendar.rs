@@ -324,3 +324,110 @@ async fn calendar_watch_channels() {
     assert_eq!(r.status(), 404);
     env.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn calendar_event_writes_and_preconditions() {
+    let env = start(common::quiet_config(3)).await;
+    let ev = json!({"id": "abcdef12345", "summary": "Planning", "start": {"dateTime": "2026-06-01T10:00:00+02:00"}, "end": {"dateTime": "2026-06-01T11:00:00+02:00"}});
+    let (s, created) = env
+        .post(
+            "/calendar/v3/calendars/primary/events?sendUpdates=none",
+            ev.clone(),
+        )
+        .await;
+    assert_eq!(s, 200, "{created}");
+    assert_eq!(created["start"]["dateTime"], "2026-06-01T08:00:00Z");
+    let etag = created["etag"].as_str().expect("etag").to_string();
+    let (s, e) = env.post("/calendar/v3/calendars/primary/events", ev).await;
+    assert_eq!((s, Env::reason(&e)), (409, "duplicate"));
+    let bad = |body: Value| {
+        let env = &env;
+        async move {
+            env.post("/calendar/v3/calendars/primary/events", body)
+                .await
+        }
+    };
+    let (s, e) = bad(json!({"start": {"date": "2026-06-02"}, "end": {"date": "2026-06-01"}})).await;
+    assert_eq!((s, Env::reason(&e)), (400, "timeRangeEmpty"));
+    assert_eq!(
+        bad(json!({"start": {"date": "2026-06-02"}, "end": {"dateTime": "2026-06-03T00:00:00Z"}}))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(bad(json!({"start": {"dateTime": "2026-06-02T10:00:00Z"}, "end": {"dateTime": "2026-06-02T11:00:00Z"}, "recurrence": ["RRULE:FREQ=DAILY;COUNT=2"]})).await.0, 400, "recurring needs a time zone");
+    assert_eq!(
+        bad(
+            json!({"start": {"date": "2026-06-02"}, "end": {"date": "2026-06-03"}, "attendees": []})
+        )
+        .await
+        .0,
+        400,
+        "unmodelled fields are refused"
+    );
+    assert_eq!(bad(json!({"id": "UPPER-case", "start": {"date": "2026-06-02"}, "end": {"date": "2026-06-03"}})).await.0, 400);
+    let (s, rec) = bad(json!({"start": {"dateTime": "2026-06-02T10:00:00", "timeZone": "UTC"}, "end": {"dateTime": "2026-06-02T11:00:00", "timeZone": "UTC"}, "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=3"]})).await;
+    assert_eq!(s, 200, "{rec}");
+
+    let url = format!(
+        "{}/calendar/v3/calendars/primary/events/abcdef12345",
+        env.base
+    );
+    let r = env
+        .http
+        .patch(&url)
+        .bearer_auth(&env.token)
+        .header("if-match", "\"1\"")
+        .json(&json!({"summary": "x"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 412);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(Env::reason(&v), "conditionNotMet");
+    let r = env
+        .http
+        .patch(&url)
+        .bearer_auth(&env.token)
+        .header("if-match", &etag)
+        .json(&json!({"summary": "Renamed"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["summary"], "Renamed");
+    assert_ne!(v["etag"], etag.as_str());
+    let r = env
+        .http
+        .delete(&url)
+        .bearer_auth(&env.token)
+        .header("if-match", &etag)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 412, "stale etag");
+    let r = env
+        .http
+        .delete(&url)
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 204);
+    let r = env
+        .http
+        .delete(&url)
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 410);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(Env::reason(&v), "deleted");
+    let (s, g) = env
+        .get("/calendar/v3/calendars/primary/events/abcdef12345")
+        .await;
+    assert_eq!((s, g["status"].as_str()), (200, Some("cancelled")));
+    env.emu.shutdown().await;
+}
