@@ -30,6 +30,15 @@ const LABELS_READ: &[&str] = &[
 ];
 const LABELS_WRITE: &[&str] = &[SCOPE_MODIFY, SCOPE_MAIL, SCOPE_LABELS];
 
+/// What a thread-level write does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadAction {
+    Modify,
+    Trash,
+    Untrash,
+    Delete,
+}
+
 /// A routed Gmail operation.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -42,6 +51,7 @@ pub enum Op {
     MessagesList(String),
     ThreadsList(String),
     ThreadsGet(String, String),
+    ThreadsModify(String, String, ThreadAction),
     MessagesGet(String, String),
     AttachmentsGet(String, String, String),
     Modify(String, String),
@@ -116,6 +126,26 @@ pub fn route(method: &Method, segs: &[String]) -> Option<Route> {
             "gmail.users.threads.get",
             GET_P,
             Op::ThreadsGet(u, id.to_string()),
+        ),
+        ("POST", ["threads", id, "modify"]) => r(
+            "gmail.users.threads.modify",
+            &[],
+            Op::ThreadsModify(u, id.to_string(), ThreadAction::Modify),
+        ),
+        ("POST", ["threads", id, "trash"]) => r(
+            "gmail.users.threads.trash",
+            &[],
+            Op::ThreadsModify(u, id.to_string(), ThreadAction::Trash),
+        ),
+        ("POST", ["threads", id, "untrash"]) => r(
+            "gmail.users.threads.untrash",
+            &[],
+            Op::ThreadsModify(u, id.to_string(), ThreadAction::Untrash),
+        ),
+        ("DELETE", ["threads", id]) => r(
+            "gmail.users.threads.delete",
+            &[],
+            Op::ThreadsModify(u, id.to_string(), ThreadAction::Delete),
         ),
         ("POST", ["messages", "batchModify"]) => {
             r("gmail.users.messages.batchModify", &[], Op::BatchModify(u))
@@ -330,6 +360,7 @@ pub fn handle(
             | Op::MessagesList(u)
             | Op::ThreadsList(u)
             | Op::ThreadsGet(u, _)
+            | Op::ThreadsModify(u, _, _)
             | Op::MessagesGet(u, _)
             | Op::AttachmentsGet(u, _, _)
             | Op::Modify(u, _)
@@ -458,6 +489,80 @@ pub fn handle(
             Op::ThreadsGet(_, id) => {
                 need(p, READ)?;
                 get_thread(mb, p, req, id)
+            }
+            Op::ThreadsModify(_, id, action) => {
+                need(
+                    p,
+                    if *action == ThreadAction::Delete {
+                        &[SCOPE_MAIL]
+                    } else {
+                        WRITE
+                    },
+                )?;
+                let tid = parse_id(id)?;
+                let ids: Vec<u64> = mb
+                    .messages
+                    .iter()
+                    .filter(|(_, m)| m.thread_id == tid)
+                    .map(|(k, _)| *k)
+                    .collect();
+                if ids.is_empty() {
+                    return Err(ApiError::not_found());
+                }
+                let body: wire::ModifyRequest = if *action == ThreadAction::Modify {
+                    let b: wire::ModifyRequest = req.json_body()?;
+                    if b.add_label_ids.is_empty() && b.remove_label_ids.is_empty() {
+                        return Err(ApiError::invalid_argument(
+                            "No label add or removes specified",
+                        ));
+                    }
+                    b
+                } else {
+                    wire::ModifyRequest::default()
+                };
+                let mut all = body.add_label_ids.clone();
+                all.extend(body.remove_label_ids.iter().cloned());
+                for mid in &ids {
+                    all.extend(
+                        mb.messages
+                            .get(mid)
+                            .map(|m| m.labels.clone())
+                            .unwrap_or_default(),
+                    );
+                    match action {
+                        ThreadAction::Modify => {
+                            mb.modify(now, *mid, &body.add_label_ids, &body.remove_label_ids)?;
+                        }
+                        ThreadAction::Trash => {
+                            mb.trash(now, *mid)?;
+                        }
+                        ThreadAction::Untrash => {
+                            mb.untrash(now, *mid)?;
+                        }
+                        ThreadAction::Delete => {
+                            mb.delete(now, *mid)?;
+                        }
+                    }
+                }
+                all.push("TRASH".into());
+                touched = Some((user.clone(), all));
+                if *action == ThreadAction::Delete {
+                    Ok(ApiResponse::empty(204))
+                } else {
+                    let msgs: Vec<wire::MessageRef> = ids
+                        .iter()
+                        .filter_map(|mid| {
+                            mb.messages.get(mid).map(|m| wire::MessageRef {
+                                id: fmt_id(*mid),
+                                thread_id: fmt_id(tid),
+                                label_ids: Some(m.labels.clone()),
+                            })
+                        })
+                        .collect();
+                    Ok(ApiResponse::json(
+                        &serde_json::json!({"id": fmt_id(tid), "messages": msgs}),
+                    ))
+                }
             }
             Op::MessagesGet(_, id) => {
                 need(p, READ)?;

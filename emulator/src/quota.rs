@@ -131,6 +131,15 @@ pub fn gmail_cost(method: &str, profile: QuotaProfile) -> u64 {
         }
         "gmail.users.messages.modify" | "gmail.users.messages.untrash" => 5,
         "gmail.users.threads.list" => 10,
+        "gmail.users.threads.modify" | "gmail.users.threads.untrash" => 10,
+        "gmail.users.threads.delete" => 20,
+        "gmail.users.threads.trash" => {
+            if new {
+                20
+            } else {
+                10
+            }
+        }
         "gmail.users.threads.get" => {
             if new {
                 40

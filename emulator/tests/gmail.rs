@@ -839,3 +839,71 @@ async fn app_router_can_be_served_by_the_caller() {
     assert_eq!(v["messagesTotal"], 3);
     server.abort();
 }
+
+#[tokio::test]
+async fn thread_writes_apply_to_every_message() {
+    let env = start(quiet_config(60)).await;
+    let snap = env.emu.snapshot(ACCOUNT).expect("snapshot");
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for m in &snap.messages {
+        *counts.entry(m.thread_id.as_str()).or_insert(0) += 1;
+    }
+    let (tid, n) = counts
+        .iter()
+        .find(|(_, n)| **n > 1)
+        .map(|(t, n)| (t.to_string(), *n))
+        .expect("thread");
+    let (s, t) = env
+        .post(
+            &format!("/gmail/v1/users/me/threads/{tid}/modify"),
+            json!({"addLabelIds": ["STARRED"]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["messages"].as_array().map(Vec::len), Some(n));
+    assert!(t["messages"].as_array().is_some_and(|m| m.iter().all(|x| {
+        x["labelIds"]
+            .as_array()
+            .is_some_and(|l| l.contains(&json!("STARRED")))
+    })));
+    let (_, t) = env
+        .post(
+            &format!("/gmail/v1/users/me/threads/{tid}/trash"),
+            json!({}),
+        )
+        .await;
+    assert!(t["messages"].as_array().is_some_and(|m| m.iter().all(|x| {
+        x["labelIds"]
+            .as_array()
+            .is_some_and(|l| l.contains(&json!("TRASH")))
+    })));
+    let (s, _) = env
+        .post(
+            &format!("/gmail/v1/users/me/threads/{tid}/untrash"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let r = env
+        .http
+        .delete(format!("{}/gmail/v1/users/me/threads/{tid}", env.base))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        env.get(&format!("/gmail/v1/users/me/threads/{tid}"))
+            .await
+            .0,
+        404
+    );
+    let (_, h) = env
+        .get(&format!(
+            "/gmail/v1/users/me/history?startHistoryId={}&historyTypes=messageDeleted",
+            snap.history_id
+        ))
+        .await;
+    assert_eq!(h["history"].as_array().map(Vec::len), Some(n));
+    env.emu.shutdown().await;
+}
