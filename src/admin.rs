@@ -85,7 +85,7 @@ impl Admin {
                     let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
                     if let Some(obj) = v.as_object_mut() {
                         obj.insert("consumers".into(), self.consumers());
-                        obj.insert("sinks".into(), self.core.sinks_json());
+                        obj.insert("sinks".into(), self.core.sinks_json().await);
                     }
                     Response::Ok(v)
                 }

@@ -2,6 +2,7 @@
 //! into `Cli`, plus the two interactive subcommands (`demo`, `emulator`), which print to the
 //! terminal by design.
 
+pub mod auth;
 pub mod demo;
 pub mod emulator_cmd;
 
@@ -53,6 +54,9 @@ pub enum Command {
     },
     /// Validate the config file and print every problem found (exit 2 when invalid).
     CheckConfig,
+    /// Authorize a gmail account in a browser (OAuth desktop flow with PKCE) and store its
+    /// refresh token with mode 0600.
+    Auth(auth::AuthArgs),
     /// Serve the Google API emulator (Gmail, Calendar, OAuth, Pub/Sub push) on loopback.
     Emulator(emulator_cmd::EmulatorArgs),
     /// Run the daemon against a simulated Gmail account served by the emulator, with live

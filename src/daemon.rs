@@ -96,6 +96,10 @@ pub struct DaemonCore {
     started: Instant,
     gmail: Arc<dyn GmailPortBuilder>,
     requests: mpsc::UnboundedSender<DaemonRequest>,
+    /// The running sinks: their own cancel token and tracker, so a reload can restart them.
+    sinks: Mutex<(CancellationToken, TaskTracker)>,
+    /// The daemon's root token; sink generations are its children.
+    cancel: CancellationToken,
 }
 
 const RPC_TIMEOUT_MS: u64 = 3_000;
@@ -184,6 +188,9 @@ impl DaemonCore {
         }
         let summary = ractor::call_t!(self.root, RootMsg::Reconcile, 60_000, specs)
             .map_err(|e| AdminError::Timeout(e.to_string()))?;
+        // Sinks restart with the new config (webhooks and Maildir settings may have changed).
+        self.stop_sinks().await;
+        self.start_sinks(&new).await;
         *self.config.lock().await = new;
         Ok(summary)
     }
@@ -233,8 +240,32 @@ impl DaemonCore {
     }
 
     /// Sink states (name, cursor, lag, dead letters) for `ctl status`.
-    pub fn sinks_json(&self) -> serde_json::Value {
-        serde_json::Value::Array(Vec::new())
+    pub async fn sinks_json(&self) -> serde_json::Value {
+        let cfg = self.config.lock().await;
+        serde_json::to_value(crate::sink::sink_status(&self.store, &cfg))
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Starts the sinks of `config` as a new generation.
+    async fn start_sinks(&self, config: &Config) {
+        let token = self.cancel.child_token();
+        let tracker = TaskTracker::new();
+        crate::sink::spawn_all(&self.store, config, token.clone(), &tracker);
+        *self.sinks.lock().await = (token, tracker);
+    }
+
+    /// Stops the running sinks and waits for them (their cursors are in sled, so a stop at
+    /// any point is safe; a batch in flight is redelivered).
+    async fn stop_sinks(&self) {
+        let (token, tracker) = self.sinks.lock().await.clone();
+        token.cancel();
+        tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("Sinks did not stop within 10 s.");
+        }
     }
 
     /// Asks the main loop to shut down.
@@ -317,7 +348,11 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let (req_tx, mut req_rx) = mpsc::unbounded_channel();
     let grace = config.shutdown_grace;
     let socket_path = config.socket_path.clone();
+    let cancel = opts.cancel;
+    let sink_config = config.clone();
     let core = Arc::new(DaemonCore {
+        sinks: Mutex::new((CancellationToken::new(), TaskTracker::new())),
+        cancel: cancel.clone(),
         root: root.clone(),
         store: store.clone(),
         config_path: opts.config_path,
@@ -326,8 +361,8 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
         gmail: opts.gmail,
         requests: req_tx,
     });
-    let cancel = opts.cancel;
     let tasks = TaskTracker::new();
+    core.start_sinks(&sink_config).await;
     tasks.spawn(crate::admin::serve(
         listener,
         core.clone(),
@@ -366,6 +401,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
     {
         tracing::warn!(error = %e, "Actors did not stop within the grace period; unfinished jobs will replay.");
     }
+    core.stop_sinks().await;
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(2), tasks.wait())
         .await

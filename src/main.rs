@@ -39,6 +39,23 @@ async fn dispatch(cli: Cli) -> ExitCode {
             json,
             request,
         } => ctl(&cli, socket.clone(), *json, request.clone()).await,
+        Command::Auth(args) => {
+            let (_, cfg) = match load_config(&cli) {
+                Ok(v) => v,
+                Err(code) => return code,
+            };
+            telemetry::init(style(&cli, Some(cfg.log_format)), "warn");
+            match mailsync::cli::auth::run(&cfg, args).await {
+                Ok(msg) => {
+                    println!("{msg}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mailsync auth: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Emulator(args) => {
             telemetry::init(style(&cli, None), "info");
             match mailsync::cli::emulator_cmd::run(args.clone()).await {

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod auth;
 mod bad_input;
 mod control_socket;
 mod crash_recovery;
