@@ -241,3 +241,45 @@ async fn minted_tokens_exercise_verifier_rejections() {
     assert!(verify(&tok, &kid, &key).is_err());
     env.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn notification_faults_drop_duplicate_and_delay() {
+    let (push_url, mut pushes) = start_receiver(vec![]).await;
+    let mut cfg = common::quiet_config(3);
+    cfg.push_endpoint = Some(push_url);
+    let env = start(cfg).await;
+    let topic = json!({"topicName": "projects/mailsync-emulator/topics/gmail"});
+    // Duplicate every notification, with a delay.
+    let f = json!({"notifications": {"duplicate": 1.0, "delay_ms": 150}});
+    assert_eq!(
+        env.control(Method::PUT, "/_emulator/faults", f).await.0,
+        200
+    );
+    let t = std::time::Instant::now();
+    assert_eq!(
+        env.post("/gmail/v1/users/me/watch", topic.clone()).await.0,
+        200
+    );
+    let a = next(&mut pushes).await;
+    assert!(t.elapsed() >= Duration::from_millis(150));
+    let b = next(&mut pushes).await;
+    let hid = |c: &common::Captured| {
+        let v: Value = serde_json::from_slice(&c.body).unwrap_or(Value::Null);
+        let d = base64::engine::general_purpose::STANDARD
+            .decode(v["message"]["data"].as_str().unwrap_or(""))
+            .unwrap_or_default();
+        serde_json::from_slice::<Value>(&d).unwrap_or(Value::Null)["historyId"].clone()
+    };
+    assert_eq!(hid(&a), hid(&b), "a duplicate of the same notification");
+    // Drop everything.
+    let f = json!({"notifications": {"drop": 1.0}});
+    assert_eq!(
+        env.control(Method::PUT, "/_emulator/faults", f).await.0,
+        200
+    );
+    assert_eq!(env.post("/gmail/v1/users/me/watch", topic).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(pushes.try_recv().is_err());
+    assert!(env.emu.counters().notifications_dropped >= 1);
+    env.emu.shutdown().await;
+}
