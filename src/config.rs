@@ -60,6 +60,8 @@ pub struct Config {
     pub maildir: Option<MaildirConfig>,
     /// The change feed.
     pub feed: FeedConfig,
+    /// Push notifications (`[push]`), when configured.
+    pub push: Option<PushConfig>,
     /// Things that are allowed but discouraged (inline secrets); log them once logging is up.
     pub warnings: Vec<ConfigIssue>,
 }
@@ -266,6 +268,66 @@ pub struct GmailSettings {
     pub api_base: String,
     /// OAuth settings.
     pub auth: GoogleAuth,
+    /// `users.watch` settings, when the account receives push notifications.
+    pub push: Option<GmailPush>,
+}
+
+/// Per-account push settings of a Gmail account (`push_topic`, `push_label_ids`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GmailPush {
+    /// The Pub/Sub topic `users.watch` publishes to: `projects/<project>/topics/<topic>`.
+    pub topic: String,
+    /// Only changes to these labels are notified; empty = every change.
+    pub label_ids: Vec<String>,
+}
+
+/// `[push]`: how Gmail notifications reach the daemon (an HTTP endpoint behind the user's TLS
+/// proxy, or pulling a Pub/Sub subscription) and how they are authenticated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PushConfig {
+    /// Where the push endpoint listens; `None` = no endpoint (pull only).
+    pub listen: Option<std::net::SocketAddr>,
+    /// OIDC JWT verification of pushes, when `audience` and `service_account` are set.
+    pub jwt: Option<PushJwt>,
+    /// A shared token expected in the push URL's `token` query parameter.
+    pub verification_token: Option<CredentialRef>,
+    /// Largest accepted request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// No push for this long while a watch should be live → `degraded (polling)`.
+    pub silence: Duration,
+    /// Call `users.stop` for every watched account on shutdown (default: only on removal).
+    pub stop_watch_on_shutdown: bool,
+    /// Pull mode, when `[push.pull]` is present.
+    pub pull: Option<PullConfig>,
+}
+
+/// What a push JWT must say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushJwt {
+    /// The expected `aud` claim (the audience set on the push subscription).
+    pub audience: String,
+    /// The expected `email` claim (the subscription's push service account).
+    pub service_account: String,
+    /// The JWKS document with Google's signing keys.
+    pub jwks_url: String,
+}
+
+/// `[push.pull]`: pull a Pub/Sub subscription over REST (for desktops behind NAT).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullConfig {
+    /// `projects/<project>/subscriptions/<subscription>`.
+    pub subscription: String,
+    /// Pub/Sub REST root (`https://pubsub.googleapis.com`, or an emulator's `http://host:port`).
+    pub endpoint: String,
+    /// Messages per pull request.
+    pub max_messages: u32,
+    /// Ack deadline requested (`modifyAckDeadline`) while a pulled batch is being handled.
+    pub ack_deadline: Duration,
+    /// The Gmail account whose OAuth grant (with the Pub/Sub scope) authorizes the pulls;
+    /// `None` sends no credentials (the Pub/Sub emulator).
+    pub token_account: Option<String>,
+    /// Test hook: wait this long between a pull and its acknowledgement.
+    pub test_hold_before_ack: Duration,
 }
 
 /// Google Calendar account settings (sync not built yet; validated only).

@@ -179,5 +179,15 @@ pub struct HistoryPage {
     pub history_id: HistoryId,
 }
 
+/// What `users.watch` answers: the mailbox's history id when the watch started and when the
+/// watch expires (reference gmail-api.md §1.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchResponse {
+    /// The mailbox's current history id; changes after it are notified.
+    pub history_id: HistoryId,
+    /// When notifications stop unless the watch is renewed, ms since the epoch.
+    pub expiration_ms: i64,
+}
+
 /// One answer inside a batched `messages.get`: each part succeeds or fails on its own.
 pub type BatchItem = (MessageId, Result<FetchedMessage, crate::error::ApiError>);

@@ -6,7 +6,8 @@
 
 use crate::error::ApiError;
 use crate::model::{
-    BatchItem, HistoryId, HistoryPage, Label, ListQuery, MessageId, MessagePage, Profile,
+    BatchItem, HistoryId, HistoryPage, Label, LabelId, ListQuery, MessageId, MessagePage, Profile,
+    WatchResponse,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -38,4 +39,19 @@ pub trait GmailApi: Send + Sync {
         start: HistoryId,
         page_token: Option<&'a str>,
     ) -> PortFuture<'a, HistoryPage>;
+    /// `users.watch`: publish this mailbox's changes to the Pub/Sub `topic`
+    /// (`projects/<p>/topics/<t>`), restricted to `label_ids` when not empty. Re-calling it
+    /// renews the watch. Ports without push support keep the default (`Rejected`).
+    fn watch<'a>(
+        &'a self,
+        topic: &'a str,
+        label_ids: &'a [LabelId],
+    ) -> PortFuture<'a, WatchResponse> {
+        let _ = (topic, label_ids);
+        Box::pin(async { Err(ApiError::Rejected("not supported".into())) })
+    }
+    /// `users.stop`: end this mailbox's push notifications.
+    fn stop_watch(&self) -> PortFuture<'_, ()> {
+        Box::pin(async { Err(ApiError::Rejected("not supported".into())) })
+    }
 }

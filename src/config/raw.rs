@@ -38,6 +38,7 @@ pub struct RawConfig {
     pub(crate) webhooks: Vec<RawWebhook>,
     pub(crate) maildir: Option<RawMaildir>,
     pub(crate) feed: Option<RawFeed>,
+    pub(crate) push: Option<RawPush>,
 }
 
 /// `[sync]`.
@@ -122,6 +123,9 @@ pub(crate) struct RawAccount {
     pub(crate) client_id: Option<String>,
     pub(crate) client_secret: Option<RawCredential>,
     pub(crate) refresh_token: Option<RawCredential>,
+    // Gmail push (`users.watch`).
+    pub(crate) push_topic: Option<String>,
+    pub(crate) push_label_ids: Option<Vec<String>>,
     // Calendar.
     pub(crate) calendar_ids: Option<Vec<String>>,
     // IMAP.
@@ -169,4 +173,32 @@ pub(crate) struct RawMaildir {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawFeed {
     pub(crate) retention_days: Option<i64>,
+}
+
+/// `[push]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPush {
+    pub(crate) bind: Option<String>,
+    pub(crate) port: Option<i64>,
+    pub(crate) audience: Option<String>,
+    pub(crate) service_account: Option<String>,
+    pub(crate) jwks_url: Option<String>,
+    pub(crate) verification_token: Option<RawCredential>,
+    pub(crate) max_body_bytes: Option<i64>,
+    pub(crate) silence_secs: Option<i64>,
+    pub(crate) stop_watch_on_shutdown: Option<bool>,
+    pub(crate) pull: Option<RawPull>,
+}
+
+/// `[push.pull]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPull {
+    pub(crate) subscription: Option<String>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) max_messages: Option<i64>,
+    pub(crate) ack_deadline_secs: Option<i64>,
+    pub(crate) token_account: Option<String>,
+    pub(crate) test_hold_before_ack_ms: Option<i64>,
 }

@@ -16,11 +16,12 @@ use super::error::{GmailMethod, classify, classify_transport, malformed_json, pa
 use super::form::path_segment;
 use super::wire::{
     WireLabelList, WireListHistoryResponse, WireListMessagesResponse, WireMessage, WireProfile,
+    WireWatchRequest, WireWatchResponse,
 };
 use mailsync_actors::error::ApiError;
 use mailsync_actors::model::{
-    BatchItem, FetchedMessage, HistoryId, HistoryPage, Label, ListQuery, MessageId, MessagePage,
-    Profile,
+    BatchItem, FetchedMessage, HistoryId, HistoryPage, Label, LabelId, ListQuery, MessageId,
+    MessagePage, Profile, WatchResponse,
 };
 use mailsync_actors::ports::{GmailApi, PortFuture};
 use mailsync_actors::quota::{CostTable, QuotaError, QuotaGate, QuotaStats};
@@ -456,6 +457,50 @@ impl GmailClient {
         wire.into_model()
     }
 
+    /// `users.watch` (costs `costs.watch`). `GmailMethod` has no watch variant (it lives in
+    /// `error.rs`); `Profile` classifies the same way (404 → `NotFound`, 4xx → `Rejected`).
+    async fn watch_impl(
+        &self,
+        topic: &str,
+        label_ids: &[LabelId],
+    ) -> Result<WatchResponse, ApiError> {
+        let request = WireWatchRequest {
+            topic_name: topic,
+            label_ids: label_ids.iter().map(|l| l.0.as_str()).collect(),
+            label_filter_behavior: (!label_ids.is_empty()).then_some("include"),
+        };
+        let body = serde_json::to_vec(&request)
+            .map_err(|e| ApiError::Internal(format!("encoding the watch request: {e}")))?;
+        let body = bytes::Bytes::from(body);
+        let url = self.url(&self.user_path(&["watch"]), &[]);
+        let build = || {
+            self.http
+                .request(Method::POST, url.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        };
+        let (answer, _) = self
+            .execute(GmailMethod::Profile, &[self.config.costs.watch], 1, &build)
+            .await?;
+        let wire: WireWatchResponse = serde_json::from_slice(&answer.body)
+            .map_err(|e| malformed_json("gmail.users.watch", &e, &answer.body))?;
+        wire.into_model()
+    }
+
+    /// `users.stop` (costs `costs.stop`); any 2xx is success, the body is ignored.
+    async fn stop_impl(&self) -> Result<(), ApiError> {
+        let url = self.url(&self.user_path(&["stop"]), &[]);
+        let build = || {
+            self.http
+                .request(Method::POST, url.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body("")
+        };
+        self.execute(GmailMethod::Profile, &[self.config.costs.stop], 1, &build)
+            .await?;
+        Ok(())
+    }
+
     async fn get_messages_impl(&self, ids: &[MessageId]) -> Result<Vec<BatchItem>, ApiError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(self.config.batch_size) {
@@ -635,6 +680,18 @@ impl GmailApi for GmailClient {
         page_token: Option<&'a str>,
     ) -> PortFuture<'a, HistoryPage> {
         Box::pin(self.history_impl(start, page_token))
+    }
+
+    fn watch<'a>(
+        &'a self,
+        topic: &'a str,
+        label_ids: &'a [LabelId],
+    ) -> PortFuture<'a, WatchResponse> {
+        Box::pin(self.watch_impl(topic, label_ids))
+    }
+
+    fn stop_watch(&self) -> PortFuture<'_, ()> {
+        Box::pin(self.stop_impl())
     }
 }
 

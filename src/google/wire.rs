@@ -13,7 +13,7 @@ use mail_parser::{HeaderName, MessageParser};
 use mailsync_actors::error::ApiError;
 use mailsync_actors::model::{
     FetchedMessage, HeaderSummary, HistoryChange, HistoryId, HistoryPage, Label, LabelId,
-    LabelKind, MessageId, MessagePage, Profile,
+    LabelKind, MessageId, MessagePage, Profile, WatchResponse,
 };
 use serde::Deserialize;
 
@@ -159,6 +159,47 @@ pub struct WireListHistoryResponse {
     pub next_page_token: Option<String>,
     /// The mailbox's current history id.
     pub history_id: String,
+}
+
+/// `users.watch` request body (reference gmail-api.md §1.8).
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireWatchRequest<'a> {
+    /// `projects/<project>/topics/<topic>`.
+    pub topic_name: &'a str,
+    /// Restrict notifications to these labels; omitted when empty (all changes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub label_ids: Vec<&'a str>,
+    /// `include` when `label_ids` is set; omitted otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_filter_behavior: Option<&'a str>,
+}
+
+/// `users.watch` response: both numbers arrive as strings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireWatchResponse {
+    /// uint64 as a string.
+    pub history_id: String,
+    /// int64 epoch milliseconds as a string.
+    pub expiration: String,
+}
+
+impl WireWatchResponse {
+    /// Into the model; bad numbers are `Malformed`.
+    pub fn into_model(self) -> Result<WatchResponse, ApiError> {
+        let history_id = parse_history_id(&self.history_id, "historyId")?;
+        let expiration_ms = self.expiration.trim().parse::<i64>().map_err(|_| {
+            ApiError::Malformed(format!(
+                "expiration is not an int64: {}",
+                short(&self.expiration)
+            ))
+        })?;
+        Ok(WatchResponse {
+            history_id,
+            expiration_ms,
+        })
+    }
 }
 
 /// Google's v1 error body: `{"error": {...}}`. Every sub-field is optional.
