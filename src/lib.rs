@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod gmail_port;
 pub mod google;
 pub mod providers;
+pub mod push;
 pub mod secret;
 pub mod signals;
 pub mod sink;

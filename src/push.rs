@@ -1,0 +1,406 @@
+//! Gmail push notifications: owns everything between Google's Pub/Sub and
+//! `DaemonCore::gmail_push` — the HTTP push endpoint with OIDC JWT / shared-token
+//! authentication (`server`, `jwt`), the Pub/Sub pull loop for desktops (`pull`), the
+//! `users.watch` lifecycle per account (`watch`), and the per-account push health that
+//! `ctl status` shows as `delivery` (`PushHealth`).
+//!
+//! Invariant: a notification is acknowledged (2xx to a push, `acknowledge` for a pull) only
+//! after `gmail_push` returned `Ok`, i.e. after the partial-sync job is flushed to sled. Every
+//! rejection enqueues nothing. Polling (HistorySync's poll timer) always runs underneath as
+//! the safety net, so a dropped push delays a change by at most one poll interval.
+//!
+//! Calendar channels are not built: Calendar sync does not exist yet, so `POST /push/calendar`
+//! answers 501.
+
+pub mod jwt;
+pub mod pull;
+pub mod server;
+pub mod watch;
+
+use crate::config::{AccountSettings, Config};
+use crate::daemon::{DaemonCore, PushOutcome};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Starts push delivery for the running daemon: the HTTP endpoint when `[push] port` is set,
+/// the pull loop when `[push.pull]` is set, and the watch keepers (one per enabled Gmail
+/// account with `push_topic`, following reloads). Does nothing without a `[push]` section.
+/// Everything stops when `cancel` fires; tasks are tracked by `tasks`.
+pub fn spawn_all(
+    core: Arc<DaemonCore>,
+    config: &Config,
+    cancel: CancellationToken,
+    tasks: &TaskTracker,
+) {
+    let health = PushHealth::global();
+    let Some(push) = config.push.clone() else {
+        health.configure(config);
+        return;
+    };
+    health.configure(config);
+    if let Some(addr) = push.listen {
+        match server::PushServer::bind(addr, &push, core.clone()) {
+            Ok(srv) => {
+                tracing::info!(address = %srv.local_addr(), "Push endpoint listening.");
+                tasks.spawn(srv.serve(cancel.child_token()));
+            }
+            Err(e) => {
+                tracing::error!(address = %addr, error = %e, "Push endpoint not started; accounts fall back to polling.");
+            }
+        }
+    }
+    if let Some(pull_cfg) = push.pull.clone() {
+        match pull::Puller::new(&pull_cfg, config) {
+            Ok(puller) => {
+                tasks.spawn(puller.run(core.clone(), cancel.child_token()));
+            }
+            Err(e) => {
+                tracing::error!(subscription = %pull_cfg.subscription, error = %e, "Pub/Sub pull not started; accounts fall back to polling.");
+            }
+        }
+    }
+    tasks.spawn(watch::supervise(
+        core,
+        config.clone(),
+        cancel.child_token(),
+        tasks.clone(),
+    ));
+}
+
+/// The `delivery` entry of one account for `ctl status` (`active (push)`,
+/// `degraded (polling)`, `polling`), with its details.
+pub fn push_status(account: &str) -> Value {
+    PushHealth::global().account_json(account, now_ms())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// How an account receives Gmail changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryMode {
+    /// Through the push endpoint.
+    Push,
+    /// By pulling the Pub/Sub subscription.
+    Pull,
+    /// No push configured: HistorySync's poll timer only.
+    Polling,
+}
+
+impl DeliveryMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeliveryMode::Push => "push",
+            DeliveryMode::Pull => "pull",
+            DeliveryMode::Polling => "polling",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    email: String,
+    mode: DeliveryMode,
+    silence_ms: i64,
+    last_push_ms: Option<i64>,
+    pushes: u64,
+    watch_expiration_ms: Option<i64>,
+    /// When the current watch was registered; `None` while no watch is live.
+    watch_since_ms: Option<i64>,
+    watch_error: Option<String>,
+}
+
+/// Per-account push health: delivery mode, last push, watch expiration. One per process
+/// (`PushHealth::global`), because `spawn_all`'s signature gives the status code no handle.
+#[derive(Debug, Default)]
+pub struct PushHealth {
+    accounts: Mutex<HashMap<String, Entry>>,
+}
+
+impl PushHealth {
+    /// The process-wide registry.
+    pub fn global() -> &'static PushHealth {
+        static HEALTH: OnceLock<PushHealth> = OnceLock::new();
+        HEALTH.get_or_init(PushHealth::default)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.accounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adopts the accounts of `config` (after start or a reload); keeps what is known about
+    /// accounts that stay.
+    pub fn configure(&self, config: &Config) {
+        let mode = match &config.push {
+            Some(p) if p.listen.is_some() => DeliveryMode::Push,
+            Some(p) if p.pull.is_some() => DeliveryMode::Pull,
+            _ => DeliveryMode::Polling,
+        };
+        let silence_ms = config
+            .push
+            .as_ref()
+            .map_or(600_000, |p| duration_ms(p.silence));
+        let mut map = self.lock();
+        let mut keep = HashMap::new();
+        for a in config.accounts.iter().filter(|a| a.enabled) {
+            let AccountSettings::Gmail(g) = &a.settings else {
+                continue;
+            };
+            let mode = if g.push.is_some() {
+                mode
+            } else {
+                DeliveryMode::Polling
+            };
+            let mut e = map.remove(&a.id).unwrap_or(Entry {
+                email: g.email.clone(),
+                mode,
+                silence_ms,
+                last_push_ms: None,
+                pushes: 0,
+                watch_expiration_ms: None,
+                watch_since_ms: None,
+                watch_error: None,
+            });
+            e.email = g.email.clone();
+            e.mode = mode;
+            e.silence_ms = silence_ms;
+            keep.insert(a.id.clone(), e);
+        }
+        *map = keep;
+    }
+
+    /// The account id of a mailbox address (case-insensitive), if configured.
+    pub fn account_of(&self, email: &str) -> Option<String> {
+        self.lock()
+            .iter()
+            .find(|(_, e)| e.email.eq_ignore_ascii_case(email))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// A verified notification for `email` arrived.
+    pub fn record_push(&self, email: &str, at_ms: i64) {
+        let mut map = self.lock();
+        if let Some(e) = map
+            .values_mut()
+            .find(|e| e.email.eq_ignore_ascii_case(email))
+        {
+            e.last_push_ms = Some(at_ms);
+            e.pushes += 1;
+        }
+    }
+
+    /// A watch was registered or renewed.
+    pub fn watch_registered(&self, account: &str, expiration_ms: i64, at_ms: i64) {
+        if let Some(e) = self.lock().get_mut(account) {
+            e.watch_expiration_ms = Some(expiration_ms);
+            if e.watch_since_ms.is_none() {
+                e.watch_since_ms = Some(at_ms);
+            }
+            e.watch_error = None;
+        }
+    }
+
+    /// The watch is gone (a failed renewal, `users.stop`).
+    pub fn watch_cleared(&self, account: &str, error: Option<String>) {
+        if let Some(e) = self.lock().get_mut(account) {
+            e.watch_expiration_ms = None;
+            e.watch_since_ms = None;
+            e.watch_error = error;
+        }
+    }
+
+    /// `active (push)`, `degraded (polling)` or `polling` for the account at `now_ms`.
+    pub fn delivery(&self, account: &str, now_ms: i64) -> &'static str {
+        match self.lock().get(account) {
+            Some(e) => delivery_of(e, now_ms),
+            None => "polling",
+        }
+    }
+
+    /// The account's `delivery` status object.
+    pub fn account_json(&self, account: &str, now_ms: i64) -> Value {
+        match self.lock().get(account) {
+            Some(e) => json!({
+                "delivery": delivery_of(e, now_ms),
+                "mode": e.mode.as_str(),
+                "last_push_ms": e.last_push_ms,
+                "pushes": e.pushes,
+                "watch_expiration_ms": e.watch_expiration_ms,
+                "watch_error": e.watch_error,
+            }),
+            None => json!({"delivery": "polling", "mode": "polling"}),
+        }
+    }
+
+    /// Every known account's status object, keyed by account id.
+    pub fn json(&self, now_ms: i64) -> Value {
+        let ids: Vec<String> = self.lock().keys().cloned().collect();
+        let mut out = serde_json::Map::new();
+        for id in ids {
+            let v = self.account_json(&id, now_ms);
+            out.insert(id, v);
+        }
+        Value::Object(out)
+    }
+}
+
+fn delivery_of(e: &Entry, now_ms: i64) -> &'static str {
+    if e.mode == DeliveryMode::Polling {
+        return "polling";
+    }
+    let Some(since) = e.watch_since_ms else {
+        return "degraded (polling)";
+    };
+    let heard = e.last_push_ms.map_or(since, |p| p.max(since));
+    if now_ms.saturating_sub(heard) < e.silence_ms {
+        "active (push)"
+    } else {
+        "degraded (polling)"
+    }
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A Gmail notification, decoded from Pub/Sub `message.data`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GmailNotification {
+    /// The mailbox address.
+    pub email: String,
+    /// "Something changed up to here."
+    pub history_id: u64,
+}
+
+/// Why a notification or push body could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NotificationError {
+    /// The Pub/Sub envelope is not the expected JSON.
+    #[error("push body is not a Pub/Sub push message: {0}")]
+    Envelope(String),
+    /// `message.data` is not base64.
+    #[error("message.data is not base64")]
+    Base64,
+    /// The decoded data is not `{"emailAddress", "historyId"}`.
+    #[error("message.data is not a Gmail notification: {0}")]
+    Payload(String),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePayload {
+    email_address: String,
+    history_id: WireNumber,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireNumber {
+    Text(String),
+    Number(u64),
+}
+
+/// Decodes `message.data`: base64 (standard or URL alphabet, padded or not) of
+/// `{"emailAddress": "...", "historyId": "..."}`.
+pub fn decode_data(data: &str) -> Result<GmailNotification, NotificationError> {
+    use base64::engine::DecodePaddingMode;
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+    const CFG: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, CFG);
+    const URL: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, CFG);
+    let data = data.trim();
+    let bytes = STD
+        .decode(data)
+        .or_else(|_| URL.decode(data))
+        .map_err(|_| NotificationError::Base64)?;
+    let payload: WirePayload =
+        serde_json::from_slice(&bytes).map_err(|e| NotificationError::Payload(e.to_string()))?;
+    let history_id = match payload.history_id {
+        WireNumber::Number(n) => n,
+        WireNumber::Text(t) => t
+            .trim()
+            .parse()
+            .map_err(|_| NotificationError::Payload("historyId is not a uint64".into()))?,
+    };
+    if !payload.email_address.contains('@') {
+        return Err(NotificationError::Payload(
+            "emailAddress is not an address".into(),
+        ));
+    }
+    Ok(GmailNotification {
+        email: payload.email_address,
+        history_id,
+    })
+}
+
+/// The wrapped Pub/Sub push body (reference gmail-api.md §6.3); unknown fields are ignored.
+#[derive(Deserialize)]
+struct WirePush {
+    message: WirePushMessage,
+}
+
+#[derive(Deserialize)]
+struct WirePushMessage {
+    data: Option<String>,
+    #[serde(rename = "messageId", default)]
+    message_id: Option<String>,
+    /// Pub/Sub sends both spellings.
+    #[serde(rename = "message_id", default)]
+    message_id_snake: Option<String>,
+}
+
+/// Parses a push request body into the notification and Pub/Sub's message id.
+pub fn decode_push_body(
+    body: &[u8],
+) -> Result<(GmailNotification, Option<String>), NotificationError> {
+    let push: WirePush =
+        serde_json::from_slice(body).map_err(|e| NotificationError::Envelope(e.to_string()))?;
+    let data = push
+        .message
+        .data
+        .ok_or_else(|| NotificationError::Envelope("message.data is missing".into()))?;
+    let id = push.message.message_id.or(push.message.message_id_snake);
+    Ok((decode_data(&data)?, id))
+}
+
+/// Hands a verified notification to the daemon and records the push in the health registry.
+/// `Ok` means the notification may be acknowledged.
+pub async fn deliver(
+    core: &DaemonCore,
+    n: &GmailNotification,
+    via: &'static str,
+    message_id: Option<&str>,
+) -> Result<PushOutcome, crate::daemon::AdminError> {
+    let outcome = core.gmail_push(&n.email, n.history_id).await?;
+    match outcome {
+        PushOutcome::UnknownAccount => {
+            tracing::warn!(via, email = %n.email, history_id = n.history_id, message_id, "Notification for an address no account has; acknowledged and ignored.");
+        }
+        PushOutcome::AlreadySynced => {
+            PushHealth::global().record_push(&n.email, now_ms());
+            tracing::debug!(via, email = %n.email, history_id = n.history_id, message_id, "Notification already covered by the stored cursor.");
+        }
+        PushOutcome::Enqueued => {
+            PushHealth::global().record_push(&n.email, now_ms());
+            tracing::debug!(via, email = %n.email, history_id = n.history_id, message_id, "Notification enqueued.");
+        }
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests;
