@@ -289,6 +289,7 @@ fn placeholder(h: &AccountHandle, state: AccountState, error: Option<String>) ->
         missing: 0,
         dead_lettered: 0,
         delivery: None,
+        last_gap_recovery_units: None,
     }
 }
 

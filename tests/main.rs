@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod control_socket;
 mod crash_recovery;
+mod feed_socket;
 mod signals;
 mod sinks;
 mod supervision;

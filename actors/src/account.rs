@@ -521,7 +521,8 @@ impl AccountActorState {
         let res = self
             .store
             .transaction(|tx| mirror::emit(tx, &account, key.clone(), &change, now).map(|_| ()));
-        if let Err(e) = res {
+        // Feed readers only see flushed events; state changes are rare, so flush each one.
+        if let Err(e) = res.and_then(|()| self.store.flush()) {
             tracing::warn!(account = %self.spec.id, error = %e, "Could not record a state change event.");
         }
     }
@@ -576,6 +577,10 @@ impl AccountActorState {
             missing,
             dead_lettered: dead,
             delivery: Some("polling".into()),
+            last_gap_recovery_units: rec
+                .as_ref()
+                .and_then(|r| r.last_gap_list_calls)
+                .map(|calls| calls * 5 + 2),
         }
     }
 }

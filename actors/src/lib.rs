@@ -10,20 +10,20 @@
 //!
 //! Every actor's real inbox is a sled-backed `DurableMailbox`; ractor messages are wake-ups.
 
-pub mod error;
-pub mod model;
-pub mod ports;
-pub mod mirror;
-pub mod status;
-pub mod backoff;
-pub mod feed;
-pub mod mailbox;
-pub mod store;
-pub mod quota;
 pub mod account;
 pub mod account_record;
 pub mod backfill;
+pub mod backoff;
+pub mod error;
+pub mod feed;
 pub mod history_sync;
 pub mod ingest;
+pub mod mailbox;
+pub mod mirror;
+pub mod model;
+pub mod ports;
+pub mod quota;
 pub mod root;
 pub mod spec;
+pub mod status;
+pub mod store;

@@ -80,6 +80,10 @@ pub struct AccountStatus {
     pub dead_lettered: u64,
     /// Push / polling health (`push`, `polling`, `degraded (polling)`), when relevant.
     pub delivery: Option<String>,
+    /// Quota units the last gap recovery spent (list pages at 5 units, plus the profile and
+    /// labels calls); compare with messages × 20 for a full re-fetch.
+    #[serde(default)]
+    pub last_gap_recovery_units: Option<u64>,
 }
 
 /// Everything `ctl status` shows.
