@@ -597,11 +597,18 @@ impl BackfillState {
         let (mut vanished, mut relabeled) = (0u64, 0u64);
         let discriminator = format!("gap{}", gap.start_history_id);
         for chunk in ids.chunks(500) {
+            // The label markers are read before the transaction: sled holds its global
+            // write lock while a transaction closure runs, so a plain tree scan in there
+            // would wait for itself forever (and block every other store access).
+            let mut chunk_labels = Vec::with_capacity(chunk.len());
+            for mid in chunk {
+                chunk_labels.push(self.scratch_labels(&account, mid).map_err(store_err)?);
+            }
             let (v, r) = self
                 .store
                 .transaction(|tx| {
                     let (mut v, mut r) = (0u64, 0u64);
-                    for mid in chunk {
+                    for (mid, labels) in chunk.iter().zip(&chunk_labels) {
                         if tx
                             .get(Space::Cursors, &seen_key(&account, &mid.0))?
                             .is_none()
@@ -613,9 +620,14 @@ impl BackfillState {
                         let Some(old) = mirror::get_message_tx(tx, &account, mid)? else {
                             continue;
                         };
-                        let labels = self.scratch_labels(&account, mid).map_err(TxError::from)?;
-                        if mirror::set_labels(tx, &account, old, labels, &discriminator, now)?
-                            == mirror::Applied::Updated
+                        if mirror::set_labels(
+                            tx,
+                            &account,
+                            old,
+                            labels.clone(),
+                            &discriminator,
+                            now,
+                        )? == mirror::Applied::Updated
                         {
                             r += 1;
                         }
@@ -650,8 +662,9 @@ impl BackfillState {
         Ok(())
     }
 
-    /// The labels the per-label listing found on one message. Read outside the transaction's
-    /// view: the markers are written by earlier, committed steps and never change here.
+    /// The labels the per-label listing found on one message. Never call it inside a
+    /// transaction closure (sled's global lock): the markers are written by earlier,
+    /// committed steps and never change during the apply step.
     fn scratch_labels(&self, account: &str, id: &MessageId) -> Result<Vec<LabelId>, StoreError> {
         let prefix = label_prefix(account, &id.0);
         let mut out = Vec::new();
