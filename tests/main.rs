@@ -9,6 +9,7 @@ mod bad_input;
 mod control_socket;
 mod crash_recovery;
 mod feed_socket;
+mod push;
 mod signals;
 mod sinks;
 mod supervision;
