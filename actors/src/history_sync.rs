@@ -64,7 +64,12 @@ pub struct HistorySyncState {
     failures: u32,
     pushes: DurableMailbox,
     round_pushes: Vec<Job>,
+    labels_synced_at: Option<std::time::Instant>,
 }
+
+/// How often a round also re-reads the label list (label creations and renames do not appear in
+/// history; the call costs one quota unit).
+const LABEL_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Durably records a push for `history_id` (not flushed: the caller flushes before it
 /// acknowledges the push). Deduplicated per account and history id.
@@ -106,6 +111,7 @@ impl Actor for HistorySync {
         Ok(HistorySyncState {
             pushes,
             round_pushes: Vec::new(),
+            labels_synced_at: None,
             spec: args.spec,
             store: args.store,
             parent: args.parent,
@@ -204,6 +210,13 @@ impl HistorySyncState {
             next_page_token: None,
             pages: 0,
         });
+        if round.pages == 0
+            && self
+                .labels_synced_at
+                .is_none_or(|t| t.elapsed() >= LABEL_SYNC_EVERY)
+        {
+            self.sync_labels().await?;
+        }
         let page = match self
             .spec
             .api
@@ -310,6 +323,31 @@ impl HistorySyncState {
         } else {
             self.schedule_poll(myself);
         }
+        Ok(())
+    }
+
+    /// Mirrors label creations, renames and deletions. A failure is logged and retried at the
+    /// next round; it never blocks message sync.
+    async fn sync_labels(&mut self) -> Result<(), ActorProcessingErr> {
+        let remote = match self.spec.api.labels().await {
+            Ok(l) => l,
+            Err(ApiError::Internal(e)) => return Err(SyncError::Api(ApiError::Internal(e)).into()),
+            Err(e) => {
+                tracing::warn!(account = %self.spec.id, error = %e, "Label sync failed; retrying next round.");
+                return Ok(());
+            }
+        };
+        let account = self.spec.id.0.clone();
+        let existing = mirror::labels(&self.store, &account).map_err(store_err)?;
+        let now = now_ms();
+        let events = self
+            .store
+            .transaction(|tx| mirror::sync_labels(tx, &account, &existing, &remote, now))
+            .map_err(store_err)?;
+        if events > 0 {
+            self.store.flush_async().await.map_err(store_err)?;
+        }
+        self.labels_synced_at = Some(std::time::Instant::now());
         Ok(())
     }
 

@@ -242,6 +242,15 @@ async fn watch(core: Arc<DaemonCore>, mutation_rate: f64, cancel: CancellationTo
             continue;
         };
         if !synced {
+            if acct.phase == "caught_up" {
+                synced = true;
+                last_seq = feed.last_seq().unwrap_or(0);
+                println!(
+                    "[{:>4} s] caught_up. Full sync done; the mailbox keeps changing ({mutation_rate} mutations/s). Changes as they arrive:",
+                    started.elapsed().as_secs()
+                );
+                continue;
+            }
             let p = acct.progress.clone().unwrap_or_default();
             let total = p.total.map(|t| format!("/{t}")).unwrap_or_default();
             let eta = p
@@ -261,14 +270,6 @@ async fn watch(core: Arc<DaemonCore>, mutation_rate: f64, cancel: CancellationTo
                     .map(|e| format!("  last error: {e}"))
                     .unwrap_or_default()
             );
-            if acct.phase == "caught_up" {
-                synced = true;
-                last_seq = feed.last_seq().unwrap_or(0);
-                println!(
-                    "Full sync done in {} s. The mailbox keeps changing ({mutation_rate} mutations/s); changes as they arrive:",
-                    started.elapsed().as_secs()
-                );
-            }
             continue;
         }
         let Ok(events) = feed.read_after(last_seq, 200) else {
