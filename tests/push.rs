@@ -484,11 +484,14 @@ fn dropped_pushes_are_caught_by_polling_and_status_recovers() {
         d.account("gm")
     );
     emu.clear_faults();
+    // Gmail sends at most one notification per second per mailbox.
+    std::thread::sleep(Duration::from_millis(1_100));
     let id = emu.deliver();
     assert!(
         wait_until(Duration::from_secs(10), || delivery(&d) == "active (push)"),
-        "status never recovered: {}",
-        d.account("gm")
+        "status never recovered: {}\nemulator counters: {}",
+        d.account("gm"),
+        emu.call("GET", "/_emulator/counters", json!({})).1
     );
     assert!(wait_until(Duration::from_secs(15), || has_added(&env, &id)));
     d.stop();
