@@ -13,3 +13,5 @@ mod push;
 mod signals;
 mod sinks;
 mod supervision;
+mod gmail_crash;
+mod gmail_sync;
