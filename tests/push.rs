@@ -53,7 +53,10 @@ impl Emu {
             rt,
             handle: Some(handle),
             base,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client"),
         }
     }
 
@@ -576,7 +579,10 @@ impl PubSub {
                 .enable_all()
                 .build()
                 .expect("runtime"),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("http client"),
         };
         let ok = wait_until(Duration::from_secs(30), || {
             ps.put("/v1/projects/mailsync-emulator/topics/gmail", json!({}))
@@ -602,11 +608,19 @@ impl PubSub {
 
 impl Drop for PubSub {
     fn drop(&mut self) {
+        // The emulator is a JVM in its own process group (pgid = its pid): TERM, then KILL.
         let pgid = self.child.id();
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(format!("-{pgid}"))
-            .status();
+        for sig in ["-TERM", "-KILL"] {
+            let _ = std::process::Command::new("kill")
+                .arg(sig)
+                .arg(format!("-{pgid}"))
+                .status();
+            if wait_until(Duration::from_secs(5), || {
+                matches!(self.child.try_wait(), Ok(Some(_)))
+            }) {
+                return;
+            }
+        }
         let _ = self.child.wait();
     }
 }
