@@ -557,7 +557,6 @@ struct PubSub {
 
 impl PubSub {
     fn start() -> PubSub {
-        use std::os::unix::process::CommandExt;
         assert!(
             std::path::Path::new(PUBSUB_BIN).exists(),
             "the official Pub/Sub emulator is required (Debian package \
@@ -569,7 +568,7 @@ impl PubSub {
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .process_group(0)
+            .stdin(std::process::Stdio::null())
             .spawn()
             .expect("spawn the Pub/Sub emulator");
         let ps = PubSub {
@@ -608,19 +607,8 @@ impl PubSub {
 
 impl Drop for PubSub {
     fn drop(&mut self) {
-        // The emulator is a JVM in its own process group (pgid = its pid): TERM, then KILL.
-        let pgid = self.child.id();
-        for sig in ["-TERM", "-KILL"] {
-            let _ = std::process::Command::new("kill")
-                .arg(sig)
-                .arg(format!("-{pgid}"))
-                .status();
-            if wait_until(Duration::from_secs(5), || {
-                matches!(self.child.try_wait(), Ok(Some(_)))
-            }) {
-                return;
-            }
-        }
+        // The launcher script execs the JVM, so the child's pid is the emulator itself.
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
