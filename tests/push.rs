@@ -230,7 +230,7 @@ fn added_keys(env: &TestEnv) -> Vec<String> {
 
 fn has_added(env: &TestEnv, id: &str) -> bool {
     let key = format!("message.added:gm:{id}");
-    added_keys(env).iter().any(|k| *k == key)
+    added_keys(env).contains(&key)
 }
 
 fn caught_up(d: &Daemon) -> bool {
