@@ -86,6 +86,10 @@ impl Admin {
                     if let Some(obj) = v.as_object_mut() {
                         obj.insert("consumers".into(), self.consumers());
                         obj.insert("sinks".into(), self.core.sinks_json().await);
+                        obj.insert(
+                            "push".into(),
+                            crate::push::PushHealth::global().json(crate::push::now_ms()),
+                        );
                     }
                     Response::Ok(v)
                 }

@@ -128,7 +128,15 @@ impl DaemonCore {
                 None => placeholder(&h, AccountState::Failed, h.down_reason.clone()),
             }
         });
-        let accounts = futures_util::future::join_all(futures).await;
+        let mut accounts = futures_util::future::join_all(futures).await;
+        let now = crate::push::now_ms();
+        for a in &mut accounts {
+            a.delivery = Some(
+                crate::push::PushHealth::global()
+                    .delivery(&a.account, now)
+                    .to_string(),
+            );
+        }
         let data_dir = self.config.lock().await.data_dir.display().to_string();
         Ok(DaemonStatus {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -364,6 +372,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
     });
     let tasks = TaskTracker::new();
     core.start_sinks(&sink_config).await;
+    crate::push::spawn_all(core.clone(), &sink_config, cancel.child_token(), &tasks);
     tasks.spawn(crate::admin::serve(
         listener,
         core.clone(),

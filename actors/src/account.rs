@@ -156,7 +156,17 @@ impl Actor for AccountActor {
         for kind in ChildKind::ALL {
             st.spawn_child(&myself, kind).await?;
         }
-        st.set_state(AccountState::Running, None);
+        // A gap recovery interrupted by a restart resumes; say so from the start.
+        let rec = AccountRecord::load(&st.store, &st.spec.id.0).map_err(store_err)?;
+        if rec.gap.is_some() {
+            st.set_state(
+                AccountState::Resyncing,
+                Some("resuming gap recovery".into()),
+            );
+            st.phase = "resyncing".into();
+        } else {
+            st.set_state(AccountState::Running, None);
+        }
         tracing::info!(account = %st.spec.id, kind = %st.spec.kind, "Account started.");
         Ok(())
     }

@@ -249,6 +249,9 @@ pub(crate) fn decode_in<T: DeserializeOwned>(context: &str, bytes: &[u8]) -> Res
     Ok(value)
 }
 
+/// sled's page cache size.
+pub const CACHE_CAPACITY_BYTES: u64 = 128 * 1024 * 1024;
+
 /// The generic keyspaces other modules keep their own data in; each is one sled tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Space {
@@ -623,7 +626,13 @@ const SLED_LOCK_WAIT: Duration = Duration::from_secs(5);
 fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     let deadline = Instant::now() + SLED_LOCK_WAIT;
     loop {
-        match sled::Config::new().path(dir.join("db")).open() {
+        // sled's page cache defaults to 1 GiB; a daemon that runs for months on a desktop must
+        // stay small, so cap it (the OS page cache still holds hot data).
+        match sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(CACHE_CAPACITY_BYTES)
+            .open()
+        {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e))
                 if e.to_string().contains("could not acquire lock")
