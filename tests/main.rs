@@ -14,4 +14,5 @@ mod signals;
 mod sinks;
 mod supervision;
 mod gmail_crash;
+mod gmail_maildir;
 mod gmail_sync;
