@@ -21,6 +21,3 @@ pub mod wire;
 pub use auth::{BearerToken, GOOGLE_TOKEN_URL, OAuthCredentials, TokenSource};
 pub use gmail::{GOOGLE_API_BASE, GmailClient, GmailClientConfig, RetryConfig};
 pub use oauth_flow::{LoopbackFlow, LoopbackFlowError, load_refresh_token, store_refresh_token};
-
-#[cfg(test)]
-mod tests_emulator;

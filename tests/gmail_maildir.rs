@@ -6,7 +6,6 @@ use crate::common::emulator::{
     ACCOUNT, Emu, assert_mirror_equals, config, quota_scale, wait_caught_up,
 };
 use crate::common::*;
-use std::process::Command;
 use std::time::Duration;
 
 const MESSAGES: usize = 400;
@@ -70,32 +69,13 @@ fn notmuch_counts_the_emulators_messages_in_the_synced_maildir() {
         flagged
     );
 
-    let notmuch_config = env.path("notmuch-config");
-    std::fs::write(
-        &notmuch_config,
-        format!(
-            "[database]\npath={}\n[user]\nname=Test\nprimary_email=test@example.com\n[new]\ntags=new;\n[maildir]\nsynchronize_flags=true\n",
-            root.display()
-        ),
-    )
-    .expect("notmuch config");
-    let notmuch = |args: &[&str]| {
-        let out = Command::new("notmuch")
-            .args(args)
-            .env("NOTMUCH_CONFIG", &notmuch_config)
-            .env("HOME", env.dir.path())
-            .output()
-            .expect("notmuch is installed (scripts/test installs it)");
-        assert!(
-            out.status.success(),
-            "notmuch {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    notmuch(&["new"]);
-    assert_eq!(notmuch(&["count", "*"]), truth.messages.len().to_string());
+    let notmuch = Notmuch::new(&env, &root, true);
+    notmuch.run(&["new"]);
+    assert_eq!(
+        notmuch.run(&["count", "*"]),
+        truth.messages.len().to_string()
+    );
     // notmuch reads the Maildir flags: its unread count is the emulator's UNREAD count.
     let unread = truth.messages.len() - seen;
-    assert_eq!(notmuch(&["count", "tag:unread"]), unread.to_string());
+    assert_eq!(notmuch.run(&["count", "tag:unread"]), unread.to_string());
 }

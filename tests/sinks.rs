@@ -11,7 +11,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -96,32 +95,10 @@ fn maildir_holds_one_file_per_message_and_notmuch_indexes_it() {
     assert_one_file_per_message(&root, "md", N);
 
     // notmuch counts the same number of messages.
-    let notmuch_config = env.path("notmuch-config");
-    std::fs::write(
-        &notmuch_config,
-        format!(
-            "[database]\npath={}\n[user]\nname=Test\nprimary_email=test@example.com\n[new]\ntags=inbox;\n[maildir]\nsynchronize_flags=false\n",
-            root.display()
-        ),
-    )
-    .expect("write notmuch config");
-    let notmuch = |args: &[&str]| {
-        let out = Command::new("notmuch")
-            .args(args)
-            .env("NOTMUCH_CONFIG", &notmuch_config)
-            .env("HOME", env.dir.path())
-            .output()
-            .expect("notmuch is installed (scripts/test installs it: apt-get install notmuch)");
-        assert!(
-            out.status.success(),
-            "notmuch {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    notmuch(&["new"]);
-    assert_eq!(notmuch(&["count", "*"]), N.to_string());
-    assert_eq!(notmuch(&["count", "folder:md"]), N.to_string());
+    let notmuch = Notmuch::new(&env, &root, false);
+    notmuch.run(&["new"]);
+    assert_eq!(notmuch.run(&["count", "*"]), N.to_string());
+    assert_eq!(notmuch.run(&["count", "folder:md"]), N.to_string());
 }
 
 #[test]

@@ -346,8 +346,7 @@ impl AccountActorState {
             .release_all();
         let id = match kind {
             ChildKind::Ingest => {
-                let (r, _) = Actor::spawn_linked(
-                    None,
+                let r = spawn_child_actor(
                     Ingest,
                     IngestArgs {
                         spec,
@@ -362,8 +361,7 @@ impl AccountActorState {
                 id
             }
             ChildKind::Backfill => {
-                let (r, _) = Actor::spawn_linked(
-                    None,
+                let r = spawn_child_actor(
                     Backfill,
                     BackfillArgs {
                         spec,
@@ -378,8 +376,7 @@ impl AccountActorState {
                 id
             }
             ChildKind::HistorySync => {
-                let (r, _) = Actor::spawn_linked(
-                    None,
+                let r = spawn_child_actor(
                     HistorySync,
                     HistorySyncArgs {
                         spec,
@@ -593,6 +590,16 @@ impl AccountActorState {
                 .map(|calls| calls * 5 + 2),
         }
     }
+}
+
+/// Spawns one child linked to the account (supervision events reach the AccountActor).
+async fn spawn_child_actor<A: Actor>(
+    actor: A,
+    args: A::Arguments,
+    cell: ActorCell,
+) -> Result<ActorRef<A::Msg>, ActorProcessingErr> {
+    let (r, _) = Actor::spawn_linked(None, actor, args, cell).await?;
+    Ok(r)
 }
 
 fn serde_name(state: AccountState) -> &'static str {

@@ -266,12 +266,7 @@ impl BackfillState {
                     Some(other) => {
                         // The client already retried; wait with backoff and try the step again.
                         self.failures += 1;
-                        let delay = match &other {
-                            ApiError::RateLimited {
-                                retry_after: Some(d),
-                            } => *d,
-                            _ => self.spec.retry.delay(self.failures, &mut rand::rng()),
-                        };
+                        let delay = other.retry_delay(&self.spec.retry, self.failures);
                         tracing::warn!(account = %self.spec.id, error = %other, delay_ms = delay.as_millis() as u64, "Backfill step failed; retrying.");
                         myself.send_after(delay, || BackfillMsg::Step);
                     }

@@ -39,6 +39,17 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// How long to wait before retrying after this error: the server's Retry-After when it
+    /// gave one, else the policy's jittered backoff for `attempt`.
+    pub fn retry_delay(&self, policy: &crate::backoff::RetryPolicy, attempt: u32) -> Duration {
+        match self {
+            ApiError::RateLimited {
+                retry_after: Some(d),
+            } => *d,
+            _ => policy.delay(attempt, &mut rand::rng()),
+        }
+    }
+
     /// Whether retrying the same call later may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(

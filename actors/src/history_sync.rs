@@ -375,12 +375,7 @@ impl HistorySyncState {
             }
             other => {
                 self.failures += 1;
-                let delay = match &other {
-                    ApiError::RateLimited {
-                        retry_after: Some(d),
-                    } => *d,
-                    _ => self.spec.retry.delay(self.failures, &mut rand::rng()),
-                };
+                let delay = other.retry_delay(&self.spec.retry, self.failures);
                 tracing::warn!(account = %self.spec.id, error = %other, delay_ms = delay.as_millis() as u64, "History page failed; retrying.");
                 myself.send_after(delay, || HistorySyncMsg::FetchPage);
                 Ok(())

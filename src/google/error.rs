@@ -97,8 +97,11 @@ pub fn classify(
         403 if rate_reason => ApiError::RateLimited {
             retry_after: retry_after.or_else(|| retry_after_from_message(message)),
         },
-        401 => ApiError::Disconnected(format!(
-            "access token rejected after a refresh ({})",
+        // Only reached after a successful refresh (auth retries a first 401). The refresh token
+        // works, so no person needs to act: retry later. A grant revoked meanwhile surfaces as
+        // `invalid_grant` at the next refresh, which disconnects the account.
+        401 => ApiError::Transient(format!(
+            "access token rejected right after a refresh ({})",
             detail()
         )),
         404 if method == GmailMethod::History => ApiError::HistoryExpired,
@@ -500,11 +503,11 @@ mod tests {
     }
 
     #[test]
-    fn unauthorized_after_refresh_disconnects() {
+    fn unauthorized_after_refresh_is_transient() {
         let b = body(401, "authError", "Invalid Credentials");
         assert!(matches!(
             classify(GmailMethod::Labels, 401, None, &b),
-            ApiError::Disconnected(_)
+            ApiError::Transient(_)
         ));
     }
 

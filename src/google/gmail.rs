@@ -583,8 +583,8 @@ impl GmailClient {
             .zip(results)
             .map(|(id, r)| {
                 let r = r.unwrap_or_else(|| {
-                    Err(ApiError::Disconnected(
-                        "batch part still unauthorized after a refresh".into(),
+                    Err(ApiError::Transient(
+                        "batch part still unauthorized right after a refresh".into(),
                     ))
                 });
                 (id, r)
@@ -1027,17 +1027,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_401_refreshes_once_then_disconnects() {
+    async fn a_401_refreshes_once_then_is_retried_as_transient() {
         let (c, fake) = client().await;
         c.profile().await.expect("first token");
         // The server forgets the token: one refresh, then success.
         *fake.valid.lock().expect("lock") = "expired".into();
         c.profile().await.expect("after refresh");
         assert_eq!(fake.token_calls.load(Ordering::SeqCst), 2);
-        // Every token rejected: one refresh, then Disconnected.
+        // Every token rejected although the refresh works: one refresh, then a transient
+        // error (retried later); only `invalid_grant` at a refresh disconnects the account.
         fake.reject_all.store(true, Ordering::SeqCst);
-        let err = c.profile().await.expect_err("disconnected");
-        assert!(matches!(err, ApiError::Disconnected(_)), "{err:?}");
+        let err = c.profile().await.expect_err("rejected");
+        assert!(matches!(err, ApiError::Transient(_)), "{err:?}");
         assert_eq!(fake.token_calls.load(Ordering::SeqCst), 3);
     }
 

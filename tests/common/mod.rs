@@ -254,3 +254,45 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 pub mod emulator;
+
+/// notmuch (Debian's package) pointed at a Maildir root, with its own config in the test dir.
+pub struct Notmuch {
+    config: PathBuf,
+    home: PathBuf,
+}
+
+impl Notmuch {
+    /// Writes a notmuch config for `root`; `synchronize_flags` makes notmuch read Maildir flags
+    /// into tags (unread, flagged ...).
+    pub fn new(env: &TestEnv, root: &Path, synchronize_flags: bool) -> Notmuch {
+        let config = env.path("notmuch-config");
+        std::fs::write(
+            &config,
+            format!(
+                "[database]\npath={}\n[user]\nname=Test\nprimary_email=test@example.com\n[new]\ntags=inbox;\n[maildir]\nsynchronize_flags={synchronize_flags}\n",
+                root.display()
+            ),
+        )
+        .expect("write notmuch config");
+        Notmuch {
+            config,
+            home: env.dir.path().to_path_buf(),
+        }
+    }
+
+    /// Runs `notmuch ARGS`, asserting success, and returns its trimmed stdout.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("notmuch")
+            .args(args)
+            .env("NOTMUCH_CONFIG", &self.config)
+            .env("HOME", &self.home)
+            .output()
+            .expect("notmuch is installed (scripts/test installs it: apt-get install notmuch)");
+        assert!(
+            out.status.success(),
+            "notmuch {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
