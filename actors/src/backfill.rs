@@ -171,7 +171,13 @@ impl Actor for Backfill {
             BackfillMsg::Pause => st.paused = true,
             BackfillMsg::Resume => {
                 st.paused = false;
-                myself.cast(BackfillMsg::WorkAvailable)?;
+                // A step that arrived while paused was dropped: continue the held job, or look
+                // for one.
+                if st.current.is_some() {
+                    myself.cast(BackfillMsg::Step)?;
+                } else {
+                    myself.cast(BackfillMsg::WorkAvailable)?;
+                }
             }
             BackfillMsg::WorkAvailable => {
                 if st.paused || st.current.is_some() {
