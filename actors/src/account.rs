@@ -8,12 +8,12 @@
 //! Parent: RootSupervisor. Children: HistorySync, Backfill, Ingest. Messages: `AccountMsg`.
 
 use crate::account_record::AccountRecord;
-use crate::backfill::{self, Backfill, BackfillArgs, BackfillJob, BackfillMsg};
+use crate::backfill::{self, Backfill, BackfillJob, BackfillMsg};
 use crate::backoff::RestartBudget;
-use crate::history_sync::{HistorySync, HistorySyncArgs, HistorySyncMsg};
-use crate::ingest::{Ingest, IngestArgs, IngestMsg};
+use crate::history_sync::{HistorySync, HistorySyncMsg};
+use crate::ingest::{Ingest, IngestMsg};
 use crate::mirror::{self, Change};
-use crate::spec::{AccountSpec, ChildKind, mailbox_name, now_ms};
+use crate::spec::{AccountSpec, ChildArgs, ChildKind, mailbox_name, now_ms};
 use crate::status::{AccountState, AccountStatus, Progress, QueueStat};
 use crate::store::Store;
 use ractor::{
@@ -344,48 +344,26 @@ impl AccountActorState {
         self.store
             .mailbox(&mailbox_name(&self.spec.id, kind))
             .release_all();
+        let args = ChildArgs {
+            spec,
+            store,
+            parent,
+        };
         let id = match kind {
             ChildKind::Ingest => {
-                let r = spawn_child_actor(
-                    Ingest,
-                    IngestArgs {
-                        spec,
-                        store,
-                        parent,
-                    },
-                    cell,
-                )
-                .await?;
+                let r = spawn_child_actor(Ingest, args, cell).await?;
                 let id = r.get_id();
                 self.children.ingest = Some(r);
                 id
             }
             ChildKind::Backfill => {
-                let r = spawn_child_actor(
-                    Backfill,
-                    BackfillArgs {
-                        spec,
-                        store,
-                        parent,
-                    },
-                    cell,
-                )
-                .await?;
+                let r = spawn_child_actor(Backfill, args, cell).await?;
                 let id = r.get_id();
                 self.children.backfill = Some(r);
                 id
             }
             ChildKind::HistorySync => {
-                let r = spawn_child_actor(
-                    HistorySync,
-                    HistorySyncArgs {
-                        spec,
-                        store,
-                        parent,
-                    },
-                    cell,
-                )
-                .await?;
+                let r = spawn_child_actor(HistorySync, args, cell).await?;
                 let id = r.get_id();
                 self.children.history = Some(r);
                 id

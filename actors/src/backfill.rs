@@ -33,15 +33,8 @@ use std::time::{Duration, Instant};
 /// The Backfill actor.
 pub struct Backfill;
 
-/// What Backfill is started with.
-pub struct BackfillArgs {
-    /// The account.
-    pub spec: AccountSpec,
-    /// The store.
-    pub store: Store,
-    /// The parent.
-    pub parent: ActorRef<AccountMsg>,
-}
+/// What Backfill is started with (the same for every child).
+pub type BackfillArgs = crate::spec::ChildArgs;
 
 /// A job in Backfill's durable mailbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

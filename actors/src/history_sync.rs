@@ -27,15 +27,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 /// The HistorySync actor.
 pub struct HistorySync;
 
-/// What HistorySync is started with.
-pub struct HistorySyncArgs {
-    /// The account.
-    pub spec: AccountSpec,
-    /// The store.
-    pub store: Store,
-    /// The parent.
-    pub parent: ActorRef<AccountMsg>,
-}
+/// What HistorySync is started with (the same for every child).
+pub type HistorySyncArgs = crate::spec::ChildArgs;
 
 /// HistorySync's messages.
 #[derive(Debug)]

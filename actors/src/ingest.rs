@@ -20,15 +20,8 @@ use std::time::{Duration, Instant};
 /// The Ingest actor (behaviour only; state is `IngestState`).
 pub struct Ingest;
 
-/// What Ingest is started with.
-pub struct IngestArgs {
-    /// The account.
-    pub spec: AccountSpec,
-    /// The store.
-    pub store: Store,
-    /// The parent, told about progress, idleness and disconnection.
-    pub parent: ActorRef<AccountMsg>,
-}
+/// What Ingest is started with (the same for every child).
+pub type IngestArgs = crate::spec::ChildArgs;
 
 /// Ingest's messages.
 #[derive(Debug)]

@@ -44,6 +44,16 @@ impl std::fmt::Debug for AccountSpec {
     }
 }
 
+/// What every child of an AccountActor is started with.
+pub struct ChildArgs {
+    /// The account.
+    pub spec: AccountSpec,
+    /// The store.
+    pub store: crate::store::Store,
+    /// The parent, told about progress, phases, idleness and disconnection.
+    pub parent: ractor::ActorRef<crate::account::AccountMsg>,
+}
+
 /// Which child of an AccountActor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ChildKind {
