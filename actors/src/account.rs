@@ -59,13 +59,9 @@ pub enum AccountMsg {
     Nudge,
     /// Ingest has new jobs (from Backfill or HistorySync).
     IngestWork,
-    /// Ingest found its queue empty.
-    IngestIdle,
     /// Ingest progress.
     IngestProgress {
-        /// Messages stored since Ingest started.
-        fetched: u64,
-        /// Rate since Ingest started.
+        /// Messages stored per second since Ingest started.
         per_second: f64,
     },
     /// A child reports what it is doing.
@@ -239,15 +235,10 @@ impl Actor for AccountActor {
                     let _ = i.cast(IngestMsg::WorkAvailable);
                 }
             }
-            AccountMsg::IngestIdle => {}
-            AccountMsg::IngestProgress {
-                fetched,
-                per_second,
-            } => {
+            AccountMsg::IngestProgress { per_second } => {
                 if st.phase == "fetching" || st.phase == "listing" {
                     let p = st.progress.get_or_insert_with(Progress::default);
                     p.per_second = per_second;
-                    let _ = fetched;
                 }
             }
             AccountMsg::Phase { phase, progress } => {

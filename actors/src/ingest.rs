@@ -4,7 +4,8 @@
 //! then a flush. Parts that failed are nacked (retried with backoff, dead-lettered after the
 //! policy's attempts), never dropped; a 404 part is a deletion, not an error.
 //!
-//! Parent: AccountActor. Persists: mirror records, feed events, job acks (all via `Store`).
+//! Parent: AccountActor (told the fetch rate and disconnections). Persists: mirror records,
+//! feed events, job acks (all via `Store`).
 //! Messages: `IngestMsg`. A ractor message is only a wake-up; the work is in sled.
 
 use crate::account::AccountMsg;
@@ -127,15 +128,7 @@ impl IngestState {
             .lease(self.spec.batch_size, now)
             .map_err(|e| SyncError::Store(e.to_string()))?;
         if jobs.is_empty() {
-            self.schedule_wake(myself)?;
-            let depth = self
-                .queue
-                .depth()
-                .map_err(|e| SyncError::Store(e.to_string()))?;
-            if depth.pending == 0 && depth.delayed == 0 && depth.leased == 0 {
-                let _ = self.parent.cast(AccountMsg::IngestIdle);
-            }
-            return Ok(());
+            return self.schedule_wake(myself);
         }
         let ids: Vec<MessageId> = jobs
             .iter()
@@ -221,7 +214,6 @@ impl IngestState {
         self.fetched += added;
         let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
         let _ = self.parent.cast(AccountMsg::IngestProgress {
-            fetched: self.fetched,
             per_second: self.fetched as f64 / elapsed,
         });
         myself.cast(IngestMsg::WorkAvailable)?;
