@@ -295,16 +295,7 @@ impl BackfillState {
     /// Mirrors the provider's labels (upsert, rename, delete vanished) in one transaction.
     async fn sync_labels(&self) -> Result<(), ActorProcessingErr> {
         let remote = self.spec.api.labels().await.map_err(SyncError::Api)?;
-        let account = self.spec.id.0.clone();
-        let existing = mirror::labels(&self.store, &account).map_err(store_err)?;
-        let now = now_ms();
-        self.store
-            .transaction(|tx| {
-                mirror::sync_labels(tx, &account, &existing, &remote, now)?;
-                let mut rec = AccountRecord::load_tx(tx, &account)?;
-                rec.label_sync_completed = true;
-                rec.save_tx(tx, &account)
-            })
+        mirror::store_remote_labels(&self.store, &self.spec.id.0, &remote, now_ms())
             .map_err(store_err)?;
         Ok(())
     }
@@ -398,11 +389,18 @@ impl BackfillState {
             .store
             .mailbox(&mailbox_name(&self.spec.id, ChildKind::Ingest));
         let depth = ingest_q.depth().map_err(store_err)?;
-        let mirrored = mirror::message_count(&self.store, &account);
-        if depth.pending + depth.leased + depth.delayed > 0 {
-            self.report("fetching", mirrored, Some(fs.listed));
+        let outstanding = (depth.pending + depth.leased + depth.delayed) as u64;
+        if outstanding > 0 {
+            // Progress is derived from the queue (listed ids not yet fetched), so this check,
+            // repeated while Ingest drains, never scans the mirror.
+            self.report(
+                "fetching",
+                fs.listed.saturating_sub(outstanding),
+                Some(fs.listed),
+            );
             return Ok(Next::WaitThen(Duration::from_millis(500)));
         }
+        let mirrored = mirror::message_count(&self.store, &account);
         let now = now_ms();
         let job = self.current.as_ref().map(|(j, _)| j.clone());
         self.store

@@ -330,12 +330,7 @@ impl HistorySyncState {
                 return Ok(());
             }
         };
-        let account = self.spec.id.0.clone();
-        let existing = mirror::labels(&self.store, &account).map_err(store_err)?;
-        let now = now_ms();
-        let events = self
-            .store
-            .transaction(|tx| mirror::sync_labels(tx, &account, &existing, &remote, now))
+        let events = mirror::store_remote_labels(&self.store, &self.spec.id.0, &remote, now_ms())
             .map_err(store_err)?;
         if events > 0 {
             self.store.flush_async().await.map_err(store_err)?;

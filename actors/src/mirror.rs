@@ -364,6 +364,27 @@ pub fn sync_labels(
     Ok(events)
 }
 
+/// Makes the account's mirrored labels equal to `remote` (the provider's current list) in one
+/// transaction that also records `label_sync_completed`; returns the label events emitted. Not
+/// flushed: the caller flushes at its commit point.
+pub fn store_remote_labels(
+    store: &Store,
+    account: &str,
+    remote: &[Label],
+    now_ms: u64,
+) -> Result<usize, StoreError> {
+    let existing = labels(store, account)?;
+    store.transaction(|tx| {
+        let events = sync_labels(tx, account, &existing, remote, now_ms)?;
+        let mut rec = crate::account_record::AccountRecord::load_tx(tx, account)?;
+        if !rec.label_sync_completed {
+            rec.label_sync_completed = true;
+            rec.save_tx(tx, account)?;
+        }
+        Ok(events)
+    })
+}
+
 fn sled_err(context: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
     move |source| StoreError::Sled { context, source }
 }
