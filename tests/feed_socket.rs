@@ -94,9 +94,7 @@ fn consumer_resumes_after_its_last_ack_and_follow_sees_new_events() {
         "resumed at {} after ack {tenth}",
         first["seq"]
     );
-    // Drain what exists, then make a new event happen and see it arrive on the open stream.
-    let last = d.status()["consumers"].clone();
-    let _ = last;
+    // Make a new event happen and see it arrive on the open stream.
     let r2 = d.request(json!({"v":1,"cmd":"pause","account":"feedy"}));
     assert_eq!(r2["ok"], json!(true));
     let mut saw_state = false;

@@ -263,12 +263,9 @@ pub fn config(seed: u64, messages: usize, scale: f64) -> EmulatorConfig {
     }
 }
 
-/// Quota scale so a full sync of `messages` takes about `secs` (same formula as the demo).
+/// Quota scale so a full sync of `messages` takes about `secs` (the demo's formula).
 pub fn quota_scale(messages: usize, secs: u64) -> f64 {
-    let units = messages as f64 * 20.0 + (messages as f64 / 500.0).ceil() * 5.0 + 100.0;
-    (units * 60.0 / secs.max(1) as f64 / 6_000.0)
-        .max(1.0)
-        .ceil()
+    mailsync::cli::demo::quota_scale(messages, secs)
 }
 
 /// Seeded fault rules on messages.get and history.list: 429, 500, 503, malformed and
