@@ -144,6 +144,7 @@ impl DaemonCore {
             uptime_seconds: self.started.elapsed().as_secs(),
             data_dir,
             accounts,
+            degraded: self.store.disk_full().map(|r| format!("disk full: {r}")),
         })
     }
 
@@ -334,7 +335,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
     for w in &config.warnings {
         tracing::warn!(key = %w.key, reason = %w.reason, "Discouraged configuration.");
     }
-    let store = Store::open(&config.data_dir)?;
+    let store = Store::open_opts(&config.data_dir, &config.store.options())?;
     let listener = crate::control::socket::bind(&config.socket_path)
         .map_err(|e| DaemonError::Control(e.to_string()))?;
     let mut signals = crate::signals::listen().map_err(DaemonError::Signals)?;

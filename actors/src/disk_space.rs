@@ -175,6 +175,19 @@ impl DiskSpace {
     }
 }
 
+/// The phase an account shows while its writes wait for space: `degraded (disk full: <path>)`.
+pub fn degraded_phase(reason: &str) -> String {
+    let path = reason.split(" has ").next().unwrap_or(reason);
+    let path = path.split(": ").next().unwrap_or(path);
+    format!("degraded (disk full: {path})")
+}
+
+/// How long an account waits before it looks at the disk again after `attempt` failed looks:
+/// 250 ms doubling up to 5 s, so space that returns is noticed within seconds.
+pub fn wait_delay(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis((250u64 << attempt.min(5)).min(5_000))
+}
+
 /// Whether an I/O error means "no room to write" (ENOSPC, EDQUOT, EROFS).
 pub fn is_out_of_space(e: &std::io::Error) -> bool {
     use std::io::ErrorKind;

@@ -29,4 +29,6 @@ pub mod spec;
 pub mod status;
 pub mod store;
 pub mod store_backup;
+pub mod store_check;
 pub mod store_open;
+pub mod store_rebuild;

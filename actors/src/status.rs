@@ -15,6 +15,9 @@ pub enum AccountState {
     Paused,
     /// A gap is being recovered (history 404 → backfill + reconcile).
     Resyncing,
+    /// Transient trouble that is waited out by itself (the data directory's disk is full):
+    /// writing is paused and retried with backoff.
+    Degraded,
     /// Credentials no longer work; waits for a person (`mailsync auth`).
     Disconnected,
     /// A child exhausted its restart budget; the account stopped, others keep running.
@@ -99,4 +102,7 @@ pub struct DaemonStatus {
     pub data_dir: String,
     /// One entry per configured account.
     pub accounts: Vec<AccountStatus>,
+    /// Why the daemon as a whole is degraded (`disk full: <path> …`), if it is.
+    #[serde(default)]
+    pub degraded: Option<String>,
 }

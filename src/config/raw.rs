@@ -39,6 +39,15 @@ pub struct RawConfig {
     pub(crate) maildir: Option<RawMaildir>,
     pub(crate) feed: Option<RawFeed>,
     pub(crate) push: Option<RawPush>,
+    pub(crate) store: Option<RawStore>,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStore {
+    pub(crate) min_free_mb: Option<i64>,
+    pub(crate) min_free_percent: Option<i64>,
 }
 
 /// `[sync]`.

@@ -27,6 +27,7 @@ const ENV_OVERRIDABLE: &[&str] = &[
     "maildir",
     "feed",
     "push",
+    "store",
 ];
 
 /// Unix socket paths longer than this do not fit `sockaddr_un.sun_path` (108 bytes with NUL).
@@ -565,6 +566,24 @@ impl TryFrom<RawConfig> for Config {
             ),
         };
 
+        let rs = raw.store.as_ref();
+        let store = StoreConfig {
+            min_free_mb: c.int(
+                "store.min_free_mb",
+                rs.and_then(|s| s.min_free_mb),
+                500,
+                0,
+                1_000_000,
+            ),
+            min_free_percent: c.int(
+                "store.min_free_percent",
+                rs.and_then(|s| s.min_free_percent),
+                1,
+                0,
+                50,
+            ),
+        };
+
         let push = raw.push.as_ref().and_then(|p| push(&mut c, p, &accounts));
         if push.is_none() {
             for (i, a) in accounts.iter().enumerate() {
@@ -602,6 +621,7 @@ impl TryFrom<RawConfig> for Config {
             maildir,
             feed,
             push,
+            store,
             warnings,
         })
     }

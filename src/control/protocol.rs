@@ -74,12 +74,17 @@ pub enum Request {
         /// Last processed sequence number.
         seq: u64,
     },
+    /// Write a consistent backup of the store to `path` (absolute, on the daemon's machine).
+    Backup {
+        /// Where the backup file goes.
+        path: String,
+    },
 }
 
 /// Every command name, for error messages and tests.
 pub const COMMANDS: &[&str] = &[
     "status", "accounts", "pause", "resume", "sync-now", "resync", "reload", "shutdown", "events",
-    "ack",
+    "ack", "backup",
 ];
 
 impl Request {
@@ -96,6 +101,7 @@ impl Request {
             Request::Shutdown => "shutdown",
             Request::Events { .. } => "events",
             Request::Ack { .. } => "ack",
+            Request::Backup { .. } => "backup",
         }
     }
 
@@ -368,6 +374,9 @@ mod tests {
             Request::Resync { account: account() },
             Request::Reload,
             Request::Shutdown,
+            Request::Backup {
+                path: "/tmp/b.msbk".into(),
+            },
             Request::Events {
                 consumer: "idx".into(),
                 from: Some(7),

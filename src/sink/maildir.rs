@@ -296,6 +296,19 @@ impl MaildirWriter {
         }
     }
 
+    /// Files count against the data directory's free-space floor too (the Maildir lives
+    /// there by default): below it the sink waits, so sled keeps its headroom.
+    fn space_floor(&self) -> Result<(), SinkError> {
+        if self.store.check_space() {
+            return Ok(());
+        }
+        let reason = self.store.disk_full().unwrap_or_default();
+        Err(SinkError::Store(mailsync_actors::store::StoreError::DiskFull {
+            path: self.store.dir().to_path_buf(),
+            reason,
+        }))
+    }
+
     fn maildir(&mut self, account: &str) -> Result<Maildir, SinkError> {
         if let Some(md) = self.opened.get(account) {
             return Ok(md.clone());
@@ -326,6 +339,7 @@ impl MaildirWriter {
 
     /// Applies a batch and fsyncs every touched Maildir; returns the last seq.
     pub(crate) fn apply_batch(&mut self, events: &[FeedEvent]) -> Result<u64, SinkError> {
+        self.space_floor()?;
         let mut touched: HashSet<String> = HashSet::new();
         for ev in events {
             let change: Change = match decode(&ev.payload) {
@@ -372,6 +386,7 @@ impl MaildirWriter {
         account: &str,
         cancel: &CancellationToken,
     ) -> Result<ReconcileReport, SinkError> {
+        self.space_floor()?;
         let md = self.maildir(account)?;
         let mut report = ReconcileReport::default();
         let store = self.store.clone();
