@@ -84,3 +84,29 @@ pub fn schedule_reconcile(store: &Store, account: &str, now_ms: u64) -> Result<(
     })?;
     store.flush()
 }
+
+/// Restores an account's labels without events (consumers already had them), marking their
+/// `label.created` keys as used.
+pub fn restore_labels(
+    store: &Store,
+    account: &str,
+    labels: &[crate::model::Label],
+) -> Result<u64, StoreError> {
+    store.transaction(|tx| {
+        let mut n = 0;
+        for label in labels {
+            let key = record_key(account, &label.id.0);
+            if tx.get(Space::Labels, &key)?.is_some() {
+                continue;
+            }
+            tx.insert(Space::Labels, &key, &encode(label))?;
+            let feed_key = format!("label.created:{account}:{}", label.id);
+            let keys = tx.tree(Internal::FeedKeys);
+            if keys.get(feed_key.as_bytes())?.is_none() {
+                keys.insert(feed_key.as_bytes(), encode(&DELIVERED_BEFORE_REBUILD))?;
+            }
+            n += 1;
+        }
+        Ok(n)
+    })
+}

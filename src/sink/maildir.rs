@@ -285,6 +285,8 @@ pub(crate) struct MaildirWriter {
     store: Store,
     root: PathBuf,
     opened: std::collections::HashMap<String, Maildir>,
+    /// Each account's metadata index (`maildir_index.rs`).
+    indexes: std::collections::HashMap<String, super::maildir_index::MaildirIndex>,
 }
 
 impl MaildirWriter {
@@ -293,6 +295,7 @@ impl MaildirWriter {
             store,
             root,
             opened: Default::default(),
+            indexes: Default::default(),
         }
     }
 
@@ -328,6 +331,10 @@ impl MaildirWriter {
             Some(msg) => {
                 let flags = flags_for_labels(&msg.label_ids);
                 let store = &self.store;
+                self.indexes
+                    .entry(account.to_string())
+                    .or_insert_with(|| super::maildir_index::MaildirIndex::new(md.path()))
+                    .record(&msg)?;
                 md.sync_message(id, &flags, || Ok(mirror::raw(store, account, id)?))?;
             }
             None => {
@@ -369,11 +376,20 @@ impl MaildirWriter {
                     }
                     self.maildir(&ev.account)?.remove_message(&id)?;
                 }
+                Change::LabelCreated { .. }
+                | Change::LabelUpdated { .. }
+                | Change::LabelDeleted { .. } => {
+                    let md = self.maildir(&ev.account)?;
+                    super::maildir_index::write_labels(md.path(), &self.store, &ev.account)?;
+                }
                 _ => continue,
             }
             touched.insert(ev.account.clone());
         }
         for account in touched {
+            if let Some(index) = self.indexes.get_mut(&account) {
+                index.sync()?;
+            }
             self.maildir(&account)?.sync()?;
         }
         Ok(events.last().map_or(0, |e| e.seq))
@@ -428,6 +444,11 @@ impl MaildirWriter {
                 }
             }
         }
+        self.indexes
+            .entry(account.to_string())
+            .or_insert_with(|| super::maildir_index::MaildirIndex::new(md.path()))
+            .rewrite(&store, account)?;
+        super::maildir_index::write_labels(md.path(), &store, account)?;
         md.sync()?;
         Ok(report)
     }
