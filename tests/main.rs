@@ -14,5 +14,7 @@ mod gmail_maildir;
 mod gmail_sync;
 mod push;
 mod signals;
+mod socket_limits;
+mod store_damage;
 mod sinks;
 mod supervision;
