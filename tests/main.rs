@@ -16,5 +16,6 @@ mod push;
 mod signals;
 mod socket_limits;
 mod store_damage;
+mod store_recovery;
 mod sinks;
 mod supervision;
