@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod control_socket;
 mod crash_recovery;
+mod disk_full;
 mod feed_socket;
 mod gmail_crash;
 mod gmail_maildir;
