@@ -122,7 +122,10 @@ fn damaged_stores_give_a_clear_error_with_status_3_and_store_check_reports_each(
     assert!(stderr.contains("damaged"), "{stderr}");
     let (code, out) = store_check(&env);
     assert_eq!(code, 3, "{out}");
-    assert!(out.contains("changed since the last clean shutdown"), "{out}");
+    assert!(
+        out.contains("changed since the last clean shutdown"),
+        "{out}"
+    );
 
     // 3. A store from a newer schema version.
     restore_pristine();
@@ -135,7 +138,10 @@ fn damaged_stores_give_a_clear_error_with_status_3_and_store_check_reports_each(
         store.flush().expect("flush");
     }
     let stderr = assert_clear_refusal_schema(&env);
-    assert!(stderr.contains("newer than this build supports"), "{stderr}");
+    assert!(
+        stderr.contains("newer than this build supports"),
+        "{stderr}"
+    );
     let (code, out) = store_check(&env);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("newer than this build supports"), "{out}");
@@ -144,7 +150,9 @@ fn damaged_stores_give_a_clear_error_with_status_3_and_store_check_reports_each(
     restore_pristine();
     let _ = std::fs::remove_file(env.data_dir.join("store.seal"));
     std::fs::write(
-        env.data_dir.join("db").join("snap.FFFFFFFFFFFFFFFF.generating"),
+        env.data_dir
+            .join("db")
+            .join("snap.FFFFFFFFFFFFFFFF.generating"),
         b"",
     )
     .expect("snap");

@@ -52,10 +52,7 @@ fn backup_during_a_sync_then_kill_9_then_restore_catches_up_to_the_emulator() {
         d.account(ACCOUNT)
     );
     let backup = env.path("store.msbk");
-    let (code, out) = cli(
-        &env,
-        &["ctl", "backup", backup.to_str().expect("utf-8")],
-    );
+    let (code, out) = cli(&env, &["ctl", "backup", backup.to_str().expect("utf-8")]);
     assert_eq!(code, 0, "ctl backup: {out}");
     assert!(backup.exists());
     let phase = d.account(ACCOUNT)["phase"].clone();
@@ -66,7 +63,12 @@ fn backup_during_a_sync_then_kill_9_then_restore_catches_up_to_the_emulator() {
     );
     // More happens after the backup: the sync goes on, mail arrives and changes.
     std::thread::sleep(Duration::from_millis(1500));
-    let ids: Vec<String> = emu.snapshot().messages.iter().map(|m| m.id.clone()).collect();
+    let ids: Vec<String> = emu
+        .snapshot()
+        .messages
+        .iter()
+        .map(|m| m.id.clone())
+        .collect();
     for id in ids.iter().take(5) {
         emu.change_labels(id, &["STARRED"], &["UNREAD"]);
     }
@@ -76,10 +78,7 @@ fn backup_during_a_sync_then_kill_9_then_restore_catches_up_to_the_emulator() {
     }
     d.kill9();
 
-    let (code, out) = cli(
-        &env,
-        &["store", "restore", backup.to_str().expect("utf-8")],
-    );
+    let (code, out) = cli(&env, &["store", "restore", backup.to_str().expect("utf-8")]);
     assert_eq!(code, 0, "store restore: {out}");
     assert!(out.contains("restored"), "{out}");
     let d = env.start();
@@ -118,7 +117,12 @@ fn store_rebuild_restores_the_mirror_from_the_maildir_without_fetching_bodies_ag
     assert_eq!(held.len(), MESSAGES);
 
     // While the store is lost, the mailbox changes a little.
-    let ids: Vec<String> = emu.snapshot().messages.iter().map(|m| m.id.clone()).collect();
+    let ids: Vec<String> = emu
+        .snapshot()
+        .messages
+        .iter()
+        .map(|m| m.id.clone())
+        .collect();
     emu.change_labels(&ids[1], &["STARRED", "Label_3"], &["UNREAD"]);
     emu.change_labels(&ids[2], &["TRASH"], &[]);
     emu.delete(&ids[3]);

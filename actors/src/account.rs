@@ -578,7 +578,10 @@ impl AccountActorState {
         let mut state = self.state;
         let mut last_error = self.last_error.clone();
         if let Some(reason) = self.store.disk_full()
-            && matches!(state, AccountState::Running | AccountState::Resyncing | AccountState::Degraded)
+            && matches!(
+                state,
+                AccountState::Running | AccountState::Resyncing | AccountState::Degraded
+            )
         {
             state = AccountState::Degraded;
             phase = crate::disk_space::degraded_phase(&reason);

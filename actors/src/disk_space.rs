@@ -205,7 +205,10 @@ mod tests {
     fn floor_is_the_smaller_limit() {
         let f = FreeSpaceFloor::DEFAULT;
         assert_eq!(f.bytes_for(10 * 1024 * 1024 * 1024), 107_374_182);
-        assert_eq!(f.bytes_for(2 * 1024 * 1024 * 1024 * 1024), 500 * 1024 * 1024);
+        assert_eq!(
+            f.bytes_for(2 * 1024 * 1024 * 1024 * 1024),
+            500 * 1024 * 1024
+        );
         assert_eq!(FreeSpaceFloor::NONE.bytes_for(1 << 40), 0);
     }
 

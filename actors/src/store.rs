@@ -1021,7 +1021,8 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap()); // v1
-        let store = Store::open_with(dir.path(), &[to_v2, to_v3], &StoreOptions::default()).unwrap();
+        let store =
+            Store::open_with(dir.path(), &[to_v2, to_v3], &StoreOptions::default()).unwrap();
         let v: u32 = decode(
             &store
                 .kv(Space::Meta)
@@ -1036,7 +1037,12 @@ mod tests {
             Some(&b"3"[..])
         );
         drop(store);
-        let err = Store::open_with(dir.path(), &[to_v2, to_v3, broken], &StoreOptions::default()).unwrap_err();
+        let err = Store::open_with(
+            dir.path(),
+            &[to_v2, to_v3, broken],
+            &StoreOptions::default(),
+        )
+        .unwrap_err();
         assert!(
             matches!(err, StoreError::Migration { from: 3, .. }),
             "{err:?}"

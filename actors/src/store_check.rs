@@ -77,8 +77,9 @@ pub fn check_store(dir: &Path) -> Result<CheckReport, StoreError> {
     let _lock = crate::store::lock_store_dir(dir)?;
     report.seal = match verify_seal(dir) {
         Ok(Some(n)) => format!("{n} files match the seal of the last clean shutdown"),
-        Ok(None) => "no seal (the last run did not shut down cleanly); sled's recovery decides"
-            .to_string(),
+        Ok(None) => {
+            "no seal (the last run did not shut down cleanly); sled's recovery decides".to_string()
+        }
         Err(found) => {
             report.problems.push(found.clone());
             found
@@ -103,14 +104,17 @@ pub fn check_store(dir: &Path) -> Result<CheckReport, StoreError> {
             walk(&store, &mut report);
             drop(store);
         }
-        Err(e) => report.problems.push(e.to_string().replace(
-            &scratch.display().to_string(),
-            &dir.display().to_string(),
-        )),
+        Err(e) => report.problems.push(
+            e.to_string()
+                .replace(&scratch.display().to_string(), &dir.display().to_string()),
+        ),
     }
     let _ = fs::remove_dir_all(&scratch);
     Ok(report)
 }
+
+/// A check of one key/value pair.
+type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), String> + 'a;
 
 fn walk(store: &Store, report: &mut CheckReport) {
     let mut problem = |p: String| {
@@ -121,7 +125,7 @@ fn walk(store: &Store, report: &mut CheckReport) {
     let mut count = BTreeMap::new();
     let mut each = |name: &str,
                     tree: &sled::Tree,
-                    f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), String>,
+                    f: &mut Visit<'_>,
                     problem: &mut dyn FnMut(String)| {
         let mut n = 0u64;
         for item in tree.iter() {
@@ -394,7 +398,10 @@ mod tests {
             fs::read(dir.path().join(crate::store_open::SEAL_FILE)).unwrap(),
             seal
         );
-        assert!(verify_seal(dir.path()).unwrap().is_some(), "files unchanged");
+        assert!(
+            verify_seal(dir.path()).unwrap().is_some(),
+            "files unchanged"
+        );
     }
 
     #[test]

@@ -383,7 +383,9 @@ mod tests {
         filled(dir.path());
         remove_seal(dir.path()).unwrap();
         fs::write(
-            dir.path().join(DB_DIR).join("snap.FFFFFFFFFFFFFFFF.generating"),
+            dir.path()
+                .join(DB_DIR)
+                .join("snap.FFFFFFFFFFFFFFFF.generating"),
             b"",
         )
         .unwrap();

@@ -72,8 +72,7 @@ impl Slots {
                 if !self.evict_oldest_idle() {
                     return None;
                 }
-                match tokio::time::timeout(EVICT_WAIT, self.requests.clone().acquire_owned())
-                    .await
+                match tokio::time::timeout(EVICT_WAIT, self.requests.clone().acquire_owned()).await
                 {
                     Ok(Ok(p)) => p,
                     _ => return None,

@@ -306,10 +306,12 @@ impl MaildirWriter {
             return Ok(());
         }
         let reason = self.store.disk_full().unwrap_or_default();
-        Err(SinkError::Store(mailsync_actors::store::StoreError::DiskFull {
-            path: self.store.dir().to_path_buf(),
-            reason,
-        }))
+        Err(SinkError::Store(
+            mailsync_actors::store::StoreError::DiskFull {
+                path: self.store.dir().to_path_buf(),
+                reason,
+            },
+        ))
     }
 
     fn maildir(&mut self, account: &str) -> Result<Maildir, SinkError> {

@@ -15,7 +15,13 @@ impl Tmpfs {
     pub fn mount(path: &Path, mb: u64) -> Option<Tmpfs> {
         std::fs::create_dir_all(path).expect("mount point");
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mb}m,mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mb}m,mode=0700"),
+                "tmpfs",
+            ])
             .arg(path)
             .output()
             .ok()?;
