@@ -37,6 +37,7 @@ pub struct ServiceState {
     recent: Mutex<BTreeMap<String, VecDeque<RecentError>>>,
     metrics: Arc<Metrics>,
     notifier: crate::service::notify::Notifier,
+    metrics_addr: Mutex<Option<std::net::SocketAddr>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -57,12 +58,23 @@ impl ServiceState {
             recent: Mutex::new(BTreeMap::new()),
             metrics: Arc::new(Metrics::new()),
             notifier: crate::service::notify::Notifier::from_env(),
+            metrics_addr: Mutex::new(None),
         }
     }
 
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Where the metrics / status-page listener is bound, once it is.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        *lock(&self.metrics_addr)
+    }
+
+    /// Records the listener's bound address.
+    pub fn set_metrics_addr(&self, addr: std::net::SocketAddr) {
+        *lock(&self.metrics_addr) = Some(addr);
     }
 
     /// The service manager's notifier.

@@ -63,6 +63,9 @@ pub async fn render(core: &DaemonCore, status: &DaemonStatus) -> Value {
         );
         obj.insert("commit".into(), json!(crate::service::COMMIT));
         obj.insert("socket".into(), json!(socket.display().to_string()));
+        if let Some(addr) = core.service().metrics_addr() {
+            obj.insert("metrics_url".into(), json!(format!("http://{addr}/")));
+        }
         obj.insert(
             "health".into(),
             json!({
