@@ -13,6 +13,7 @@ mod gmail_crash;
 mod gmail_maildir;
 mod gmail_sync;
 mod push;
+mod service_metrics;
 mod service_notify;
 mod signals;
 mod sinks;

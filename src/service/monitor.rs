@@ -101,11 +101,10 @@ pub async fn start(
     if let Some(m) = &config.metrics {
         match tokio::net::TcpListener::bind(m.listen).await {
             Ok(listener) => {
-                let addr = listener
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default();
-                tracing::info!(listen = %addr, "Metrics and status page listening.");
+                if let Ok(addr) = listener.local_addr() {
+                    core.service().set_metrics_addr(addr);
+                    tracing::info!(listen = %addr, "Metrics and status page listening.");
+                }
                 tasks.spawn(crate::status_page::serve(
                     listener,
                     core.clone(),
