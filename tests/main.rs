@@ -18,4 +18,5 @@ mod service_metrics;
 mod service_notify;
 mod signals;
 mod sinks;
+mod status_page;
 mod supervision;
