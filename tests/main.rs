@@ -16,6 +16,7 @@ mod gmail_sync;
 mod push;
 mod service_metrics;
 mod service_notify;
+mod service_units;
 mod signals;
 mod sinks;
 mod status_page;

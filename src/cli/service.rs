@@ -7,19 +7,18 @@ use std::path::PathBuf;
 
 /// Where the service definition goes.
 #[derive(Clone, Debug, clap::Args)]
-#[group(multiple = false)]
 pub struct TargetArgs {
     /// A systemd --user unit in $XDG_CONFIG_HOME/systemd/user (the default on Linux).
-    #[arg(long)]
+    #[arg(long, group = "target")]
     pub user: bool,
     /// The system unit in /etc/systemd/system, plus sysusers.d and tmpfiles.d entries (root).
-    #[arg(long)]
+    #[arg(long, group = "target")]
     pub system: bool,
     /// A launchd agent in ~/Library/LaunchAgents (macOS; the default there).
-    #[arg(long)]
+    #[arg(long, group = "target")]
     pub launchd: bool,
     /// Write below this directory instead of / (packaging, tests); only with --system.
-    #[arg(long, value_name = "DIR", hide = true)]
+    #[arg(long, value_name = "DIR", hide = true, requires = "system")]
     pub root: Option<PathBuf>,
 }
 
