@@ -375,10 +375,7 @@ pub async fn run_ctl(
             let Some(one) = data
                 .get("accounts")
                 .and_then(Value::as_array)
-                .and_then(|l| {
-                    l.iter()
-                        .find(|a| a["account"] == Value::from(account.as_str()))
-                })
+                .and_then(|l| l.iter().find(|a| a["account"] == account.as_str()))
             else {
                 return Err(ControlError::Remote(super::ErrorReply::new(
                     super::ErrorCode::UnknownAccount,

@@ -153,3 +153,56 @@ impl GmailApi for MeteredPort {
         self.inner.quota()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::test_provider::{FailTarget, TestProvider, TestProviderConfig};
+
+    #[tokio::test]
+    async fn failed_calls_are_counted_by_class_and_timed() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let metrics = Arc::new(Metrics::new());
+        let inner = TestProvider::new(
+            "acct",
+            TestProviderConfig {
+                messages: 3,
+                fail: Some(FailTarget::Backfill),
+                fail_times: 2,
+                completions_file: None,
+                job_delay: std::time::Duration::ZERO,
+            },
+        )?;
+        let port = metrics.meter("acct", Arc::new(inner));
+        let query = ListQuery::default();
+        assert!(port.list_messages(&query, None).await.is_err());
+        assert!(port.list_messages(&query, None).await.is_err());
+        assert!(port.list_messages(&query, None).await.is_ok());
+        // A round: first page to the page without a next token.
+        port.history(HistoryId(1), None).await?;
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                "mailsync_api_errors_total{account=\"acct\",class=\"internal\",status=\"none\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("mailsync_api_request_duration_seconds_count{account=\"acct\",method=\"messages.list\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mailsync_sync_round_duration_seconds_count{account=\"acct\"} 1"),
+            "{text}"
+        );
+        assert!(
+            port.quota().is_none(),
+            "the test provider has no quota gate"
+        );
+        assert_eq!(
+            error_labels(&ApiError::RateLimited { retry_after: None }),
+            ("rate_limited", "429")
+        );
+        Ok(())
+    }
+}

@@ -64,28 +64,6 @@ pub async fn run(core: Arc<DaemonCore>, mut last_summary: String, cancel: Cancel
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tick_is_half_the_watchdog_within_bounds() {
-        assert_eq!(tick_for(None), Duration::from_secs(1));
-        assert_eq!(
-            tick_for(Some(Duration::from_millis(600))),
-            Duration::from_millis(300)
-        );
-        assert_eq!(
-            tick_for(Some(Duration::from_secs(30))),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            tick_for(Some(Duration::from_millis(50))),
-            Duration::from_millis(100)
-        );
-    }
-}
-
 /// Brings up the service side once the store is open and the control socket bound: the
 /// metrics / status-page listener (when `[metrics]` is set), then `READY=1` with the first
 /// summary, then the monitor loop.
@@ -122,4 +100,26 @@ pub async fn start(
     };
     core.service().notifier().ready(&summary);
     tasks.spawn(run(core, summary, cancel));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_is_half_the_watchdog_within_bounds() {
+        assert_eq!(tick_for(None), Duration::from_secs(1));
+        assert_eq!(
+            tick_for(Some(Duration::from_millis(600))),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            tick_for(Some(Duration::from_secs(30))),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            tick_for(Some(Duration::from_millis(50))),
+            Duration::from_millis(100)
+        );
+    }
 }
