@@ -91,7 +91,7 @@ fn notify_ready_watchdog_status_reload_wedge_and_stop() {
         .arg(&env.config_path)
         .arg("daemon")
         .env("NOTIFY_SOCKET", &notify_path)
-        .env("WATCHDOG_USEC", "1000000")
+        .env("WATCHDOG_USEC", "2000000")
         .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -133,11 +133,11 @@ fn notify_ready_watchdog_status_reload_wedge_and_stop() {
     assert!(line.contains("1 degraded (restarted 1x)"), "{line}");
     assert_ne!(line, first_status);
 
-    // WATCHDOG=1 every half interval (0.5 s); never a gap near the 1 s systemd allows.
+    // WATCHDOG=1 every half interval (1 s); never a gap as long as the 2 s systemd allows.
     let before = l.seen.len();
-    l.until(Duration::from_secs(4), |_| false);
+    l.until(Duration::from_secs(7), |_| false);
     let pings = l.watchdogs_since(ready);
-    assert!(pings.len() >= 8, "only {} watchdog pings", pings.len());
+    assert!(pings.len() >= 6, "only {} watchdog pings", pings.len());
     let recent = l.watchdogs_since(before);
     let gaps: Vec<Duration> = recent.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps.len() >= 5, "{gaps:?}");
@@ -145,13 +145,10 @@ fn notify_ready_watchdog_status_reload_wedge_and_stop() {
     sorted.sort();
     let median = sorted[sorted.len() / 2];
     assert!(
-        median >= Duration::from_millis(300) && median <= Duration::from_millis(800),
+        median >= Duration::from_millis(700) && median <= Duration::from_millis(1300),
         "median gap {median:?}: {gaps:?}"
     );
-    assert!(
-        gaps.iter().all(|g| *g < Duration::from_millis(1500)),
-        "{gaps:?}"
-    );
+    assert!(gaps.iter().all(|g| *g < Duration::from_secs(2)), "{gaps:?}");
 
     // SIGHUP: RELOADING=1 with MONOTONIC_USEC, then READY=1.
     d.signal("HUP");
@@ -169,12 +166,12 @@ fn notify_ready_watchdog_status_reload_wedge_and_stop() {
         .expect("no READY=1 after the reload");
 
     // Wedge the supervision tree: the watchdog must starve.
-    let r = d.request(json!({"v":1,"cmd":"debug-wedge","hold_ms":6000}));
+    let r = d.request(json!({"v":1,"cmd":"debug-wedge","hold_ms":9000}));
     assert_eq!(r["ok"], json!(true), "{r}");
     // A ping already under way may still land; after that, silence.
-    l.until(Duration::from_millis(1200), |_| false);
+    l.until(Duration::from_millis(2200), |_| false);
     let quiet_from = l.seen.len();
-    l.until(Duration::from_secs(3), |_| false);
+    l.until(Duration::from_secs(4), |_| false);
     assert!(
         l.watchdogs_since(quiet_from).is_empty(),
         "WATCHDOG=1 while the tree is wedged"
@@ -184,7 +181,7 @@ fn notify_ready_watchdog_status_reload_wedge_and_stop() {
         "no log line about the wedge"
     );
     // Once it answers again the pings resume.
-    l.until(Duration::from_secs(6), |n| Listener::has(n, "WATCHDOG=1"))
+    l.until(Duration::from_secs(10), |n| Listener::has(n, "WATCHDOG=1"))
         .expect("watchdog did not resume after the wedge");
 
     // SIGTERM: STOPPING=1, then a clean exit.
