@@ -123,27 +123,25 @@ fn walk(store: &Store, report: &mut CheckReport) {
         }
     };
     let mut count = BTreeMap::new();
-    let mut each = |name: &str,
-                    tree: &sled::Tree,
-                    f: &mut Visit<'_>,
-                    problem: &mut dyn FnMut(String)| {
-        let mut n = 0u64;
-        for item in tree.iter() {
-            match item {
-                Ok((k, v)) => {
-                    n += 1;
-                    if let Err(e) = f(&k, &v) {
-                        problem(format!("{name}: {e}"));
+    let mut each =
+        |name: &str, tree: &sled::Tree, f: &mut Visit<'_>, problem: &mut dyn FnMut(String)| {
+            let mut n = 0u64;
+            for item in tree.iter() {
+                match item {
+                    Ok((k, v)) => {
+                        n += 1;
+                        if let Err(e) = f(&k, &v) {
+                            problem(format!("{name}: {e}"));
+                        }
+                    }
+                    Err(e) => {
+                        problem(format!("{name}: cannot read: {e}"));
+                        break;
                     }
                 }
-                Err(e) => {
-                    problem(format!("{name}: cannot read: {e}"));
-                    break;
-                }
             }
-        }
-        count.insert(name.to_string(), n);
-    };
+            count.insert(name.to_string(), n);
+        };
     let key_text = |k: &[u8]| String::from_utf8_lossy(k).replace('\0', "/");
 
     each(

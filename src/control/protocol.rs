@@ -79,12 +79,30 @@ pub enum Request {
         /// Where the backup file goes.
         path: String,
     },
+    /// The metrics in the Prometheus text format (`{"text": "..."}`).
+    Metrics,
+    /// Test hook, refused unless `[debug] allow_wedge`: block the supervision tree.
+    DebugWedge {
+        /// How long to block, in milliseconds.
+        hold_ms: u64,
+    },
 }
 
 /// Every command name, for error messages and tests.
 pub const COMMANDS: &[&str] = &[
-    "status", "accounts", "pause", "resume", "sync-now", "resync", "reload", "shutdown", "events",
-    "ack", "backup",
+    "status",
+    "accounts",
+    "pause",
+    "resume",
+    "sync-now",
+    "resync",
+    "reload",
+    "shutdown",
+    "events",
+    "ack",
+    "metrics",
+    "debug-wedge",
+    "backup",
 ];
 
 impl Request {
@@ -102,6 +120,8 @@ impl Request {
             Request::Events { .. } => "events",
             Request::Ack { .. } => "ack",
             Request::Backup { .. } => "backup",
+            Request::Metrics => "metrics",
+            Request::DebugWedge { .. } => "debug-wedge",
         }
     }
 
