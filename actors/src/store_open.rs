@@ -316,6 +316,17 @@ pub(crate) struct SealOnClose {
 
 impl Drop for SealOnClose {
     fn drop(&mut self) {
+        // Only a database sled has really let go of may be sealed: if another handle still
+        // holds sled's file lock, sled may write after us and the seal would lie.
+        let log = self.dir.join(DB_DIR).join("db");
+        let released = File::open(&log)
+            .and_then(|f| fs2::FileExt::try_lock_exclusive(&f).map(|()| f))
+            .map(|f| fs2::FileExt::unlock(&f))
+            .is_ok();
+        if !released {
+            tracing::debug!(dir = %self.dir.display(), "sled is still open elsewhere; not sealing the store.");
+            return;
+        }
         if let Err(e) = write_seal(&self.dir) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "Could not seal the store; the next start skips the file check.");
         }
@@ -375,6 +386,16 @@ mod tests {
         );
         // The seal is still there: the damage is reported again, not forgotten.
         assert!(dir.path().join(SEAL_FILE).exists());
+    }
+
+    #[test]
+    fn a_store_whose_sled_is_still_open_elsewhere_is_not_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tree = store.kv(Space::Messages).clone();
+        drop(store);
+        assert!(!dir.path().join(SEAL_FILE).exists());
+        drop(tree);
     }
 
     #[test]
