@@ -440,9 +440,15 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
         f(core.clone());
     }
 
+    // sled failing a write for lack of space keeps failing until restart: exit (status 4).
+    let mut out_of_space = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
+            reason = store.wait_out_of_space() => {
+                out_of_space = Some(reason);
+                break;
+            }
             ev = signals.recv() => match ev {
                 Some(crate::signals::SignalEvent::Reload) => {
                     if let Ok(s) = core.reload().await {
@@ -476,9 +482,18 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
     {
         tracing::warn!("Some connections did not close in time.");
     }
-    store.flush_async().await?;
+    let flushed = store.flush_async().await;
     crate::control::socket::remove(&socket_path);
     let _ = tokio::time::timeout(Duration::from_secs(1), root_done).await;
+    flushed?;
+    if let Some(reason) = out_of_space {
+        return Err(DaemonError::Store(
+            mailsync_actors::store::StoreError::DiskFull {
+                path: store.dir().to_path_buf(),
+                reason,
+            },
+        ));
+    }
     tracing::info!("mailsync daemon stopped.");
     Ok(())
 }

@@ -101,6 +101,9 @@ pub struct DiskSpace {
     floor: FreeSpaceFloor,
     /// `Some(reason)` while the last check found the disk full.
     full: Mutex<Option<String>>,
+    /// Set when sled itself failed to write for lack of space: sled 0.34 keeps that error for
+    /// the life of the open database, so only a restart (once there is room) recovers.
+    fatal: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl DiskSpace {
@@ -110,6 +113,7 @@ impl DiskSpace {
             path,
             floor,
             full: Mutex::new(None),
+            fatal: tokio::sync::watch::channel(None).0,
         }
     }
 
@@ -164,6 +168,33 @@ impl DiskSpace {
             tracing::warn!(path = %self.path.display(), reason = %reason, "Disk full: writing pauses until space returns.");
         }
         *full = Some(reason);
+    }
+
+    /// sled failed to write for lack of space; the open database is unusable until restart.
+    pub fn mark_fatal(&self, reason: String) {
+        self.mark_full(reason.clone());
+        self.fatal.send_if_modified(|cur| {
+            if cur.is_none() {
+                tracing::error!(path = %self.path.display(), reason = %reason, "sled ran out of space while writing; the daemon must restart once there is room.");
+                *cur = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Resolves once sled failed for lack of space (see [`DiskSpace::mark_fatal`]).
+    pub async fn wait_fatal(&self) -> String {
+        let mut rx = self.fatal.subscribe();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Why writing is paused, while it is.

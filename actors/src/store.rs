@@ -555,7 +555,7 @@ impl Store {
     fn storage_error(&self, context: &'static str, source: sled::Error) -> StoreError {
         if crate::store_open::sled_out_of_space(&source) {
             let reason = format!("{}: {source}", self.inner.dir.display());
-            self.inner.space.mark_full(reason.clone());
+            self.inner.space.mark_fatal(reason.clone());
             return StoreError::DiskFull {
                 path: self.inner.dir.clone(),
                 reason,
@@ -567,6 +567,12 @@ impl Store {
     /// Why writing is paused for lack of space, while it is (`degraded (disk full: …)`).
     pub fn disk_full(&self) -> Option<String> {
         self.inner.space.full_reason()
+    }
+
+    /// Resolves when sled itself failed to write for lack of space: the open database keeps
+    /// that error, so the daemon exits (status 4) and the next start recovers from the log.
+    pub async fn wait_out_of_space(&self) -> String {
+        self.inner.space.wait_fatal().await
     }
 
     /// Checks the free-space floor now (true: writing may go on).
