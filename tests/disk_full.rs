@@ -97,6 +97,16 @@ fn a_full_disk_degrades_the_sync_heals_when_space_returns_and_never_corrupts_the
         d.account(ACCOUNT)
     );
     assert_eq!(d.account(ACCOUNT)["state"], json!("running"));
+    // The Maildir sink waited too, and catches up by itself.
+    let cur = env.data_dir.join("maildir").join(ACCOUNT).join("cur");
+    let want = emu.snapshot().messages.len();
+    assert!(
+        wait_until(Duration::from_secs(60), || std::fs::read_dir(&cur)
+            .map(|r| r.count())
+            .unwrap_or(0)
+            == want),
+        "the Maildir did not catch up after the disk grew"
+    );
 
     // 3. Full again (another program fills the disk down to half the floor): new mail cannot
     //    be stored, SIGTERM still exits 0.
