@@ -141,19 +141,25 @@ impl Store {
             w.write_all(&report.entries.to_be_bytes())?;
             Ok::<(), io::Error>(())
         };
-        write(&mut w, &mut report).map_err(io_err("writing", &tmp))?;
+        if let Err(e) = write(&mut w, &mut report) {
+            drop(w);
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("writing", &tmp)(e));
+        }
         let crc = w.crc.clone().finalize();
         let CrcWriter {
             inner, mut bytes, ..
         } = w;
-        let mut file = inner
-            .into_inner()
-            .map_err(|e| io_err("writing", &tmp)(e.into_error()))?;
-        file.write_all(&crc.to_be_bytes())
-            .map_err(io_err("writing", &tmp))?;
+        let finish = |inner: BufWriter<File>| -> io::Result<()> {
+            let mut file = inner.into_inner().map_err(|e| e.into_error())?;
+            file.write_all(&crc.to_be_bytes())?;
+            file.sync_all()
+        };
+        if let Err(e) = finish(inner) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("writing", &tmp)(e));
+        }
         bytes += 4;
-        file.sync_all().map_err(io_err("fsyncing", &tmp))?;
-        drop(file);
         fs::rename(&tmp, path).map_err(io_err("renaming", &tmp))?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             File::open(parent)
