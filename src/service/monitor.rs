@@ -94,10 +94,7 @@ pub async fn start(
             }
         }
     }
-    let summary = match core.status().await {
-        Ok(s) => crate::service::health::summary(&status_json::healths(&s)),
-        Err(_) => "starting".to_string(),
-    };
+    let summary = status_json::summary_line(&core).await;
     core.service().notifier().ready(&summary);
     tasks.spawn(run(core, summary, cancel));
 }
