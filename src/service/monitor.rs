@@ -38,7 +38,7 @@ pub async fn run(core: Arc<DaemonCore>, mut last_summary: String, cancel: Cancel
         }
         if let Err(e) = core.ping(tick.max(MIN_TICK)).await {
             if !wedged {
-                tracing::error!(error = %e, "The supervision tree does not answer; not petting the watchdog.");
+                tracing::warn!(error = %e, "The supervision tree does not answer; not petting the watchdog.");
                 wedged = true;
             }
             continue;
