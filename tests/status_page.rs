@@ -102,6 +102,10 @@ fn status_page_in_headless_chromium_shows_states_and_progress() {
     ));
     let r = d.request(json!({"v":1,"cmd":"pause","account":"held"}));
     assert_eq!(r["ok"], json!(true));
+    // A feed consumer that read without acknowledging: the page shows its lag.
+    let cfg = env.config_path.to_string_lossy().to_string();
+    let (code, _, err) = run_cli(&["--config", &cfg, "ctl", "events", "--consumer", "pager"]);
+    assert_eq!(code, 0, "{err}");
     assert!(
         wait_until(Duration::from_secs(20), || {
             d.account("slow")["progress"]["total"].as_u64() == Some(500)
@@ -142,6 +146,17 @@ fn status_page_in_headless_chromium_shows_states_and_progress() {
     assert!(slow.contains("data-total=\"500\""), "{slow}");
     assert!(slow.contains(" / 500 ("), "{slow}");
     assert!(slow.contains("ETA "), "{slow}");
+    let pager = dom
+        .split("<tr class=\"consumer\"")
+        .find(|s| s.contains("data-consumer=\"pager\""))
+        .unwrap_or_else(|| panic!("no consumer row: {dom}"));
+    let lag: u64 = pager
+        .split("<td class=\"lag\">")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(lag > 0, "consumer lag not shown: {pager}");
     let held = dom
         .split("<section")
         .find(|s| s.contains("data-account=\"held\""))
