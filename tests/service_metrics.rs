@@ -58,8 +58,8 @@ fn histogram_count(s: &prometheus_parse::Scrape, metric: &str, account: &str) ->
 
 #[test]
 fn metrics_scrape_during_a_gmail_sync_parses_and_counters_move() {
-    let messages = 400;
-    let emu = Emu::start(config(11, messages, quota_scale(messages, 20)));
+    let messages = 600;
+    let emu = Emu::start(config(11, messages, quota_scale(messages, 30)));
     let env = TestEnv::new();
     emu.write_config(&env, 8);
     let mut text = std::fs::read_to_string(&env.config_path).expect("config");
