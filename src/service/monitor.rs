@@ -5,7 +5,9 @@
 //! one-line summary changed and records each account's new errors.
 //!
 //! The tick is half the watchdog interval when systemd set one (as `sd_watchdog_enabled(3)`
-//! advises), else one second.
+//! advises), at most one second so `STATUS=` stays current; one second without a watchdog.
+//! A single slow answer only skips one ping; systemd acts only after a whole interval of
+//! silence.
 
 use crate::daemon::DaemonCore;
 use crate::service::status_json;
