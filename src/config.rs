@@ -433,6 +433,9 @@ pub struct StoreConfig {
     pub min_free_mb: u64,
     /// Floor as a percentage of the file system's size (default 1; 0 turns the floor off).
     pub min_free_percent: u64,
+    /// How long opening the store may take before it is declared damaged (default 120 s;
+    /// sled loops forever on some damaged logs).
+    pub open_timeout: std::time::Duration,
 }
 
 impl StoreConfig {
@@ -443,7 +446,7 @@ impl StoreConfig {
                 min_free_bytes: self.min_free_mb * 1024 * 1024,
                 min_free_percent: self.min_free_percent as f64,
             },
-            ..Default::default()
+            open_timeout: self.open_timeout,
         }
     }
 }

@@ -488,19 +488,9 @@ impl Store {
         })?;
         crate::store_open::remove_seal(dir).map_err(io)?;
         let db = crate::store_open::open_sled_contained(dir, opts.open_timeout)?;
-        migrate(&db, dir, migrations)?;
-        let mut trees = Vec::with_capacity(Space::ALL.len() + Internal::ALL.len());
-        for name in Space::ALL
-            .iter()
-            .map(|s| s.tree_name())
-            .chain(Internal::ALL.iter().map(|t| t.tree_name()))
-        {
-            trees.push(
-                db.open_tree(name)
-                    .map_err(StoreError::sled("opening a tree"))?,
-            );
-        }
-        let feed_seq = read_counter(&trees[Internal::Counters.index()], FEED_SEQ)?;
+        // sled reports some damage only when the first reads reach it.
+        let (trees, feed_seq) = open_trees(&db, dir, migrations)
+            .map_err(|e| crate::store_open::damage_at_open(dir, e))?;
         let (durable_feed, _) = tokio::sync::watch::channel(feed_seq);
         Ok(Store {
             inner: Arc::new(Inner {
@@ -782,6 +772,28 @@ impl Drop for TxMark {
     fn drop(&mut self) {
         IN_TX.with(|f| f.set(false));
     }
+}
+
+/// Runs the migrations, opens every tree and reads the feed counter of a freshly opened db.
+fn open_trees(
+    db: &sled::Db,
+    dir: &Path,
+    migrations: &[Migration],
+) -> Result<(Vec<sled::Tree>, u64), StoreError> {
+    migrate(db, dir, migrations)?;
+    let mut trees = Vec::with_capacity(Space::ALL.len() + Internal::ALL.len());
+    for name in Space::ALL
+        .iter()
+        .map(|s| s.tree_name())
+        .chain(Internal::ALL.iter().map(|t| t.tree_name()))
+    {
+        trees.push(
+            db.open_tree(name)
+                .map_err(StoreError::sled("opening a tree"))?,
+        );
+    }
+    let feed_seq = read_counter(&trees[Internal::Counters.index()], FEED_SEQ)?;
+    Ok((trees, feed_seq))
 }
 
 /// Reads a u64 counter outside a transaction (0 when absent).

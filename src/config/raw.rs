@@ -50,6 +50,7 @@ pub struct RawConfig {
 pub(crate) struct RawStore {
     pub(crate) min_free_mb: Option<i64>,
     pub(crate) min_free_percent: Option<i64>,
+    pub(crate) open_timeout_secs: Option<i64>,
 }
 
 /// `[sync]`.

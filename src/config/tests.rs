@@ -499,7 +499,8 @@ fn store_floor_defaults_and_bounds() {
         cfg.store,
         StoreConfig {
             min_free_mb: 500,
-            min_free_percent: 1
+            min_free_percent: 1,
+            open_timeout: Duration::from_secs(120),
         }
     );
     let floor = cfg.store.options().floor;

@@ -585,6 +585,13 @@ impl TryFrom<RawConfig> for Config {
                 0,
                 50,
             ),
+            open_timeout: Duration::from_secs(c.int(
+                "store.open_timeout_secs",
+                rs.and_then(|s| s.open_timeout_secs),
+                120,
+                1,
+                86_400,
+            )),
         };
 
         let push = raw.push.as_ref().and_then(|p| push(&mut c, p, &accounts));
