@@ -225,7 +225,7 @@ fn expected() -> Value {
 }
 
 /// Opens the schema-1 data directory with today's code: everything the old code wrote is
-/// found, twice (the second open reads what the migration rewrote).
+/// found, and found again on a second open (the schema bump is recorded once).
 #[test]
 fn v1_fixture_opens_migrates_and_keeps_everything() {
     let (_tmp, data) = unpack();

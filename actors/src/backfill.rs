@@ -45,6 +45,21 @@ pub enum BackfillJob {
     Gap,
 }
 
+impl crate::codec::Versioned for BackfillJob {
+    const NAME: &'static str = "backfill job";
+    const VERSION: u16 = 1;
+    fn from_legacy(body: &[u8]) -> Result<Self, crate::codec::CodecError> {
+        // Schema 1 wrote the variant index: 0 = FullSync, 1 = Gap (frozen).
+        match crate::codec::legacy_bincode::<Self, u32>(body)? {
+            0 => Ok(BackfillJob::FullSync),
+            1 => Ok(BackfillJob::Gap),
+            other => Err(crate::codec::CodecError::malformed::<Self>(format!(
+                "unknown schema-1 variant {other}"
+            ))),
+        }
+    }
+}
+
 /// Backfill's messages.
 #[derive(Debug)]
 pub enum BackfillMsg {
