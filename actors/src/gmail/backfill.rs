@@ -215,7 +215,7 @@ impl Steps<'_> {
         Ok(BackfillNext::Finished)
     }
 
-    fn finish_job(&self) -> Result<(), SyncError> {
+    pub(super) fn finish_job(&self) -> Result<(), SyncError> {
         self.cx
             .store
             .mailbox(&jobs::mailbox_name(self.cx.account, ChildKind::Backfill))
