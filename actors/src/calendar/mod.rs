@@ -231,7 +231,7 @@ impl CalendarSource {
         &self,
         cx: &SourceCx<'_>,
         entries: &[CalendarEntry],
-    ) -> Result<Vec<(String, Vec<Vec<u8>>)>, SyncError> {
+    ) -> Result<KeysById, SyncError> {
         let account = &cx.account.0;
         let mut out = Vec::new();
         for e in entries
@@ -359,6 +359,9 @@ impl CalendarSource {
     }
 }
 
+/// Store keys grouped by the calendar or series they belong to.
+type KeysById = Vec<(String, Vec<Vec<u8>>)>;
+
 fn save_tx_list(tx: &StoreTx<'_>, account: &str, list: &CalendarListState) -> Result<(), TxError> {
     store::save_tx(tx, &store::list_key(account), list)
 }
@@ -444,7 +447,7 @@ fn deleted_series_keys(
     cx: &SourceCx<'_>,
     calendar: &str,
     events: &[CalendarEvent],
-) -> Result<Vec<(String, Vec<Vec<u8>>)>, SyncError> {
+) -> Result<KeysById, SyncError> {
     let mut out = Vec::new();
     for ev in events
         .iter()
