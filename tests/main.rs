@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod control_socket;
 mod crash_recovery;
+mod event_schema;
 mod feed_socket;
 mod gmail_crash;
 mod gmail_maildir;
