@@ -27,7 +27,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -179,6 +179,51 @@ struct PendingRef {
     seq: u64,
     priority: Priority,
     delayed_until: Option<u64>,
+}
+
+impl Store {
+    /// The durable mailbox `name` (e.g. `"acct1/ingest"`). Every handle with the same name shares
+    /// the same in-memory lease set.
+    pub fn mailbox(&self, name: &str) -> DurableMailbox {
+        let leases = self.lease_set(name);
+        DurableMailbox::new(self.clone(), name, leases)
+    }
+}
+
+impl StoreTx<'_> {
+    /// Enqueues a job in `mailbox` unless a job with the same `key` is already pending there
+    /// (ready, leased or delayed), in which case that job's id is returned as a duplicate.
+    pub fn enqueue(
+        &self,
+        mailbox: &str,
+        priority: Priority,
+        key: &str,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<EnqueueOutcome, TxError> {
+        tx_enqueue(self, mailbox, priority, key, payload, now_ms)
+    }
+
+    /// Removes a (leased) job and its pending-key entry. Call
+    /// [`DurableMailbox::release`] after the transaction commits. Acking a job that is gone is
+    /// a no-op.
+    pub fn ack(&self, job: &Job) -> Result<(), TxError> {
+        tx_ack(self, job)
+    }
+
+    /// Records a failure of `job` (see [`DurableMailbox::nack`]); the delay is drawn from the
+    /// thread RNG. Call [`DurableMailbox::release`] after the transaction commits.
+    pub fn nack(
+        &self,
+        job: &Job,
+        error: &str,
+        policy: &RetryPolicy,
+        now_ms: u64,
+    ) -> Result<NackOutcome, TxError> {
+        let attempt = job.attempts.saturating_add(1);
+        let delay = policy.delay(attempt, &mut rand::rng());
+        tx_nack(self, job, error, policy, now_ms, delay)
+    }
 }
 
 /// Schema-1 shapes of the mailbox records, frozen: bincode is positional, so these must never
@@ -408,7 +453,7 @@ pub(crate) fn tx_nack(
     let Some(v) = tx.tree(Internal::Jobs).get(&jk)? else {
         return Err(StoreError::JobNotFound {
             mailbox: job.mailbox.clone(),
-            id: job.id,
+            id: job.id.0,
         }
         .into());
     };
@@ -449,7 +494,7 @@ pub struct DurableMailbox {
     store: Store,
     name: Arc<str>,
     prefix: Arc<[u8]>,
-    leases: Arc<Mutex<HashSet<JobId>>>,
+    leases: crate::store::LeaseSet,
 }
 
 impl fmt::Debug for DurableMailbox {
@@ -461,7 +506,7 @@ impl fmt::Debug for DurableMailbox {
 }
 
 impl DurableMailbox {
-    pub(crate) fn new(store: Store, name: &str, leases: Arc<Mutex<HashSet<JobId>>>) -> Self {
+    pub(crate) fn new(store: Store, name: &str, leases: crate::store::LeaseSet) -> Self {
         Self {
             store,
             name: name.into(),
@@ -480,7 +525,7 @@ impl DurableMailbox {
         &self.store
     }
 
-    fn leases(&self) -> MutexGuard<'_, HashSet<JobId>> {
+    fn leases(&self) -> MutexGuard<'_, HashSet<u64>> {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -542,7 +587,7 @@ impl DurableMailbox {
             let (k, v) = item.map_err(StoreError::sled("scanning jobs"))?;
             let (_, seq) = parse_job_tail(&k[self.prefix.len()..])?;
             let id = JobId(seq);
-            if leases.contains(&id) {
+            if leases.contains(&id.0) {
                 continue;
             }
             let rec: JobRecord = decode_in("jobs value", &v)?;
@@ -551,7 +596,7 @@ impl DurableMailbox {
                 break;
             }
         }
-        leases.extend(out.iter().map(|j| j.id));
+        leases.extend(out.iter().map(|j| j.id.0));
         Ok(out)
     }
 
@@ -621,7 +666,7 @@ impl DurableMailbox {
         })?;
         let mut leases = self.leases();
         for job in jobs {
-            leases.remove(&job.id);
+            leases.remove(&job.id.0);
         }
         Ok(())
     }
@@ -629,7 +674,7 @@ impl DurableMailbox {
     /// Forgets the in-memory lease of `job`: after a [`StoreTx::ack`] has committed, or to give
     /// the job back untouched.
     pub fn release(&self, job: &Job) {
-        self.leases().remove(&job.id);
+        self.leases().remove(&job.id.0);
     }
 
     /// Forgets every in-memory lease of this mailbox: a restarted actor calls it so the jobs a
@@ -696,7 +741,7 @@ impl DurableMailbox {
         });
         let mut leases = self.leases();
         for job in jobs {
-            leases.remove(&job.id);
+            leases.remove(&job.id.0);
         }
         out
     }
@@ -715,7 +760,7 @@ impl DurableMailbox {
         {
             let (k, v) = item.map_err(StoreError::sled("scanning jobs"))?;
             let (_, seq) = parse_job_tail(&k[self.prefix.len()..])?;
-            if leases.contains(&JobId(seq)) {
+            if leases.contains(&seq) {
                 continue;
             }
             let rec: JobRecord = decode_in("jobs value", &v)?;
@@ -755,7 +800,7 @@ impl DurableMailbox {
             {
                 let (k, _) = item.map_err(StoreError::sled("scanning jobs"))?;
                 let (_, seq) = parse_job_tail(&k[self.prefix.len()..])?;
-                if leases.contains(&JobId(seq)) {
+                if leases.contains(&seq) {
                     d.leased += 1;
                 } else {
                     d.pending += 1;

@@ -7,7 +7,7 @@
 //! The tick is half the watchdog interval when systemd set one (as `sd_watchdog_enabled(3)`
 //! advises), else one second.
 
-use crate::daemon::DaemonCore;
+use crate::daemon_core::DaemonCore;
 use crate::service::status_json;
 use std::sync::Arc;
 use std::time::Duration;
