@@ -237,10 +237,21 @@ impl DaemonCore {
         let notifier = self.service.notifier();
         notifier.reloading();
         let result = self.reload_config().await;
-        notifier.ready(&match &result {
-            Ok(_) => "configuration reloaded".to_string(),
-            Err(e) => format!("reload rejected: {e}"),
-        });
+        // The accounts summary (`service::status_json::summary_line`, computed here from the
+        // pure health rules so this module does not depend on the status JSON, which
+        // depends on it).
+        let line = match self.status().await {
+            Ok(s) => {
+                let healths: Vec<_> = s
+                    .accounts
+                    .iter()
+                    .map(crate::service::health::account_health)
+                    .collect();
+                crate::service::health::summary(&healths)
+            }
+            Err(e) => format!("no status: {e}"),
+        };
+        notifier.ready(&line);
         result
     }
 
