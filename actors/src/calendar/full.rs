@@ -103,7 +103,7 @@ async fn list_step(
     report::send(
         cx.report,
         ChildReport::Phase {
-            phase: Phase::Labels,
+            phase: Phase::Calendars,
             progress: None,
         },
     );
