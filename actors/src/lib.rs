@@ -27,6 +27,7 @@ pub mod history_sync;
 pub mod ingest;
 pub mod jobs;
 pub mod mailbox;
+mod mailbox_codec;
 pub mod mirror;
 mod mirror_codec;
 pub mod model;
