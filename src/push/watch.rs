@@ -354,6 +354,25 @@ async fn keep(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_schema_1_watch_reads_back() {
+        let w = StoredWatch {
+            topic: "projects/p/topics/t".into(),
+            label_ids: vec!["INBOX".into()],
+            expiration_ms: 5,
+            history_id: 6,
+            renewed_at_ms: 7,
+        };
+        // Schema 1: version byte 1, then bincode of the (then identical) shape.
+        let mut legacy = vec![mailsync_actors::codec::FORMAT_LEGACY];
+        bincode::serde::encode_into_std_write(&w, &mut legacy, bincode::config::standard())
+            .unwrap();
+        assert_eq!(
+            mailsync_actors::store::decode::<StoredWatch>(&legacy).unwrap(),
+            w
+        );
+    }
+
     const DAY_MS: i64 = 24 * 3600 * 1000;
 
     #[test]
