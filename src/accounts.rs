@@ -5,8 +5,10 @@
 use crate::config::{AccountConfig, AccountKind, AccountSettings, Config, TestChild};
 use crate::providers::test_provider::{FailTarget, TestProvider, TestProviderConfig};
 use mailsync_actors::backoff::{RestartPolicy, RetryPolicy};
+use mailsync_actors::gmail::{GmailOptions, GmailSource};
 use mailsync_actors::model::AccountId;
 use mailsync_actors::ports::GmailApi;
+use mailsync_actors::source::SourceKind;
 use mailsync_actors::spec::AccountSpec;
 use std::sync::Arc;
 
@@ -43,20 +45,25 @@ impl AccountBuildError {
 
 /// Builds the specs of every enabled account; accounts that cannot be built are returned as
 /// errors next to the specs, so one bad account never stops the others.
+/// `decorate` wraps each Gmail-shaped port (the service layer meters them).
 pub fn build_all(
     config: &Config,
     gmail: &dyn GmailPortBuilder,
+    decorate: &PortDecorator<'_>,
 ) -> (Vec<AccountSpec>, Vec<AccountBuildError>) {
     let mut specs = Vec::new();
     let mut errors = Vec::new();
     for account in config.accounts.iter().filter(|a| a.enabled) {
-        match build(config, account, gmail) {
+        match build(config, account, gmail, decorate) {
             Ok(spec) => specs.push(spec),
             Err(e) => errors.push(e),
         }
     }
     (specs, errors)
 }
+
+/// Wraps an account's port before its source is built (metering); `&|_, api| api` for none.
+pub type PortDecorator<'a> = dyn Fn(&str, Arc<dyn GmailApi>) -> Arc<dyn GmailApi> + 'a;
 
 /// Builds the Gmail port of an account; implemented over the REST client in `google`.
 pub trait GmailPortBuilder: Send + Sync {
@@ -68,6 +75,7 @@ fn build(
     config: &Config,
     account: &AccountConfig,
     gmail: &dyn GmailPortBuilder,
+    decorate: &PortDecorator<'_>,
 ) -> Result<AccountSpec, AccountBuildError> {
     let api: Arc<dyn GmailApi> = match &account.settings {
         AccountSettings::Test(t) => {
@@ -104,18 +112,21 @@ fn build(
             });
         }
     };
+    let (kind, list_page_size) = if account.kind == AccountKind::Test {
+        (SourceKind::Test, 10)
+    } else {
+        (SourceKind::Gmail, 500)
+    };
+    let options = GmailOptions {
+        initial_query: account.initial_query.clone(),
+        list_page_size,
+    };
     Ok(AccountSpec {
         id: AccountId(account.id.clone()),
-        kind: account.kind.to_string(),
-        api,
+        kind,
+        source: Arc::new(GmailSource::new(kind, decorate(&account.id, api), options)),
         poll_interval: account.poll_interval,
-        initial_query: account.initial_query.clone(),
         batch_size: account.batch_size.max(1),
-        list_page_size: if account.kind == AccountKind::Test {
-            10
-        } else {
-            500
-        },
         retry: RetryPolicy {
             base: config.retry.base,
             cap: config.retry.cap,

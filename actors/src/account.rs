@@ -7,14 +7,15 @@
 //!
 //! Parent: RootSupervisor. Children: HistorySync, Backfill, Ingest. Messages: `AccountMsg`.
 
-use crate::account_record::AccountRecord;
-use crate::backfill::{self, Backfill, BackfillJob, BackfillMsg};
+use crate::backfill::{Backfill, BackfillMsg};
 use crate::backoff::RestartBudget;
 use crate::history_sync::{HistorySync, HistorySyncMsg};
 use crate::ingest::{Ingest, IngestMsg};
 use crate::mirror::{self, Change};
+use crate::report::ChildReport;
+use crate::source::{SourceCx, StartState};
 use crate::spec::{AccountSpec, ChildArgs, ChildKind, mailbox_name, now_ms};
-use crate::status::{AccountState, AccountStatus, Progress, QueueStat};
+use crate::status::{AccountState, AccountStatus, Phase, Progress, QueueStat};
 use crate::store::Store;
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
@@ -57,35 +58,24 @@ pub enum AccountMsg {
     Respawn(ChildKind),
     /// A push notification or similar says there is news.
     Nudge,
-    /// Ingest has new jobs (from Backfill or HistorySync).
-    IngestWork,
-    /// Ingest progress.
-    IngestProgress {
-        /// Messages stored per second since Ingest started.
-        per_second: f64,
-    },
-    /// A child reports what it is doing.
-    Phase {
-        /// Phase name.
-        phase: String,
-        /// Progress, if known.
-        progress: Option<Progress>,
-    },
-    /// Backfill finished the full sync; partial sync takes over.
-    FullSyncDone,
-    /// HistorySync got a 404: recover the gap.
-    HistoryExpired,
-    /// Backfill finished the gap recovery.
-    GapDone,
-    /// HistorySync finished a round.
-    RoundDone {
-        /// The new cursor.
-        history_id: u64,
-        /// When.
-        at_ms: u64,
-    },
-    /// The credentials stopped working.
-    Disconnected(String),
+    /// A report from a child (see `report.rs`).
+    Child(ChildReport),
+}
+
+impl From<ChildReport> for AccountMsg {
+    fn from(r: ChildReport) -> Self {
+        AccountMsg::Child(r)
+    }
+}
+
+impl TryFrom<AccountMsg> for ChildReport {
+    type Error = AccountMsg;
+    fn try_from(m: AccountMsg) -> Result<Self, AccountMsg> {
+        match m {
+            AccountMsg::Child(r) => Ok(r),
+            other => Err(other),
+        }
+    }
 }
 
 struct Children {
@@ -102,7 +92,7 @@ pub struct AccountActorState {
     children: Children,
     budget: RestartBudget,
     state: AccountState,
-    phase: String,
+    phase: Phase,
     progress: Option<Progress>,
     last_error: Option<String>,
     last_sync_ms: Option<u64>,
@@ -137,7 +127,7 @@ impl Actor for AccountActor {
             },
             budget,
             state: AccountState::Starting,
-            phase: "starting".into(),
+            phase: Phase::Starting,
             progress: None,
             last_error: None,
             last_sync_ms: None,
@@ -151,18 +141,22 @@ impl Actor for AccountActor {
         myself: ActorRef<AccountMsg>,
         st: &mut AccountActorState,
     ) -> Result<(), ActorProcessingErr> {
-        st.ensure_jobs()?;
+        let reporter = myself.get_derived();
+        let start = st
+            .spec
+            .source
+            .ensure_jobs(&st.cx(&reporter))
+            .map_err(store_err)?;
         for kind in ChildKind::ALL {
             st.spawn_child(&myself, kind).await?;
         }
-        // A gap recovery interrupted by a restart resumes; say so from the start.
-        let rec = AccountRecord::load(&st.store, &st.spec.id.0).map_err(store_err)?;
-        if rec.gap.is_some() {
+        // A resync interrupted by a restart resumes; say so from the start.
+        if start == StartState::Resyncing {
             st.set_state(
                 AccountState::Resyncing,
                 Some("resuming gap recovery".into()),
             );
-            st.phase = "resyncing".into();
+            st.phase = Phase::Resyncing;
         } else {
             st.set_state(AccountState::Running, None);
         }
@@ -217,7 +211,7 @@ impl Actor for AccountActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             AccountMsg::Status(reply) => {
-                let _ = reply.send(st.status());
+                let _ = reply.send(st.status(&myself));
             }
             AccountMsg::Command(cmd) => st.command(&myself, cmd).await?,
             AccountMsg::Respawn(kind) => {
@@ -236,95 +230,99 @@ impl Actor for AccountActor {
                     let _ = h.cast(HistorySyncMsg::Nudge);
                 }
             }
-            AccountMsg::IngestWork => {
-                if let Some(i) = &st.children.ingest {
-                    let _ = i.cast(IngestMsg::WorkAvailable);
-                }
-            }
-            AccountMsg::IngestProgress { per_second } => {
-                if st.phase == "fetching" || st.phase == "listing" {
-                    let p = st.progress.get_or_insert_with(Progress::default);
-                    p.per_second = per_second;
-                }
-            }
-            AccountMsg::Phase { phase, progress } => {
-                st.phase = phase;
-                st.progress = progress;
-            }
-            AccountMsg::FullSyncDone => {
-                st.phase = "caught_up".into();
-                st.progress = None;
-                st.last_sync_ms = Some(now_ms());
-                if let Some(h) = &st.children.history {
-                    let _ = h.cast(HistorySyncMsg::Nudge);
-                }
-            }
-            AccountMsg::HistoryExpired => {
-                tracing::warn!(account = %st.spec.id, "History gap detected; resyncing.");
-                st.enqueue_gap().await?;
-                st.set_state(AccountState::Resyncing, Some("history id expired".into()));
-                st.phase = "resyncing".into();
-                if let Some(b) = &st.children.backfill {
-                    let _ = b.cast(BackfillMsg::WorkAvailable);
-                }
-            }
-            AccountMsg::GapDone => {
-                st.set_state(AccountState::Running, None);
-                st.phase = "caught_up".into();
-                st.progress = None;
-                if let Some(h) = &st.children.history {
-                    let _ = h.cast(HistorySyncMsg::Nudge);
-                }
-            }
-            AccountMsg::RoundDone { history_id, at_ms } => {
-                st.last_sync_ms = Some(at_ms);
-                if st.state == AccountState::Running {
-                    st.phase = "caught_up".into();
-                    st.progress = None;
-                }
-                tracing::debug!(account = %st.spec.id, history_id, "Partial sync round finished.");
-            }
-            AccountMsg::Disconnected(reason) => {
-                if st.state != AccountState::Disconnected {
-                    tracing::error!(account = %st.spec.id, error = %reason, "Account disconnected; run `mailsync auth` and `mailsync ctl resume`.");
-                    st.last_error = Some(reason.clone());
-                    st.set_state(AccountState::Disconnected, Some(reason));
-                    st.pause_children();
-                }
-            }
+            AccountMsg::Child(report) => st.child_report(&myself, report)?,
         }
         Ok(())
     }
 }
 
 impl AccountActorState {
-    /// Makes sure the durable job that drives the current phase exists (idempotent).
-    fn ensure_jobs(&self) -> Result<(), ActorProcessingErr> {
-        let rec = AccountRecord::load(&self.store, &self.spec.id.0).map_err(store_err)?;
-        let now = now_ms();
-        let id = self.spec.id.clone();
-        self.store
-            .transaction(|tx| {
-                if !rec.initial_sync_completed && rec.gap.is_none() {
-                    backfill::enqueue_tx(tx, &id, BackfillJob::FullSync, now)?;
+    fn cx<'a>(&'a self, reporter: &'a crate::report::Reporter) -> SourceCx<'a> {
+        SourceCx {
+            account: &self.spec.id,
+            store: &self.store,
+            report: reporter,
+        }
+    }
+
+    fn child_report(
+        &mut self,
+        myself: &ActorRef<AccountMsg>,
+        report: ChildReport,
+    ) -> Result<(), ActorProcessingErr> {
+        match report {
+            ChildReport::IngestWork => {
+                if let Some(i) = &self.children.ingest {
+                    let _ = i.cast(IngestMsg::WorkAvailable);
                 }
-                if rec.gap.is_some() {
-                    backfill::enqueue_tx(tx, &id, BackfillJob::Gap, now)?;
+            }
+            ChildReport::BackfillWork => {
+                if let Some(b) = &self.children.backfill {
+                    let _ = b.cast(BackfillMsg::WorkAvailable);
                 }
-                Ok(())
-            })
-            .map_err(store_err)?;
-        self.store.flush().map_err(store_err)?;
+            }
+            ChildReport::IngestProgress { per_second } => {
+                if self.phase == Phase::Fetching || self.phase == Phase::Listing {
+                    let p = self.progress.get_or_insert_with(Progress::default);
+                    p.per_second = per_second;
+                }
+            }
+            ChildReport::Phase { phase, progress } => {
+                self.phase = phase;
+                self.progress = progress;
+            }
+            ChildReport::FullSyncDone => {
+                self.phase = Phase::CaughtUp;
+                self.progress = None;
+                self.last_sync_ms = Some(now_ms());
+                if let Some(h) = &self.children.history {
+                    let _ = h.cast(HistorySyncMsg::Nudge);
+                }
+            }
+            ChildReport::CursorExpired => {
+                tracing::warn!(account = %self.spec.id, "History gap detected; resyncing.");
+                self.request_resync(myself)?;
+                self.set_state(AccountState::Resyncing, Some("history id expired".into()));
+                self.phase = Phase::Resyncing;
+            }
+            ChildReport::ResyncDone => {
+                self.set_state(AccountState::Running, None);
+                self.phase = Phase::CaughtUp;
+                self.progress = None;
+                if let Some(h) = &self.children.history {
+                    let _ = h.cast(HistorySyncMsg::Nudge);
+                }
+            }
+            ChildReport::RoundDone { at_ms } => {
+                self.last_sync_ms = Some(at_ms);
+                if self.state == AccountState::Running {
+                    self.phase = Phase::CaughtUp;
+                    self.progress = None;
+                }
+                tracing::debug!(account = %self.spec.id, "Incremental round finished.");
+            }
+            ChildReport::Disconnected(reason) => {
+                if self.state != AccountState::Disconnected {
+                    tracing::error!(account = %self.spec.id, error = %reason, "Account disconnected; run `mailsync auth` and `mailsync ctl resume`.");
+                    self.last_error = Some(reason.clone());
+                    self.set_state(AccountState::Disconnected, Some(reason));
+                    self.pause_children();
+                }
+            }
+        }
         Ok(())
     }
 
-    async fn enqueue_gap(&self) -> Result<(), ActorProcessingErr> {
-        let now = now_ms();
-        let id = self.spec.id.clone();
-        self.store
-            .transaction(|tx| backfill::enqueue_tx(tx, &id, BackfillJob::Gap, now))
+    /// Durably asks the source for a resync and wakes Backfill.
+    fn request_resync(&self, myself: &ActorRef<AccountMsg>) -> Result<(), ActorProcessingErr> {
+        let reporter = myself.get_derived();
+        self.spec
+            .source
+            .request_resync(&self.cx(&reporter))
             .map_err(store_err)?;
-        self.store.flush_async().await.map_err(store_err)?;
+        if let Some(b) = &self.children.backfill {
+            let _ = b.cast(BackfillMsg::WorkAvailable);
+        }
         Ok(())
     }
 
@@ -336,7 +334,7 @@ impl AccountActorState {
         let cell = myself.get_cell();
         let spec = self.spec.clone();
         let store = self.store.clone();
-        let parent = myself.clone();
+        let parent = myself.get_derived();
         // Leases held by a dead instance of this child are forgotten, so its jobs run again.
         self.store
             .mailbox(&mailbox_name(&self.spec.id, kind))
@@ -390,7 +388,7 @@ impl AccountActorState {
             // Transient: wait for space without spending the restart budget.
             tracing::info!(account = %self.spec.id, child = kind.name(), reason = %reason, "Child stopped on a full disk; it restarts when space returns.");
             self.set_state(AccountState::Degraded, Some(format!("disk full: {reason}")));
-            self.phase = crate::disk_space::degraded_phase(&reason);
+            self.phase = Phase::DiskFull;
             let delay = crate::disk_space::wait_delay(self.disk_waits);
             myself.send_after(delay, move || AccountMsg::Respawn(kind));
             return;
@@ -406,7 +404,7 @@ impl AccountActorState {
                     AccountState::Failed,
                     Some(format!("{}: {error}", kind.name())),
                 );
-                self.phase = "failed".into();
+                self.phase = Phase::Failed;
                 self.stopping = true;
                 for c in myself.get_children() {
                     c.stop(Some("account failed".into()));
@@ -429,16 +427,9 @@ impl AccountActorState {
             return false;
         }
         self.disk_waits = 0;
-        let gap = AccountRecord::load(&self.store, &self.spec.id.0)
-            .map(|r| r.gap.is_some())
-            .unwrap_or(false);
-        let (state, phase) = if gap {
-            (AccountState::Resyncing, "resyncing")
-        } else {
-            (AccountState::Running, "starting")
-        };
-        self.set_state(state, Some("disk space is back".into()));
-        self.phase = phase.into();
+        // The respawned children report the source's real phase (a resumed resync included).
+        self.set_state(AccountState::Running, Some("disk space is back".into()));
+        self.phase = Phase::Starting;
         true
     }
 
@@ -487,9 +478,7 @@ impl AccountActorState {
                     }
                 } else {
                     self.resume_children();
-                    let rec =
-                        AccountRecord::load(&self.store, &self.spec.id.0).map_err(store_err)?;
-                    let next = if rec.gap.is_some() {
+                    let next = if self.phase == Phase::Resyncing {
                         AccountState::Resyncing
                     } else {
                         AccountState::Running
@@ -506,12 +495,9 @@ impl AccountActorState {
                 }
             }
             AccountCommand::Resync => {
-                self.enqueue_gap().await?;
-                if let Some(b) = &self.children.backfill {
-                    let _ = b.cast(BackfillMsg::WorkAvailable);
-                }
+                self.request_resync(myself)?;
                 self.set_state(AccountState::Resyncing, Some("resync requested".into()));
-                self.phase = "resyncing".into();
+                self.phase = Phase::Resyncing;
             }
         }
         Ok(())
@@ -541,8 +527,9 @@ impl AccountActorState {
         }
     }
 
-    fn status(&self) -> AccountStatus {
-        let rec = AccountRecord::load(&self.store, &self.spec.id.0).ok();
+    fn status(&self, myself: &ActorRef<AccountMsg>) -> AccountStatus {
+        let reporter = myself.get_derived();
+        let cx = self.cx(&reporter);
         let mut queues = Vec::new();
         let mut dead: u64 = 0;
         for kind in [
@@ -567,14 +554,11 @@ impl AccountActorState {
             .find(|q| q.name.ends_with("/ingest"))
             .map(|q| q.pending + q.leased + q.delayed + q.dead)
             .unwrap_or(0);
-        let cursor = rec
-            .as_ref()
-            .and_then(|r| r.history_id)
-            .map(|h| format!("historyId {h}"));
-        let mut phase = self.phase.clone();
-        if self.state == AccountState::Running && phase == "caught_up" && dead > 0 {
-            phase = format!("incomplete ({dead} dead-lettered)");
+        let mut phase = self.phase;
+        if self.state == AccountState::Running && phase == Phase::CaughtUp && dead > 0 {
+            phase = Phase::Incomplete { dead };
         }
+        let mut phase_text = phase.to_string();
         let mut state = self.state;
         let mut last_error = self.last_error.clone();
         if let Some(reason) = self.store.disk_full()
@@ -584,29 +568,24 @@ impl AccountActorState {
             )
         {
             state = AccountState::Degraded;
-            phase = crate::disk_space::degraded_phase(&reason);
+            phase_text = crate::disk_space::degraded_phase(&reason);
             last_error = Some(format!("disk full: {reason}"));
         }
         AccountStatus {
             account: self.spec.id.0.clone(),
-            kind: self.spec.kind.clone(),
+            kind: self.spec.kind.to_string(),
             state,
-            phase,
-            cursor,
+            phase: phase_text,
+            cursor: self.spec.source.cursor(&cx),
             queues,
             restarts: self.budget.restarts(),
             last_error,
-            last_sync_ms: self.last_sync_ms.or(rec
-                .as_ref()
-                .and_then(|r| r.last_incremental_sync_at_ms.or(r.last_full_sync_at_ms))),
+            last_sync_ms: self.last_sync_ms.or(self.spec.source.last_sync_ms(&cx)),
             progress: self.progress.clone(),
             missing,
             dead_lettered: dead,
             delivery: Some("polling".into()),
-            last_gap_recovery_units: rec
-                .as_ref()
-                .and_then(|r| r.last_gap_list_calls)
-                .map(|calls| calls * 5 + 2),
+            last_gap_recovery_units: self.spec.source.last_resync_units(&cx),
         }
     }
 }

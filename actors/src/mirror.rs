@@ -83,6 +83,40 @@ pub enum Change {
         /// Its id.
         id: LabelId,
     },
+    /// A calendar appeared in the account's calendar list (or was selected).
+    CalendarAdded {
+        /// The calendar.
+        calendar: crate::calendar_model::CalendarEntry,
+    },
+    /// A calendar left the account's calendar list.
+    CalendarRemoved {
+        /// Its id.
+        calendar_id: String,
+    },
+    /// An event (single, series master or exception) appeared.
+    EventCreated {
+        /// The calendar.
+        calendar_id: String,
+        /// The event as stored.
+        event: crate::calendar_model::CalendarEvent,
+    },
+    /// An event changed (its etag moved).
+    EventUpdated {
+        /// The calendar.
+        calendar_id: String,
+        /// The event after the change.
+        event: crate::calendar_model::CalendarEvent,
+    },
+    /// An event was deleted (a cancelled single event or series; the series' exceptions go
+    /// with it).
+    EventDeleted {
+        /// The calendar.
+        calendar_id: String,
+        /// The event's id.
+        event_id: String,
+        /// The series it belonged to (its own id for single events and masters).
+        series_id: String,
+    },
     /// The account changed state (running, failed, disconnected ...).
     AccountStateChanged {
         /// New state, as `AccountState`'s snake_case name.
@@ -102,6 +136,11 @@ impl Change {
             Change::LabelCreated { .. } => "label.created",
             Change::LabelUpdated { .. } => "label.updated",
             Change::LabelDeleted { .. } => "label.deleted",
+            Change::CalendarAdded { .. } => "calendar.added",
+            Change::CalendarRemoved { .. } => "calendar.removed",
+            Change::EventCreated { .. } => "event.created",
+            Change::EventUpdated { .. } => "event.updated",
+            Change::EventDeleted { .. } => "event.deleted",
             Change::AccountStateChanged { .. } => "account.state_changed",
         }
     }
@@ -138,6 +177,60 @@ pub fn emit(
         ts_ms: now_ms,
     })
 }
+
+/// How often an item (a message or a label) has been deleted and how often it has changed:
+/// part of its events' idempotency keys, so a message deleted and re-added, or a label renamed
+/// back to an earlier name, is a new event rather than a duplicate of an old one. Kept in
+/// `Space::Cursors` under `gen\0<account>\0<m|l>\0<id>`, also after the item is gone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ItemVersions {
+    /// Deletions so far (the item's current generation).
+    pub generation: u64,
+    /// Changes within the generation.
+    pub revision: u64,
+}
+
+crate::versioned_as_itself!(ItemVersions => "item versions");
+
+fn versions_key(account: &str, kind: u8, id: &str) -> Vec<u8> {
+    let mut k = b"gen\0".to_vec();
+    k.extend_from_slice(account.as_bytes());
+    k.push(0);
+    k.push(kind);
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn versions_tx(
+    tx: &StoreTx<'_>,
+    account: &str,
+    kind: u8,
+    id: &str,
+) -> Result<ItemVersions, TxError> {
+    match tx.get(Space::Cursors, &versions_key(account, kind, id))? {
+        Some(v) => Ok(decode(&v)?),
+        None => Ok(ItemVersions::default()),
+    }
+}
+
+fn save_versions_tx(
+    tx: &StoreTx<'_>,
+    account: &str,
+    kind: u8,
+    id: &str,
+    v: ItemVersions,
+) -> Result<(), TxError> {
+    tx.insert(
+        Space::Cursors,
+        &versions_key(account, kind, id),
+        &encode(&v),
+    )
+}
+
+const MESSAGE: u8 = b'm';
+const LABEL: u8 = b'l';
 
 fn sorted(mut v: Vec<LabelId>) -> Vec<LabelId> {
     v.sort();
@@ -215,10 +308,11 @@ pub fn apply_fetched(
         raw_sha256,
         headers: msg.headers.clone(),
     };
+    let g = versions_tx(tx, account, MESSAGE, &msg.id.0)?.generation;
     emit(
         tx,
         account,
-        format!("message.added:{account}:{}", msg.id),
+        format!("message.added:{account}:{}:g{g}", msg.id),
         &change,
         now_ms,
     )?;
@@ -263,11 +357,12 @@ pub fn set_labels(
         removed,
         label_ids: labels,
     };
+    let g = versions_tx(tx, account, MESSAGE, &old.id.0)?.generation;
     emit(
         tx,
         account,
         format!(
-            "message.labels_changed:{account}:{}:{discriminator}",
+            "message.labels_changed:{account}:{}:g{g}:{discriminator}",
             old.id
         ),
         &change,
@@ -309,13 +404,18 @@ pub fn apply_deleted(
     }
     tx.remove(Space::Messages, &key)?;
     tx.remove(Space::Raw, &key)?;
+    let mut v = versions_tx(tx, account, MESSAGE, &id.0)?;
     emit(
         tx,
         account,
-        format!("message.deleted:{account}:{id}"),
+        format!("message.deleted:{account}:{id}:g{}", v.generation),
         &Change::MessageDeleted { id: id.clone() },
         now_ms,
     )?;
+    // A later re-add of the same id is a new generation with new event keys.
+    v.generation += 1;
+    v.revision = 0;
+    save_versions_tx(tx, account, MESSAGE, &id.0, v)?;
     Ok(Applied::Deleted)
 }
 
@@ -339,7 +439,13 @@ pub fn sync_labels(
                 let change = Change::LabelUpdated {
                     label: label.clone(),
                 };
-                let k = format!("label.updated:{account}:{}:{}", label.id, label.name);
+                let mut v = versions_tx(tx, account, LABEL, &label.id.0)?;
+                v.revision += 1;
+                save_versions_tx(tx, account, LABEL, &label.id.0, v)?;
+                let k = format!(
+                    "label.updated:{account}:{}:g{}:r{}",
+                    label.id, v.generation, v.revision
+                );
                 events += usize::from(emit(tx, account, k, &change, now_ms)?.is_some());
             }
             None => {
@@ -347,7 +453,8 @@ pub fn sync_labels(
                 let change = Change::LabelCreated {
                     label: label.clone(),
                 };
-                let k = format!("label.created:{account}:{}", label.id);
+                let g = versions_tx(tx, account, LABEL, &label.id.0)?.generation;
+                let k = format!("label.created:{account}:{}:g{g}", label.id);
                 events += usize::from(emit(tx, account, k, &change, now_ms)?.is_some());
             }
         }
@@ -358,7 +465,11 @@ pub fn sync_labels(
         }
         tx.remove(Space::Labels, &record_key(account, &old.id.0))?;
         let change = Change::LabelDeleted { id: old.id.clone() };
-        let k = format!("label.deleted:{account}:{}", old.id);
+        let mut v = versions_tx(tx, account, LABEL, &old.id.0)?;
+        let k = format!("label.deleted:{account}:{}:g{}", old.id, v.generation);
+        v.generation += 1;
+        v.revision = 0;
+        save_versions_tx(tx, account, LABEL, &old.id.0, v)?;
         events += usize::from(emit(tx, account, k, &change, now_ms)?.is_some());
     }
     Ok(events)
@@ -457,4 +568,55 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         s.push_str(&format!("{b:02x}"));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LabelKind;
+
+    fn label(name: &str) -> Label {
+        Label {
+            id: LabelId("Label_1".into()),
+            name: name.into(),
+            kind: LabelKind::User,
+        }
+    }
+
+    fn sync(store: &Store, remote: &[Label]) -> usize {
+        let n = store_remote_labels(store, "a", remote, 1).unwrap();
+        store.flush().unwrap();
+        n
+    }
+
+    /// A label renamed back to an earlier name, or deleted and created again, is a new event
+    /// each time (the keys carry the label's generation and revision).
+    #[test]
+    fn renaming_back_and_recreating_still_emit_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(sync(&store, &[label("one")]), 1);
+        assert_eq!(sync(&store, &[label("two")]), 1);
+        assert_eq!(sync(&store, &[label("one")]), 1, "renamed back");
+        assert_eq!(sync(&store, &[label("one")]), 0, "a replay emits nothing");
+        assert_eq!(sync(&store, &[]), 1, "deleted");
+        assert_eq!(sync(&store, &[label("one")]), 1, "created again");
+        let kinds: Vec<String> = store
+            .feed()
+            .read_after(0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "label.created",
+                "label.updated",
+                "label.updated",
+                "label.deleted",
+                "label.created"
+            ]
+        );
+    }
 }
