@@ -23,6 +23,10 @@ pub enum ApiError {
     /// history.list answered 404: the stored history id is too old; recover the gap.
     #[error("history id is no longer retained by the provider")]
     HistoryExpired,
+    /// A listing answered 410 Gone (Calendar `fullSyncRequired` and its relatives): the sync
+    /// token is dead; drop it and run a full sync into a fresh generation.
+    #[error("sync token expired; a full sync is required")]
+    SyncTokenExpired,
     /// The credentials no longer work (`invalid_grant`, revoked consent, or 401 after a
     /// refresh): the account is disconnected until a person acts.
     #[error("account disconnected: {0}")]

@@ -14,6 +14,7 @@ pub mod account;
 pub mod account_record;
 pub mod backfill;
 pub mod backoff;
+pub mod calendar_model;
 pub mod error;
 pub mod feed;
 pub mod history_sync;
