@@ -16,7 +16,7 @@ pub mod auth;
 pub mod batch;
 pub mod calendar;
 #[cfg(test)]
-mod calendar_tests;
+pub(crate) mod calendar_tests;
 pub mod calendar_wire;
 pub mod error;
 mod form;

@@ -1,5 +1,6 @@
 //! Sinks: the feed consumers that run inside the daemon and hand every change to the outside
-//! world — a Maildir per account ([`maildir`]), signed webhook batches ([`webhook`]) — plus the
+//! world — a Maildir per account ([`maildir`]), a vdir of `.ics` files per calendar account
+//! ([`vdir`], text from [`ics`]), signed webhook batches ([`webhook`]) — plus the
 //! scheduled pruning of the change feed ([`retention`]).
 //!
 //! This module owns the sink consumer names (`maildir`, `webhook:<index>`), their cursors'
@@ -16,8 +17,12 @@
 //! - A newly configured sink is registered from seq 0, so it sees the feed's whole history.
 //! - Sinks wait on [`mailsync_actors::feed::Feed::subscribe`]; they never poll.
 
+pub mod ics;
 pub mod maildir;
 pub mod retention;
+pub mod vdir;
+#[cfg(test)]
+mod vdir_tests;
 pub mod webhook;
 
 use std::future::Future;
@@ -52,8 +57,8 @@ pub enum SinkError {
     /// The store failed (reading the feed, moving a cursor, writing sink state).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A filesystem operation on the Maildir failed.
-    #[error("maildir: {op} {path}: {source}")]
+    /// A filesystem operation on the Maildir or vdir failed.
+    #[error("sink file system: {op} {path}: {source}")]
     Io {
         /// What was being done.
         op: &'static str,
@@ -73,6 +78,9 @@ pub enum SinkError {
     /// The webhook's signing secret could not be resolved.
     #[error("webhook secret: {0}")]
     Secret(String),
+    /// An event series could not be turned into iCalendar text.
+    #[error("vdir: {0}")]
+    Ics(String),
     /// A blocking task panicked or was cancelled.
     #[error("sink task failed: {0}")]
     Join(String),

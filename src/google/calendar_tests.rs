@@ -18,14 +18,14 @@ use std::time::Duration;
 
 const ACCOUNT: &str = "demo@example.com";
 
-async fn emulator(config: EmulatorConfig) -> EmulatorHandle {
+pub(crate) async fn emulator(config: EmulatorConfig) -> EmulatorHandle {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     Emulator::start(config, listener).await.expect("emulator")
 }
 
-fn client(emu: &EmulatorHandle, config: CalendarClientConfig) -> CalendarClient {
+pub(crate) fn client(emu: &EmulatorHandle, config: CalendarClientConfig) -> CalendarClient {
     let base = emu.base_url();
     let credentials = OAuthCredentials {
         client_id: mailsync_emulator::DEFAULT_CLIENT_ID.into(),
@@ -46,7 +46,7 @@ fn client(emu: &EmulatorHandle, config: CalendarClientConfig) -> CalendarClient 
     CalendarClient::new(config, Arc::new(gate), Arc::new(tokens)).expect("client")
 }
 
-fn fast() -> CalendarClientConfig {
+pub(crate) fn fast() -> CalendarClientConfig {
     CalendarClientConfig {
         requests_per_minute: 599,
         page_size: 7,
@@ -55,7 +55,7 @@ fn fast() -> CalendarClientConfig {
 }
 
 /// Every page of a listing: (events, pages, sync token).
-async fn all_events(
+pub(crate) async fn all_events(
     c: &CalendarClient,
     cal: &str,
     sync: Option<String>,
@@ -76,7 +76,7 @@ async fn all_events(
     }
 }
 
-async fn all_calendars(
+pub(crate) async fn all_calendars(
     c: &CalendarClient,
     sync: Option<&str>,
 ) -> (Vec<String>, Vec<String>, String) {
