@@ -5,8 +5,10 @@
 use crate::config::{AccountConfig, AccountKind, AccountSettings, Config, TestChild};
 use crate::providers::test_provider::{FailTarget, TestProvider, TestProviderConfig};
 use mailsync_actors::backoff::{RestartPolicy, RetryPolicy};
+use mailsync_actors::gmail::{GmailOptions, GmailSource};
 use mailsync_actors::model::AccountId;
 use mailsync_actors::ports::GmailApi;
+use mailsync_actors::source::SourceKind;
 use mailsync_actors::spec::AccountSpec;
 use std::sync::Arc;
 
@@ -94,18 +96,21 @@ fn build(
             });
         }
     };
+    let (kind, list_page_size) = if account.kind == AccountKind::Test {
+        (SourceKind::Test, 10)
+    } else {
+        (SourceKind::Gmail, 500)
+    };
+    let options = GmailOptions {
+        initial_query: account.initial_query.clone(),
+        list_page_size,
+    };
     Ok(AccountSpec {
         id: AccountId(account.id.clone()),
-        kind: account.kind.to_string(),
-        api,
+        kind,
+        source: Arc::new(GmailSource::new(kind, api, options)),
         poll_interval: account.poll_interval,
-        initial_query: account.initial_query.clone(),
         batch_size: account.batch_size.max(1),
-        list_page_size: if account.kind == AccountKind::Test {
-            10
-        } else {
-            500
-        },
         retry: RetryPolicy {
             base: config.retry.base,
             cap: config.retry.cap,

@@ -12,6 +12,7 @@ mod feed_socket;
 mod gmail_crash;
 mod gmail_maildir;
 mod gmail_sync;
+mod migration_fixture;
 mod push;
 mod signals;
 mod sinks;

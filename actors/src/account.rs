@@ -7,14 +7,15 @@
 //!
 //! Parent: RootSupervisor. Children: HistorySync, Backfill, Ingest. Messages: `AccountMsg`.
 
-use crate::account_record::AccountRecord;
-use crate::backfill::{self, Backfill, BackfillJob, BackfillMsg};
+use crate::backfill::{Backfill, BackfillMsg};
 use crate::backoff::RestartBudget;
 use crate::history_sync::{HistorySync, HistorySyncMsg};
 use crate::ingest::{Ingest, IngestMsg};
 use crate::mirror::{self, Change};
+use crate::report::ChildReport;
+use crate::source::{SourceCx, StartState};
 use crate::spec::{AccountSpec, ChildArgs, ChildKind, mailbox_name, now_ms};
-use crate::status::{AccountState, AccountStatus, Progress, QueueStat};
+use crate::status::{AccountState, AccountStatus, Phase, Progress, QueueStat};
 use crate::store::Store;
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
@@ -57,35 +58,24 @@ pub enum AccountMsg {
     Respawn(ChildKind),
     /// A push notification or similar says there is news.
     Nudge,
-    /// Ingest has new jobs (from Backfill or HistorySync).
-    IngestWork,
-    /// Ingest progress.
-    IngestProgress {
-        /// Messages stored per second since Ingest started.
-        per_second: f64,
-    },
-    /// A child reports what it is doing.
-    Phase {
-        /// Phase name.
-        phase: String,
-        /// Progress, if known.
-        progress: Option<Progress>,
-    },
-    /// Backfill finished the full sync; partial sync takes over.
-    FullSyncDone,
-    /// HistorySync got a 404: recover the gap.
-    HistoryExpired,
-    /// Backfill finished the gap recovery.
-    GapDone,
-    /// HistorySync finished a round.
-    RoundDone {
-        /// The new cursor.
-        history_id: u64,
-        /// When.
-        at_ms: u64,
-    },
-    /// The credentials stopped working.
-    Disconnected(String),
+    /// A report from a child (see `report.rs`).
+    Child(ChildReport),
+}
+
+impl From<ChildReport> for AccountMsg {
+    fn from(r: ChildReport) -> Self {
+        AccountMsg::Child(r)
+    }
+}
+
+impl TryFrom<AccountMsg> for ChildReport {
+    type Error = AccountMsg;
+    fn try_from(m: AccountMsg) -> Result<Self, AccountMsg> {
+        match m {
+            AccountMsg::Child(r) => Ok(r),
+            other => Err(other),
+        }
+    }
 }
 
 struct Children {
@@ -102,7 +92,7 @@ pub struct AccountActorState {
     children: Children,
     budget: RestartBudget,
     state: AccountState,
-    phase: String,
+    phase: Phase,
     progress: Option<Progress>,
     last_error: Option<String>,
     last_sync_ms: Option<u64>,
@@ -135,7 +125,7 @@ impl Actor for AccountActor {
             },
             budget,
             state: AccountState::Starting,
-            phase: "starting".into(),
+            phase: Phase::Starting,
             progress: None,
             last_error: None,
             last_sync_ms: None,
@@ -148,18 +138,22 @@ impl Actor for AccountActor {
         myself: ActorRef<AccountMsg>,
         st: &mut AccountActorState,
     ) -> Result<(), ActorProcessingErr> {
-        st.ensure_jobs()?;
+        let reporter = myself.get_derived();
+        let start = st
+            .spec
+            .source
+            .ensure_jobs(&st.cx(&reporter))
+            .map_err(store_err)?;
         for kind in ChildKind::ALL {
             st.spawn_child(&myself, kind).await?;
         }
-        // A gap recovery interrupted by a restart resumes; say so from the start.
-        let rec = AccountRecord::load(&st.store, &st.spec.id.0).map_err(store_err)?;
-        if rec.gap.is_some() {
+        // A resync interrupted by a restart resumes; say so from the start.
+        if start == StartState::Resyncing {
             st.set_state(
                 AccountState::Resyncing,
                 Some("resuming gap recovery".into()),
             );
-            st.phase = "resyncing".into();
+            st.phase = Phase::Resyncing;
         } else {
             st.set_state(AccountState::Running, None);
         }
@@ -214,7 +208,7 @@ impl Actor for AccountActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             AccountMsg::Status(reply) => {
-                let _ = reply.send(st.status());
+                let _ = reply.send(st.status(&myself));
             }
             AccountMsg::Command(cmd) => st.command(&myself, cmd).await?,
             AccountMsg::Respawn(kind) => {
@@ -230,95 +224,94 @@ impl Actor for AccountActor {
                     let _ = h.cast(HistorySyncMsg::Nudge);
                 }
             }
-            AccountMsg::IngestWork => {
-                if let Some(i) = &st.children.ingest {
-                    let _ = i.cast(IngestMsg::WorkAvailable);
-                }
-            }
-            AccountMsg::IngestProgress { per_second } => {
-                if st.phase == "fetching" || st.phase == "listing" {
-                    let p = st.progress.get_or_insert_with(Progress::default);
-                    p.per_second = per_second;
-                }
-            }
-            AccountMsg::Phase { phase, progress } => {
-                st.phase = phase;
-                st.progress = progress;
-            }
-            AccountMsg::FullSyncDone => {
-                st.phase = "caught_up".into();
-                st.progress = None;
-                st.last_sync_ms = Some(now_ms());
-                if let Some(h) = &st.children.history {
-                    let _ = h.cast(HistorySyncMsg::Nudge);
-                }
-            }
-            AccountMsg::HistoryExpired => {
-                tracing::warn!(account = %st.spec.id, "History gap detected; resyncing.");
-                st.enqueue_gap().await?;
-                st.set_state(AccountState::Resyncing, Some("history id expired".into()));
-                st.phase = "resyncing".into();
-                if let Some(b) = &st.children.backfill {
-                    let _ = b.cast(BackfillMsg::WorkAvailable);
-                }
-            }
-            AccountMsg::GapDone => {
-                st.set_state(AccountState::Running, None);
-                st.phase = "caught_up".into();
-                st.progress = None;
-                if let Some(h) = &st.children.history {
-                    let _ = h.cast(HistorySyncMsg::Nudge);
-                }
-            }
-            AccountMsg::RoundDone { history_id, at_ms } => {
-                st.last_sync_ms = Some(at_ms);
-                if st.state == AccountState::Running {
-                    st.phase = "caught_up".into();
-                    st.progress = None;
-                }
-                tracing::debug!(account = %st.spec.id, history_id, "Partial sync round finished.");
-            }
-            AccountMsg::Disconnected(reason) => {
-                if st.state != AccountState::Disconnected {
-                    tracing::error!(account = %st.spec.id, error = %reason, "Account disconnected; run `mailsync auth` and `mailsync ctl resume`.");
-                    st.last_error = Some(reason.clone());
-                    st.set_state(AccountState::Disconnected, Some(reason));
-                    st.pause_children();
-                }
-            }
+            AccountMsg::Child(report) => st.child_report(&myself, report)?,
         }
         Ok(())
     }
 }
 
 impl AccountActorState {
-    /// Makes sure the durable job that drives the current phase exists (idempotent).
-    fn ensure_jobs(&self) -> Result<(), ActorProcessingErr> {
-        let rec = AccountRecord::load(&self.store, &self.spec.id.0).map_err(store_err)?;
-        let now = now_ms();
-        let id = self.spec.id.clone();
-        self.store
-            .transaction(|tx| {
-                if !rec.initial_sync_completed && rec.gap.is_none() {
-                    backfill::enqueue_tx(tx, &id, BackfillJob::FullSync, now)?;
+    fn cx<'a>(&'a self, reporter: &'a crate::report::Reporter) -> SourceCx<'a> {
+        SourceCx {
+            account: &self.spec.id,
+            store: &self.store,
+            report: reporter,
+        }
+    }
+
+    fn child_report(
+        &mut self,
+        myself: &ActorRef<AccountMsg>,
+        report: ChildReport,
+    ) -> Result<(), ActorProcessingErr> {
+        match report {
+            ChildReport::IngestWork => {
+                if let Some(i) = &self.children.ingest {
+                    let _ = i.cast(IngestMsg::WorkAvailable);
                 }
-                if rec.gap.is_some() {
-                    backfill::enqueue_tx(tx, &id, BackfillJob::Gap, now)?;
+            }
+            ChildReport::IngestProgress { per_second } => {
+                if self.phase == Phase::Fetching || self.phase == Phase::Listing {
+                    let p = self.progress.get_or_insert_with(Progress::default);
+                    p.per_second = per_second;
                 }
-                Ok(())
-            })
-            .map_err(store_err)?;
-        self.store.flush().map_err(store_err)?;
+            }
+            ChildReport::Phase { phase, progress } => {
+                self.phase = phase;
+                self.progress = progress;
+            }
+            ChildReport::FullSyncDone => {
+                self.phase = Phase::CaughtUp;
+                self.progress = None;
+                self.last_sync_ms = Some(now_ms());
+                if let Some(h) = &self.children.history {
+                    let _ = h.cast(HistorySyncMsg::Nudge);
+                }
+            }
+            ChildReport::CursorExpired => {
+                tracing::warn!(account = %self.spec.id, "History gap detected; resyncing.");
+                self.request_resync(myself)?;
+                self.set_state(AccountState::Resyncing, Some("history id expired".into()));
+                self.phase = Phase::Resyncing;
+            }
+            ChildReport::ResyncDone => {
+                self.set_state(AccountState::Running, None);
+                self.phase = Phase::CaughtUp;
+                self.progress = None;
+                if let Some(h) = &self.children.history {
+                    let _ = h.cast(HistorySyncMsg::Nudge);
+                }
+            }
+            ChildReport::RoundDone { at_ms } => {
+                self.last_sync_ms = Some(at_ms);
+                if self.state == AccountState::Running {
+                    self.phase = Phase::CaughtUp;
+                    self.progress = None;
+                }
+                tracing::debug!(account = %self.spec.id, "Incremental round finished.");
+            }
+            ChildReport::Disconnected(reason) => {
+                if self.state != AccountState::Disconnected {
+                    tracing::error!(account = %self.spec.id, error = %reason, "Account disconnected; run `mailsync auth` and `mailsync ctl resume`.");
+                    self.last_error = Some(reason.clone());
+                    self.set_state(AccountState::Disconnected, Some(reason));
+                    self.pause_children();
+                }
+            }
+        }
         Ok(())
     }
 
-    async fn enqueue_gap(&self) -> Result<(), ActorProcessingErr> {
-        let now = now_ms();
-        let id = self.spec.id.clone();
-        self.store
-            .transaction(|tx| backfill::enqueue_tx(tx, &id, BackfillJob::Gap, now))
+    /// Durably asks the source for a resync and wakes Backfill.
+    fn request_resync(&self, myself: &ActorRef<AccountMsg>) -> Result<(), ActorProcessingErr> {
+        let reporter = myself.get_derived();
+        self.spec
+            .source
+            .request_resync(&self.cx(&reporter))
             .map_err(store_err)?;
-        self.store.flush_async().await.map_err(store_err)?;
+        if let Some(b) = &self.children.backfill {
+            let _ = b.cast(BackfillMsg::WorkAvailable);
+        }
         Ok(())
     }
 
@@ -330,7 +323,7 @@ impl AccountActorState {
         let cell = myself.get_cell();
         let spec = self.spec.clone();
         let store = self.store.clone();
-        let parent = myself.clone();
+        let parent = myself.get_derived();
         // Leases held by a dead instance of this child are forgotten, so its jobs run again.
         self.store
             .mailbox(&mailbox_name(&self.spec.id, kind))
@@ -391,7 +384,7 @@ impl AccountActorState {
                     AccountState::Failed,
                     Some(format!("{}: {error}", kind.name())),
                 );
-                self.phase = "failed".into();
+                self.phase = Phase::Failed;
                 self.stopping = true;
                 for c in myself.get_children() {
                     c.stop(Some("account failed".into()));
@@ -449,9 +442,7 @@ impl AccountActorState {
                     }
                 } else {
                     self.resume_children();
-                    let rec =
-                        AccountRecord::load(&self.store, &self.spec.id.0).map_err(store_err)?;
-                    let next = if rec.gap.is_some() {
+                    let next = if self.phase == Phase::Resyncing {
                         AccountState::Resyncing
                     } else {
                         AccountState::Running
@@ -468,12 +459,9 @@ impl AccountActorState {
                 }
             }
             AccountCommand::Resync => {
-                self.enqueue_gap().await?;
-                if let Some(b) = &self.children.backfill {
-                    let _ = b.cast(BackfillMsg::WorkAvailable);
-                }
+                self.request_resync(myself)?;
                 self.set_state(AccountState::Resyncing, Some("resync requested".into()));
-                self.phase = "resyncing".into();
+                self.phase = Phase::Resyncing;
             }
         }
         Ok(())
@@ -503,8 +491,9 @@ impl AccountActorState {
         }
     }
 
-    fn status(&self) -> AccountStatus {
-        let rec = AccountRecord::load(&self.store, &self.spec.id.0).ok();
+    fn status(&self, myself: &ActorRef<AccountMsg>) -> AccountStatus {
+        let reporter = myself.get_derived();
+        let cx = self.cx(&reporter);
         let mut queues = Vec::new();
         let mut dead: u64 = 0;
         for kind in [
@@ -529,34 +518,25 @@ impl AccountActorState {
             .find(|q| q.name.ends_with("/ingest"))
             .map(|q| q.pending + q.leased + q.delayed + q.dead)
             .unwrap_or(0);
-        let cursor = rec
-            .as_ref()
-            .and_then(|r| r.history_id)
-            .map(|h| format!("historyId {h}"));
-        let mut phase = self.phase.clone();
-        if self.state == AccountState::Running && phase == "caught_up" && dead > 0 {
-            phase = format!("incomplete ({dead} dead-lettered)");
+        let mut phase = self.phase;
+        if self.state == AccountState::Running && phase == Phase::CaughtUp && dead > 0 {
+            phase = Phase::Incomplete { dead };
         }
         AccountStatus {
             account: self.spec.id.0.clone(),
-            kind: self.spec.kind.clone(),
+            kind: self.spec.kind.to_string(),
             state: self.state,
-            phase,
-            cursor,
+            phase: phase.to_string(),
+            cursor: self.spec.source.cursor(&cx),
             queues,
             restarts: self.budget.restarts(),
             last_error: self.last_error.clone(),
-            last_sync_ms: self.last_sync_ms.or(rec
-                .as_ref()
-                .and_then(|r| r.last_incremental_sync_at_ms.or(r.last_full_sync_at_ms))),
+            last_sync_ms: self.last_sync_ms.or(self.spec.source.last_sync_ms(&cx)),
             progress: self.progress.clone(),
             missing,
             dead_lettered: dead,
             delivery: Some("polling".into()),
-            last_gap_recovery_units: rec
-                .as_ref()
-                .and_then(|r| r.last_gap_list_calls)
-                .map(|calls| calls * 5 + 2),
+            last_gap_recovery_units: self.spec.source.last_resync_units(&cx),
         }
     }
 }

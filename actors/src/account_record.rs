@@ -3,12 +3,14 @@
 //! their part inside the same transaction as the work it covers, so the cursor never moves
 //! ahead of what is recorded.
 
+use crate::codec::{CodecError, Versioned, legacy_bincode};
 use crate::model::HistoryId;
 use crate::store::{Space, StoreError, StoreTx, TxError, decode, encode};
 use serde::{Deserialize, Serialize};
 
 /// Progress of a full sync (listing all ids, then fetching them).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FullSyncState {
     /// The profile history id read *before* listing; the cursor once the full sync is done.
     pub start_history_id: HistoryId,
@@ -26,6 +28,7 @@ pub struct FullSyncState {
 
 /// Progress of a partial-sync round (a walk over all history pages from the cursor).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HistoryRound {
     /// The cursor the round started from.
     pub start: HistoryId,
@@ -73,6 +76,7 @@ pub struct GapState {
 
 /// The durable sync state of one account.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AccountRecord {
     /// The history id partial sync starts from (`None` before the first full sync ends).
     pub history_id: Option<HistoryId>,
@@ -92,6 +96,117 @@ pub struct AccountRecord {
     pub gap: Option<GapState>,
     /// Quota-relevant calls spent by the last finished gap recovery.
     pub last_gap_list_calls: Option<u64>,
+}
+
+/// Schema-1 shapes, frozen (bincode is positional): add fields to the current types instead.
+mod v1 {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub(super) struct FullSyncState {
+        pub start_history_id: u64,
+        pub next_page_token: Option<String>,
+        pub pages: u64,
+        pub listed: u64,
+        pub estimate: u64,
+        pub listing_done: bool,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct HistoryRound {
+        pub start: u64,
+        pub next_page_token: Option<String>,
+        pub pages: u64,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) enum GapStep {
+        ListIds {
+            next_page_token: Option<String>,
+        },
+        ListLabel {
+            remaining: Vec<String>,
+            next_page_token: Option<String>,
+        },
+        Apply,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct GapState {
+        pub start_history_id: u64,
+        pub step: GapStep,
+        pub list_calls: u64,
+        pub appeared: u64,
+        pub vanished: u64,
+        pub relabeled: u64,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct AccountRecord {
+        pub history_id: Option<u64>,
+        pub initial_sync_completed: bool,
+        pub label_sync_completed: bool,
+        pub last_full_sync_at_ms: Option<u64>,
+        pub last_incremental_sync_at_ms: Option<u64>,
+        pub full_sync: Option<FullSyncState>,
+        pub history_round: Option<HistoryRound>,
+        pub gap: Option<GapState>,
+        pub last_gap_list_calls: Option<u64>,
+    }
+}
+
+impl From<v1::AccountRecord> for AccountRecord {
+    fn from(r: v1::AccountRecord) -> Self {
+        AccountRecord {
+            history_id: r.history_id.map(HistoryId),
+            initial_sync_completed: r.initial_sync_completed,
+            label_sync_completed: r.label_sync_completed,
+            last_full_sync_at_ms: r.last_full_sync_at_ms,
+            last_incremental_sync_at_ms: r.last_incremental_sync_at_ms,
+            full_sync: r.full_sync.map(|f| FullSyncState {
+                start_history_id: HistoryId(f.start_history_id),
+                next_page_token: f.next_page_token,
+                pages: f.pages,
+                listed: f.listed,
+                estimate: f.estimate,
+                listing_done: f.listing_done,
+            }),
+            history_round: r.history_round.map(|h| HistoryRound {
+                start: HistoryId(h.start),
+                next_page_token: h.next_page_token,
+                pages: h.pages,
+            }),
+            gap: r.gap.map(|g| GapState {
+                start_history_id: HistoryId(g.start_history_id),
+                step: match g.step {
+                    v1::GapStep::ListIds { next_page_token } => {
+                        GapStep::ListIds { next_page_token }
+                    }
+                    v1::GapStep::ListLabel {
+                        remaining,
+                        next_page_token,
+                    } => GapStep::ListLabel {
+                        remaining,
+                        next_page_token,
+                    },
+                    v1::GapStep::Apply => GapStep::Apply,
+                },
+                list_calls: g.list_calls,
+                appeared: g.appeared,
+                vanished: g.vanished,
+                relabeled: g.relabeled,
+            }),
+            last_gap_list_calls: r.last_gap_list_calls,
+        }
+    }
+}
+
+impl Versioned for AccountRecord {
+    const NAME: &'static str = "account record";
+    const VERSION: u16 = 1;
+    fn from_legacy(body: &[u8]) -> Result<Self, CodecError> {
+        Ok(legacy_bincode::<Self, v1::AccountRecord>(body)?.into())
+    }
 }
 
 impl AccountRecord {

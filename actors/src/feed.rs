@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::{CodecError, Versioned, legacy_bincode};
 use crate::store::{
     FEED_SEQ, Internal, Store, StoreError, StoreTx, TxError, decode_in, encode, not_in_tx,
 };
@@ -66,8 +67,36 @@ struct EventRecord {
     account: String,
     kind: String,
     key: String,
+    #[serde(with = "serde_bytes")]
     payload: Vec<u8>,
     ts_ms: u64,
+}
+
+/// Schema-1 shape of a feed event, frozen (bincode is positional).
+mod v1 {
+    #[derive(serde::Deserialize)]
+    pub(super) struct EventRecord {
+        pub account: String,
+        pub kind: String,
+        pub key: String,
+        pub payload: Vec<u8>,
+        pub ts_ms: u64,
+    }
+}
+
+impl Versioned for EventRecord {
+    const NAME: &'static str = "feed event";
+    const VERSION: u16 = 1;
+    fn from_legacy(body: &[u8]) -> Result<Self, CodecError> {
+        let r: v1::EventRecord = legacy_bincode::<Self, _>(body)?;
+        Ok(EventRecord {
+            account: r.account,
+            kind: r.kind,
+            key: r.key,
+            payload: r.payload,
+            ts_ms: r.ts_ms,
+        })
+    }
 }
 
 pub(crate) fn tx_append(tx: &StoreTx<'_>, ev: &NewEvent) -> Result<Option<u64>, TxError> {

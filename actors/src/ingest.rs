@@ -1,22 +1,23 @@
-//! Ingest: drains the account's `ingest` durable mailbox. One unit of work is one batch: lease
-//! up to `batch_size` jobs (real-time before backfill), one batched `messages.get`, then one
-//! transaction that writes every fetched message and its feed event and acks those jobs,
-//! then a flush. Parts that failed are nacked (retried with backoff, dead-lettered after the
-//! policy's attempts), never dropped; a 404 part is a deletion, not an error.
+//! Ingest: the driver of an account's *fetch* jobs ([`SyncSource::ingest_batch`]). One unit of
+//! work is one batch: lease up to `batch_size` jobs (real-time before backfill), let the source
+//! fetch them and record them in one transaction that also acks them (flushed), then nack the
+//! items that failed on their own (retried with backoff, dead-lettered after the policy's
+//! attempts), never dropping one.
 //!
-//! Parent: AccountActor (told the fetch rate and disconnections). Persists: mirror records,
-//! feed events, job acks (all via `Store`).
-//! Messages: `IngestMsg`. A ractor message is only a wake-up; the work is in sled.
+//! Parent: AccountActor (told the fetch rate and disconnections, through a
+//! [`crate::report::Reporter`]). Messages: `IngestMsg`. A ractor message is only a wake-up; the
+//! work is in sled.
 
-use crate::account::AccountMsg;
 use crate::error::{ApiError, SyncError};
-use crate::mailbox::{DurableMailbox, Job, Priority};
-use crate::mirror::{self, Applied};
-use crate::model::{AccountId, MessageId};
+use crate::mailbox::{DurableMailbox, Job};
+use crate::report::{self, ChildReport, Reporter};
+use crate::source::SourceCx;
 use crate::spec::{AccountSpec, ChildKind, mailbox_name, now_ms};
 use crate::store::Store;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::time::{Duration, Instant};
+
+pub use crate::jobs::{enqueue_ingest_tx, ingest_key};
 
 /// The Ingest actor (behaviour only; state is `IngestState`).
 pub struct Ingest;
@@ -40,34 +41,15 @@ pub struct IngestState {
     spec: AccountSpec,
     store: Store,
     queue: DurableMailbox,
-    parent: ActorRef<AccountMsg>,
+    parent: Reporter,
     paused: bool,
     wake_scheduled_for: Option<u64>,
     fetched: u64,
     started: Instant,
 }
 
-/// The idempotency key of a message's ingest job.
-pub fn ingest_key(account: &AccountId, id: &MessageId) -> String {
-    format!("ingest:{account}:{id}")
-}
-
-/// Enqueues a message for ingest inside a transaction.
-pub fn enqueue_tx(
-    tx: &crate::store::StoreTx<'_>,
-    account: &AccountId,
-    id: &MessageId,
-    priority: Priority,
-    now_ms: u64,
-) -> Result<(), crate::store::TxError> {
-    tx.enqueue(
-        &mailbox_name(account, ChildKind::Ingest),
-        priority,
-        &ingest_key(account, id),
-        id.0.as_bytes(),
-        now_ms,
-    )?;
-    Ok(())
+fn store_err(e: impl std::fmt::Display) -> ActorProcessingErr {
+    SyncError::Store(e.to_string()).into()
 }
 
 impl Actor for Ingest {
@@ -122,100 +104,50 @@ impl Actor for Ingest {
 
 impl IngestState {
     async fn run_batch(&mut self, myself: &ActorRef<IngestMsg>) -> Result<(), ActorProcessingErr> {
-        let now = now_ms();
         let jobs = self
             .queue
-            .lease(self.spec.batch_size, now)
-            .map_err(|e| SyncError::Store(e.to_string()))?;
+            .lease(self.spec.batch_size, now_ms())
+            .map_err(store_err)?;
         if jobs.is_empty() {
             return self.schedule_wake(myself);
         }
-        let ids: Vec<MessageId> = jobs
-            .iter()
-            .map(|j| MessageId(String::from_utf8_lossy(&j.payload).into_owned()))
-            .collect();
-        let result = self.spec.api.get_messages(&ids).await;
-        let items = match result {
-            Ok(items) => items,
-            Err(err) => return self.batch_failed(myself, jobs, err),
+        let source = self.spec.source.clone();
+        let cx = SourceCx {
+            account: &self.spec.id,
+            store: &self.store,
+            report: &self.parent,
         };
-        let leased = jobs.clone();
-        let mut done: Vec<(Job, Option<crate::model::FetchedMessage>)> = Vec::new();
-        let mut failed: Vec<(Job, ApiError)> = Vec::new();
-        let mut items = items;
-        for job in jobs {
-            let id = String::from_utf8_lossy(&job.payload).into_owned();
-            match items.iter().position(|(mid, _)| mid.0 == id) {
-                Some(pos) => {
-                    let (_, res) = items.swap_remove(pos);
-                    match res {
-                        Ok(m) => done.push((job, Some(m))),
-                        Err(ApiError::NotFound) => done.push((job, None)),
-                        Err(ApiError::Internal(e)) => {
-                            self.release(&leased);
-                            return Err(SyncError::Api(ApiError::Internal(e)).into());
-                        }
-                        Err(e) => failed.push((job, e)),
-                    }
-                }
-                None => failed.push((
-                    job,
-                    ApiError::Malformed("the batch response lacks this message".into()),
-                )),
-            }
-        }
-        let account = self.spec.id.0.clone();
-        let now = now_ms();
-        let commit = self.store.transaction(|tx| {
-            let mut added = 0u64;
-            for (job, msg) in &done {
-                match msg {
-                    Some(m) => {
-                        if mirror::apply_fetched(tx, &account, m, now)? == Applied::Added {
-                            added += 1;
-                        }
-                    }
-                    None => {
-                        let id = MessageId(String::from_utf8_lossy(&job.payload).into_owned());
-                        mirror::apply_deleted(tx, &account, &id, now)?;
-                    }
-                }
-                tx.ack(job)?;
-            }
-            Ok(added)
-        });
-        let added = match commit {
-            Ok(n) => n,
-            Err(e) => {
-                self.release(&leased);
-                return Err(SyncError::Store(e.to_string()).into());
+        let batch = match source.ingest_batch(&cx, &jobs).await {
+            Ok(b) => b,
+            Err(SyncError::Api(err)) => return self.batch_failed(myself, jobs, err),
+            Err(other) => {
+                self.release(&jobs);
+                return Err(other.into());
             }
         };
-        // Durable before anyone is told: the flush is the commit point of this batch.
-        self.store
-            .flush_async()
-            .await
-            .map_err(|e| SyncError::Store(e.to_string()))?;
-        for (job, _) in &done {
+        for job in &batch.done {
             self.queue.release(job);
         }
-        for (job, err) in failed {
+        for (job, err) in batch.failed {
             if let ApiError::Disconnected(reason) = &err {
                 self.queue.release(&job);
-                let _ = self.parent.cast(AccountMsg::Disconnected(reason.clone()));
+                report::send(&self.parent, ChildReport::Disconnected(reason.clone()));
                 self.paused = true;
                 continue;
             }
             tracing::warn!(account = %self.spec.id, job = %job.key, error = %err, "Message fetch failed; retrying later.");
             self.queue
                 .nack(&job, &err.to_string(), &self.spec.retry, now_ms())
-                .map_err(|e| SyncError::Store(e.to_string()))?;
+                .map_err(store_err)?;
         }
-        self.fetched += added;
+        self.fetched += batch.added;
         let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
-        let _ = self.parent.cast(AccountMsg::IngestProgress {
-            per_second: self.fetched as f64 / elapsed,
-        });
+        report::send(
+            &self.parent,
+            ChildReport::IngestProgress {
+                per_second: self.fetched as f64 / elapsed,
+            },
+        );
         myself.cast(IngestMsg::WorkAvailable)?;
         Ok(())
     }
@@ -234,7 +166,7 @@ impl IngestState {
             ApiError::Disconnected(reason) => {
                 self.release(&jobs);
                 self.paused = true;
-                let _ = self.parent.cast(AccountMsg::Disconnected(reason));
+                report::send(&self.parent, ChildReport::Disconnected(reason));
                 Ok(())
             }
             other => {
@@ -242,7 +174,7 @@ impl IngestState {
                 for j in &jobs {
                     self.queue
                         .nack(j, &other.to_string(), &self.spec.retry, now_ms())
-                        .map_err(|e| SyncError::Store(e.to_string()))?;
+                        .map_err(store_err)?;
                 }
                 myself.cast(IngestMsg::WorkAvailable)?;
                 Ok(())
@@ -259,11 +191,7 @@ impl IngestState {
 
     /// Arms one timer for the earliest delayed job, so retries run without polling.
     fn schedule_wake(&mut self, myself: &ActorRef<IngestMsg>) -> Result<(), ActorProcessingErr> {
-        let Some(due) = self
-            .queue
-            .next_due_ms()
-            .map_err(|e| SyncError::Store(e.to_string()))?
-        else {
+        let Some(due) = self.queue.next_due_ms().map_err(store_err)? else {
             return Ok(());
         };
         if self

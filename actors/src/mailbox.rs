@@ -33,6 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::backoff::RetryPolicy;
+use crate::codec::{CodecError, Versioned, legacy_bincode};
 use crate::store::{
     Internal, JOB_SEQ, Store, StoreError, StoreTx, TxError, decode_in, encode, not_in_tx,
 };
@@ -148,6 +149,7 @@ pub struct QueueDepth {
 struct JobRecord {
     key: String,
     priority: Priority,
+    #[serde(with = "serde_bytes")]
     payload: Vec<u8>,
     attempts: u32,
     not_before_ms: u64,
@@ -177,6 +179,77 @@ struct PendingRef {
     seq: u64,
     priority: Priority,
     delayed_until: Option<u64>,
+}
+
+/// Schema-1 shapes of the mailbox records, frozen: bincode is positional, so these must never
+/// change (add fields to the current types instead).
+mod v1 {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub(super) enum Priority {
+        Backfill,
+        Normal,
+        RealTime,
+    }
+
+    impl From<Priority> for super::Priority {
+        fn from(p: Priority) -> Self {
+            match p {
+                Priority::Backfill => super::Priority::Backfill,
+                Priority::Normal => super::Priority::Normal,
+                Priority::RealTime => super::Priority::RealTime,
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct JobRecord {
+        pub key: String,
+        pub priority: Priority,
+        pub payload: Vec<u8>,
+        pub attempts: u32,
+        pub not_before_ms: u64,
+        pub last_error: Option<String>,
+        pub enqueued_ms: u64,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct PendingRef {
+        pub seq: u64,
+        pub priority: Priority,
+        pub delayed_until: Option<u64>,
+    }
+}
+
+impl Versioned for JobRecord {
+    const NAME: &'static str = "job";
+    const VERSION: u16 = 1;
+    fn from_legacy(body: &[u8]) -> Result<Self, CodecError> {
+        let r: v1::JobRecord = legacy_bincode::<Self, _>(body)?;
+        Ok(JobRecord {
+            key: r.key,
+            priority: r.priority.into(),
+            payload: r.payload,
+            attempts: r.attempts,
+            not_before_ms: r.not_before_ms,
+            last_error: r.last_error,
+            enqueued_ms: r.enqueued_ms,
+        })
+    }
+}
+
+impl Versioned for PendingRef {
+    const NAME: &'static str = "pending job ref";
+    const VERSION: u16 = 1;
+    fn from_legacy(body: &[u8]) -> Result<Self, CodecError> {
+        let r: v1::PendingRef = legacy_bincode::<Self, _>(body)?;
+        Ok(PendingRef {
+            seq: r.seq,
+            priority: r.priority.into(),
+            delayed_until: r.delayed_until,
+        })
+    }
 }
 
 pub(crate) fn prefix(mailbox: &str) -> Vec<u8> {

@@ -181,7 +181,7 @@ impl Actor for RootSupervisor {
                     .iter()
                     .map(|(id, e)| AccountHandle {
                         id: id.clone(),
-                        kind: e.spec.kind.clone(),
+                        kind: e.spec.kind.to_string(),
                         actor: e.actor.clone(),
                         down_reason: e.down_reason.clone(),
                     })

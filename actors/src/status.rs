@@ -2,6 +2,7 @@
 //! serde derives; no secrets ever enter these types.
 
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// The lifecycle state of one account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +22,45 @@ pub enum AccountState {
     Failed,
     /// Stopping or stopped (shutdown, removed from the config).
     Stopped,
+}
+
+/// What an account is doing, as status shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Just started.
+    Starting,
+    /// Reading the label / calendar list.
+    Labels,
+    /// Listing everything (full sync).
+    Listing,
+    /// Fetching details of listed items.
+    Fetching,
+    /// Incremental sync is current.
+    CaughtUp,
+    /// Incremental sync is current but some items are dead-lettered.
+    Incomplete {
+        /// How many.
+        dead: u64,
+    },
+    /// Repairing a gap or running a full resync.
+    Resyncing,
+    /// The restart budget ran out.
+    Failed,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Phase::Starting => f.write_str("starting"),
+            Phase::Labels => f.write_str("labels"),
+            Phase::Listing => f.write_str("listing"),
+            Phase::Fetching => f.write_str("fetching"),
+            Phase::CaughtUp => f.write_str("caught_up"),
+            Phase::Incomplete { dead } => write!(f, "incomplete ({dead} dead-lettered)"),
+            Phase::Resyncing => f.write_str("resyncing"),
+            Phase::Failed => f.write_str("failed"),
+        }
+    }
 }
 
 /// Depth of one durable mailbox.

@@ -7,8 +7,8 @@
 //!   [`DurableMailbox`]es, the [`Feed`] and the generic keyspaces ([`Space`]).
 //! - [`StoreTx`]: the view a [`Store::transaction`] closure gets. Effects, job enqueues/acks and
 //!   feed appends made through it commit together or not at all.
-//! - [`encode`]/[`decode`]: every stored value is one version byte ([`VALUE_VERSION`]) followed by
-//!   bincode 2 (serde, standard config). A value that does not decode is a
+//! - [`encode`]/[`decode`]: every stored value carries its own type version
+//!   ([`crate::codec`]); older versions are upgraded on read. A value that does not decode is a
 //!   [`StoreError::Corrupt`], never a panic.
 //!
 //! Invariants:
@@ -31,21 +31,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
     UnabortableTransactionError,
 };
 
 use crate::backoff::RetryPolicy;
+use crate::codec::{self, Versioned};
 use crate::feed::{Feed, NewEvent};
 use crate::mailbox::{DurableMailbox, EnqueueOutcome, Job, JobId, NackOutcome, Priority};
 
-/// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 1;
-/// The first byte of every value written by [`encode`].
-pub const VALUE_VERSION: u8 = 1;
+/// The schema version this build writes and understands. Version 2: values carry their own
+/// type version ([`crate::codec`]); schema-1 values stay readable and are rewritten lazily.
+pub const SCHEMA_VERSION: u32 = 2;
 /// The key of the schema version in the `meta` tree.
 pub const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
 /// Name of the lock file taken in the store directory.
@@ -54,8 +52,15 @@ pub const LOCK_FILE: &str = "mailsync.lock";
 /// A migration from schema version `n` to `n + 1`. Runs before anything else touches the db.
 pub type Migration = fn(&sled::Db) -> Result<(), String>;
 
-/// `MIGRATIONS[i]` upgrades schema version `i + 1` to `i + 2`. Empty while the schema is v1.
-pub const MIGRATIONS: &[Migration] = &[];
+/// `MIGRATIONS[i]` upgrades schema version `i + 1` to `i + 2`.
+pub const MIGRATIONS: &[Migration] = &[to_v2_per_type_versions];
+
+/// Schema 1 → 2: nothing to rewrite. Each type reads its schema-1 values itself
+/// ([`Versioned::from_legacy`]); the bump makes an older build refuse this store with
+/// [`StoreError::SchemaTooNew`] instead of misreading tagged values.
+fn to_v2_per_type_versions(_db: &sled::Db) -> Result<(), String> {
+    Ok(())
+}
 
 /// Errors of the store, the mailboxes and the feed.
 #[derive(Debug, thiserror::Error)]
@@ -199,54 +204,33 @@ impl From<UnabortableTransactionError> for TxError {
     }
 }
 
-/// Encodes a value for the store: [`VALUE_VERSION`] then bincode 2 (serde, standard config).
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    let mut out = vec![VALUE_VERSION];
+/// Encodes a value for the store in the per-type versioned format of [`crate::codec`].
+pub fn encode<T: Versioned>(value: &T) -> Vec<u8> {
     // Encoding into a Vec cannot run out of space; the only failure is a custom Serialize impl
     // returning an error, which no type stored here has.
-    match bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard()) {
-        Ok(_) => out,
+    match codec::encode(value) {
+        Ok(out) => out,
         Err(e) => {
             tracing::error!(error = %e, "Cannot encode a store value.");
-            vec![VALUE_VERSION]
+            vec![codec::FORMAT_TAGGED]
         }
     }
 }
 
 /// Encodes a value, reporting a failing `Serialize` impl as [`StoreError::Encode`].
-pub fn try_encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![VALUE_VERSION];
-    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
-        .map_err(|e| StoreError::Encode(e.to_string()))?;
-    Ok(out)
+pub fn try_encode<T: Versioned>(value: &T) -> Result<Vec<u8>, StoreError> {
+    codec::encode(value).map_err(|e| StoreError::Encode(e.to_string()))
 }
 
-/// Decodes a value written by [`encode`]. A wrong version byte, truncated or trailing bytes
-/// are [`StoreError::Corrupt`].
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+/// Decodes a value written by [`encode`] (or by schema 1), upgrading older versions. A value
+/// that does not decode is [`StoreError::Corrupt`].
+pub fn decode<T: Versioned>(bytes: &[u8]) -> Result<T, StoreError> {
     decode_in("value", bytes)
 }
 
 /// [`decode`] with a description of where the value came from for the error message.
-pub(crate) fn decode_in<T: DeserializeOwned>(context: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    let Some((&version, body)) = bytes.split_first() else {
-        return Err(StoreError::corrupt(context, "empty value"));
-    };
-    if version != VALUE_VERSION {
-        return Err(StoreError::corrupt(
-            context,
-            format!("unknown value version {version} (expected {VALUE_VERSION})"),
-        ));
-    }
-    let (value, used) = bincode::serde::decode_from_slice(body, bincode::config::standard())
-        .map_err(|e| StoreError::corrupt(context, e))?;
-    if used != body.len() {
-        return Err(StoreError::corrupt(
-            context,
-            format!("{} trailing bytes", body.len() - used),
-        ));
-    }
-    Ok(value)
+pub(crate) fn decode_in<T: Versioned>(context: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    codec::decode(bytes).map_err(|e| StoreError::corrupt(context, e))
 }
 
 /// sled's page cache size.
@@ -843,10 +827,10 @@ mod tests {
 
     #[test]
     fn encode_decode_roundtrip_and_corrupt_values_are_errors() {
-        let v = (42u64, "x".to_string(), vec![1u8, 2, 3]);
+        let v = "x".to_string();
         let bytes = encode(&v);
-        assert_eq!(bytes[0], VALUE_VERSION);
-        let back: (u64, String, Vec<u8>) = decode(&bytes).unwrap();
+        assert_eq!(bytes[0], codec::FORMAT_TAGGED);
+        let back: String = decode(&bytes).unwrap();
         assert_eq!(back, v);
         assert!(matches!(
             decode::<u64>(&[]),
@@ -857,7 +841,7 @@ mod tests {
             Err(StoreError::Corrupt { .. })
         ));
         assert!(matches!(
-            decode::<(u64, String)>(&bytes[..3]),
+            decode::<String>(&bytes[..3]),
             Err(StoreError::Corrupt { .. })
         ));
         let mut trailing = encode(&1u64);
@@ -928,7 +912,7 @@ mod tests {
             Err("boom".into())
         }
         let dir = tempfile::tempdir().unwrap();
-        drop(Store::open(dir.path()).unwrap()); // v1
+        drop(Store::open_with(dir.path(), &[]).unwrap()); // v1
         let store = Store::open_with(dir.path(), &[to_v2, to_v3]).unwrap();
         let v: u32 = decode(
             &store

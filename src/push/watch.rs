@@ -49,6 +49,31 @@ pub struct StoredWatch {
     pub renewed_at_ms: i64,
 }
 
+/// Schema-1 shape of a stored watch, frozen (bincode is positional).
+#[derive(Deserialize)]
+struct StoredWatchV1 {
+    topic: String,
+    label_ids: Vec<String>,
+    expiration_ms: i64,
+    history_id: u64,
+    renewed_at_ms: i64,
+}
+
+impl mailsync_actors::codec::Versioned for StoredWatch {
+    const NAME: &'static str = "gmail watch";
+    const VERSION: u16 = 1;
+    fn from_legacy(body: &[u8]) -> Result<Self, mailsync_actors::codec::CodecError> {
+        let w: StoredWatchV1 = mailsync_actors::codec::legacy_bincode::<Self, _>(body)?;
+        Ok(StoredWatch {
+            topic: w.topic,
+            label_ids: w.label_ids,
+            expiration_ms: w.expiration_ms,
+            history_id: w.history_id,
+            renewed_at_ms: w.renewed_at_ms,
+        })
+    }
+}
+
 fn key(account: &str) -> Vec<u8> {
     let mut k = account.as_bytes().to_vec();
     k.extend_from_slice(b"\0watch");

@@ -352,6 +352,35 @@ pub struct DeadLetter {
     pub body: Vec<u8>,
 }
 
+/// Schema-1 shape of a dead letter, frozen (bincode is positional).
+#[derive(Deserialize)]
+struct DeadLetterV1 {
+    first_seq: u64,
+    last_seq: u64,
+    events: u64,
+    attempts: u32,
+    last_error: String,
+    at_ms: u64,
+    body: Vec<u8>,
+}
+
+impl mailsync_actors::codec::Versioned for DeadLetter {
+    const NAME: &'static str = "webhook dead letter";
+    const VERSION: u16 = 1;
+    fn from_legacy(body: &[u8]) -> Result<Self, mailsync_actors::codec::CodecError> {
+        let d: DeadLetterV1 = mailsync_actors::codec::legacy_bincode::<Self, _>(body)?;
+        Ok(DeadLetter {
+            first_seq: d.first_seq,
+            last_seq: d.last_seq,
+            events: d.events,
+            attempts: d.attempts,
+            last_error: d.last_error,
+            at_ms: d.at_ms,
+            body: d.body,
+        })
+    }
+}
+
 /// Every dead letter of a sink, oldest first.
 pub fn dead_letters(store: &Store, sink: &str) -> Result<Vec<DeadLetter>, SinkError> {
     let mut out = Vec::new();

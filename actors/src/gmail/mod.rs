@@ -1,0 +1,376 @@
+//! The Gmail source: Google's mail sync recipe (gmail-api.md §7) as a [`SyncSource`] over the
+//! [`GmailApi`] port. It owns the account's `AccountRecord` (history id cursor, full-sync and
+//! gap progress) and the mail mirror's writes; the generic children only drive it.
+//!
+//! * incremental (this file): one `history.list` page per step; the last page of a round moves
+//!   the cursor and acks the pushes it covers, in the same transaction.
+//! * backfill (`backfill.rs`): full sync (labels, H0 *before* listing, `messages.list` pages →
+//!   fetch jobs, cursor ← H0 once Ingest drained) and gap recovery (id and per-label listings
+//!   → reconcile).
+//! * ingest (this file): one batched `messages.get` per step; one transaction records the
+//!   messages and their feed events and acks the jobs; a 404 part is a deletion.
+
+mod backfill;
+
+use crate::account_record::{AccountRecord, HistoryRound};
+use crate::error::{ApiError, SyncError};
+use crate::jobs::{self, BackfillJob};
+use crate::mailbox::{Job, Priority};
+use crate::mirror::{self, Applied};
+use crate::model::{FetchedMessage, HistoryChange, MessageId};
+use crate::ports::GmailApi;
+use crate::source::{
+    BackfillNext, IncrementalPage, IngestBatch, SourceCx, SourceFuture, SourceKind, StartState,
+    SyncSource,
+};
+use crate::spec::now_ms;
+use crate::store::StoreError;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How often a round also re-reads the label list (label creations and renames do not appear in
+/// history; the call costs one quota unit).
+const LABEL_SYNC_EVERY: Duration = Duration::from_secs(300);
+
+/// Options of a Gmail-shaped account.
+#[derive(Clone, Debug)]
+pub struct GmailOptions {
+    /// The full-sync `q` (None = all mail).
+    pub initial_query: Option<String>,
+    /// Ids per messages.list page.
+    pub list_page_size: u32,
+}
+
+/// The Gmail source of one account.
+pub struct GmailSource {
+    kind: SourceKind,
+    api: Arc<dyn GmailApi>,
+    options: GmailOptions,
+    labels_synced_at: Mutex<Option<Instant>>,
+    backfill_started: Mutex<Option<Instant>>,
+}
+
+impl GmailSource {
+    /// A Gmail source over `api` (`kind` is `Gmail`, or `Test` for the synthetic provider).
+    pub fn new(kind: SourceKind, api: Arc<dyn GmailApi>, options: GmailOptions) -> GmailSource {
+        GmailSource {
+            kind,
+            api,
+            options,
+            labels_synced_at: Mutex::new(None),
+            backfill_started: Mutex::new(None),
+        }
+    }
+
+    /// The port (push watch renewal uses it directly).
+    pub fn api(&self) -> &Arc<dyn GmailApi> {
+        &self.api
+    }
+
+    /// Mirrors label creations, renames and deletions. A failure is logged and retried at the
+    /// next round; it never blocks message sync.
+    async fn refresh_labels(&self, cx: &SourceCx<'_>) -> Result<(), SyncError> {
+        let remote = match self.api.labels().await {
+            Ok(l) => l,
+            Err(ApiError::Internal(e)) => return Err(SyncError::Api(ApiError::Internal(e))),
+            Err(e) => {
+                tracing::warn!(account = %cx.account, error = %e, "Label sync failed; retrying next round.");
+                return Ok(());
+            }
+        };
+        let events = mirror::store_remote_labels(cx.store, &cx.account.0, &remote, now_ms())
+            .map_err(store_err)?;
+        if events > 0 {
+            cx.store.flush_async().await.map_err(store_err)?;
+        }
+        *self
+            .labels_synced_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn history_page(
+        &self,
+        cx: &SourceCx<'_>,
+        pushes: &[Job],
+    ) -> Result<IncrementalPage, SyncError> {
+        let account = cx.account.0.clone();
+        let rec = AccountRecord::load(cx.store, &account).map_err(store_err)?;
+        let Some(cursor) = rec.history_id else {
+            return Ok(IncrementalPage {
+                round_done: true,
+                ..IncrementalPage::default()
+            });
+        };
+        let round = rec.history_round.clone().unwrap_or(HistoryRound {
+            start: cursor,
+            next_page_token: None,
+            pages: 0,
+        });
+        let due = self
+            .labels_synced_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none_or(|t| t.elapsed() >= LABEL_SYNC_EVERY);
+        if round.pages == 0 && due {
+            self.refresh_labels(cx).await?;
+        }
+        let page = self
+            .api
+            .history(round.start, round.next_page_token.as_deref())
+            .await?;
+        let now = now_ms();
+        let id = cx.account.clone();
+        let last = page.next_page_token.is_none();
+        let new_cursor = page.history_id.max(round.start);
+        let covered: Vec<&Job> = if last {
+            pushes
+                .iter()
+                .filter(|j| {
+                    j.key.starts_with("history:") && jobs::history_push_id(j) <= new_cursor.0
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let enqueued = cx
+            .store
+            .transaction(|tx| {
+                let mut enqueued = 0usize;
+                for (idx, change) in page.changes.iter().enumerate() {
+                    // Stable across replays: the round's start, the page number and position.
+                    let disc = format!("h{}.p{}.{}", round.start, round.pages, idx);
+                    match change {
+                        HistoryChange::MessageAdded { id: mid, .. } => {
+                            if mirror::get_message_tx(tx, &account, mid)?.is_none() {
+                                jobs::enqueue_ingest_tx(tx, &id, &mid.0, Priority::RealTime, now)?;
+                                enqueued += 1;
+                            }
+                        }
+                        HistoryChange::MessageDeleted { id: mid } => {
+                            mirror::apply_deleted(tx, &account, mid, now)?;
+                        }
+                        HistoryChange::LabelsAdded { id: mid, label_ids } => {
+                            mirror::apply_label_delta(
+                                tx,
+                                &account,
+                                mid,
+                                label_ids,
+                                &[],
+                                &disc,
+                                now,
+                            )?;
+                        }
+                        HistoryChange::LabelsRemoved { id: mid, label_ids } => {
+                            mirror::apply_label_delta(
+                                tx,
+                                &account,
+                                mid,
+                                &[],
+                                label_ids,
+                                &disc,
+                                now,
+                            )?;
+                        }
+                    }
+                }
+                let mut rec = AccountRecord::load_tx(tx, &account)?;
+                if last {
+                    // The cursor moves only with the round's last page.
+                    rec.history_id = Some(new_cursor);
+                    rec.history_round = None;
+                    rec.last_incremental_sync_at_ms = Some(now);
+                    for job in &covered {
+                        tx.ack(job)?;
+                    }
+                } else {
+                    rec.history_round = Some(HistoryRound {
+                        start: round.start,
+                        next_page_token: page.next_page_token.clone(),
+                        pages: round.pages + 1,
+                    });
+                }
+                rec.save_tx(tx, &account)?;
+                Ok(enqueued)
+            })
+            .map_err(store_err)?;
+        // Durable before Ingest or anyone else is told.
+        cx.store.flush_async().await.map_err(store_err)?;
+        if last && !covered.is_empty() {
+            tracing::debug!(account = %cx.account, pushes = covered.len(), history_id = %new_cursor, "Pushes covered by this round.");
+        }
+        Ok(IncrementalPage {
+            round_done: last,
+            ingest_work: enqueued > 0,
+            acked: covered.len(),
+        })
+    }
+
+    async fn fetch_batch(
+        &self,
+        cx: &SourceCx<'_>,
+        leased: &[Job],
+    ) -> Result<IngestBatch, SyncError> {
+        let ids: Vec<MessageId> = leased
+            .iter()
+            .map(|j| MessageId(jobs::ingest_item(j)))
+            .collect();
+        let mut items = self.api.get_messages(&ids).await?;
+        let mut done: Vec<(Job, Option<FetchedMessage>)> = Vec::new();
+        let mut failed: Vec<(Job, ApiError)> = Vec::new();
+        for job in leased {
+            let id = jobs::ingest_item(job);
+            match items.iter().position(|(mid, _)| mid.0 == id) {
+                Some(pos) => {
+                    let (_, res) = items.swap_remove(pos);
+                    match res {
+                        Ok(m) => done.push((job.clone(), Some(m))),
+                        Err(ApiError::NotFound) => done.push((job.clone(), None)),
+                        Err(ApiError::Internal(e)) => {
+                            return Err(SyncError::Api(ApiError::Internal(e)));
+                        }
+                        Err(e) => failed.push((job.clone(), e)),
+                    }
+                }
+                None => failed.push((
+                    job.clone(),
+                    ApiError::Malformed("the batch response lacks this message".into()),
+                )),
+            }
+        }
+        let account = cx.account.0.clone();
+        let now = now_ms();
+        let added = cx
+            .store
+            .transaction(|tx| {
+                let mut added = 0u64;
+                for (job, msg) in &done {
+                    match msg {
+                        Some(m) => {
+                            if mirror::apply_fetched(tx, &account, m, now)? == Applied::Added {
+                                added += 1;
+                            }
+                        }
+                        None => {
+                            let id = MessageId(jobs::ingest_item(job));
+                            mirror::apply_deleted(tx, &account, &id, now)?;
+                        }
+                    }
+                    tx.ack(job)?;
+                }
+                Ok(added)
+            })
+            .map_err(store_err)?;
+        // Durable before anyone is told: the flush is the commit point of this batch.
+        cx.store.flush_async().await.map_err(store_err)?;
+        Ok(IngestBatch {
+            done: done.into_iter().map(|(j, _)| j).collect(),
+            failed,
+            added,
+        })
+    }
+}
+
+pub(crate) fn store_err(e: impl std::fmt::Display) -> SyncError {
+    SyncError::Store(e.to_string())
+}
+
+impl SyncSource for GmailSource {
+    fn kind(&self) -> SourceKind {
+        self.kind
+    }
+
+    fn ensure_jobs(&self, cx: &SourceCx<'_>) -> Result<StartState, StoreError> {
+        let rec = AccountRecord::load(cx.store, &cx.account.0)?;
+        let now = now_ms();
+        cx.store.transaction(|tx| {
+            if !rec.initial_sync_completed && rec.gap.is_none() {
+                jobs::enqueue_backfill_tx(tx, cx.account, BackfillJob::FullSync, now)?;
+            }
+            if rec.gap.is_some() {
+                jobs::enqueue_backfill_tx(tx, cx.account, BackfillJob::Gap, now)?;
+            }
+            Ok(())
+        })?;
+        cx.store.flush()?;
+        Ok(if rec.gap.is_some() {
+            StartState::Resyncing
+        } else {
+            StartState::Running
+        })
+    }
+
+    fn request_resync(&self, cx: &SourceCx<'_>) -> Result<(), StoreError> {
+        let now = now_ms();
+        cx.store
+            .transaction(|tx| jobs::enqueue_backfill_tx(tx, cx.account, BackfillJob::Gap, now))?;
+        cx.store.flush()
+    }
+
+    fn incremental_ready(&self, cx: &SourceCx<'_>) -> Result<bool, StoreError> {
+        let rec = AccountRecord::load(cx.store, &cx.account.0)?;
+        // Backfill owns the account until the full sync or gap recovery ends; it nudges us.
+        Ok(rec.initial_sync_completed && rec.gap.is_none() && rec.history_id.is_some())
+    }
+
+    fn incremental_page<'a>(
+        &'a self,
+        cx: &'a SourceCx<'a>,
+        pushes: &'a [Job],
+    ) -> SourceFuture<'a, IncrementalPage> {
+        Box::pin(self.history_page(cx, pushes))
+    }
+
+    fn backfill_step<'a>(
+        &'a self,
+        cx: &'a SourceCx<'a>,
+        job: &'a Job,
+    ) -> SourceFuture<'a, BackfillNext> {
+        Box::pin(async move {
+            let started = *self
+                .backfill_started
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert_with(Instant::now);
+            let step = backfill::Steps {
+                source: self,
+                cx,
+                job,
+                started,
+            };
+            match BackfillJob::decode(job).map_err(store_err)? {
+                BackfillJob::FullSync => step.full_sync().await,
+                BackfillJob::Gap => step.gap().await,
+            }
+        })
+    }
+
+    fn ingest_batch<'a>(
+        &'a self,
+        cx: &'a SourceCx<'a>,
+        jobs: &'a [Job],
+    ) -> SourceFuture<'a, IngestBatch> {
+        Box::pin(self.fetch_batch(cx, jobs))
+    }
+
+    fn cursor(&self, cx: &SourceCx<'_>) -> Option<String> {
+        AccountRecord::load(cx.store, &cx.account.0)
+            .ok()
+            .and_then(|r| r.history_id)
+            .map(|h| format!("historyId {h}"))
+    }
+
+    fn last_sync_ms(&self, cx: &SourceCx<'_>) -> Option<u64> {
+        AccountRecord::load(cx.store, &cx.account.0)
+            .ok()
+            .and_then(|r| r.last_incremental_sync_at_ms.or(r.last_full_sync_at_ms))
+    }
+
+    fn last_resync_units(&self, cx: &SourceCx<'_>) -> Option<u64> {
+        AccountRecord::load(cx.store, &cx.account.0)
+            .ok()
+            .and_then(|r| r.last_gap_list_calls)
+            .map(|calls| calls * 5 + 2)
+    }
+}
