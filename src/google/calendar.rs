@@ -26,10 +26,12 @@ use super::calendar_wire::{
 use super::error::{GmailMethod, classify, classify_transport, malformed_json, parse_retry_after};
 use super::form::path_segment;
 use super::gmail::RetryConfig;
+use mailsync_actors::calendar::port::{CalendarApi, ChannelRequest};
 use mailsync_actors::calendar_model::{
     CalendarListPage, ChannelRegistration, EventPage, EventsQuery,
 };
 use mailsync_actors::error::ApiError;
+use mailsync_actors::ports::PortFuture;
 use mailsync_actors::quota::{ProjectQuota, QuotaError, QuotaGate, QuotaLimits, QuotaStats};
 use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
 use reqwest::{Method, Url};
@@ -431,6 +433,43 @@ impl CalendarClient {
         let build = || self.http.request(Method::POST, url.clone()).json(&body);
         self.execute(CalendarMethod::ChannelsStop, &build).await?;
         Ok(())
+    }
+}
+
+impl CalendarApi for CalendarClient {
+    fn list_calendars<'a>(
+        &'a self,
+        sync_token: Option<&'a str>,
+        page_token: Option<&'a str>,
+    ) -> PortFuture<'a, CalendarListPage> {
+        Box::pin(CalendarClient::list_calendars(self, sync_token, page_token))
+    }
+
+    fn list_events<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        query: &'a EventsQuery,
+    ) -> PortFuture<'a, EventPage> {
+        Box::pin(CalendarClient::list_events(self, calendar_id, query))
+    }
+
+    fn watch_events<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        channel: &'a ChannelRequest,
+    ) -> PortFuture<'a, ChannelRegistration> {
+        Box::pin(CalendarClient::watch_events(
+            self,
+            calendar_id,
+            &channel.channel_id,
+            &channel.address,
+            &channel.token,
+            Duration::from_secs(channel.ttl_secs),
+        ))
+    }
+
+    fn stop_channel<'a>(&'a self, channel_id: &'a str, resource_id: &'a str) -> PortFuture<'a, ()> {
+        Box::pin(CalendarClient::stop_channel(self, channel_id, resource_id))
     }
 }
 

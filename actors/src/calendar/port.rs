@@ -53,11 +53,7 @@ pub trait CalendarApi: Send + Sync {
     }
 
     /// Stops a push channel (`channels.stop`).
-    fn stop_channel<'a>(
-        &'a self,
-        channel_id: &'a str,
-        resource_id: &'a str,
-    ) -> PortFuture<'a, ()> {
+    fn stop_channel<'a>(&'a self, channel_id: &'a str, resource_id: &'a str) -> PortFuture<'a, ()> {
         let _ = (channel_id, resource_id);
         Box::pin(async { Err(crate::error::ApiError::Rejected("not supported".into())) })
     }
