@@ -299,6 +299,15 @@ pub struct PushConfig {
     pub stop_watch_on_shutdown: bool,
     /// Pull mode, when `[push.pull]` is present.
     pub pull: Option<PullConfig>,
+    /// Public URL of `POST /push/calendar` given to `events.watch`; `None` = no Calendar
+    /// channels (Calendar accounts poll).
+    pub calendar_address: Option<String>,
+    /// Wake-ups after a burst of Calendar notifications are debounced by this much.
+    pub calendar_debounce: Duration,
+    /// A Calendar channel is renewed when less than this remains.
+    pub calendar_renew_before: Duration,
+    /// Requested Calendar channel lifetime.
+    pub calendar_channel_ttl: Duration,
 }
 
 /// What a push JWT must say.

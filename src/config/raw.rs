@@ -189,6 +189,10 @@ pub(crate) struct RawPush {
     pub(crate) silence_secs: Option<i64>,
     pub(crate) stop_watch_on_shutdown: Option<bool>,
     pub(crate) pull: Option<RawPull>,
+    pub(crate) calendar_address: Option<String>,
+    pub(crate) calendar_debounce_ms: Option<i64>,
+    pub(crate) calendar_renew_before_secs: Option<i64>,
+    pub(crate) calendar_channel_ttl_secs: Option<i64>,
 }
 
 /// `[push.pull]`.

@@ -1013,6 +1013,34 @@ fn push(c: &mut Check<'_>, rp: &RawPush, accounts: &[AccountConfig]) -> Option<P
         silence: Duration::from_secs(c.int("push.silence_secs", rp.silence_secs, 600, 1, 86_400)),
         stop_watch_on_shutdown: rp.stop_watch_on_shutdown.unwrap_or(false),
         pull,
+        calendar_address: rp.calendar_address.as_ref().map(|a| {
+            c.url(
+                "push.calendar_address",
+                Some(a),
+                "https://invalid.example/push/calendar",
+            )
+        }),
+        calendar_debounce: Duration::from_millis(c.int(
+            "push.calendar_debounce_ms",
+            rp.calendar_debounce_ms,
+            2_000,
+            0,
+            60_000,
+        ) as u64),
+        calendar_renew_before: Duration::from_secs(c.int(
+            "push.calendar_renew_before_secs",
+            rp.calendar_renew_before_secs,
+            86_400,
+            1,
+            30 * 86_400,
+        ) as u64),
+        calendar_channel_ttl: Duration::from_secs(c.int(
+            "push.calendar_channel_ttl_secs",
+            rp.calendar_channel_ttl_secs,
+            604_800,
+            1,
+            30 * 86_400,
+        ) as u64),
     })
 }
 
