@@ -250,6 +250,11 @@ impl AccountActorState {
                     let _ = i.cast(IngestMsg::WorkAvailable);
                 }
             }
+            ChildReport::BackfillWork => {
+                if let Some(b) = &self.children.backfill {
+                    let _ = b.cast(BackfillMsg::WorkAvailable);
+                }
+            }
             ChildReport::IngestProgress { per_second } => {
                 if self.phase == Phase::Fetching || self.phase == Phase::Listing {
                     let p = self.progress.get_or_insert_with(Progress::default);

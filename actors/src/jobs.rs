@@ -7,7 +7,7 @@
 //! | `<acct>/ingest` | `ingest:<acct>:<item id>` | the item id (UTF-8) | Backfill, HistorySync → Ingest |
 //! | `<acct>/history_sync` | `history:<acct>:<historyId>` | historyId (u64, big-endian) | Gmail push → HistorySync |
 //! | `<acct>/history_sync` | `calendar-push:<acct>:<calendar id>` | calendar id (UTF-8) | Calendar push → HistorySync |
-//! | `<acct>/backfill` | `fullsync:<acct>`, `gap:<acct>` | [`BackfillJob`] (codec) | AccountActor, sources → Backfill |
+//! | `<acct>/backfill` | `fullsync:<acct>`, `gap:<acct>`, `calendar-full:<acct>:<calendar id>` | [`BackfillJob`] (codec) | AccountActor, sources → Backfill |
 //!
 //! A key dedupes while its job is pending, so a burst of pushes for one calendar is one job.
 
@@ -51,12 +51,17 @@ pub fn mailbox_name(account: &AccountId, child: ChildKind) -> String {
 }
 
 /// A job in Backfill's durable mailbox (one per kind and account, deduped by key).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BackfillJob {
-    /// The first full sync.
+    /// The first full sync (Gmail: every message; Calendar: the calendar list).
     FullSync,
     /// Repair a gap or resync on demand (the cursor expired, or an admin's `resync`).
     Gap,
+    /// Calendar: a full sync of one calendar into a fresh generation, swapped in when done.
+    CalendarFull {
+        /// The calendar.
+        calendar_id: String,
+    },
 }
 
 impl crate::codec::Versioned for BackfillJob {
@@ -76,10 +81,13 @@ impl crate::codec::Versioned for BackfillJob {
 
 impl BackfillJob {
     /// The idempotency key.
-    pub fn key(self, account: &AccountId) -> String {
+    pub fn key(&self, account: &AccountId) -> String {
         match self {
             BackfillJob::FullSync => format!("fullsync:{account}"),
             BackfillJob::Gap => format!("gap:{account}"),
+            BackfillJob::CalendarFull { calendar_id } => {
+                format!("calendar-full:{account}:{calendar_id}")
+            }
         }
     }
 

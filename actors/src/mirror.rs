@@ -83,6 +83,40 @@ pub enum Change {
         /// Its id.
         id: LabelId,
     },
+    /// A calendar appeared in the account's calendar list (or was selected).
+    CalendarAdded {
+        /// The calendar.
+        calendar: crate::calendar_model::CalendarEntry,
+    },
+    /// A calendar left the account's calendar list.
+    CalendarRemoved {
+        /// Its id.
+        calendar_id: String,
+    },
+    /// An event (single, series master or exception) appeared.
+    EventCreated {
+        /// The calendar.
+        calendar_id: String,
+        /// The event as stored.
+        event: crate::calendar_model::CalendarEvent,
+    },
+    /// An event changed (its etag moved).
+    EventUpdated {
+        /// The calendar.
+        calendar_id: String,
+        /// The event after the change.
+        event: crate::calendar_model::CalendarEvent,
+    },
+    /// An event was deleted (a cancelled single event or series; the series' exceptions go
+    /// with it).
+    EventDeleted {
+        /// The calendar.
+        calendar_id: String,
+        /// The event's id.
+        event_id: String,
+        /// The series it belonged to (its own id for single events and masters).
+        series_id: String,
+    },
     /// The account changed state (running, failed, disconnected ...).
     AccountStateChanged {
         /// New state, as `AccountState`'s snake_case name.
@@ -102,6 +136,11 @@ impl Change {
             Change::LabelCreated { .. } => "label.created",
             Change::LabelUpdated { .. } => "label.updated",
             Change::LabelDeleted { .. } => "label.deleted",
+            Change::CalendarAdded { .. } => "calendar.added",
+            Change::CalendarRemoved { .. } => "calendar.removed",
+            Change::EventCreated { .. } => "event.created",
+            Change::EventUpdated { .. } => "event.updated",
+            Change::EventDeleted { .. } => "event.deleted",
             Change::AccountStateChanged { .. } => "account.state_changed",
         }
     }

@@ -22,6 +22,8 @@ pub enum ChildReport {
         /// Items stored per second.
         per_second: f64,
     },
+    /// Backfill jobs were enqueued and are durable: Backfill should look.
+    BackfillWork,
     /// The first full sync finished; incremental rounds take over.
     FullSyncDone,
     /// The incremental cursor is no longer valid (history 404, sync token 410): resync.

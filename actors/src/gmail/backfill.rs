@@ -101,7 +101,7 @@ impl Steps<'_> {
 
     pub(super) async fn full_sync(&self) -> Result<BackfillNext, SyncError> {
         let account = self.cx.account.0.clone();
-        let rec = AccountRecord::load(&self.cx.store, &account).map_err(store_err)?;
+        let rec = AccountRecord::load(self.cx.store, &account).map_err(store_err)?;
         if rec.initial_sync_completed {
             self.finish_job()?;
             return Ok(BackfillNext::Finished);
@@ -191,7 +191,7 @@ impl Steps<'_> {
             );
             return Ok(BackfillNext::WaitThen(Duration::from_millis(500)));
         }
-        let mirrored = mirror::message_count(&self.cx.store, &account);
+        let mirrored = mirror::message_count(self.cx.store, &account);
         let now = now_ms();
         let job = Some(self.job.clone());
         self.cx
@@ -215,7 +215,7 @@ impl Steps<'_> {
         Ok(BackfillNext::Finished)
     }
 
-    fn finish_job(&self) -> Result<(), SyncError> {
+    pub(super) fn finish_job(&self) -> Result<(), SyncError> {
         self.cx
             .store
             .mailbox(&jobs::mailbox_name(self.cx.account, ChildKind::Backfill))
@@ -225,7 +225,7 @@ impl Steps<'_> {
 
     pub(super) async fn gap(&self) -> Result<BackfillNext, SyncError> {
         let account = self.cx.account.0.clone();
-        let rec = AccountRecord::load(&self.cx.store, &account).map_err(store_err)?;
+        let rec = AccountRecord::load(self.cx.store, &account).map_err(store_err)?;
         let Some(gap) = rec.gap.clone() else {
             // Start: labels first (so every current label is listed), then H1, then ids.
             report::send(
@@ -269,7 +269,7 @@ impl Steps<'_> {
                     .api
                     .list_messages(&q, next_page_token.as_deref())
                     .await?;
-                let labels: Vec<String> = mirror::labels(&self.cx.store, &account)
+                let labels: Vec<String> = mirror::labels(self.cx.store, &account)
                     .map_err(store_err)?
                     .into_iter()
                     .map(|l| l.id.0)
@@ -378,7 +378,7 @@ impl Steps<'_> {
     async fn apply_gap(&self, gap: &GapState) -> Result<(), SyncError> {
         let account = self.cx.account.0.clone();
         let mut ids: Vec<MessageId> = Vec::new();
-        mirror::for_each_message(&self.cx.store, &account, |m| {
+        mirror::for_each_message(self.cx.store, &account, |m| {
             ids.push(m.id);
             Ok(())
         })

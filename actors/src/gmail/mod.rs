@@ -342,6 +342,12 @@ impl SyncSource for GmailSource {
             match BackfillJob::decode(job).map_err(store_err)? {
                 BackfillJob::FullSync => step.full_sync().await,
                 BackfillJob::Gap => step.gap().await,
+                BackfillJob::CalendarFull { .. } => {
+                    // Not a Gmail job (a config changed kinds under a data dir): drop it.
+                    tracing::warn!(account = %cx.account, job = %job.key, "Ignoring a calendar job on a Gmail account.");
+                    step.finish_job()?;
+                    Ok(BackfillNext::Finished)
+                }
             }
         })
     }
