@@ -130,12 +130,16 @@ impl DaemonCore {
         });
         let mut accounts = futures_util::future::join_all(futures).await;
         let now = crate::push::now_ms();
+        let push = self.config.lock().await.push.clone();
         for a in &mut accounts {
             a.delivery = Some(
                 crate::push::PushHealth::global()
                     .delivery(&a.account, now)
                     .to_string(),
             );
+            if a.kind == "calendar" {
+                crate::push::calendar_watch::fill_status(&self.store, a, push.as_ref(), now);
+            }
         }
         let data_dir = self.config.lock().await.data_dir.display().to_string();
         Ok(DaemonStatus {
@@ -298,6 +302,7 @@ fn placeholder(h: &AccountHandle, state: AccountState, error: Option<String>) ->
         dead_lettered: 0,
         delivery: None,
         last_gap_recovery_units: None,
+        calendars: Vec::new(),
     }
 }
 

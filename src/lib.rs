@@ -9,6 +9,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod calendar_port;
 pub mod cli;
 pub mod config;
 pub mod control;

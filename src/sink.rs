@@ -21,6 +21,7 @@ pub mod ics;
 pub mod maildir;
 pub mod retention;
 pub mod vdir;
+pub mod vdir_sink;
 #[cfg(test)]
 mod vdir_tests;
 pub mod webhook;
@@ -118,6 +119,16 @@ pub fn spawn_all(store: &Store, config: &Config, cancel: CancellationToken, task
         let sink = maildir::MaildirSink::new(store.clone(), m.root.clone(), accounts);
         tasks.spawn(sink.run(cancel.clone()));
     }
+    if let Some(v) = config.vdir.as_ref().filter(|v| v.enabled) {
+        let accounts = config
+            .accounts
+            .iter()
+            .filter(|a| a.kind == crate::config::AccountKind::Calendar)
+            .map(|a| a.id.clone())
+            .collect();
+        let sink = vdir_sink::VdirSink::new(store.clone(), v.root.clone(), accounts);
+        tasks.spawn(sink.run(cancel.clone()));
+    }
     for (index, hook) in config.webhooks.iter().enumerate() {
         match webhook::WebhookSink::new(store.clone(), index, hook, &config.retry) {
             Ok(sink) => {
@@ -140,6 +151,9 @@ pub fn sink_status(store: &Store, config: &Config) -> Vec<SinkStatus> {
     let mut names: Vec<(String, bool)> = Vec::new();
     if let Some(m) = &config.maildir {
         names.push((MAILDIR_SINK.to_string(), m.enabled));
+    }
+    if let Some(v) = &config.vdir {
+        names.push((vdir_sink::VDIR_SINK.to_string(), v.enabled));
     }
     for index in 0..config.webhooks.len() {
         names.push((webhook_sink_name(index), true));

@@ -37,6 +37,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub(crate) webhooks: Vec<RawWebhook>,
     pub(crate) maildir: Option<RawMaildir>,
+    pub(crate) vdir: Option<RawMaildir>,
     pub(crate) feed: Option<RawFeed>,
     pub(crate) push: Option<RawPush>,
 }
@@ -128,6 +129,9 @@ pub(crate) struct RawAccount {
     pub(crate) push_label_ids: Option<Vec<String>>,
     // Calendar.
     pub(crate) calendar_ids: Option<Vec<String>>,
+    pub(crate) calendar_requests_per_minute: Option<i64>,
+    pub(crate) calendar_max_in_flight: Option<i64>,
+    pub(crate) calendar_page_size: Option<i64>,
     // IMAP.
     pub(crate) host: Option<String>,
     pub(crate) port: Option<i64>,

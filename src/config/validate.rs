@@ -25,6 +25,7 @@ const ENV_OVERRIDABLE: &[&str] = &[
     "retry",
     "restart",
     "maildir",
+    "vdir",
     "feed",
     "push",
 ];
@@ -552,6 +553,13 @@ impl TryFrom<RawConfig> for Config {
             },
             enabled: m.enabled.unwrap_or(true),
         });
+        let vdir = raw.vdir.as_ref().map(|m| MaildirConfig {
+            root: match &m.root {
+                Some(root) => c.path("vdir.root", root).unwrap_or_default(),
+                None => data_dir.join("vdir"),
+            },
+            enabled: m.enabled.unwrap_or(true),
+        });
         let feed = FeedConfig {
             retention: Duration::from_secs(
                 86_400
@@ -600,6 +608,7 @@ impl TryFrom<RawConfig> for Config {
             accounts,
             webhooks,
             maildir,
+            vdir,
             feed,
             push,
             warnings,
@@ -739,16 +748,42 @@ fn account(
                 GOOGLE_API_BASE_CALENDAR,
             );
             let auth = google_auth(c, key, ra);
-            let calendar_ids = c.list(
-                &format!("{key}.calendar_ids"),
-                ra.calendar_ids.as_ref(),
-                &["primary"],
-            );
+            let calendar_ids = ra.calendar_ids.is_some().then(|| {
+                c.list(
+                    &format!("{key}.calendar_ids"),
+                    ra.calendar_ids.as_ref(),
+                    &[],
+                )
+            });
+            let requests_per_minute = c.int(
+                &format!("{key}.calendar_requests_per_minute"),
+                ra.calendar_requests_per_minute,
+                60,
+                1,
+                599,
+            ) as u32;
+            let max_in_flight = c.int(
+                &format!("{key}.calendar_max_in_flight"),
+                ra.calendar_max_in_flight,
+                5,
+                1,
+                50,
+            ) as usize;
+            let page_size = c.int(
+                &format!("{key}.calendar_page_size"),
+                ra.calendar_page_size,
+                2500,
+                1,
+                2500,
+            ) as u32;
             AccountSettings::Calendar(CalendarSettings {
                 email,
                 api_base,
                 auth: auth?,
                 calendar_ids,
+                requests_per_minute,
+                max_in_flight,
+                page_size,
             })
         }
         AccountKind::Imap => {
@@ -813,6 +848,21 @@ fn reject_foreign_keys(c: &mut Check<'_>, key: &str, kind: AccountKind, ra: &Raw
         (
             "calendar_ids",
             ra.calendar_ids.is_some(),
+            kind == AccountKind::Calendar,
+        ),
+        (
+            "calendar_requests_per_minute",
+            ra.calendar_requests_per_minute.is_some(),
+            kind == AccountKind::Calendar,
+        ),
+        (
+            "calendar_max_in_flight",
+            ra.calendar_max_in_flight.is_some(),
+            kind == AccountKind::Calendar,
+        ),
+        (
+            "calendar_page_size",
+            ra.calendar_page_size.is_some(),
             kind == AccountKind::Calendar,
         ),
         ("host", ra.host.is_some(), kind == AccountKind::Imap),

@@ -288,9 +288,15 @@ impl ChannelKeeper {
         loop {
             let cals = calendars();
             self.check(&cals, super::now_ms()).await;
+            // Until the first sync has stored the calendar list, look again soon.
+            let wait = if cals.is_empty() {
+                self.config.check_every.min(Duration::from_secs(1))
+            } else {
+                self.config.check_every
+            };
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = tokio::time::sleep(self.config.check_every) => {}
+                () = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -300,5 +306,140 @@ impl ChannelKeeper {
         for ch in self.channels.of_account(&self.account) {
             self.stop(&ch).await;
         }
+    }
+}
+
+/// How one calendar receives changes, from the durable channel registry alone (for status):
+/// `polling` without Calendar push configured, `active (push)` with a live channel heard
+/// from (or registered) within `silence`, else `degraded (polling)`.
+pub fn stored_delivery(
+    channels: &ChannelStore,
+    account: &str,
+    calendar_id: &str,
+    push: Option<&crate::config::PushConfig>,
+    now: i64,
+) -> &'static str {
+    let Some(push) = push.filter(|p| p.calendar_address.is_some() && p.listen.is_some()) else {
+        return "polling";
+    };
+    let live = channels
+        .of_account(account)
+        .into_iter()
+        .filter(|c| c.calendar_id == calendar_id && c.expiration_ms > now)
+        .max_by_key(|c| c.expiration_ms);
+    match live {
+        Some(c) => {
+            let heard = c
+                .last_push_ms
+                .unwrap_or(c.registered_ms)
+                .max(c.registered_ms);
+            if now - heard < ms(push.silence) {
+                "active (push)"
+            } else {
+                "degraded (polling)"
+            }
+        }
+        None => "degraded (polling)",
+    }
+}
+
+/// The per-calendar status lines of a calendar account.
+pub fn status_lines(
+    store: &mailsync_actors::store::Store,
+    account: &str,
+    push: Option<&crate::config::PushConfig>,
+    disconnected: bool,
+    now: i64,
+) -> Vec<mailsync_actors::status::CalendarLine> {
+    let channels = ChannelStore::new(store.clone());
+    let now_u = u64::try_from(now).unwrap_or(0);
+    mailsync_actors::calendar::store::calendar_status(store, account)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| mailsync_actors::status::CalendarLine {
+            delivery: if disconnected {
+                "disconnected".to_owned()
+            } else {
+                stored_delivery(&channels, account, &c.calendar_id, push, now).to_owned()
+            },
+            token_age_secs: c.token_at_ms.map(|t| now_u.saturating_sub(t) / 1000),
+            calendar_id: c.calendar_id,
+            summary: c.summary,
+            events: c.events,
+            last_sync_ms: c.last_sync_ms,
+            resyncing: c.resyncing,
+        })
+        .collect()
+}
+
+/// Fills the calendar lines and the account-level delivery of a calendar account's status.
+pub fn fill_status(
+    store: &mailsync_actors::store::Store,
+    a: &mut mailsync_actors::status::AccountStatus,
+    push: Option<&crate::config::PushConfig>,
+    now: i64,
+) {
+    let disconnected = a.state == mailsync_actors::status::AccountState::Disconnected;
+    a.calendars = status_lines(store, &a.account, push, disconnected, now);
+    let worst = [
+        "disconnected",
+        "degraded (polling)",
+        "polling",
+        "active (push)",
+    ]
+    .into_iter()
+    .find(|d| a.calendars.iter().any(|c| c.delivery == *d));
+    a.delivery = Some(worst.unwrap_or("polling").to_owned());
+}
+
+/// Starts one [`ChannelKeeper`] per enabled calendar account when `[push]` has both a listen
+/// address and `calendar_address`. The keeper follows the calendars the account has stored
+/// (the sync engine adds and removes them). Reloads are not followed: a keeper runs for the
+/// daemon's life (a removed account's channels expire on their own).
+pub fn spawn_keepers(
+    core: Arc<crate::daemon::DaemonCore>,
+    config: &crate::config::Config,
+    cancel: CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+) {
+    let Some(push) = config.push.as_ref().filter(|p| p.listen.is_some()) else {
+        return;
+    };
+    let Some(address) = push.calendar_address.clone() else {
+        return;
+    };
+    for account in config
+        .accounts
+        .iter()
+        .filter(|a| a.enabled && matches!(a.settings, crate::config::AccountSettings::Calendar(_)))
+    {
+        let client = match crate::calendar_port::build(account) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(account = %account.id, error = %e, "Calendar channels not started; the account polls.");
+                continue;
+            }
+        };
+        let mut kc = KeeperConfig::new(address.clone());
+        kc.ttl = push.calendar_channel_ttl;
+        kc.renew_before = push.calendar_renew_before;
+        kc.silence = push.silence;
+        kc.check_every = (kc.ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        kc.poll_every = account.poll_interval.max(Duration::from_secs(1));
+        let keeper = ChannelKeeper::new(
+            account.id.clone(),
+            client,
+            ChannelStore::new(core.store().clone()),
+            super::calendar::DaemonTarget::new(core.clone()),
+            kc,
+        );
+        let store = core.store().clone();
+        let id = account.id.clone();
+        let calendars = move || {
+            mailsync_actors::calendar::store::calendars(&store, &id)
+                .map(|cs| cs.into_iter().map(|c| c.entry.id).collect())
+                .unwrap_or_default()
+        };
+        tasks.spawn(keeper.run(calendars, cancel.child_token()));
     }
 }

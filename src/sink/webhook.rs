@@ -213,6 +213,14 @@ pub enum ChangeJson {
         /// Label id.
         id: String,
     },
+    /// `calendar.*` / `event.*`: which calendar and event (stopgap until the public event
+    /// schema in `events` covers Calendar).
+    Calendar {
+        /// Calendar id.
+        calendar_id: String,
+        /// Event id, for `event.*`.
+        event_id: Option<String>,
+    },
     /// `account.state_changed`.
     AccountState {
         /// New state (`running`, `failed`, `disconnected`, ...).
@@ -309,6 +317,27 @@ impl From<Change> for ChangeJson {
             Change::AccountStateChanged { state, reason } => {
                 ChangeJson::AccountState { state, reason }
             }
+            Change::CalendarAdded { calendar } => ChangeJson::Calendar {
+                calendar_id: calendar.id,
+                event_id: None,
+            },
+            Change::CalendarRemoved { calendar_id } => ChangeJson::Calendar {
+                calendar_id,
+                event_id: None,
+            },
+            Change::EventCreated { calendar_id, event }
+            | Change::EventUpdated { calendar_id, event } => ChangeJson::Calendar {
+                calendar_id,
+                event_id: Some(event.id),
+            },
+            Change::EventDeleted {
+                calendar_id,
+                event_id,
+                ..
+            } => ChangeJson::Calendar {
+                calendar_id,
+                event_id: Some(event_id),
+            },
         }
     }
 }

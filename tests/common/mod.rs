@@ -253,6 +253,7 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+pub mod calendar;
 pub mod emulator;
 
 /// notmuch (Debian's package) pointed at a Maildir root, with its own config in the test dir.
