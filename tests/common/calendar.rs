@@ -54,7 +54,7 @@ auth_url = "{base}/o/oauth2/v2/auth"
 client_id = "{client_id}"
 client_secret = {{ file = "{secret}" }}
 refresh_token = {{ file = "{refresh}" }}
-calendar_requests_per_minute = 599
+{rate}
 {extra_account}
 {extra}
 "#,
@@ -65,6 +65,11 @@ calendar_requests_per_minute = 599
         client_id = mailsync_emulator::DEFAULT_CLIENT_ID,
         secret = env.path("client_secret").display(),
         refresh = env.path("refresh_token").display(),
+        rate = if extra_account.contains("calendar_requests_per_minute") {
+            ""
+        } else {
+            "calendar_requests_per_minute = 599"
+        },
     );
     std::fs::write(&env.config_path, text).expect("write config");
 }
