@@ -10,8 +10,6 @@ use crate::control::server::{ControlHandler, EventStream, HandlerFuture};
 use crate::daemon::{AdminError, DaemonCore};
 use mailsync_actors::account::AccountCommand;
 use mailsync_actors::feed::FeedEvent;
-use mailsync_actors::mirror::Change;
-use mailsync_actors::store::decode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::net::UnixListener;
@@ -51,20 +49,10 @@ fn admin_error(e: AdminError) -> Response {
     }
 }
 
-/// The JSON form of one feed event, as streamed to consumers.
+/// The JSON form of one feed event, as streamed to consumers: the public schema
+/// ([`crate::events`]), identical to what webhooks receive.
 pub fn event_json(ev: &FeedEvent) -> Value {
-    let change = match decode::<Change>(&ev.payload) {
-        Ok(c) => serde_json::to_value(&c).unwrap_or(Value::Null),
-        Err(e) => json!({ "undecodable": e.to_string() }),
-    };
-    json!({
-        "seq": ev.seq,
-        "account": ev.account,
-        "kind": ev.kind,
-        "key": ev.key,
-        "ts_ms": ev.ts_ms,
-        "change": change,
-    })
+    crate::events::event_value(ev)
 }
 
 impl Admin {
@@ -80,21 +68,23 @@ impl Admin {
             }
         };
         match req {
-            Request::Status => match self.core.status().await {
-                Ok(s) => {
-                    let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
-                    if let Some(obj) = v.as_object_mut() {
-                        obj.insert("consumers".into(), self.consumers());
-                        obj.insert("sinks".into(), self.core.sinks_json().await);
-                        obj.insert(
-                            "push".into(),
-                            crate::push::PushHealth::global().json(crate::push::now_ms()),
-                        );
-                    }
-                    Response::Ok(v)
-                }
+            Request::Status => match crate::service::status_json::status_json(&self.core).await {
+                Ok(v) => Response::Ok(v),
                 Err(e) => admin_error(e),
             },
+            Request::Metrics => {
+                Response::ok(json!({ "text": crate::metrics::collect::scrape(&self.core).await }))
+            }
+            Request::DebugWedge { hold_ms } => {
+                match self
+                    .core
+                    .debug_wedge(std::time::Duration::from_millis(hold_ms))
+                    .await
+                {
+                    Ok(()) => Response::done(),
+                    Err(e) => admin_error(e),
+                }
+            }
             Request::Accounts => match self.core.accounts().await {
                 Ok(list) => Response::ok(
                     list.into_iter()
@@ -127,21 +117,6 @@ impl Admin {
                 ErrorCode::BadRequest,
                 "events is served as a stream".to_string(),
             ),
-        }
-    }
-
-    fn consumers(&self) -> Value {
-        let feed = self.core.store().feed();
-        let last = feed.last_seq().unwrap_or(0);
-        match feed.consumers() {
-            Ok(list) => Value::Array(
-                list.into_iter()
-                    .map(|(name, acked)| {
-                        json!({"consumer": name, "acked": acked, "lag": last.saturating_sub(acked)})
-                    })
-                    .collect(),
-            ),
-            Err(e) => json!({"error": e.to_string()}),
         }
     }
 

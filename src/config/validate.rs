@@ -13,6 +13,8 @@ use super::raw::{Env, RawAccount, RawConfig, RawCredential, RawPush, RawTest, Ra
 use super::*;
 use crate::secret::Secret;
 
+mod service;
+
 /// Top-level keys that `MAILSYNC_<KEY>` variables may override; anything else is ignored.
 const ENV_OVERRIDABLE: &[&str] = &[
     "data_dir",
@@ -28,6 +30,7 @@ const ENV_OVERRIDABLE: &[&str] = &[
     "vdir",
     "feed",
     "push",
+    "metrics",
 ];
 
 /// Unix socket paths longer than this do not fit `sockaddr_un.sun_path` (108 bytes with NUL).
@@ -585,6 +588,9 @@ impl TryFrom<RawConfig> for Config {
             }
         }
 
+        let metrics = service::metrics(&mut c, raw.metrics.as_ref());
+        let debug = service::debug(raw.debug.as_ref());
+
         let Check {
             issues, warnings, ..
         } = c;
@@ -611,6 +617,8 @@ impl TryFrom<RawConfig> for Config {
             vdir,
             feed,
             push,
+            metrics,
+            debug,
             warnings,
         })
     }
