@@ -129,7 +129,9 @@ pub(crate) struct RawAccount {
     // Gmail push (`users.watch`).
     pub(crate) push_topic: Option<String>,
     pub(crate) push_label_ids: Option<Vec<String>>,
-    // Calendar.
+    // Calendar (also on a Gmail account with `calendar = true`).
+    pub(crate) calendar: Option<bool>,
+    pub(crate) calendar_api_base: Option<String>,
     pub(crate) calendar_ids: Option<Vec<String>>,
     pub(crate) calendar_requests_per_minute: Option<i64>,
     pub(crate) calendar_max_in_flight: Option<i64>,
