@@ -1139,21 +1139,21 @@ fn push(c: &mut Check<'_>, rp: &RawPush, accounts: &[AccountConfig]) -> Option<P
             2_000,
             0,
             60_000,
-        ) as u64),
+        )),
         calendar_renew_before: Duration::from_secs(c.int(
             "push.calendar_renew_before_secs",
             rp.calendar_renew_before_secs,
             86_400,
             1,
             30 * 86_400,
-        ) as u64),
+        )),
         calendar_channel_ttl: Duration::from_secs(c.int(
             "push.calendar_channel_ttl_secs",
             rp.calendar_channel_ttl_secs,
             604_800,
             1,
             30 * 86_400,
-        ) as u64),
+        )),
     })
 }
 

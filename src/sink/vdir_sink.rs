@@ -98,11 +98,11 @@ impl VdirWriter {
                 Change::CalendarAdded { calendar } => {
                     self.vdir(&account)?.write_calendar_meta(&calendar)?;
                 }
-                Change::CalendarRemoved { calendar_id } => {
-                    // Removed then re-added within one batch: the store is the truth.
-                    if self.calendar_entry(&account, &calendar_id)?.is_none() {
-                        self.vdir(&account)?.remove_calendar(&calendar_id)?;
-                    }
+                // Removed then re-added within one batch: the store is the truth.
+                Change::CalendarRemoved { calendar_id }
+                    if self.calendar_entry(&account, &calendar_id)?.is_none() =>
+                {
+                    self.vdir(&account)?.remove_calendar(&calendar_id)?;
                 }
                 Change::EventCreated { calendar_id, event }
                 | Change::EventUpdated { calendar_id, event } => {
