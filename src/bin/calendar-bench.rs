@@ -8,7 +8,7 @@
 //!   (default 2500) and the daemon's Calendar pacing at RPM requests/min (default 60, the safe
 //!   default): wall time, Calendar requests, requests/min as a share of the 600 ceiling, and
 //!   the emulator's refusals (403/429).
-//! * `push [N]` — N changes (default 20) made in the emulator one at a time, each delivered by
+//! * `push [N] [RPM]` — N changes (default 20) made in the emulator one at a time, each delivered by
 //!   a channel notification to `POST /push/calendar` (polling once an hour): latency from the
 //!   change to the event on the feed (`ctl events --follow` over the control socket).
 //!
@@ -17,6 +17,8 @@
 use mailsync_emulator::{Emulator, EmulatorConfig, EmulatorHandle, QuotaMode};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
+// (The daemon's Calendar pacing, RPM requests/min, bounds the latency: a round lists the
+// calendar list and then each calendar, one paced request each.)
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -252,7 +254,7 @@ fn full(events: usize, page: u32, rpm: u32) {
     );
 }
 
-fn push(n: usize) {
+fn push(n: usize, rpm: u32) {
     let bench = Bench::new(EmulatorConfig {
         calendar_events: 50,
         messages: 1,
@@ -265,7 +267,7 @@ fn push(n: usize) {
         .expect("port");
     bench.write_config(
         3600,
-        "",
+        &format!("calendar_requests_per_minute = {rpm}"),
         &format!(
             "[push]\nport = {port}\nverification_token = {{ value = \"unused\" }}\n\
              calendar_address = \"http://127.0.0.1:{port}/push/calendar\"\n"
@@ -327,7 +329,7 @@ fn push(n: usize) {
     lat.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
     println!(
-        "calendar push → feed latency over {n} changes (debounce 2 s default): p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms",
+        "calendar push → feed latency over {n} changes (pacing {rpm}/min, debounce 2 s): p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms",
         pct(0.5),
         pct(0.9),
         pct(1.0)
@@ -337,7 +339,7 @@ fn push(n: usize) {
 fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("full") | None => full(arg(2, 10_000), arg(3, 2500), arg(4, 60)),
-        Some("push") => push(arg(2, 20)),
+        Some("push") => push(arg(2, 20), arg(3, 60)),
         Some(other) => {
             eprintln!("unknown scenario {other:?}; use full [EVENTS] [PAGE] [RPM] | push [N]");
             std::process::exit(2);

@@ -7,7 +7,8 @@
 //! message whose sync covers it) is acknowledged and ignored. `sync` (the handshake) records
 //! the channel as live; `exists` and `not_exists` durably enqueue a delta sync of the
 //! calendar through [`CalendarPushTarget::enqueue`] — flushed — before the 2xx. The account
-//! is then woken once per burst: nudges are debounced (default 2 s).
+//! is then woken: at once for the first notification of a burst, and once more when the
+//! debounce window (default 2 s) closes if more arrived inside it.
 //!
 //! Statuses: 204 accepted or ignored; 400 missing/garbled headers; 404 unknown channel; 403
 //! wrong token or resource; 503 when the enqueue could not be made durable (Google retries
@@ -20,7 +21,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -52,8 +53,8 @@ pub struct CalendarPush {
     debounce: Duration,
     /// Serialises read-modify-write of channel message numbers.
     gate: tokio::sync::Mutex<()>,
-    /// Accounts with a nudge already scheduled.
-    pending: Mutex<HashSet<String>>,
+    /// Accounts inside a debounce window → whether another wake-up is due when it closes.
+    pending: Mutex<HashMap<String, bool>>,
 }
 
 /// What happened to one notification.
@@ -115,7 +116,7 @@ impl CalendarPush {
             target,
             debounce,
             gate: tokio::sync::Mutex::new(()),
-            pending: Mutex::new(HashSet::new()),
+            pending: Mutex::new(HashMap::new()),
         })
     }
 
@@ -170,26 +171,39 @@ impl CalendarPush {
         Ok(outcome)
     }
 
-    /// Wakes `account` after the debounce unless a wake-up is already scheduled.
+    /// Debounced wake-up of `account`: the first notification of a burst wakes it at once and
+    /// opens a window of `debounce`; notifications inside the window only ask for one more
+    /// wake-up when it closes (so the round that runs then covers all of them).
     fn schedule_nudge(self: &Arc<Self>, account: &str) {
         {
             let mut p = self
                 .pending
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !p.insert(account.to_owned()) {
-                return;
+            match p.get_mut(account) {
+                Some(trailing) => {
+                    *trailing = true;
+                    return;
+                }
+                None => {
+                    p.insert(account.to_owned(), false);
+                }
             }
         }
         let me = Arc::clone(self);
         let account = account.to_owned();
         tokio::spawn(async move {
+            me.target.nudge(&account).await;
             tokio::time::sleep(me.debounce).await;
-            me.pending
+            let trailing = me
+                .pending
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&account);
-            me.target.nudge(&account).await;
+                .remove(&account)
+                .unwrap_or(false);
+            if trailing {
+                me.target.nudge(&account).await;
+            }
         });
     }
 }
