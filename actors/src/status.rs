@@ -29,8 +29,10 @@ pub enum AccountState {
 pub enum Phase {
     /// Just started.
     Starting,
-    /// Reading the label / calendar list.
+    /// Reading the label list.
     Labels,
+    /// Reading the calendar list.
+    Calendars,
     /// Listing everything (full sync).
     Listing,
     /// Fetching details of listed items.
@@ -53,6 +55,7 @@ impl fmt::Display for Phase {
         match self {
             Phase::Starting => f.write_str("starting"),
             Phase::Labels => f.write_str("labels"),
+            Phase::Calendars => f.write_str("calendars"),
             Phase::Listing => f.write_str("listing"),
             Phase::Fetching => f.write_str("fetching"),
             Phase::CaughtUp => f.write_str("caught_up"),

@@ -3,8 +3,11 @@
 //!
 //! What lives here:
 //! - [`Store`]: opens the database (exclusively: a second opener gets [`StoreError::Locked`]),
-//!   checks and migrates the schema version kept in the `meta` tree, hands out
-//!   [`DurableMailbox`]es, the [`Feed`] and the generic keyspaces ([`Space`]).
+//!   checks and migrates the schema version kept in the `meta` tree, and hands out the generic
+//!   keyspaces ([`Space`]) and, to `mailbox.rs` and `feed.rs`, their internal trees. The store
+//!   knows trees, the codec, transactions and flush; what a job or an event is lives with its
+//!   owner (`Store::mailbox` is defined in `mailbox.rs`, `Store::feed` in `feed.rs`), so the
+//!   store imports neither.
 //! - [`StoreTx`]: the view a [`Store::transaction`] closure gets. Effects, job enqueues/acks and
 //!   feed appends made through it commit together or not at all.
 //! - [`encode`]/[`decode`]: every stored value carries its own type version
@@ -36,10 +39,7 @@ use sled::transaction::{
     UnabortableTransactionError,
 };
 
-use crate::backoff::RetryPolicy;
 use crate::codec::{self, Versioned};
-use crate::feed::{Feed, NewEvent};
-use crate::mailbox::{DurableMailbox, EnqueueOutcome, Job, JobId, NackOutcome, Priority};
 
 /// The schema version this build writes and understands. Version 2: values carry their own
 /// type version ([`crate::codec`]); schema-1 values stay readable and are rewritten lazily.
@@ -140,8 +140,8 @@ pub enum StoreError {
     JobNotFound {
         /// The mailbox.
         mailbox: String,
-        /// The job.
-        id: JobId,
+        /// The job's sequence number.
+        id: u64,
     },
     /// A store method was called from inside a [`Store::transaction`] closure. sled holds a
     /// process-wide lock for the whole closure, so the call would deadlock; use the
@@ -353,14 +353,15 @@ pub(crate) const JOB_SEQ: &[u8] = b"job_seq";
 /// Counter of feed sequence numbers (in [`Internal::Counters`]).
 pub(crate) const FEED_SEQ: &[u8] = b"feed_seq";
 
-type Leases = Arc<Mutex<HashSet<JobId>>>;
+/// The in-memory lease set of one durable mailbox (job sequence numbers).
+pub(crate) type LeaseSet = Arc<Mutex<HashSet<u64>>>;
 
 struct Inner {
     // Field order is drop order: the database closes before the lock file is released.
     db: sled::Db,
     trees: Vec<sled::Tree>,
     dir: PathBuf,
-    leases: Mutex<HashMap<String, Leases>>,
+    leases: Mutex<HashMap<String, LeaseSet>>,
     /// Highest feed seq committed by a transaction of this process (or found at open).
     committed_feed_seq: AtomicU64,
     /// Highest feed seq known durable; what subscribers see.
@@ -476,23 +477,15 @@ impl Store {
         });
     }
 
-    /// The durable mailbox `name` (e.g. `"acct1/ingest"`). Every handle with the same name shares
-    /// the same in-memory lease set.
-    pub fn mailbox(&self, name: &str) -> DurableMailbox {
-        let leases = {
-            let mut reg = self
-                .inner
-                .leases
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            reg.entry(name.to_owned()).or_default().clone()
-        };
-        DurableMailbox::new(self.clone(), name, leases)
-    }
-
-    /// The change feed.
-    pub fn feed(&self) -> Feed {
-        Feed::new(self.clone())
+    /// The in-memory lease set shared by every handle of the durable mailbox `name`
+    /// (`mailbox.rs` builds the mailbox; the store only keeps the registry).
+    pub(crate) fn lease_set(&self, name: &str) -> LeaseSet {
+        let mut reg = self
+            .inner
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        reg.entry(name.to_owned()).or_default().clone()
     }
 
     /// The tree of a generic keyspace.
@@ -761,49 +754,11 @@ impl StoreTx<'_> {
         Ok(())
     }
 
-    /// Enqueues a job in `mailbox` unless a job with the same `key` is already pending there
-    /// (ready, leased or delayed), in which case that job's id is returned as a duplicate.
-    pub fn enqueue(
-        &self,
-        mailbox: &str,
-        priority: Priority,
-        key: &str,
-        payload: &[u8],
-        now_ms: u64,
-    ) -> Result<EnqueueOutcome, TxError> {
-        crate::mailbox::tx_enqueue(self, mailbox, priority, key, payload, now_ms)
-    }
-
-    /// Removes a (leased) job and its pending-key entry. Call
-    /// [`DurableMailbox::release`] after the transaction commits. Acking a job that is gone is
-    /// a no-op.
-    pub fn ack(&self, job: &Job) -> Result<(), TxError> {
-        crate::mailbox::tx_ack(self, job)
-    }
-
-    /// Records a failure of `job` (see [`DurableMailbox::nack`]); the delay is drawn from the
-    /// thread RNG. Call [`DurableMailbox::release`] after the transaction commits.
-    pub fn nack(
-        &self,
-        job: &Job,
-        error: &str,
-        policy: &RetryPolicy,
-        now_ms: u64,
-    ) -> Result<NackOutcome, TxError> {
-        let attempt = job.attempts.saturating_add(1);
-        let delay = policy.delay(attempt, &mut rand::rng());
-        crate::mailbox::tx_nack(self, job, error, policy, now_ms, delay)
-    }
-
-    /// Appends a feed event; `None` if an event with the same idempotency key exists already.
-    /// The seq is assigned here, in commit order.
-    pub fn append_event(&self, ev: NewEvent) -> Result<Option<u64>, TxError> {
-        let seq = crate::feed::tx_append(self, &ev)?;
-        if let Some(seq) = seq {
-            self.appended
-                .set(Some(self.appended.get().map_or(seq, |s| s.max(seq))));
-        }
-        Ok(seq)
+    /// Records that this transaction appended sequence number `seq` to an ordered log (the
+    /// feed): once the transaction commits, [`Store::flush`] publishes it as durable.
+    pub(crate) fn note_appended(&self, seq: u64) {
+        self.appended
+            .set(Some(self.appended.get().map_or(seq, |s| s.max(seq))));
     }
 
     /// Reads, increments and writes a counter; returns the new value (the first is 1).
@@ -824,6 +779,7 @@ impl StoreTx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailbox::Priority;
 
     #[test]
     fn encode_decode_roundtrip_and_corrupt_values_are_errors() {
