@@ -189,7 +189,7 @@ impl DaemonCore {
         for a in &mut accounts {
             a.delivery = Some(self.push_health.delivery(&a.account, now).to_string());
             if a.kind == "calendar" {
-                crate::push::calendar_watch::fill_status(&self.store, a, push.as_ref(), now);
+                crate::calendar_status::fill_status(&self.store, a, push.as_ref(), now);
             }
         }
         let data_dir = self.config.lock().await.data_dir.display().to_string();

@@ -15,7 +15,6 @@
 //! 5xx). Nothing is enqueued for any refusal, and no header value is ever logged.
 
 use super::calendar_channels::{ChannelStore, token_digest};
-use super::server::constant_time_eq;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -26,6 +25,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use subtle::ConstantTimeEq as _;
 
 /// Default debounce of account wake-ups after a burst of notifications.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_secs(2);
@@ -139,10 +139,9 @@ impl CalendarPush {
             .get(channel_id)
             .map_err(store_err)?
             .ok_or(Refusal::UnknownChannel)?;
-        let token_ok = constant_time_eq(&token_digest(token), &ch.token_digest);
-        let resource_ok =
-            constant_time_eq(&token_digest(resource_id), &token_digest(&ch.resource_id));
-        if !(token_ok & resource_ok) {
+        let token_ok = token_digest(token).ct_eq(&ch.token_digest);
+        let resource_ok = token_digest(resource_id).ct_eq(&token_digest(&ch.resource_id));
+        if !bool::from(token_ok & resource_ok) {
             return Err(Refusal::Forged);
         }
         if number <= ch.last_message {
@@ -240,12 +239,12 @@ async fn endpoint(State(push): State<Arc<CalendarPush>>, headers: HeaderMap) -> 
 /// (`calendar-push:<account>:<calendar>`, so pending notifications of a calendar collapse into
 /// one job), flushed; the wake-up is the account's `SyncNow`.
 pub struct DaemonTarget {
-    core: Arc<crate::daemon::DaemonCore>,
+    core: Arc<crate::daemon_core::DaemonCore>,
 }
 
 impl DaemonTarget {
     /// The running daemon as a target.
-    pub fn new(core: Arc<crate::daemon::DaemonCore>) -> Arc<Self> {
+    pub fn new(core: Arc<crate::daemon_core::DaemonCore>) -> Arc<Self> {
         Arc::new(Self { core })
     }
 }
