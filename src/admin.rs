@@ -113,6 +113,9 @@ impl Admin {
                     Err(e) => Response::error(ErrorCode::BadRequest, e.to_string()),
                 }
             }
+            Request::Backup { path } => {
+                crate::cli::store_cmd::backup_reply(self.core.store(), path).await
+            }
             Request::Events { .. } => Response::error(
                 ErrorCode::BadRequest,
                 "events is served as a stream".to_string(),

@@ -79,7 +79,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
     for w in &config.warnings {
         tracing::warn!(key = %w.key, reason = %w.reason, "Discouraged configuration.");
     }
-    let store = Store::open(&config.data_dir)?;
+    let store = Store::open_opts(&config.data_dir, &config.store.options())?;
     let listener = crate::control::socket::bind(&config.socket_path)
         .map_err(|e| DaemonError::Control(e.to_string()))?;
     let mut signals = crate::signals::listen().map_err(DaemonError::Signals)?;
@@ -133,9 +133,15 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
         f(core.clone());
     }
 
+    // sled failing a write for lack of space keeps failing until restart: exit (status 4).
+    let mut out_of_space = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
+            reason = store.wait_out_of_space() => {
+                out_of_space = Some(reason);
+                break;
+            }
             ev = signals.recv() => match ev {
                 Some(crate::signals::SignalEvent::Reload) => {
                     if let Ok(s) = core.reload().await {
@@ -169,9 +175,18 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
     {
         tracing::warn!("Some connections did not close in time.");
     }
-    store.flush_async().await?;
+    let flushed = store.flush_async().await;
     crate::control::socket::remove(&socket_path);
     let _ = tokio::time::timeout(Duration::from_secs(1), root_done).await;
+    flushed?;
+    if let Some(reason) = out_of_space {
+        return Err(DaemonError::Store(
+            mailsync_actors::store::StoreError::DiskFull {
+                path: store.dir().to_path_buf(),
+                reason,
+            },
+        ));
+    }
     tracing::info!("mailsync daemon stopped.");
     Ok(())
 }

@@ -199,6 +199,7 @@ impl DaemonCore {
             uptime_seconds: self.started.elapsed().as_secs(),
             data_dir,
             accounts,
+            degraded: self.store.disk_full().map(|r| format!("disk full: {r}")),
         })
     }
 

@@ -225,6 +225,16 @@ impl StoreTx<'_> {
     }
 }
 
+/// Decodes one stored value of a mailbox tree (`store check`): a pending ref in
+/// `PendingKeys`, a job record anywhere else.
+pub(crate) fn check_value(pending: bool, context: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    if pending {
+        decode_in::<PendingRef>(context, bytes).map(|_| ())
+    } else {
+        decode_in::<JobRecord>(context, bytes).map(|_| ())
+    }
+}
+
 pub(crate) fn prefix(mailbox: &str) -> Vec<u8> {
     let len = u32::try_from(mailbox.len()).unwrap_or(u32::MAX);
     let mut p = Vec::with_capacity(4 + mailbox.len() + 17);

@@ -16,6 +16,9 @@ pub enum AccountState {
     Paused,
     /// A gap is being recovered (history 404 → backfill + reconcile).
     Resyncing,
+    /// Transient trouble that is waited out by itself (the data directory's disk is full):
+    /// writing is paused and retried with backoff.
+    Degraded,
     /// Credentials no longer work; waits for a person (`mailsync auth`).
     Disconnected,
     /// A child exhausted its restart budget; the account stopped, others keep running.
@@ -48,6 +51,9 @@ pub enum Phase {
     Resyncing,
     /// The restart budget ran out.
     Failed,
+    /// Writing is paused: the data dir's file system is below its free-space floor.
+    /// (Status shows the path the store's disk check names.)
+    DiskFull,
 }
 
 impl fmt::Display for Phase {
@@ -62,6 +68,7 @@ impl fmt::Display for Phase {
             Phase::Incomplete { dead } => write!(f, "incomplete ({dead} dead-lettered)"),
             Phase::Resyncing => f.write_str("resyncing"),
             Phase::Failed => f.write_str("failed"),
+            Phase::DiskFull => f.write_str("degraded (disk full)"),
         }
     }
 }
@@ -164,4 +171,7 @@ pub struct DaemonStatus {
     pub data_dir: String,
     /// One entry per configured account.
     pub accounts: Vec<AccountStatus>,
+    /// Why the daemon as a whole is degraded (`disk full: <path> …`), if it is.
+    #[serde(default)]
+    pub degraded: Option<String>,
 }

@@ -154,6 +154,23 @@ pub enum StoreError {
     /// A feed consumer that was never registered.
     #[error("feed consumer {0:?} is not registered")]
     UnknownConsumer(String),
+    /// The data directory's file system is below its free-space floor (or a write failed
+    /// with ENOSPC, EDQUOT or a read-only file system); nothing was written.
+    #[error("disk full: {reason}")]
+    DiskFull {
+        /// The data directory.
+        path: PathBuf,
+        /// What was found.
+        reason: String,
+    },
+    /// The store's files are damaged (see `store_open`): reported instead of opened.
+    #[error("the store in {dir} is damaged: {found}")]
+    Damaged {
+        /// The store directory.
+        dir: PathBuf,
+        /// What was found.
+        found: String,
+    },
 }
 
 impl StoreError {
@@ -235,6 +252,25 @@ pub(crate) fn decode_in<T: Versioned>(context: &str, bytes: &[u8]) -> Result<T, 
 
 /// sled's page cache size.
 pub const CACHE_CAPACITY_BYTES: u64 = 128 * 1024 * 1024;
+
+/// How a store is opened.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Writing pauses (transactions fail with [`StoreError::DiskFull`]) below this floor.
+    pub floor: crate::disk_space::FreeSpaceFloor,
+    /// How long sled may take to open before the store is declared damaged.
+    pub open_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    /// No floor (library users and tests); the daemon passes its configured floor.
+    fn default() -> Self {
+        StoreOptions {
+            floor: crate::disk_space::FreeSpaceFloor::NONE,
+            open_timeout: crate::store_open::OPEN_TIMEOUT,
+        }
+    }
+}
 
 /// The generic keyspaces other modules keep their own data in; each is one sled tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -366,6 +402,12 @@ struct Inner {
     committed_feed_seq: AtomicU64,
     /// Highest feed seq known durable; what subscribers see.
     durable_feed: tokio::sync::watch::Sender<u64>,
+    /// The free-space floor every transaction checks first.
+    space: crate::disk_space::DiskSpace,
+    /// Transactions hold it shared; a backup holds it exclusively (`store_backup`).
+    gate: std::sync::RwLock<()>,
+    /// Writes the seal once sled's handles above are gone (`store_open`).
+    _seal: crate::store_open::SealOnClose,
     _lock: File,
 }
 
@@ -390,11 +432,20 @@ impl Store {
     /// go away), opens sled, checks the schema version
     /// and runs the migrations up to [`SCHEMA_VERSION`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Self::open_with(dir, MIGRATIONS)
+        Self::open_with(dir, MIGRATIONS, &StoreOptions::default())
+    }
+
+    /// [`Store::open`] with options (the daemon's free-space floor).
+    pub fn open_opts(dir: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
+        Self::open_with(dir, MIGRATIONS, opts)
     }
 
     /// [`Store::open`] with an explicit migration table (tests).
-    pub(crate) fn open_with(dir: &Path, migrations: &[Migration]) -> Result<Store, StoreError> {
+    pub(crate) fn open_with(
+        dir: &Path,
+        migrations: &[Migration],
+        opts: &StoreOptions,
+    ) -> Result<Store, StoreError> {
         let io = |source| StoreError::Io {
             dir: dir.to_path_buf(),
             source,
@@ -408,20 +459,23 @@ impl Store {
             .open(dir.join(LOCK_FILE))
             .map_err(io)?;
         lock_dir(&lock, dir)?;
-        let db = open_sled(dir)?;
-        migrate(&db, dir, migrations)?;
-        let mut trees = Vec::with_capacity(Space::ALL.len() + Internal::ALL.len());
-        for name in Space::ALL
-            .iter()
-            .map(|s| s.tree_name())
-            .chain(Internal::ALL.iter().map(|t| t.tree_name()))
-        {
-            trees.push(
-                db.open_tree(name)
-                    .map_err(StoreError::sled("opening a tree"))?,
-            );
-        }
-        let feed_seq = read_counter(&trees[Internal::Counters.index()], FEED_SEQ)?;
+        let space = crate::disk_space::DiskSpace::new(dir.to_path_buf(), opts.floor);
+        // A start on a full disk is refused before sled writes anything (it would leave an
+        // unfinished snapshot behind).
+        space.check().map_err(|reason| StoreError::DiskFull {
+            path: dir.to_path_buf(),
+            reason,
+        })?;
+        crate::store_open::remove_unfinished_snapshots(dir).map_err(io)?;
+        crate::store_open::verify_seal(dir).map_err(|found| StoreError::Damaged {
+            dir: dir.to_path_buf(),
+            found,
+        })?;
+        crate::store_open::remove_seal(dir).map_err(io)?;
+        let db = crate::store_open::open_sled_contained(dir, opts.open_timeout)?;
+        // sled reports some damage only when the first reads reach it.
+        let (trees, feed_seq) = open_trees(&db, dir, migrations)
+            .map_err(|e| crate::store_open::damage_at_open(dir, e))?;
         let (durable_feed, _) = tokio::sync::watch::channel(feed_seq);
         Ok(Store {
             inner: Arc::new(Inner {
@@ -431,6 +485,11 @@ impl Store {
                 leases: Mutex::new(HashMap::new()),
                 committed_feed_seq: AtomicU64::new(feed_seq),
                 durable_feed,
+                space,
+                gate: std::sync::RwLock::new(()),
+                _seal: crate::store_open::SealOnClose {
+                    dir: dir.to_path_buf(),
+                },
                 _lock: lock,
             }),
         })
@@ -448,7 +507,7 @@ impl Store {
         self.inner
             .db
             .flush()
-            .map_err(StoreError::sled("flushing"))?;
+            .map_err(|e| self.storage_error("flushing", e))?;
         self.publish_durable(committed);
         Ok(())
     }
@@ -461,9 +520,47 @@ impl Store {
             .db
             .flush_async()
             .await
-            .map_err(StoreError::sled("flushing"))?;
+            .map_err(|e| self.storage_error("flushing", e))?;
         self.publish_durable(committed);
         Ok(())
+    }
+
+    /// A sled error as a store error; running out of space becomes [`StoreError::DiskFull`]
+    /// (and pauses writers like the floor does).
+    fn storage_error(&self, context: &'static str, source: sled::Error) -> StoreError {
+        if crate::store_open::sled_out_of_space(&source) {
+            let reason = format!("{}: {source}", self.inner.dir.display());
+            self.inner.space.mark_fatal(reason.clone());
+            return StoreError::DiskFull {
+                path: self.inner.dir.clone(),
+                reason,
+            };
+        }
+        StoreError::Sled { context, source }
+    }
+
+    /// Why writing is paused for lack of space, while it is (`degraded (disk full: …)`).
+    pub fn disk_full(&self) -> Option<String> {
+        self.inner.space.full_reason()
+    }
+
+    /// Resolves when sled itself failed to write for lack of space: the open database keeps
+    /// that error, so the daemon exits (status 4) and the next start recovers from the log.
+    pub async fn wait_out_of_space(&self) -> String {
+        self.inner.space.wait_fatal().await
+    }
+
+    /// Checks the free-space floor now (true: writing may go on).
+    pub fn check_space(&self) -> bool {
+        self.inner.space.check().is_ok()
+    }
+
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
+    pub(crate) fn gate(&self) -> &std::sync::RwLock<()> {
+        &self.inner.gate
     }
 
     fn publish_durable(&self, seq: u64) {
@@ -515,6 +612,20 @@ impl Store {
         f: impl Fn(&mut StoreTx<'_>) -> Result<T, TxError>,
     ) -> Result<T, StoreError> {
         not_in_tx("Store::transaction")?;
+        // Below the floor nothing is written at all: the caller waits and retries.
+        self.inner
+            .space
+            .check()
+            .map_err(|reason| StoreError::DiskFull {
+                path: self.inner.dir.clone(),
+                reason,
+            })?;
+        // A running backup holds the gate: it sees the state between two transactions.
+        let _gate = self
+            .inner
+            .gate
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let appended = Cell::new(None::<u64>);
         let trees: &[sled::Tree] = &self.inner.trees;
         let result = trees.transaction(|view: &Vec<TransactionalTree>| {
@@ -548,17 +659,15 @@ impl Store {
                 Err(StoreError::Aborted(reason))
             }
             Err(TransactionError::Abort(TxError::Store(e))) => Err(e),
-            Err(TransactionError::Abort(TxError::Storage(source))) => Err(StoreError::Sled {
-                context: "running a transaction",
-                source,
-            }),
+            Err(TransactionError::Abort(TxError::Storage(source))) => {
+                Err(self.storage_error("running a transaction", source))
+            }
             Err(TransactionError::Abort(TxError::Conflict)) => {
                 unreachable!("conflicts are retried, never aborted")
             }
-            Err(TransactionError::Storage(source)) => Err(StoreError::Sled {
-                context: "committing a transaction",
-                source,
-            }),
+            Err(TransactionError::Storage(source)) => {
+                Err(self.storage_error("committing a transaction", source))
+            }
         }
     }
 }
@@ -568,6 +677,23 @@ impl Store {
 /// daemon still exiting, or a child process spawned concurrently that briefly inherited the
 /// lock descriptor between fork and exec).
 const DIR_LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// Takes the store directory's lock for an offline tool (restore, rebuild, check): the same
+/// lock a running daemon holds, released when the returned file is dropped.
+pub fn lock_store_dir(dir: &Path) -> Result<File, StoreError> {
+    let lock = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK_FILE))
+        .map_err(|source| StoreError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    lock_dir(&lock, dir)?;
+    Ok(lock)
+}
 
 /// Takes the exclusive lock on `dir/mailsync.lock` (flock: conflicts across processes and
 /// between two opens in one process; the kernel drops it when the holder dies, even by kill -9).
@@ -586,44 +712,6 @@ fn lock_dir(lock: &File, dir: &Path) -> Result<(), StoreError> {
             }
             Err(std::fs::TryLockError::Error(source)) => {
                 return Err(StoreError::Io {
-                    dir: dir.to_path_buf(),
-                    source,
-                });
-            }
-        }
-    }
-}
-
-/// How long [`Store::open`] waits for sled's own file lock once it holds the directory lock.
-const SLED_LOCK_WAIT: Duration = Duration::from_secs(5);
-
-/// Opens sled in `dir/db`. The caller holds the directory lock, so no other `Store` can own the
-/// database: if sled's own flock is still taken, it is a just-dropped `Store` of this process
-/// whose sled background threads have not let go of the file yet. Wait for them (bounded).
-fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
-    let deadline = Instant::now() + SLED_LOCK_WAIT;
-    loop {
-        // sled's page cache defaults to 1 GiB; a daemon that runs for months on a desktop must
-        // stay small, so cap it (the OS page cache still holds hot data).
-        match sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(CACHE_CAPACITY_BYTES)
-            .open()
-        {
-            Ok(db) => return Ok(db),
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                return Err(StoreError::Locked {
-                    dir: dir.to_path_buf(),
-                });
-            }
-            Err(source) => {
-                return Err(StoreError::Open {
                     dir: dir.to_path_buf(),
                     source,
                 });
@@ -661,6 +749,28 @@ impl Drop for TxMark {
     fn drop(&mut self) {
         IN_TX.with(|f| f.set(false));
     }
+}
+
+/// Runs the migrations, opens every tree and reads the feed counter of a freshly opened db.
+fn open_trees(
+    db: &sled::Db,
+    dir: &Path,
+    migrations: &[Migration],
+) -> Result<(Vec<sled::Tree>, u64), StoreError> {
+    migrate(db, dir, migrations)?;
+    let mut trees = Vec::with_capacity(Space::ALL.len() + Internal::ALL.len());
+    for name in Space::ALL
+        .iter()
+        .map(|s| s.tree_name())
+        .chain(Internal::ALL.iter().map(|t| t.tree_name()))
+    {
+        trees.push(
+            db.open_tree(name)
+                .map_err(StoreError::sled("opening a tree"))?,
+        );
+    }
+    let feed_seq = read_counter(&trees[Internal::Counters.index()], FEED_SEQ)?;
+    Ok((trees, feed_seq))
 }
 
 /// Reads a u64 counter outside a transaction (0 when absent).
@@ -868,8 +978,9 @@ mod tests {
             Err("boom".into())
         }
         let dir = tempfile::tempdir().unwrap();
-        drop(Store::open_with(dir.path(), &[]).unwrap()); // v1
-        let store = Store::open_with(dir.path(), &[to_v2, to_v3]).unwrap();
+        drop(Store::open_with(dir.path(), &[], &StoreOptions::default()).unwrap()); // v1
+        let store =
+            Store::open_with(dir.path(), &[to_v2, to_v3], &StoreOptions::default()).unwrap();
         let v: u32 = decode(
             &store
                 .kv(Space::Meta)
@@ -884,7 +995,12 @@ mod tests {
             Some(&b"3"[..])
         );
         drop(store);
-        let err = Store::open_with(dir.path(), &[to_v2, to_v3, broken]).unwrap_err();
+        let err = Store::open_with(
+            dir.path(),
+            &[to_v2, to_v3, broken],
+            &StoreOptions::default(),
+        )
+        .unwrap_err();
         assert!(
             matches!(err, StoreError::Migration { from: 3, .. }),
             "{err:?}"
