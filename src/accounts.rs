@@ -1,14 +1,16 @@
 //! Turns validated account configs into `AccountSpec`s for the actor tree: resolves
-//! credentials, builds the port (the Gmail client with its quota gate, or the test provider)
+//! credentials, builds the port (the Gmail or Calendar client with its quota gate, or the
+//! test provider)
 //! and computes the fingerprint a reload compares. The only place config meets the actors.
 
 use crate::config::{AccountConfig, AccountKind, AccountSettings, Config, TestChild};
 use crate::providers::test_provider::{FailTarget, TestProvider, TestProviderConfig};
 use mailsync_actors::backoff::{RestartPolicy, RetryPolicy};
+use mailsync_actors::calendar::{CalendarOptions, CalendarSource};
 use mailsync_actors::gmail::{GmailOptions, GmailSource};
 use mailsync_actors::model::AccountId;
 use mailsync_actors::ports::GmailApi;
-use mailsync_actors::source::SourceKind;
+use mailsync_actors::source::{SourceKind, SyncSource};
 use mailsync_actors::spec::AccountSpec;
 use std::sync::Arc;
 
@@ -105,7 +107,19 @@ fn build(
                     reason,
                 })?
         }
-        AccountSettings::Calendar(_) | AccountSettings::Imap(_) => {
+        AccountSettings::Calendar(c) => {
+            let client =
+                crate::calendar_port::build(account).map_err(|reason| AccountBuildError::Port {
+                    account: account.id.clone(),
+                    reason,
+                })?;
+            let options = CalendarOptions {
+                calendars: c.calendar_ids.clone(),
+            };
+            let source = Arc::new(CalendarSource::new(client, options));
+            return Ok(spec(config, account, SourceKind::Calendar, source));
+        }
+        AccountSettings::Imap(_) => {
             return Err(AccountBuildError::Unsupported {
                 account: account.id.clone(),
                 kind: account.kind.to_string(),
@@ -121,10 +135,21 @@ fn build(
         initial_query: account.initial_query.clone(),
         list_page_size,
     };
-    Ok(AccountSpec {
+    let source = Arc::new(GmailSource::new(kind, decorate(&account.id, api), options));
+    Ok(spec(config, account, kind, source))
+}
+
+/// The spec of `account` driving `source`.
+fn spec(
+    config: &Config,
+    account: &AccountConfig,
+    kind: SourceKind,
+    source: Arc<dyn SyncSource>,
+) -> AccountSpec {
+    AccountSpec {
         id: AccountId(account.id.clone()),
         kind,
-        source: Arc::new(GmailSource::new(kind, decorate(&account.id, api), options)),
+        source,
         poll_interval: account.poll_interval,
         batch_size: account.batch_size.max(1),
         retry: RetryPolicy {
@@ -141,5 +166,5 @@ fn build(
         // Debug output never contains secrets (credential refs print their source only), so
         // it is a safe and complete fingerprint of what the account was built from.
         fingerprint: format!("{account:?}|{:?}|{:?}", config.retry, config.restart),
-    })
+    }
 }

@@ -58,6 +58,9 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// The Maildir sink, when a `[maildir]` section is present.
     pub maildir: Option<MaildirConfig>,
+    /// The vdir sink (calendars as `.ics` files for khal/vdirsyncer), when a `[vdir]` section
+    /// is present: `root` (default `<data_dir>/vdir`), one folder per account below it.
+    pub vdir: Option<MaildirConfig>,
     /// The change feed.
     pub feed: FeedConfig,
     /// Push notifications (`[push]`), when configured.
@@ -305,6 +308,15 @@ pub struct PushConfig {
     pub stop_watch_on_shutdown: bool,
     /// Pull mode, when `[push.pull]` is present.
     pub pull: Option<PullConfig>,
+    /// Public URL of `POST /push/calendar` given to `events.watch`; `None` = no Calendar
+    /// channels (Calendar accounts poll).
+    pub calendar_address: Option<String>,
+    /// Wake-ups after a burst of Calendar notifications are debounced by this much.
+    pub calendar_debounce: Duration,
+    /// A Calendar channel is renewed when less than this remains.
+    pub calendar_renew_before: Duration,
+    /// Requested Calendar channel lifetime.
+    pub calendar_channel_ttl: Duration,
 }
 
 /// What a push JWT must say.
@@ -345,8 +357,14 @@ pub struct CalendarSettings {
     pub api_base: String,
     /// OAuth settings.
     pub auth: GoogleAuth,
-    /// Calendars to mirror (default `["primary"]`).
-    pub calendar_ids: Vec<String>,
+    /// Calendars to mirror by id; `None` (the default) = every calendar in the list.
+    pub calendar_ids: Option<Vec<String>>,
+    /// Calendar requests per minute per user (default 60 = 1/s; below Google's 600).
+    pub requests_per_minute: u32,
+    /// Calendar requests in flight (default 5).
+    pub max_in_flight: usize,
+    /// `maxResults` of `events.list` (default 2500, the maximum).
+    pub page_size: u32,
 }
 
 /// How an IMAP connection is secured.

@@ -185,8 +185,12 @@ impl DaemonCore {
         accounts.extend(self.service.start_failures());
         accounts.sort_by(|a, b| a.account.cmp(&b.account));
         let now = crate::push_health::now_ms();
+        let push = self.config.lock().await.push.clone();
         for a in &mut accounts {
             a.delivery = Some(self.push_health.delivery(&a.account, now).to_string());
+            if a.kind == "calendar" {
+                crate::calendar_status::fill_status(&self.store, a, push.as_ref(), now);
+            }
         }
         let data_dir = self.config.lock().await.data_dir.display().to_string();
         Ok(DaemonStatus {
@@ -375,5 +379,6 @@ fn placeholder(h: &AccountHandle, state: AccountState, error: Option<String>) ->
         dead_lettered: 0,
         delivery: None,
         last_gap_recovery_units: None,
+        calendars: Vec::new(),
     }
 }

@@ -6,12 +6,18 @@
 //! - [`batch`]: the pure `multipart/mixed` batch codec.
 //! - [`error`]: HTTP status + Google error body → `ApiError`.
 //! - [`wire`]: the client's own serde shapes of Google's JSON and their mapping to the model.
+//! - [`calendar`]: [`CalendarClient`], Calendar v3 (calendar list, events, channels) over REST;
+//!   [`calendar_wire`]: its JSON shapes mapped onto `mailsync_actors::calendar_model`.
 //!
 //! The pacing itself ([`mailsync_actors::quota::QuotaGate`]) lives in the actors crate so the
 //! account actor can hold and report it.
 
 pub mod auth;
 pub mod batch;
+pub mod calendar;
+#[cfg(test)]
+pub(crate) mod calendar_tests;
+pub mod calendar_wire;
 pub mod error;
 mod form;
 pub mod gmail;
@@ -19,5 +25,6 @@ pub mod oauth_flow;
 pub mod wire;
 
 pub use auth::{BearerToken, GOOGLE_TOKEN_URL, OAuthCredentials, TokenSource};
+pub use calendar::{CalendarClient, CalendarClientConfig};
 pub use gmail::{GOOGLE_API_BASE, GmailClient, GmailClientConfig, RetryConfig};
 pub use oauth_flow::{LoopbackFlow, LoopbackFlowError, load_refresh_token, store_refresh_token};

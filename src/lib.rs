@@ -9,6 +9,8 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod calendar_port;
+pub mod calendar_status;
 pub mod cli;
 pub mod config;
 pub mod control;

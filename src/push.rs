@@ -9,9 +9,16 @@
 //! rejection enqueues nothing. Polling (HistorySync's poll timer) always runs underneath as
 //! the safety net, so a dropped push delays a change by at most one poll interval.
 //!
-//! Calendar channels are not built: Calendar sync does not exist yet, so `POST /push/calendar`
-//! answers 501.
+//! Calendar push lives beside it: `calendar` (the `POST /push/calendar` endpoint: channel
+//! verification, message numbers, durable enqueue before 2xx, debounced wake-ups),
+//! `calendar_channels` (the durable channel registry) and `calendar_watch` (per-account
+//! channel lifecycle: register, renew, stop, backoff, silence → polling).
 
+pub mod calendar;
+pub mod calendar_channels;
+#[cfg(test)]
+mod calendar_tests;
+pub mod calendar_watch;
 pub mod jwt;
 pub mod pull;
 pub mod server;
@@ -64,6 +71,7 @@ pub fn spawn_all(
             }
         }
     }
+    calendar_watch::spawn_keepers(core.clone(), config, cancel.child_token(), tasks);
     tasks.spawn(watch::supervise(
         core,
         config.clone(),

@@ -1,5 +1,6 @@
 //! Sinks: the feed consumers that run inside the daemon and hand every change to the outside
-//! world — a Maildir per account ([`maildir`]), signed webhook batches ([`webhook`]) — plus the
+//! world — a Maildir per account ([`maildir`]), a vdir of `.ics` files per calendar account
+//! ([`vdir`], text from [`ics`]), signed webhook batches ([`webhook`]) — plus the
 //! scheduled pruning of the change feed ([`retention`]).
 //!
 //! This module owns the sink consumer names (`maildir`, `webhook:<index>`), their cursors'
@@ -16,9 +17,14 @@
 //! - A newly configured sink is registered from seq 0, so it sees the feed's whole history.
 //! - Sinks wait on [`mailsync_actors::feed::Feed::subscribe`]; they never poll.
 
+pub mod ics;
 pub mod maildir;
 pub mod maildir_index;
 pub mod retention;
+pub mod vdir;
+pub mod vdir_sink;
+#[cfg(test)]
+mod vdir_tests;
 pub mod webhook;
 
 use std::future::Future;
@@ -53,8 +59,8 @@ pub enum SinkError {
     /// The store failed (reading the feed, moving a cursor, writing sink state).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A filesystem operation on the Maildir failed.
-    #[error("maildir: {op} {path}: {source}")]
+    /// A filesystem operation on the Maildir or vdir failed.
+    #[error("sink file system: {op} {path}: {source}")]
     Io {
         /// What was being done.
         op: &'static str,
@@ -74,6 +80,9 @@ pub enum SinkError {
     /// The webhook's signing secret could not be resolved.
     #[error("webhook secret: {0}")]
     Secret(String),
+    /// An event series could not be turned into iCalendar text.
+    #[error("vdir: {0}")]
+    Ics(String),
     /// A blocking task panicked or was cancelled.
     #[error("sink task failed: {0}")]
     Join(String),
@@ -111,6 +120,16 @@ pub fn spawn_all(store: &Store, config: &Config, cancel: CancellationToken, task
         let sink = maildir::MaildirSink::new(store.clone(), m.root.clone(), accounts);
         tasks.spawn(sink.run(cancel.clone()));
     }
+    if let Some(v) = config.vdir.as_ref().filter(|v| v.enabled) {
+        let accounts = config
+            .accounts
+            .iter()
+            .filter(|a| a.kind == crate::config::AccountKind::Calendar)
+            .map(|a| a.id.clone())
+            .collect();
+        let sink = vdir_sink::VdirSink::new(store.clone(), v.root.clone(), accounts);
+        tasks.spawn(sink.run(cancel.clone()));
+    }
     for (index, hook) in config.webhooks.iter().enumerate() {
         match webhook::WebhookSink::new(store.clone(), index, hook, &config.retry) {
             Ok(sink) => {
@@ -133,6 +152,9 @@ pub fn sink_status(store: &Store, config: &Config) -> Vec<SinkStatus> {
     let mut names: Vec<(String, bool)> = Vec::new();
     if let Some(m) = &config.maildir {
         names.push((MAILDIR_SINK.to_string(), m.enabled));
+    }
+    if let Some(v) = &config.vdir {
+        names.push((vdir_sink::VDIR_SINK.to_string(), v.enabled));
     }
     for index in 0..config.webhooks.len() {
         names.push((webhook_sink_name(index), true));

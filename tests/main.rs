@@ -6,6 +6,8 @@ mod common;
 
 mod auth;
 mod bad_input;
+mod calendar_crash_push;
+mod calendar_sync;
 mod control_socket;
 mod crash_recovery;
 mod ctl_newcomer;

@@ -325,7 +325,10 @@ fn a_push_reaches_the_feed_through_history_sync() {
         None,
         Vec::new(),
     );
-    assert_eq!(calendar, 501);
+    assert_eq!(
+        calendar, 400,
+        "a Calendar notification without X-Goog headers is refused"
+    );
     d.stop();
 }
 

@@ -586,6 +586,7 @@ impl AccountActorState {
             dead_lettered: dead,
             delivery: Some("polling".into()),
             last_gap_recovery_units: self.spec.source.last_resync_units(&cx),
+            calendars: Vec::new(),
         }
     }
 }

@@ -134,6 +134,28 @@ pub struct AccountStatus {
     /// labels calls); compare with messages × 20 for a full re-fetch.
     #[serde(default)]
     pub last_gap_recovery_units: Option<u64>,
+    /// Calendar accounts: one line per synced calendar.
+    #[serde(default)]
+    pub calendars: Vec<CalendarLine>,
+}
+
+/// What `ctl status` shows for one calendar of a calendar account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarLine {
+    /// Calendar id.
+    pub calendar_id: String,
+    /// Its name.
+    pub summary: String,
+    /// Events stored (exceptions included).
+    pub events: u64,
+    /// When the last listing finished (ms since the epoch).
+    pub last_sync_ms: Option<u64>,
+    /// Age of the stored sync token, seconds.
+    pub token_age_secs: Option<u64>,
+    /// A full sync replaces the events (token invalidated, 410).
+    pub resyncing: bool,
+    /// `active (push)`, `degraded (polling)`, `polling` or `disconnected`.
+    pub delivery: String,
 }
 
 /// Everything `ctl status` shows.

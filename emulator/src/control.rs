@@ -18,22 +18,22 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::{FaultRule, NotificationFaults};
-use crate::pubsub::{MintRequest, Outbound};
+use crate::pubsub::MintRequest;
 use crate::state::EmulatorState;
 use crate::store::{Source, fmt_id, parse_id};
-use crate::util::{b64_decode_any, lock, parse_rfc3339};
+use crate::util::{b64_decode_any, lock};
 
 type St = State<Arc<EmulatorState>>;
 
-fn err(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn err(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({"error": msg.into()}))).into_response()
 }
 
-fn api_err(e: crate::error::ApiError) -> Response {
+pub(crate) fn api_err(e: crate::error::ApiError) -> Response {
     (e.http_status(), Json(e.body())).into_response()
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     let body = if body.is_empty() {
         b"{}".as_slice()
     } else {
@@ -65,26 +65,6 @@ pub fn router() -> Router<Arc<EmulatorState>> {
             "/_emulator/accounts/{email}/watch/expire",
             post(expire_watch),
         )
-        .route(
-            "/_emulator/accounts/{email}/calendars/snapshot",
-            get(calendar_snapshot),
-        )
-        .route(
-            "/_emulator/accounts/{email}/calendars/{cid}/invalidate-sync-tokens",
-            post(invalidate_tokens),
-        )
-        .route(
-            "/_emulator/accounts/{email}/calendars/{cid}/events",
-            post(create_event),
-        )
-        .route(
-            "/_emulator/accounts/{email}/calendars/{cid}/events/{eid}",
-            delete(delete_event).patch(update_event),
-        )
-        .route(
-            "/_emulator/accounts/{email}/calendars/{cid}/events/{eid}/cancel-instance",
-            post(cancel_instance),
-        )
         .route("/_emulator/tokens/revoke", post(revoke_tokens))
         .route(
             "/_emulator/faults",
@@ -95,6 +75,7 @@ pub fn router() -> Router<Arc<EmulatorState>> {
         .route("/_emulator/counters", get(counters))
         .route("/_emulator/counters/reset", post(reset_counters))
         .route("/_emulator/push/mint", post(mint))
+        .merge(crate::calendar::control::router())
 }
 
 fn account_json(st: &EmulatorState, email: &str, refresh: &str) -> Value {
@@ -372,152 +353,6 @@ async fn expire_watch(
         }
         None => err(StatusCode::NOT_FOUND, "no active watch"),
     }
-}
-
-async fn calendar_snapshot(State(st): St, Path(email): Path<String>) -> Response {
-    match lock(&st.accounts).get(&email.to_ascii_lowercase()) {
-        Some(a) => Json(a.calendars.snapshot()).into_response(),
-        None => err(StatusCode::NOT_FOUND, "unknown account"),
-    }
-}
-
-/// Runs `f` on a calendar, then sends channel notifications if it changed something.
-fn with_calendar(
-    st: &EmulatorState,
-    email: &str,
-    cid: &str,
-    notify: bool,
-    f: impl FnOnce(
-        &mut crate::calendar::CalendarSet,
-        usize,
-        i64,
-    ) -> Result<Value, crate::error::ApiError>,
-) -> Response {
-    let now = st.clock.now_ms();
-    let (res, pings) = {
-        let mut accts = lock(&st.accounts);
-        let Some(acct) = accts.get_mut(&email.to_ascii_lowercase()) else {
-            return err(StatusCode::NOT_FOUND, "unknown account");
-        };
-        let Some(cal) = acct.calendars.find(cid) else {
-            return err(StatusCode::NOT_FOUND, "unknown calendar");
-        };
-        let res = f(&mut acct.calendars, cal, now);
-        let pings = if notify && res.is_ok() {
-            acct.calendars.pings(cal, now)
-        } else {
-            Vec::new()
-        };
-        (res, pings)
-    };
-    for p in pings {
-        let _ = st.outbound.send(Outbound::Calendar(p));
-    }
-    match res {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => api_err(e),
-    }
-}
-
-async fn invalidate_tokens(State(st): St, Path((email, cid)): Path<(String, String)>) -> Response {
-    with_calendar(&st, &email, &cid, false, |set, cal, _| {
-        set.invalidate_tokens(cal);
-        Ok(json!({"invalidated": true}))
-    })
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct NewEvent {
-    id: Option<String>,
-    summary: String,
-    start: String,
-    end: String,
-    #[serde(default)]
-    all_day: bool,
-    recurrence: Option<String>,
-}
-
-async fn create_event(
-    State(st): St,
-    Path((email, cid)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Response {
-    let req: NewEvent = match parse_json(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    let (Some(s), Some(e)) = (parse_rfc3339(&req.start), parse_rfc3339(&req.end)) else {
-        return err(StatusCode::BAD_REQUEST, "start/end must be RFC 3339");
-    };
-    if e <= s {
-        return err(StatusCode::BAD_REQUEST, "end must be after start");
-    }
-    with_calendar(&st, &email, &cid, true, |set, cal, now| {
-        let id = set.create_event(
-            cal,
-            req.id,
-            &req.summary,
-            s,
-            e,
-            req.all_day,
-            req.recurrence,
-            now,
-        )?;
-        Ok(json!({"id": id}))
-    })
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct PatchEvent {
-    summary: Option<String>,
-}
-
-async fn update_event(
-    State(st): St,
-    Path((email, cid, eid)): Path<(String, String, String)>,
-    body: axum::body::Bytes,
-) -> Response {
-    let req: PatchEvent = match parse_json(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    with_calendar(&st, &email, &cid, true, |set, cal, now| {
-        set.update_event(cal, &eid, req.summary.as_deref(), now)?;
-        Ok(json!({"id": eid}))
-    })
-}
-
-async fn delete_event(
-    State(st): St,
-    Path((email, cid, eid)): Path<(String, String, String)>,
-) -> Response {
-    with_calendar(&st, &email, &cid, true, |set, cal, now| {
-        set.delete_event(cal, &eid, now)?;
-        Ok(json!({"id": eid, "status": "cancelled"}))
-    })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CancelInstance {
-    index: usize,
-}
-
-async fn cancel_instance(
-    State(st): St,
-    Path((email, cid, eid)): Path<(String, String, String)>,
-    body: axum::body::Bytes,
-) -> Response {
-    let req: CancelInstance = match parse_json(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    with_calendar(&st, &email, &cid, true, |set, cal, now| {
-        let id = set.cancel_instance(cal, &eid, req.index, now)?;
-        Ok(json!({"id": id}))
-    })
 }
 
 #[derive(Deserialize, Default)]

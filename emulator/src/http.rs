@@ -285,12 +285,12 @@ pub fn prepare(st: &EmulatorState, req: ApiRequest) -> Result<Prepared, ApiRespo
     })
 }
 
-fn rate_limit_error(st: &EmulatorState, kind: LimitKind, retry_after: u64) -> ApiError {
-    let code = if st.config.rate_limit_status == 403 {
-        403
-    } else {
-        429
+fn rate_limit_error(st: &EmulatorState, api: Api, kind: LimitKind, retry_after: u64) -> ApiError {
+    let wanted = match api {
+        Api::Gmail => st.config.rate_limit_status,
+        Api::Calendar => st.config.calendar_rate_limit_status,
     };
+    let code = if wanted == 403 { 403 } else { 429 };
     let until = rfc3339_ms(st.clock.now_ms() + retry_after as i64 * 1000);
     let mut e = match kind {
         LimitKind::User => ApiError::new(
@@ -379,7 +379,7 @@ pub async fn run(st: &Arc<EmulatorState>, p: Prepared) -> ApiResponse {
             units,
             limits,
         ) {
-            let e = rate_limit_error(st, refused.kind, refused.retry_after_secs);
+            let e = rate_limit_error(st, p.route.api, refused.kind, refused.retry_after_secs);
             st.with_counters(|c| {
                 if e.code == 429 {
                     c.status_429 += 1

@@ -47,7 +47,8 @@ pub fn step(st: &EmulatorState, rng: &mut ChaCha8Rng) -> String {
             } else {
                 let id = &ids[rng.random_range(0..ids.len())];
                 if rng.random_bool(0.5) {
-                    let _ = set.update_event(cal, id, Some("Updated meeting"), now);
+                    let _ =
+                        set.update_event(cal, id, now, |e| e.summary = "Updated meeting".into());
                     "calendar update".to_string()
                 } else {
                     let _ = set.delete_event(cal, id, now);

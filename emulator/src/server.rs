@@ -158,7 +158,9 @@ impl Emulator {
         if config.user_rate_scale.is_nan() || config.user_rate_scale <= 0.0 {
             return Err(EmulatorError::Config("user_rate_scale must be > 0".into()));
         }
-        if config.rate_limit_status != 403 && config.rate_limit_status != 429 {
+        if ![403, 429].contains(&config.rate_limit_status)
+            || ![403, 429].contains(&config.calendar_rate_limit_status)
+        {
             return Err(EmulatorError::Config(
                 "rate_limit_status must be 403 or 429".into(),
             ));

@@ -276,4 +276,17 @@ pub struct EventWriteRequest {
     pub status: Option<String>,
     pub kind: Option<String>,
     pub etag: Option<String>,
+    pub description: Option<String>,
+    pub location: Option<String>,
+    pub attendees: Option<Vec<AttendeeWrite>>,
+}
+
+/// One attendee of an `events.insert` / `events.patch` body.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AttendeeWrite {
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub response_status: Option<String>,
+    pub optional: Option<bool>,
 }

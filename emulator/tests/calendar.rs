@@ -358,7 +358,7 @@ async fn calendar_event_writes_and_preconditions() {
     assert_eq!(bad(json!({"start": {"dateTime": "2026-06-02T10:00:00Z"}, "end": {"dateTime": "2026-06-02T11:00:00Z"}, "recurrence": ["RRULE:FREQ=DAILY;COUNT=2"]})).await.0, 400, "recurring needs a time zone");
     assert_eq!(
         bad(
-            json!({"start": {"date": "2026-06-02"}, "end": {"date": "2026-06-03"}, "attendees": []})
+            json!({"start": {"date": "2026-06-02"}, "end": {"date": "2026-06-03"}, "conferenceData": {}})
         )
         .await
         .0,

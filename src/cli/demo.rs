@@ -151,6 +151,17 @@ auth_url = "{base}/o/oauth2/v2/auth"
 client_id = "{client_id}"
 client_secret = {{ file = "{dir}/client_secret" }}
 refresh_token = {{ file = "{dir}/refresh_token" }}
+
+[[accounts]]
+id = "demo-calendar"
+kind = "calendar"
+email = "{account}"
+api_base = "{base}"
+token_url = "{base}/token"
+auth_url = "{base}/o/oauth2/v2/auth"
+client_id = "{client_id}"
+client_secret = {{ file = "{dir}/client_secret" }}
+refresh_token = {{ file = "{dir}/refresh_token" }}
 "#,
         data = dir.join("data").display(),
         dir = dir.display(),
@@ -162,7 +173,7 @@ refresh_token = {{ file = "{dir}/refresh_token" }}
 
     println!("mailsync demo");
     println!(
-        "  emulator   {base}  (simulated Gmail: {account}, {} messages, seed {})",
+        "  emulator   {base}  (simulated Gmail and Calendar: {account}, {} messages, 2 calendars, seed {})",
         args.messages, args.seed
     );
     println!("  data dir   {}", dir.display());
@@ -238,11 +249,11 @@ async fn watch(core: Arc<DaemonCore>, mutation_rate: f64, cancel: CancellationTo
         let Ok(status) = core.status().await else {
             continue;
         };
-        let Some(acct) = status.accounts.first() else {
+        let Some(acct) = status.accounts.iter().find(|a| a.kind == "gmail") else {
             continue;
         };
         if !synced {
-            if acct.phase == "caught_up" {
+            if status.accounts.iter().all(|a| a.phase == "caught_up") {
                 synced = true;
                 last_seq = feed.last_seq().unwrap_or(0);
                 println!(
@@ -309,6 +320,21 @@ async fn watch(core: Arc<DaemonCore>, mutation_rate: f64, cancel: CancellationTo
                         .collect::<Vec<_>>()
                         .join(",")
                 ),
+                Ok(Change::CalendarAdded { calendar }) => {
+                    format!("{}  {}", calendar.id, calendar.summary)
+                }
+                Ok(Change::CalendarRemoved { calendar_id }) => calendar_id,
+                Ok(Change::EventCreated { calendar_id, event })
+                | Ok(Change::EventUpdated { calendar_id, event }) => format!(
+                    "{}  {}  in {calendar_id}",
+                    event.id,
+                    event.summary.unwrap_or_default()
+                ),
+                Ok(Change::EventDeleted {
+                    calendar_id,
+                    event_id,
+                    ..
+                }) => format!("{event_id}  in {calendar_id}"),
                 Ok(other) => format!("{other:?}"),
                 Err(e) => format!("(undecodable: {e})"),
             };

@@ -37,6 +37,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub(crate) webhooks: Vec<RawWebhook>,
     pub(crate) maildir: Option<RawMaildir>,
+    pub(crate) vdir: Option<RawMaildir>,
     pub(crate) feed: Option<RawFeed>,
     pub(crate) push: Option<RawPush>,
     pub(crate) metrics: Option<RawMetrics>,
@@ -138,8 +139,13 @@ pub(crate) struct RawAccount {
     // Gmail push (`users.watch`).
     pub(crate) push_topic: Option<String>,
     pub(crate) push_label_ids: Option<Vec<String>>,
-    // Calendar.
+    // Calendar (also on a Gmail account with `calendar = true`).
+    pub(crate) calendar: Option<bool>,
+    pub(crate) calendar_api_base: Option<String>,
     pub(crate) calendar_ids: Option<Vec<String>>,
+    pub(crate) calendar_requests_per_minute: Option<i64>,
+    pub(crate) calendar_max_in_flight: Option<i64>,
+    pub(crate) calendar_page_size: Option<i64>,
     // IMAP.
     pub(crate) host: Option<String>,
     pub(crate) port: Option<i64>,
@@ -201,6 +207,10 @@ pub(crate) struct RawPush {
     pub(crate) silence_secs: Option<i64>,
     pub(crate) stop_watch_on_shutdown: Option<bool>,
     pub(crate) pull: Option<RawPull>,
+    pub(crate) calendar_address: Option<String>,
+    pub(crate) calendar_debounce_ms: Option<i64>,
+    pub(crate) calendar_renew_before_secs: Option<i64>,
+    pub(crate) calendar_channel_ttl_secs: Option<i64>,
 }
 
 /// `[push.pull]`.

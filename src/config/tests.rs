@@ -493,6 +493,44 @@ fn config_load_reads_the_file_and_names_a_missing_one() -> Result<(), Box<dyn st
 }
 
 #[test]
+fn config_calendar_accounts_and_gmail_with_calendar() -> Result<(), ConfigError> {
+    let c = load(&format!(
+        "{GMAIL}calendar = true\ncalendar_ids = [\"primary\"]\ncalendar_requests_per_minute = 120\n\n\
+         [[accounts]]\nid = \"cal\"\nkind = \"calendar\"\nclient_id = \"cid\"\n\
+         client_secret = {{ env = \"S\" }}\nrefresh_token = {{ env = \"R\" }}\n"
+    ))?;
+    let ids: Vec<&str> = c.accounts.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["work", "work-calendar", "cal"]);
+    let AccountSettings::Calendar(twin) = &c.accounts[1].settings else {
+        panic!("twin is a calendar account")
+    };
+    assert_eq!(
+        twin.calendar_ids.as_deref(),
+        Some(&["primary".to_string()][..])
+    );
+    assert_eq!(twin.requests_per_minute, 120);
+    assert_eq!(twin.api_base, "https://www.googleapis.com");
+    let AccountSettings::Gmail(g) = &c.accounts[0].settings else {
+        panic!("gmail")
+    };
+    assert_eq!(twin.auth, g.auth, "one OAuth credential");
+    let AccountSettings::Calendar(cal) = &c.accounts[2].settings else {
+        panic!("calendar")
+    };
+    assert_eq!(cal.calendar_ids, None, "default: every calendar");
+    assert_eq!(
+        (cal.requests_per_minute, cal.max_in_flight, cal.page_size),
+        (60, 5, 2500)
+    );
+    let bad = issues(load(&format!("{GMAIL}calendar_page_size = 10\n")));
+    assert!(
+        has_issue(&bad, "accounts[0].calendar_page_size", ""),
+        "{bad:?}"
+    );
+    Ok(())
+}
+
+#[test]
 fn store_floor_defaults_and_bounds() {
     let cfg = load("").expect("empty config");
     assert_eq!(

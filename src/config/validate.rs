@@ -27,6 +27,7 @@ const ENV_OVERRIDABLE: &[&str] = &[
     "retry",
     "restart",
     "maildir",
+    "vdir",
     "feed",
     "push",
     "store",
@@ -538,7 +539,19 @@ impl TryFrom<RawConfig> for Config {
                 }
             }
             if let Some(account) = account(&mut c, &key, ra, &sync, &quota_for, profile) {
+                let twin = (account.kind == AccountKind::Gmail && ra.calendar == Some(true))
+                    .then(|| calendar_twin(&mut c, &key, ra, &account))
+                    .flatten();
                 accounts.push(account);
+                if let Some(t) = twin {
+                    if seen.contains_key(&t.id) {
+                        c.issue(
+                            &format!("{key}.calendar"),
+                            format!("the Calendar account id {:?} is taken", t.id),
+                        );
+                    }
+                    accounts.push(t);
+                }
             }
         }
 
@@ -553,6 +566,13 @@ impl TryFrom<RawConfig> for Config {
             root: match &m.root {
                 Some(root) => c.path("maildir.root", root).unwrap_or_default(),
                 None => data_dir.join("maildir"),
+            },
+            enabled: m.enabled.unwrap_or(true),
+        });
+        let vdir = raw.vdir.as_ref().map(|m| MaildirConfig {
+            root: match &m.root {
+                Some(root) => c.path("vdir.root", root).unwrap_or_default(),
+                None => data_dir.join("vdir"),
             },
             enabled: m.enabled.unwrap_or(true),
         });
@@ -632,6 +652,7 @@ impl TryFrom<RawConfig> for Config {
             accounts,
             webhooks,
             maildir,
+            vdir,
             feed,
             push,
             store,
@@ -688,6 +709,84 @@ const GOOGLE_API_BASE_GMAIL: &str = "https://gmail.googleapis.com";
 const GOOGLE_API_BASE_CALENDAR: &str = "https://www.googleapis.com";
 const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 const GOOGLE_AUTH_URL: &str = "https://accounts.google.com/o/oauth2/v2/auth";
+
+/// The Calendar settings of a `kind = "calendar"` account, or of the Calendar half of a Gmail
+/// account with `calendar = true` (same credential; its own `calendar_api_base`).
+fn calendar_settings(
+    c: &mut Check<'_>,
+    key: &str,
+    ra: &RawAccount,
+    api_base: Option<&String>,
+    api_base_key: &str,
+) -> Option<CalendarSettings> {
+    let email = c.optional(&format!("{key}.email"), ra.email.as_ref());
+    let api_base = c.url(
+        &format!("{key}.{api_base_key}"),
+        api_base,
+        GOOGLE_API_BASE_CALENDAR,
+    );
+    let auth = google_auth(c, key, ra);
+    let calendar_ids = ra.calendar_ids.is_some().then(|| {
+        c.list(
+            &format!("{key}.calendar_ids"),
+            ra.calendar_ids.as_ref(),
+            &[],
+        )
+    });
+    let requests_per_minute = c.int(
+        &format!("{key}.calendar_requests_per_minute"),
+        ra.calendar_requests_per_minute,
+        60,
+        1,
+        599,
+    ) as u32;
+    let max_in_flight = c.int(
+        &format!("{key}.calendar_max_in_flight"),
+        ra.calendar_max_in_flight,
+        5,
+        1,
+        50,
+    ) as usize;
+    let page_size = c.int(
+        &format!("{key}.calendar_page_size"),
+        ra.calendar_page_size,
+        2500,
+        1,
+        2500,
+    ) as u32;
+    Some(CalendarSettings {
+        email,
+        api_base,
+        auth: auth?,
+        calendar_ids,
+        requests_per_minute,
+        max_in_flight,
+        page_size,
+    })
+}
+
+/// A Gmail account with `calendar = true` also syncs its Calendar: a second account
+/// `<id>-calendar` of kind calendar with the same OAuth credential.
+fn calendar_twin(
+    c: &mut Check<'_>,
+    key: &str,
+    ra: &RawAccount,
+    gmail: &AccountConfig,
+) -> Option<AccountConfig> {
+    let settings = calendar_settings(
+        c,
+        key,
+        ra,
+        ra.calendar_api_base.as_ref(),
+        "calendar_api_base",
+    )?;
+    Some(AccountConfig {
+        id: format!("{}-calendar", gmail.id),
+        kind: AccountKind::Calendar,
+        settings: AccountSettings::Calendar(settings),
+        ..gmail.clone()
+    })
+}
 
 fn account(
     c: &mut Check<'_>,
@@ -766,26 +865,13 @@ fn account(
                 push,
             })
         }
-        AccountKind::Calendar => {
-            let email = c.optional(&format!("{key}.email"), ra.email.as_ref());
-            let api_base = c.url(
-                &format!("{key}.api_base"),
-                ra.api_base.as_ref(),
-                GOOGLE_API_BASE_CALENDAR,
-            );
-            let auth = google_auth(c, key, ra);
-            let calendar_ids = c.list(
-                &format!("{key}.calendar_ids"),
-                ra.calendar_ids.as_ref(),
-                &["primary"],
-            );
-            AccountSettings::Calendar(CalendarSettings {
-                email,
-                api_base,
-                auth: auth?,
-                calendar_ids,
-            })
-        }
+        AccountKind::Calendar => AccountSettings::Calendar(calendar_settings(
+            c,
+            key,
+            ra,
+            ra.api_base.as_ref(),
+            "api_base",
+        )?),
         AccountKind::Imap => {
             let host = c.required(&format!("{key}.host"), ra.host.as_ref());
             let tls = match ra.tls.as_deref().map(str::trim) {
@@ -837,7 +923,15 @@ fn account(
 /// Keys that belong to another kind are errors: they would silently do nothing.
 fn reject_foreign_keys(c: &mut Check<'_>, key: &str, kind: AccountKind, ra: &RawAccount) {
     let google = matches!(kind, AccountKind::Gmail | AccountKind::Calendar);
+    let twin = kind == AccountKind::Gmail && ra.calendar == Some(true);
+    let calendar_ok = kind == AccountKind::Calendar || twin;
     let present = [
+        (
+            "calendar",
+            ra.calendar.is_some(),
+            kind == AccountKind::Gmail,
+        ),
+        ("calendar_api_base", ra.calendar_api_base.is_some(), twin),
         ("email", ra.email.is_some(), google),
         ("api_base", ra.api_base.is_some(), google),
         ("token_url", ra.token_url.is_some(), google),
@@ -845,10 +939,21 @@ fn reject_foreign_keys(c: &mut Check<'_>, key: &str, kind: AccountKind, ra: &Raw
         ("client_id", ra.client_id.is_some(), google),
         ("client_secret", ra.client_secret.is_some(), google),
         ("refresh_token", ra.refresh_token.is_some(), google),
+        ("calendar_ids", ra.calendar_ids.is_some(), calendar_ok),
         (
-            "calendar_ids",
-            ra.calendar_ids.is_some(),
-            kind == AccountKind::Calendar,
+            "calendar_requests_per_minute",
+            ra.calendar_requests_per_minute.is_some(),
+            calendar_ok,
+        ),
+        (
+            "calendar_max_in_flight",
+            ra.calendar_max_in_flight.is_some(),
+            calendar_ok,
+        ),
+        (
+            "calendar_page_size",
+            ra.calendar_page_size.is_some(),
+            calendar_ok,
         ),
         ("host", ra.host.is_some(), kind == AccountKind::Imap),
         ("port", ra.port.is_some(), kind == AccountKind::Imap),
@@ -1048,6 +1153,34 @@ fn push(c: &mut Check<'_>, rp: &RawPush, accounts: &[AccountConfig]) -> Option<P
         silence: Duration::from_secs(c.int("push.silence_secs", rp.silence_secs, 600, 1, 86_400)),
         stop_watch_on_shutdown: rp.stop_watch_on_shutdown.unwrap_or(false),
         pull,
+        calendar_address: rp.calendar_address.as_ref().map(|a| {
+            c.url(
+                "push.calendar_address",
+                Some(a),
+                "https://invalid.example/push/calendar",
+            )
+        }),
+        calendar_debounce: Duration::from_millis(c.int(
+            "push.calendar_debounce_ms",
+            rp.calendar_debounce_ms,
+            2_000,
+            0,
+            60_000,
+        )),
+        calendar_renew_before: Duration::from_secs(c.int(
+            "push.calendar_renew_before_secs",
+            rp.calendar_renew_before_secs,
+            86_400,
+            1,
+            30 * 86_400,
+        )),
+        calendar_channel_ttl: Duration::from_secs(c.int(
+            "push.calendar_channel_ttl_secs",
+            rp.calendar_channel_ttl_secs,
+            604_800,
+            1,
+            30 * 86_400,
+        )),
     })
 }
 

@@ -1,6 +1,6 @@
 //! The push endpoint: an axum server on `[push] bind:port` (default 127.0.0.1; users put their
 //! TLS proxy in front) with `POST /push/gmail` (Pub/Sub wrapped push) and `POST /push/calendar`
-//! (501 until Calendar sync exists). Owns request authentication (OIDC JWT via `jwt`, and/or
+//! (Calendar channel notifications, handled by `super::calendar`). Owns request authentication (OIDC JWT via `jwt`, and/or
 //! the shared `token` query parameter compared in constant time), the body size cap (413), and
 //! the mapping of outcomes to statuses: 204 only after `DaemonCore::gmail_push` returned `Ok`
 //! (the job is flushed); 401/403 for failed authentication, 400 for a malformed body, 503 when
@@ -128,9 +128,18 @@ impl PushServer {
             .map_err(|source| ServerError::Bind { addr, source })?;
         let listener = tokio::net::TcpListener::from_std(std)
             .map_err(|source| ServerError::Bind { addr, source })?;
+        let calendar = super::calendar::CalendarPush::new(
+            super::calendar_channels::ChannelStore::new(core.store().clone()),
+            super::calendar::DaemonTarget::new(core.clone()),
+            cfg.calendar_debounce,
+        );
         Ok(Self {
             listener,
-            router: router(Arc::new(Shared { core, auth }), cfg.max_body_bytes),
+            router: router(
+                Arc::new(Shared { core, auth }),
+                calendar,
+                cfg.max_body_bytes,
+            ),
         })
     }
 
@@ -153,12 +162,16 @@ impl PushServer {
     }
 }
 
-fn router(shared: Arc<Shared>, max_body: usize) -> Router {
+fn router(
+    shared: Arc<Shared>,
+    calendar: Arc<super::calendar::CalendarPush>,
+    max_body: usize,
+) -> Router {
     Router::new()
         .route("/push/gmail", post(gmail))
-        .route("/push/calendar", post(calendar))
-        .layer(DefaultBodyLimit::max(max_body))
         .with_state(shared)
+        .merge(super::calendar::router(calendar))
+        .layer(DefaultBodyLimit::max(max_body))
 }
 
 fn status(code: u16) -> Response {
@@ -199,15 +212,6 @@ async fn gmail(
             status(503)
         }
     }
-}
-
-async fn calendar() -> Response {
-    tracing::debug!("Calendar push received, but Calendar sync is not built yet.");
-    (
-        StatusCode::NOT_IMPLEMENTED,
-        "Calendar sync is not implemented yet",
-    )
-        .into_response()
 }
 
 #[cfg(test)]

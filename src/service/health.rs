@@ -221,6 +221,7 @@ mod tests {
             dead_lettered: 0,
             delivery: None,
             last_gap_recovery_units: None,
+            calendars: Vec::new(),
         }
     }
 

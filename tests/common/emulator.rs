@@ -76,7 +76,7 @@ impl Emu {
         self.handle().counters()
     }
 
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    pub fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let url = format!("{}{path}", self.base);
         let http = self.http.clone();
         self.rt.block_on(async move {
