@@ -33,6 +33,16 @@ pub enum AccountBuildError {
     },
 }
 
+impl AccountBuildError {
+    /// The account that could not be built.
+    pub fn account(&self) -> &str {
+        match self {
+            AccountBuildError::Unsupported { account, .. }
+            | AccountBuildError::Port { account, .. } => account,
+        }
+    }
+}
+
 /// Builds the specs of every enabled account; accounts that cannot be built are returned as
 /// errors next to the specs, so one bad account never stops the others.
 pub fn build_all(

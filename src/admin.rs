@@ -80,21 +80,23 @@ impl Admin {
             }
         };
         match req {
-            Request::Status => match self.core.status().await {
-                Ok(s) => {
-                    let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
-                    if let Some(obj) = v.as_object_mut() {
-                        obj.insert("consumers".into(), self.consumers());
-                        obj.insert("sinks".into(), self.core.sinks_json().await);
-                        obj.insert(
-                            "push".into(),
-                            crate::push::PushHealth::global().json(crate::push::now_ms()),
-                        );
-                    }
-                    Response::Ok(v)
-                }
+            Request::Status => match crate::service::status_json::status_json(&self.core).await {
+                Ok(v) => Response::Ok(v),
                 Err(e) => admin_error(e),
             },
+            Request::Metrics => {
+                Response::ok(json!({ "text": crate::metrics::collect::scrape(&self.core).await }))
+            }
+            Request::DebugWedge { hold_ms } => {
+                match self
+                    .core
+                    .debug_wedge(std::time::Duration::from_millis(hold_ms))
+                    .await
+                {
+                    Ok(()) => Response::done(),
+                    Err(e) => admin_error(e),
+                }
+            }
             Request::Accounts => match self.core.accounts().await {
                 Ok(list) => Response::ok(
                     list.into_iter()
@@ -127,21 +129,6 @@ impl Admin {
                 ErrorCode::BadRequest,
                 "events is served as a stream".to_string(),
             ),
-        }
-    }
-
-    fn consumers(&self) -> Value {
-        let feed = self.core.store().feed();
-        let last = feed.last_seq().unwrap_or(0);
-        match feed.consumers() {
-            Ok(list) => Value::Array(
-                list.into_iter()
-                    .map(|(name, acked)| {
-                        json!({"consumer": name, "acked": acked, "lag": last.saturating_sub(acked)})
-                    })
-                    .collect(),
-            ),
-            Err(e) => json!({"error": e.to_string()}),
         }
     }
 

@@ -4,7 +4,9 @@
 
 pub mod auth;
 pub mod demo;
+pub mod docs;
 pub mod emulator_cmd;
+pub mod service;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -12,7 +14,7 @@ use std::path::PathBuf;
 /// mailsync: keeps local mirrors of Gmail, Google Calendar and IMAP mailboxes in sync and
 /// hands every change to the programs that consume it.
 #[derive(Debug, Parser)]
-#[command(name = "mailsync", version, about)]
+#[command(name = "mailsync", version = crate::service::VERSION, about)]
 pub struct Cli {
     /// Config file (else $MAILSYNC_CONFIG, $XDG_CONFIG_HOME/mailsync/config.toml,
     /// /etc/mailsync/config.toml).
@@ -42,11 +44,12 @@ pub enum Command {
     Daemon,
     /// Talk to a running daemon over its control socket.
     Ctl {
-        /// Control socket path (default: from the config).
-        #[arg(long, value_name = "PATH")]
+        /// Control socket path (default: the config's, else $XDG_RUNTIME_DIR/mailsync/control.sock,
+        /// else /run/mailsync/control.sock).
+        #[arg(long, value_name = "PATH", global = true)]
         socket: Option<PathBuf>,
-        /// Print JSON instead of a table.
-        #[arg(long)]
+        /// Print JSON instead of a table (before or after the command).
+        #[arg(long, global = true)]
         json: bool,
         /// The request.
         #[command(subcommand)]
@@ -62,4 +65,11 @@ pub enum Command {
     /// Run the daemon against a simulated Gmail account served by the emulator, with live
     /// progress and the stream of changes.
     Demo(demo::DemoArgs),
+    /// Install or remove the service definition (systemd system or user unit, launchd agent).
+    #[command(subcommand)]
+    Service(service::ServiceArgs),
+    /// Print shell completions for bash, zsh or fish.
+    Completions(docs::CompletionsArgs),
+    /// Print the manual page (roff), generated from these command definitions.
+    Man,
 }

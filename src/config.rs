@@ -62,6 +62,10 @@ pub struct Config {
     pub feed: FeedConfig,
     /// Push notifications (`[push]`), when configured.
     pub push: Option<PushConfig>,
+    /// The metrics and status-page listener (`[metrics]`), when configured.
+    pub metrics: Option<MetricsConfig>,
+    /// Test hooks (`[debug]`); all off unless set.
+    pub debug: DebugConfig,
     /// Things that are allowed but discouraged (inline secrets); log them once logging is up.
     pub warnings: Vec<ConfigIssue>,
 }
@@ -417,6 +421,20 @@ pub struct MaildirConfig {
     pub root: PathBuf,
     /// Whether the sink runs.
     pub enabled: bool,
+}
+
+/// `[metrics]`: an HTTP listener serving Prometheus text at `/metrics` and a status page at `/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where it listens (loopback by intent: it has no authentication).
+    pub listen: std::net::SocketAddr,
+}
+
+/// `[debug]`: hooks for tests; never set them in production.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DebugConfig {
+    /// Allow `ctl debug-wedge`, which blocks the supervision tree (watchdog tests).
+    pub allow_wedge: bool,
 }
 
 /// `[feed]`.

@@ -13,6 +13,7 @@
 //! messages that are secret-free by construction (`AccountStatus::last_error`).
 
 pub mod client;
+pub mod discover;
 pub mod protocol;
 pub mod server;
 pub mod socket;

@@ -100,6 +100,8 @@ pub struct DaemonCore {
     sinks: Mutex<(CancellationToken, TaskTracker)>,
     /// The daemon's root token; sink generations are its children.
     cancel: CancellationToken,
+    /// Start failures, recent errors, metrics, the systemd notifier (`service`).
+    service: Arc<crate::service::ServiceState>,
 }
 
 const RPC_TIMEOUT_MS: u64 = 3_000;
@@ -108,6 +110,41 @@ impl DaemonCore {
     /// The store (feed readers use it).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The operator-facing state (`service`).
+    pub fn service(&self) -> &crate::service::ServiceState {
+        &self.service
+    }
+
+    /// Whether the supervision tree answers: the root and every running account, each
+    /// within `timeout` (the watchdog pets systemd only when this is `Ok`).
+    pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let handles = ractor::call_t!(self.root, RootMsg::Accounts, ms)
+            .map_err(|e| format!("root supervisor: {e}"))?;
+        let pings = handles
+            .into_iter()
+            .filter_map(|h| h.actor.map(|a| (h.id, a)));
+        let answers = futures_util::future::join_all(pings.map(|(id, a)| async move {
+            ractor::call_t!(a, AccountMsg::Status, ms)
+                .map(|_| ())
+                .map_err(|e| format!("account {id}: {e}"))
+        }))
+        .await;
+        answers.into_iter().collect()
+    }
+
+    /// Test hook: blocks the root supervisor for `hold`, if `[debug] allow_wedge` is set.
+    pub async fn debug_wedge(&self, hold: Duration) -> Result<(), AdminError> {
+        if !self.config.lock().await.debug.allow_wedge {
+            return Err(AdminError::Config(
+                "debug-wedge is disabled (set [debug] allow_wedge = true)".into(),
+            ));
+        }
+        self.root
+            .cast(RootMsg::Wedge(hold))
+            .map_err(|e| AdminError::Timeout(e.to_string()))
     }
 
     async fn handles(&self) -> Result<Vec<AccountHandle>, AdminError> {
@@ -129,6 +166,8 @@ impl DaemonCore {
             }
         });
         let mut accounts = futures_util::future::join_all(futures).await;
+        accounts.extend(self.service.start_failures());
+        accounts.sort_by(|a, b| a.account.cmp(&b.account));
         let now = crate::push::now_ms();
         for a in &mut accounts {
             a.delivery = Some(
@@ -183,6 +222,17 @@ impl DaemonCore {
     /// Re-reads the config file and applies the account changes. An invalid file is rejected
     /// and the running config kept.
     pub async fn reload(&self) -> Result<ReloadSummary, AdminError> {
+        let notifier = self.service.notifier();
+        notifier.reloading();
+        let result = self.reload_config().await;
+        notifier.ready(&match &result {
+            Ok(_) => "configuration reloaded".to_string(),
+            Err(e) => format!("reload rejected: {e}"),
+        });
+        result
+    }
+
+    async fn reload_config(&self) -> Result<ReloadSummary, AdminError> {
         let new = match config::load(&self.config_path) {
             Ok(c) => c,
             Err(e) => {
@@ -194,6 +244,7 @@ impl DaemonCore {
         for e in &errors {
             tracing::error!(error = %e, "Account not started.");
         }
+        let specs = self.service.adopt(&new, specs, &errors);
         let summary = ractor::call_t!(self.root, RootMsg::Reconcile, 60_000, specs)
             .map_err(|e| AdminError::Timeout(e.to_string()))?;
         // Sinks restart with the new config (webhooks and Maildir settings may have changed).
@@ -343,6 +394,8 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
     for e in &errors {
         tracing::error!(error = %e, "Account not started.");
     }
+    let service = Arc::new(crate::service::ServiceState::new());
+    let specs = service.adopt(&config, specs, &errors);
     let (root, root_done) = Actor::spawn(
         None,
         RootSupervisor,
@@ -369,6 +422,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
         started: Instant::now(),
         gmail: opts.gmail,
         requests: req_tx,
+        service,
     });
     let tasks = TaskTracker::new();
     core.start_sinks(&sink_config).await;
@@ -380,6 +434,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
         tasks.clone(),
     ));
     tracing::info!(socket = %socket_path.display(), pid = std::process::id(), "mailsync daemon running.");
+    crate::service::monitor::start(core.clone(), &sink_config, cancel.child_token(), &tasks).await;
     if let Some(f) = opts.on_ready {
         f(core.clone());
     }
@@ -402,6 +457,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
     }
 
     tracing::info!(grace_ms = grace.as_millis() as u64, "Shutting down.");
+    core.service().notifier().stopping();
     cancel.cancel();
     // Stop never interrupts a running handler; past the grace period we leave what is still
     // leased for replay at the next start (it is all in sled).

@@ -66,6 +66,27 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Service(args) => match mailsync::cli::service::run(args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mailsync service: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Completions(args) => {
+            mailsync::cli::docs::completions(args.shell, &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => match mailsync::cli::docs::man(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mailsync man: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Demo(args) => {
             telemetry::init(style(&cli, None), "warn");
             match mailsync::cli::demo::run(args.clone()).await {
@@ -145,6 +166,15 @@ async fn ctl(
 ) -> ExitCode {
     let socket = match socket {
         Some(s) => s,
+        // No config anywhere: a newcomer's `mailsync ctl status` still finds the daemon.
+        None if cli.config.is_none()
+            && matches!(
+                config::locate(None),
+                Err(config::ConfigError::NotFound { .. })
+            ) =>
+        {
+            mailsync::control::discover::default_socket()
+        }
         None => match load_config(cli) {
             Ok((_, cfg)) => cfg.socket_path,
             Err(code) => return code,
@@ -155,7 +185,7 @@ async fn ctl(
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("mailsync ctl: {e}");
-            ExitCode::from(1)
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
         }
     }
 }

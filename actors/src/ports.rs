@@ -54,4 +54,9 @@ pub trait GmailApi: Send + Sync {
     fn stop_watch(&self) -> PortFuture<'_, ()> {
         Box::pin(async { Err(ApiError::Rejected("not supported".into())) })
     }
+    /// The account's quota counters and per-user limit, for metrics; ports without a
+    /// `QuotaGate` keep the default (`None`).
+    fn quota(&self) -> Option<(crate::quota::QuotaStats, crate::quota::QuotaLimits)> {
+        None
+    }
 }

@@ -57,6 +57,9 @@ pub enum RootMsg {
     Reconcile(Vec<AccountSpec>, RpcReplyPort<ReloadSummary>),
     /// Restart an AccountActor after its backoff.
     Respawn(String),
+    /// Test hook (`ctl debug-wedge`, allowed only by `[debug] allow_wedge`): block the root's
+    /// message loop for this long, as a wedged tree would, so the watchdog stops petting.
+    Wedge(Duration),
 }
 
 struct Entry {
@@ -196,6 +199,13 @@ impl Actor for RootSupervisor {
             RootMsg::Reconcile(specs, reply) => {
                 let summary = st.reconcile(&myself, specs).await;
                 let _ = reply.send(summary);
+            }
+            RootMsg::Wedge(hold) => {
+                tracing::warn!(
+                    hold_ms = hold.as_millis() as u64,
+                    "Root supervisor wedged on request (debug)."
+                );
+                tokio::time::sleep(hold).await;
             }
         }
         Ok(())

@@ -39,6 +39,8 @@ pub struct RawConfig {
     pub(crate) maildir: Option<RawMaildir>,
     pub(crate) feed: Option<RawFeed>,
     pub(crate) push: Option<RawPush>,
+    pub(crate) metrics: Option<RawMetrics>,
+    pub(crate) debug: Option<RawDebug>,
 }
 
 /// `[sync]`.
@@ -201,4 +203,18 @@ pub(crate) struct RawPull {
     pub(crate) ack_deadline_secs: Option<i64>,
     pub(crate) token_account: Option<String>,
     pub(crate) test_hold_before_ack_ms: Option<i64>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub(crate) listen: Option<String>,
+}
+
+/// `[debug]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDebug {
+    pub(crate) allow_wedge: Option<bool>,
 }

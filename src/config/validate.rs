@@ -13,6 +13,8 @@ use super::raw::{Env, RawAccount, RawConfig, RawCredential, RawPush, RawTest, Ra
 use super::*;
 use crate::secret::Secret;
 
+mod service;
+
 /// Top-level keys that `MAILSYNC_<KEY>` variables may override; anything else is ignored.
 const ENV_OVERRIDABLE: &[&str] = &[
     "data_dir",
@@ -27,6 +29,7 @@ const ENV_OVERRIDABLE: &[&str] = &[
     "maildir",
     "feed",
     "push",
+    "metrics",
 ];
 
 /// Unix socket paths longer than this do not fit `sockaddr_un.sun_path` (108 bytes with NUL).
@@ -577,6 +580,9 @@ impl TryFrom<RawConfig> for Config {
             }
         }
 
+        let metrics = service::metrics(&mut c, raw.metrics.as_ref());
+        let debug = service::debug(raw.debug.as_ref());
+
         let Check {
             issues, warnings, ..
         } = c;
@@ -602,6 +608,8 @@ impl TryFrom<RawConfig> for Config {
             maildir,
             feed,
             push,
+            metrics,
+            debug,
             warnings,
         })
     }

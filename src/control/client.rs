@@ -31,8 +31,24 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(75);
 /// `mailsync ctl <command>`.
 #[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
 pub enum CtlArgs {
-    /// Show the daemon and every account: state, phase, cursor, queues, restarts, last error.
-    Status,
+    /// Show the daemon and every account: state, phase, cursor, queues, restarts, last error;
+    /// with an account id, that account in detail with its recent errors.
+    Status {
+        /// Show only this account, in detail.
+        account: Option<String>,
+    },
+    /// Check health for monitoring: exit 0 (ok), 1 (degraded) or 2 (failed or daemon
+    /// unreachable), one line per problem.
+    Health,
+    /// Print the metrics in the Prometheus text format (as served at /metrics).
+    Metrics,
+    /// Test hook: block the supervision tree (refused unless `[debug] allow_wedge`).
+    #[command(hide = true)]
+    DebugWedge {
+        /// Milliseconds to block.
+        #[arg(long, default_value_t = 60_000)]
+        hold_ms: u64,
+    },
     /// List the configured accounts.
     Accounts,
     /// Stop syncing one account (its queues are kept).
@@ -88,7 +104,9 @@ impl CtlArgs {
     /// The protocol request this command sends.
     pub fn to_request(&self) -> Request {
         match self.clone() {
-            CtlArgs::Status => Request::Status,
+            CtlArgs::Status { .. } | CtlArgs::Health => Request::Status,
+            CtlArgs::Metrics => Request::Metrics,
+            CtlArgs::DebugWedge { hold_ms } => Request::DebugWedge { hold_ms },
             CtlArgs::Accounts => Request::Accounts,
             CtlArgs::Pause { account } => Request::Pause { account },
             CtlArgs::Resume { account } => Request::Resume { account },
@@ -319,18 +337,67 @@ pub async fn run_ctl(
         CtlArgs::Reload => RELOAD_TIMEOUT,
         _ => DEFAULT_TIMEOUT,
     };
-    let response = request(socket, &args.to_request(), timeout).await?;
-    match &response {
-        Response::Error(error) => Err(ControlError::Remote(error.clone())),
-        Response::Ok(data) => {
+    let response = match request(socket, &args.to_request(), timeout).await {
+        // A monitoring check must say "failed" (2), not crash, when nobody answers.
+        Err(e) if args == CtlArgs::Health => {
             if json {
-                writeln!(out, "{data}")?;
+                let v =
+                    serde_json::json!({"health": {"state": "failed", "problems": [e.to_string()]}});
+                writeln!(out, "{v}")?;
             } else {
-                write!(out, "{}", render_table(&response))?;
+                writeln!(out, "failed: daemon unreachable: {e}")?;
             }
-            Ok(0)
+            return Ok(2);
         }
+        other => other?,
+    };
+    let data = match &response {
+        Response::Error(error) => return Err(ControlError::Remote(error.clone())),
+        Response::Ok(data) => data,
+    };
+    match &args {
+        CtlArgs::Health => {
+            let (text, code) = status_view::render_health(data);
+            if json {
+                writeln!(out, "{}", data.get("health").unwrap_or(&Value::Null))?;
+            } else {
+                write!(out, "{text}")?;
+            }
+            return Ok(code);
+        }
+        CtlArgs::Metrics if !json => {
+            write!(out, "{}", text(data.get("text")))?;
+            return Ok(0);
+        }
+        CtlArgs::Status {
+            account: Some(account),
+        } => {
+            let Some(one) = data
+                .get("accounts")
+                .and_then(Value::as_array)
+                .and_then(|l| l.iter().find(|a| a["account"] == account.as_str()))
+            else {
+                return Err(ControlError::Remote(super::ErrorReply::new(
+                    super::ErrorCode::UnknownAccount,
+                    format!("unknown account {account:?}"),
+                )));
+            };
+            if json {
+                writeln!(out, "{one}")?;
+            } else {
+                let detail = status_view::render_account(data, account).unwrap_or_default();
+                write!(out, "{detail}")?;
+            }
+            return Ok(0);
+        }
+        _ => {}
     }
+    if json {
+        writeln!(out, "{data}")?;
+    } else {
+        write!(out, "{}", render_table(&response))?;
+    }
+    Ok(0)
 }
 
 /// Renders a reply for people: a table for `status` (plus feed consumers, when the daemon
@@ -345,7 +412,7 @@ pub fn render_table(resp: &Response) -> String {
             if let Some(accounts) = data.get("accounts").and_then(Value::as_array)
                 && data.get("version").is_some()
             {
-                render_status(data, accounts)
+                status_view::render_status(data, accounts)
             } else if let Some(list) = data
                 .as_array()
                 .or_else(|| data.get("accounts").and_then(Value::as_array))
@@ -370,95 +437,7 @@ fn u64_field(value: &Value, key: &str) -> u64 {
     value.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
 
-/// Shortens `s` to at most `max` characters, marking the cut.
-fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut cut: String = s.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
-}
-
-fn render_status(data: &Value, accounts: &[Value]) -> String {
-    let mut out = format!(
-        "mailsync {}  pid {}  up {}  data {}\n",
-        text(data.get("version")),
-        text(data.get("pid")),
-        format_uptime(u64_field(data, "uptime_seconds")),
-        text(data.get("data_dir")),
-    );
-    if accounts.is_empty() {
-        out.push_str("no accounts configured\n");
-        return out;
-    }
-    let header = [
-        "ACCOUNT",
-        "KIND",
-        "STATE",
-        "PHASE",
-        "CURSOR",
-        "QUEUE",
-        "DEAD",
-        "RESTARTS",
-        "LAST ERROR",
-    ];
-    let rows: Vec<Vec<String>> = accounts
-        .iter()
-        .map(|a| {
-            let queues = a.get("queues").and_then(Value::as_array);
-            let sum = |key: &str| -> u64 {
-                queues
-                    .map(|qs| qs.iter().map(|q| u64_field(q, key)).sum())
-                    .unwrap_or(0)
-            };
-            let pending = sum("pending") + sum("leased") + sum("delayed");
-            let dead = sum("dead").max(u64_field(a, "dead_lettered"));
-            let mut phase = text(a.get("phase"));
-            if let Some(progress) = a.get("progress").filter(|p| !p.is_null()) {
-                let done = u64_field(progress, "done");
-                match progress.get("total").and_then(Value::as_u64) {
-                    Some(total) => phase.push_str(&format!(" {done}/{total}")),
-                    None => phase.push_str(&format!(" {done}")),
-                }
-            }
-            vec![
-                text(a.get("account")),
-                text(a.get("kind")),
-                text(a.get("state")),
-                phase,
-                shorten(&text(a.get("cursor")), 24),
-                pending.to_string(),
-                dead.to_string(),
-                text(a.get("restarts")),
-                shorten(&text(a.get("last_error")), 60),
-            ]
-        })
-        .collect();
-    out.push_str(&table(&header, &rows));
-    // The daemon adds feed consumers to its status: show how far behind each one is.
-    if let Some(consumers) = data
-        .get("consumers")
-        .and_then(Value::as_array)
-        .filter(|c| !c.is_empty())
-    {
-        let rows: Vec<Vec<String>> = consumers
-            .iter()
-            .map(|c| {
-                vec![
-                    text(c.get("consumer")),
-                    text(c.get("acked")),
-                    text(c.get("lag")),
-                ]
-            })
-            .collect();
-        out.push('\n');
-        out.push_str(&table(&["CONSUMER", "ACKED", "LAG"], &rows));
-    }
-    out
-}
-
-fn format_uptime(secs: u64) -> String {
+pub(crate) fn format_uptime(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
@@ -524,6 +503,8 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+mod status_view;
 
 #[cfg(test)]
 mod tests;

@@ -74,12 +74,29 @@ pub enum Request {
         /// Last processed sequence number.
         seq: u64,
     },
+    /// The metrics in the Prometheus text format (`{"text": "..."}`).
+    Metrics,
+    /// Test hook, refused unless `[debug] allow_wedge`: block the supervision tree.
+    DebugWedge {
+        /// How long to block, in milliseconds.
+        hold_ms: u64,
+    },
 }
 
 /// Every command name, for error messages and tests.
 pub const COMMANDS: &[&str] = &[
-    "status", "accounts", "pause", "resume", "sync-now", "resync", "reload", "shutdown", "events",
+    "status",
+    "accounts",
+    "pause",
+    "resume",
+    "sync-now",
+    "resync",
+    "reload",
+    "shutdown",
+    "events",
     "ack",
+    "metrics",
+    "debug-wedge",
 ];
 
 impl Request {
@@ -96,6 +113,8 @@ impl Request {
             Request::Shutdown => "shutdown",
             Request::Events { .. } => "events",
             Request::Ack { .. } => "ack",
+            Request::Metrics => "metrics",
+            Request::DebugWedge { .. } => "debug-wedge",
         }
     }
 

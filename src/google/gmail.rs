@@ -693,6 +693,15 @@ impl GmailApi for GmailClient {
     fn stop_watch(&self) -> PortFuture<'_, ()> {
         Box::pin(self.stop_impl())
     }
+
+    fn quota(
+        &self,
+    ) -> Option<(
+        mailsync_actors::quota::QuotaStats,
+        mailsync_actors::quota::QuotaLimits,
+    )> {
+        Some((self.gate.stats(), self.gate.limits()))
+    }
 }
 
 #[cfg(test)]

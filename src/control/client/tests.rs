@@ -197,13 +197,13 @@ async fn client_silent_daemon_times_out() -> TestResult {
 #[tokio::test]
 async fn client_ctl_status_prints_a_table_or_json() -> TestResult {
     let daemon = Daemon::start().await?;
-    let (code, out) = daemon.ctl(CtlArgs::Status, false).await;
+    let (code, out) = daemon.ctl(CtlArgs::Status { account: None }, false).await;
     assert_eq!(code?, 0);
     assert!(
-        out.contains("ACCOUNT") && out.contains("work") && out.contains("home"),
+        out.contains("work (gmail)") && out.contains("home (imap)"),
         "{out}"
     );
-    let (code, out) = daemon.ctl(CtlArgs::Status, true).await;
+    let (code, out) = daemon.ctl(CtlArgs::Status { account: None }, true).await;
     assert_eq!(code?, 0);
     let data: Value = serde_json::from_str(out.trim())?;
     assert_eq!(data, status_data());
@@ -282,33 +282,45 @@ async fn client_follower_reads_events_until_end() -> TestResult {
 }
 
 #[test]
-fn client_render_status_table() {
-    let out = render_table(&Response::Ok(status_data()));
+fn client_render_status_reads_like_systemctl() {
+    let mut data = status_data();
+    data["socket"] = json!("/run/mailsync/control.sock");
+    data["commit"] = json!("abc123");
+    data["health"] = json!({"state": "failed", "summary": "2 accounts: 1 active, 1 failed"});
+    let out = render_table(&Response::Ok(data));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines[0],
-        "mailsync 0.1.0  pid 4242  up 1h2m  data /var/lib/mailsync"
+        "× mailsync 0.1.0 (abc123) - pid 4242, up 1h2m, data /var/lib/mailsync, \
+         socket /run/mailsync/control.sock, health failed: 2 accounts: 1 active, 1 failed"
     );
+    let block = |id: &str| -> String {
+        out.split("\n\n")
+            .find(|b| b.contains(&format!(" {id} (")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let work = block("work");
     assert!(
-        lines[1].starts_with("ACCOUNT  KIND   STATE    PHASE"),
+        work.contains("       Phase: fetching 120/500 (24%), 10.0/s, ETA 38s"),
         "{out}"
     );
     assert!(
-        lines[1].contains("QUEUE") && lines[1].ends_with("LAST ERROR"),
+        work.contains("      Cursor: historyId 12345 (last sync never)"),
         "{out}"
     );
-    let work = lines[2];
-    assert!(work.starts_with("work"), "{out}");
-    assert!(work.contains("fetching 120/500"), "{out}");
-    assert!(work.contains("historyId 12345"), "{out}");
-    // pending 5 + leased 2 + delayed 1 + pending 1 = 9 queued; 2 dead.
-    assert!(work.contains("  9  "), "{out}");
-    assert!(work.contains("  2  "), "{out}");
-    assert!(lines[3].contains("connection refused"), "{out}");
-    // Columns line up: every row has its STATE where the header has it.
-    let col = lines[1].find("STATE").unwrap_or(0);
-    assert_eq!(&lines[2][col..col + 7], "running");
-    assert_eq!(&lines[3][col..col + 6], "failed");
+    // pending 5 + 1, leased 2, delayed 1; 2 dead.
+    assert!(
+        work.contains("      Queues: 6 pending, 2 leased, 1 delayed, 2 dead"),
+        "{out}"
+    );
+    assert!(work.contains("    Delivery: polling"), "{out}");
+    let home = block("home");
+    assert!(home.starts_with("× home (imap) - failed"), "{out}");
+    assert!(
+        home.contains("  Last error: connection refused by imap.example.com"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -347,7 +359,7 @@ fn client_ctl_args_parse_like_the_docs() -> Result<(), clap::Error> {
     let parse = |args: &[&str]| {
         Cli::try_parse_from(std::iter::once("ctl").chain(args.iter().copied())).map(|c| c.ctl)
     };
-    assert_eq!(parse(&["status"])?, CtlArgs::Status);
+    assert_eq!(parse(&["status"])?, CtlArgs::Status { account: None });
     assert_eq!(
         parse(&["sync-now", "work"])?.to_request(),
         Request::SyncNow {

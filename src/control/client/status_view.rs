@@ -1,0 +1,262 @@
+//! How `ctl status`, `ctl status ACCOUNT` and `ctl health` read, modelled on
+//! `systemctl status`: a header line for the daemon (version, pid, uptime, data dir, socket,
+//! health), then one block per account (state and health, phase with progress and ETA,
+//! cursor and its age, queue depths, delivery mode, last error), then the feed consumers.
+//! Works on the `status` JSON so it renders whatever daemon version answers.
+
+use serde_json::Value;
+
+use super::{format_uptime, table, text, u64_field};
+
+fn bullet(health: &str) -> &'static str {
+    match health {
+        "active" | "ok" => "●",
+        "degraded" => "◐",
+        _ => "×",
+    }
+}
+
+fn ago(now_ms: u64, at_ms: Option<u64>) -> String {
+    match at_ms {
+        Some(at) => format!("{} ago", format_uptime(now_ms.saturating_sub(at) / 1000)),
+        None => "never".into(),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The daemon's header line.
+pub fn header(data: &Value) -> String {
+    let health = data
+        .pointer("/health/state")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
+    let commit = data
+        .get("commit")
+        .and_then(Value::as_str)
+        .map(|c| format!(" ({c})"))
+        .unwrap_or_default();
+    format!(
+        "{} mailsync {}{commit} - pid {}, up {}, data {}, socket {}, health {}\n",
+        bullet(health),
+        text(data.get("version")),
+        text(data.get("pid")),
+        format_uptime(u64_field(data, "uptime_seconds")),
+        text(data.get("data_dir")),
+        text(data.get("socket")),
+        match data.pointer("/health/summary").and_then(Value::as_str) {
+            Some(summary) => format!("{health}: {summary}"),
+            None => health.to_string(),
+        },
+    )
+}
+
+fn phase_line(a: &Value) -> String {
+    let mut phase = text(a.get("phase"));
+    if let Some(p) = a.get("progress").filter(|p| p.is_object()) {
+        let done = u64_field(p, "done");
+        match p.get("total").and_then(Value::as_u64) {
+            Some(total) if total > 0 => {
+                phase.push_str(&format!(
+                    " {done}/{total} ({}%)",
+                    done.min(total) * 100 / total
+                ));
+            }
+            _ => phase.push_str(&format!(" {done}")),
+        }
+        if let Some(rate) = p
+            .get("per_second")
+            .and_then(Value::as_f64)
+            .filter(|r| *r > 0.0)
+        {
+            phase.push_str(&format!(", {rate:.1}/s"));
+        }
+        if let Some(eta) = p.get("eta_seconds").and_then(Value::as_u64) {
+            phase.push_str(&format!(", ETA {}", format_uptime(eta)));
+        }
+    }
+    phase
+}
+
+fn queue_totals(a: &Value) -> (u64, u64, u64, u64) {
+    let queues = a.get("queues").and_then(Value::as_array);
+    let sum = |key: &str| -> u64 {
+        queues
+            .map(|qs| qs.iter().map(|q| u64_field(q, key)).sum())
+            .unwrap_or(0)
+    };
+    (
+        sum("pending"),
+        sum("leased"),
+        sum("delayed"),
+        sum("dead").max(u64_field(a, "dead_lettered")),
+    )
+}
+
+/// The account's health; daemons older than the health rules report only a state.
+fn account_health(a: &Value) -> &str {
+    match a.get("health").and_then(Value::as_str) {
+        Some(h) => h,
+        None => match a.get("state").and_then(Value::as_str) {
+            Some("failed") => "failed",
+            Some("disconnected") => "disconnected",
+            Some("paused" | "resyncing") => "degraded",
+            _ => "active",
+        },
+    }
+}
+
+fn account_block(a: &Value, now: u64, detail: bool) -> String {
+    let health = account_health(a);
+    let reasons: Vec<&str> = a
+        .get("health_reasons")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let reasons = if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", reasons.join(", "))
+    };
+    let (pending, leased, delayed, dead) = queue_totals(a);
+    let mut out = format!(
+        "\n{} {} ({}) - {health}{reasons}\n",
+        bullet(health),
+        text(a.get("account")),
+        text(a.get("kind")),
+    );
+    let mut row = |label: &str, value: String| {
+        out.push_str(&format!("{label:>12}: {value}\n"));
+    };
+    row("State", text(a.get("state")));
+    row("Phase", phase_line(a));
+    row(
+        "Cursor",
+        format!(
+            "{} (last sync {})",
+            text(a.get("cursor")),
+            ago(now, a.get("last_sync_ms").and_then(Value::as_u64))
+        ),
+    );
+    row(
+        "Queues",
+        format!("{pending} pending, {leased} leased, {delayed} delayed, {dead} dead"),
+    );
+    row("Delivery", text(a.get("delivery")));
+    row("Restarts", text(a.get("restarts")));
+    row("Last error", text(a.get("last_error")));
+    if detail {
+        if let Some(queues) = a.get("queues").and_then(Value::as_array) {
+            for q in queues {
+                row(
+                    "Mailbox",
+                    format!(
+                        "{}: {} pending, {} leased, {} delayed, {} dead",
+                        text(q.get("name")),
+                        u64_field(q, "pending"),
+                        u64_field(q, "leased"),
+                        u64_field(q, "delayed"),
+                        u64_field(q, "dead")
+                    ),
+                );
+            }
+        }
+        let errors = a
+            .get("recent_errors")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if errors.is_empty() {
+            row("Recent", "no errors recorded".into());
+        } else {
+            for e in errors.iter().rev() {
+                row(
+                    "Recent",
+                    format!(
+                        "{}: {}",
+                        ago(now, e.get("at_ms").and_then(Value::as_u64)),
+                        text(e.get("error"))
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `ctl status`: the header, every account, the feed consumers.
+pub fn render_status(data: &Value, accounts: &[Value]) -> String {
+    let mut out = header(data);
+    if accounts.is_empty() {
+        out.push_str("no accounts configured\n");
+        return out;
+    }
+    let now = now_ms();
+    for a in accounts {
+        out.push_str(&account_block(a, now, false));
+    }
+    if let Some(consumers) = data
+        .get("consumers")
+        .and_then(Value::as_array)
+        .filter(|c| !c.is_empty())
+    {
+        let rows: Vec<Vec<String>> = consumers
+            .iter()
+            .map(|c| {
+                vec![
+                    text(c.get("consumer")),
+                    text(c.get("acked")),
+                    text(c.get("lag")),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(&["CONSUMER", "ACKED", "LAG"], &rows));
+    }
+    out
+}
+
+/// `ctl status ACCOUNT`: the header and that account in detail, or `None` if unknown.
+pub fn render_account(data: &Value, account: &str) -> Option<String> {
+    let a = data
+        .get("accounts")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|a| a.get("account").and_then(Value::as_str) == Some(account))?;
+    Some(format!(
+        "{}{}",
+        header(data),
+        account_block(a, now_ms(), true)
+    ))
+}
+
+/// `ctl health`: the first line names the overall state, then one line per problem; the
+/// exit code is 0 (ok), 1 (degraded) or 2 (failed).
+pub fn render_health(data: &Value) -> (String, i32) {
+    let state = data
+        .pointer("/health/state")
+        .and_then(Value::as_str)
+        .unwrap_or("failed");
+    let code = match state {
+        "ok" => 0,
+        "degraded" => 1,
+        _ => 2,
+    };
+    let mut out = format!(
+        "{state}: {}\n",
+        data.pointer("/health/summary")
+            .and_then(Value::as_str)
+            .unwrap_or("no health reported")
+    );
+    if let Some(problems) = data.pointer("/health/problems").and_then(Value::as_array) {
+        for p in problems.iter().filter_map(Value::as_str) {
+            out.push_str(&format!("{p}\n"));
+        }
+    }
+    (out, code)
+}
