@@ -349,6 +349,7 @@ fn placeholder(h: &AccountHandle, state: AccountState, error: Option<String>) ->
         dead_lettered: 0,
         delivery: None,
         last_gap_recovery_units: None,
+        degraded: None,
     }
 }
 

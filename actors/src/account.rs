@@ -97,6 +97,8 @@ pub struct AccountActorState {
     last_error: Option<String>,
     last_sync_ms: Option<u64>,
     stopping: bool,
+    /// Children waiting out a transient provider failure, with the reason.
+    degraded: std::collections::BTreeMap<&'static str, String>,
 }
 
 fn store_err(e: impl std::fmt::Display) -> ActorProcessingErr {
@@ -130,6 +132,7 @@ impl Actor for AccountActor {
             last_error: None,
             last_sync_ms: None,
             stopping: false,
+            degraded: std::collections::BTreeMap::new(),
         })
     }
 
@@ -295,6 +298,18 @@ impl AccountActorState {
                 }
                 tracing::debug!(account = %self.spec.id, "Incremental round finished.");
             }
+            ChildReport::Degraded { child, reason } => {
+                if !self.degraded.contains_key(child.name()) {
+                    tracing::warn!(account = %self.spec.id, child = child.name(), error = %reason, "Provider unavailable; waiting it out (degraded).");
+                }
+                self.last_error = Some(format!("{}: {reason}", child.name()));
+                self.degraded.insert(child.name(), reason);
+            }
+            ChildReport::Recovered { child } => {
+                if self.degraded.remove(child.name()).is_some() {
+                    tracing::info!(account = %self.spec.id, child = child.name(), "Provider answers again; no longer degraded.");
+                }
+            }
             ChildReport::Disconnected(reason) => {
                 if self.state != AccountState::Disconnected {
                     tracing::error!(account = %self.spec.id, error = %reason, "Account disconnected; run `mailsync auth` and `mailsync ctl resume`.");
@@ -376,6 +391,7 @@ impl AccountActorState {
             ChildKind::Backfill => self.children.backfill = None,
             ChildKind::HistorySync => self.children.history = None,
         }
+        self.degraded.remove(kind.name());
         let error = error.unwrap_or_else(|| "unknown failure".into());
         self.last_error = Some(format!("{}: {error}", kind.name()));
         match self.budget.next_delay(Instant::now()) {
@@ -542,6 +558,11 @@ impl AccountActorState {
             dead_lettered: dead,
             delivery: Some("polling".into()),
             last_gap_recovery_units: self.spec.source.last_resync_units(&cx),
+            degraded: self
+                .degraded
+                .iter()
+                .next()
+                .map(|(child, reason)| format!("{child}: {reason}")),
         }
     }
 }

@@ -22,11 +22,14 @@ pub mod feed;
 pub mod gmail;
 pub mod history_sync;
 pub mod ingest;
+#[cfg(test)]
+mod ingest_tests;
 pub mod jobs;
 pub mod mailbox;
 pub mod mirror;
 mod mirror_codec;
 pub mod model;
+pub mod outage;
 pub mod ports;
 pub mod quota;
 pub mod report;
@@ -35,3 +38,5 @@ pub mod source;
 pub mod spec;
 pub mod status;
 pub mod store;
+#[cfg(test)]
+mod test_support;

@@ -56,7 +56,7 @@ impl fmt::Display for Phase {
             Phase::Listing => f.write_str("listing"),
             Phase::Fetching => f.write_str("fetching"),
             Phase::CaughtUp => f.write_str("caught_up"),
-            Phase::Incomplete { dead } => write!(f, "incomplete ({dead} dead-lettered)"),
+            Phase::Incomplete { dead } => write!(f, "incomplete ({dead} dead)"),
             Phase::Resyncing => f.write_str("resyncing"),
             Phase::Failed => f.write_str("failed"),
         }
@@ -124,6 +124,10 @@ pub struct AccountStatus {
     /// labels calls); compare with messages × 20 for a full re-fetch.
     #[serde(default)]
     pub last_gap_recovery_units: Option<u64>,
+    /// Why the account is waiting out a transient provider failure (outage, 5xx, rate limit),
+    /// if it is; `None` once every child's calls succeed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
 }
 
 /// Everything `ctl status` shows.

@@ -525,7 +525,8 @@ impl GmailClient {
             for (&i, part) in pending.iter().zip(matched) {
                 let requested = &ids[i];
                 let result = match part {
-                    None => Err(ApiError::Malformed(
+                    // A lost part says nothing about the message: retried without counting.
+                    None => Err(ApiError::Transient(
                         "batch response: no part answered this message".into(),
                     )),
                     Some(p) if (200..300).contains(&p.status) => parse_fetched(requested, &p.body),

@@ -136,6 +136,7 @@ impl ServiceState {
                 dead_lettered: 0,
                 delivery: None,
                 last_gap_recovery_units: None,
+                degraded: None,
             })
             .collect()
     }

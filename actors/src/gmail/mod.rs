@@ -235,7 +235,8 @@ impl GmailSource {
                 }
                 None => failed.push((
                     job.clone(),
-                    ApiError::Malformed("the batch response lacks this message".into()),
+                    // A port that lost the item says nothing about it: not counted.
+                    ApiError::Transient("the batch response lacks this message".into()),
                 )),
             }
         }
