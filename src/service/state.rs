@@ -111,7 +111,11 @@ impl ServiceState {
         specs
             .into_iter()
             .map(|mut spec| {
-                spec.api = self.metrics.meter(&spec.id.0, spec.api.clone());
+                let id = spec.id.0.clone();
+                let meter = |api| self.metrics.meter(&id, api);
+                if let Some(source) = spec.source.with_gmail_port(&meter) {
+                    spec.source = source;
+                }
                 spec
             })
             .collect()

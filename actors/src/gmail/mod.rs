@@ -374,6 +374,17 @@ impl SyncSource for GmailSource {
             .and_then(|r| r.last_incremental_sync_at_ms.or(r.last_full_sync_at_ms))
     }
 
+    fn with_gmail_port(
+        &self,
+        decorate: &crate::source::GmailPortDecorator<'_>,
+    ) -> Option<Arc<dyn SyncSource>> {
+        Some(Arc::new(GmailSource::new(
+            self.kind,
+            decorate(self.api.clone()),
+            self.options.clone(),
+        )))
+    }
+
     fn last_resync_units(&self, cx: &SourceCx<'_>) -> Option<u64> {
         AccountRecord::load(cx.store, &cx.account.0)
             .ok()
