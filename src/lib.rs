@@ -19,6 +19,7 @@ pub mod google;
 pub mod metrics;
 pub mod providers;
 pub mod push;
+pub mod repair;
 pub mod secret;
 pub mod service;
 pub mod signals;

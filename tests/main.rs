@@ -13,6 +13,7 @@ mod event_schema;
 mod feed_socket;
 mod gmail_crash;
 mod gmail_maildir;
+mod gmail_outage;
 mod gmail_sync;
 mod migration_fixture;
 mod push;

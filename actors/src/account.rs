@@ -478,6 +478,10 @@ impl AccountActorState {
                 if let Some(i) = &self.children.ingest {
                     let _ = i.cast(IngestMsg::WorkAvailable);
                 }
+                // Requeued backfill jobs (`ctl requeue`) run now too.
+                if let Some(b) = &self.children.backfill {
+                    let _ = b.cast(BackfillMsg::WorkAvailable);
+                }
             }
             AccountCommand::Resync => {
                 self.request_resync(myself)?;

@@ -253,9 +253,18 @@ async fn a_message_malformed_every_time_is_dead_after_the_policy_attempts() {
     assert_eq!(dead.len(), 1);
     assert_eq!(jobs::ingest_item(&dead[0]), "bad");
     assert_eq!(dead[0].attempts, attempts);
-    assert!(dead[0].last_error.as_deref().unwrap_or("").contains("not a message"));
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("not a message")
+    );
     // Requeue one: it runs again (and dies again, the source is still broken).
     assert!(mb.requeue_dead_job(dead[0].id).unwrap());
     assert_eq!(mb.depth().unwrap().dead, 0);
-    assert!(!mb.requeue_dead_job(dead[0].id).unwrap(), "already requeued");
+    assert!(
+        !mb.requeue_dead_job(dead[0].id).unwrap(),
+        "already requeued"
+    );
 }

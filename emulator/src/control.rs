@@ -58,6 +58,10 @@ pub fn router() -> Router<Arc<EmulatorState>> {
             delete(delete_message),
         )
         .route(
+            "/_emulator/accounts/{email}/messages/{id}/corrupt",
+            post(corrupt_message),
+        )
+        .route(
             "/_emulator/accounts/{email}/history/expire",
             post(expire_history),
         )
@@ -305,6 +309,36 @@ async fn change_labels(
         }
         Err(e) => api_err(e),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Corrupt {
+    corrupt: bool,
+}
+
+/// Makes one message's `format=raw` answer corrupt on every fetch (or heals it).
+async fn corrupt_message(
+    State(st): St,
+    Path((email, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: Corrupt = match parse_json(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let email = email.to_ascii_lowercase();
+    let id = match parse_id(&id) {
+        Ok(i) => i,
+        Err(e) => return api_err(e),
+    };
+    let mut set = lock(&st.corrupt);
+    if req.corrupt {
+        set.insert((email, id));
+    } else {
+        set.remove(&(email, id));
+    }
+    Json(json!({"corrupt": req.corrupt})).into_response()
 }
 
 async fn delete_message(State(st): St, Path((email, id)): Path<(String, String)>) -> Response {

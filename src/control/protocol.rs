@@ -76,6 +76,26 @@ pub enum Request {
     },
     /// The metrics in the Prometheus text format (`{"text": "..."}`).
     Metrics,
+    /// The dead-lettered jobs of one account (see `repair.rs`).
+    Dead {
+        /// Account id.
+        account: String,
+    },
+    /// Move one dead job (`job`) or all of an account's dead jobs back to their queues.
+    Requeue {
+        /// Account id.
+        account: String,
+        /// The job id; `None` requeues every dead job of the account.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job: Option<u64>,
+    },
+    /// Every registered feed consumer with its acknowledged position and lag.
+    Consumers,
+    /// Forget a feed consumer (it stops holding back pruning).
+    Unregister {
+        /// Consumer name.
+        consumer: String,
+    },
     /// Test hook, refused unless `[debug] allow_wedge`: block the supervision tree.
     DebugWedge {
         /// How long to block, in milliseconds.
@@ -97,6 +117,10 @@ pub const COMMANDS: &[&str] = &[
     "ack",
     "metrics",
     "debug-wedge",
+    "dead",
+    "requeue",
+    "consumers",
+    "unregister",
 ];
 
 impl Request {
@@ -115,6 +139,10 @@ impl Request {
             Request::Ack { .. } => "ack",
             Request::Metrics => "metrics",
             Request::DebugWedge { .. } => "debug-wedge",
+            Request::Dead { .. } => "dead",
+            Request::Requeue { .. } => "requeue",
+            Request::Consumers => "consumers",
+            Request::Unregister { .. } => "unregister",
         }
     }
 
@@ -124,7 +152,9 @@ impl Request {
             Request::Pause { account }
             | Request::Resume { account }
             | Request::SyncNow { account }
-            | Request::Resync { account } => Some(account),
+            | Request::Resync { account }
+            | Request::Dead { account }
+            | Request::Requeue { account, .. } => Some(account),
             _ => None,
         }
     }

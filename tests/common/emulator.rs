@@ -132,6 +132,15 @@ impl Emu {
         );
     }
 
+    /// Makes one message's `format=raw` answer corrupt on every fetch (`true`) or heals it.
+    pub fn corrupt(&self, id: &str, corrupt: bool) {
+        self.call(
+            reqwest::Method::POST,
+            &self.acct_path(&format!("/messages/{id}/corrupt")),
+            Some(json!({ "corrupt": corrupt })),
+        );
+    }
+
     pub fn expire_history(&self) -> Value {
         self.call(
             reqwest::Method::POST,
