@@ -45,6 +45,9 @@ pub enum AccountCommand {
     SyncNow,
     /// Reconcile the mirror with the provider (the gap recovery, on demand).
     Resync,
+    /// Re-read the credentials and start the token source over (`ctl reload`); a
+    /// disconnected account then resumes.
+    Reconnect,
 }
 
 /// The AccountActor's messages.
@@ -453,7 +456,17 @@ impl AccountActorState {
                 self.pause_children();
                 self.set_state(AccountState::Paused, Some("paused by admin".into()));
             }
+            AccountCommand::Reconnect => {
+                if self.reconnect().await && self.state == AccountState::Disconnected {
+                    self.resume_children();
+                    self.set_state(AccountState::Running, Some("credentials re-read".into()));
+                }
+            }
             AccountCommand::Resume => {
+                if !self.reconnect().await && self.state == AccountState::Disconnected {
+                    // Still no working credentials: stay disconnected, with the new reason.
+                    return Ok(());
+                }
                 if self.state == AccountState::Failed {
                     // A person asked to try again: fresh budget, fresh children.
                     self.budget.reset();
@@ -490,6 +503,19 @@ impl AccountActorState {
             }
         }
         Ok(())
+    }
+
+    /// Re-reads the credentials through the source; a failure is recorded as the last error
+    /// (and logged) and returns false.
+    async fn reconnect(&mut self) -> bool {
+        match self.spec.source.reconnect().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(account = %self.spec.id, error = %e, "Credentials could not be re-read.");
+                self.last_error = Some(e.to_string());
+                false
+            }
+        }
     }
 
     /// Changes the state and records an `account.state_changed` event (best effort: a failed

@@ -170,6 +170,13 @@ pub trait SyncSource: Send + Sync {
         None
     }
 
+    /// Starts the provider credentials over (see [`crate::ports::GmailApi::reconnect`]):
+    /// called when a person resumes the account or reloads the config. Sources without
+    /// credentials keep the default.
+    fn reconnect(&self) -> SourceFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// The same source over a decorated Gmail port (the daemon's metering wraps every
     /// account's port this way); `None` for sources that have no Gmail port.
     fn with_gmail_port(&self, decorate: &GmailPortDecorator<'_>) -> Option<Arc<dyn SyncSource>> {

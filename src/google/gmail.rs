@@ -703,6 +703,10 @@ impl GmailApi for GmailClient {
     )> {
         Some((self.gate.stats(), self.gate.limits()))
     }
+
+    fn reconnect(&self) -> PortFuture<'_, ()> {
+        Box::pin(self.tokens.reconnect())
+    }
 }
 
 #[cfg(test)]

@@ -374,6 +374,10 @@ impl SyncSource for GmailSource {
             .and_then(|r| r.last_incremental_sync_at_ms.or(r.last_full_sync_at_ms))
     }
 
+    fn reconnect(&self) -> SourceFuture<'_, ()> {
+        Box::pin(async move { self.api.reconnect().await.map_err(SyncError::Api) })
+    }
+
     fn with_gmail_port(
         &self,
         decorate: &crate::source::GmailPortDecorator<'_>,
