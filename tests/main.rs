@@ -14,6 +14,7 @@ mod feed_socket;
 mod gmail_crash;
 mod gmail_maildir;
 mod gmail_outage;
+mod gmail_reconnect;
 mod gmail_sync;
 mod migration_fixture;
 mod push;
