@@ -225,10 +225,7 @@ impl DaemonCore {
         let notifier = self.service.notifier();
         notifier.reloading();
         let result = self.reload_config().await;
-        notifier.ready(&match &result {
-            Ok(_) => "configuration reloaded".to_string(),
-            Err(e) => format!("reload rejected: {e}"),
-        });
+        notifier.ready(&crate::service::status_json::summary_line(self).await);
         result
     }
 

@@ -30,6 +30,14 @@ pub fn healths(status: &DaemonStatus) -> Vec<AccountHealth> {
     status.accounts.iter().map(health::account_health).collect()
 }
 
+/// The one-line summary of the daemon's accounts right now (`STATUS=`).
+pub async fn summary_line(core: &DaemonCore) -> String {
+    match core.status().await {
+        Ok(s) => health::summary(&healths(&s)),
+        Err(e) => format!("no status: {e}"),
+    }
+}
+
 /// Asks the daemon for its status and builds the full reply.
 pub async fn status_json(core: &DaemonCore) -> Result<Value, AdminError> {
     let status = core.status().await?;
