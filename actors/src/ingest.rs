@@ -145,7 +145,7 @@ impl IngestState {
                 return Err(other.into());
             }
         };
-        for job in &batch.done {
+        for job in batch.done.iter().chain(&batch.retry_now) {
             self.queue.release(job);
         }
         let mut transient: Option<ApiError> = None;

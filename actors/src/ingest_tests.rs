@@ -88,6 +88,7 @@ impl SyncSource for Fake {
                     .into_iter()
                     .map(|j| (j, ApiError::Malformed("not a message".into())))
                     .collect(),
+                retry_now: Vec::new(),
             })
         })
     }

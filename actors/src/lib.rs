@@ -19,6 +19,7 @@ pub mod calendar_model;
 pub mod codec;
 pub mod error;
 pub mod feed;
+pub mod freshness;
 pub mod gmail;
 pub mod history_sync;
 pub mod ingest;

@@ -379,6 +379,16 @@ pub(crate) fn tx_enqueue(
     Ok(EnqueueOutcome::Enqueued(JobId(seq)))
 }
 
+/// Whether a job with `key` is pending (ready, leased or delayed) in `mailbox`.
+pub(crate) fn tx_is_pending(tx: &StoreTx<'_>, mailbox: &str, key: &str) -> Result<bool, TxError> {
+    let p = prefix(mailbox);
+    let Some(r) = get_pending(tx, &pending_key(&p, key))? else {
+        return Ok(false);
+    };
+    let (tree, loc) = location(&p, &r);
+    Ok(tx.tree(tree).get(&loc)?.is_some())
+}
+
 pub(crate) fn tx_ack(tx: &StoreTx<'_>, job: &Job) -> Result<(), TxError> {
     let p = prefix(&job.mailbox);
     tx.tree(Internal::Jobs)

@@ -106,6 +106,10 @@ pub struct IngestBatch {
     pub failed: Vec<(Job, ApiError)>,
     /// New items stored (progress).
     pub added: u64,
+    /// Jobs neither recorded nor failed: their fetch was older than a change the source saw
+    /// meanwhile (see `freshness.rs`); the driver hands them back to run again now, without
+    /// counting an attempt.
+    pub retry_now: Vec<Job>,
 }
 
 /// The provider-neutral port the account's children drive. One implementation per source

@@ -14,6 +14,7 @@ mod backfill;
 
 use crate::account_record::{AccountRecord, HistoryRound};
 use crate::error::{ApiError, SyncError};
+use crate::freshness::{self, Freshness};
 use crate::jobs::{self, BackfillJob};
 use crate::mailbox::{Job, Priority};
 use crate::mirror::{self, Applied};
@@ -141,6 +142,19 @@ impl GmailSource {
                 for (idx, change) in page.changes.iter().enumerate() {
                     // Stable across replays: the round's start, the page number and position.
                     let disc = format!("h{}.p{}.{}", round.start, round.pages, idx);
+                    // A fetch in flight for this message must not overwrite this change.
+                    if let Some(at) = page.change_ids.get(idx).copied() {
+                        match change {
+                            HistoryChange::MessageDeleted { id: mid } => {
+                                freshness::note_change(tx, &id, mid, at, true)?;
+                            }
+                            HistoryChange::LabelsAdded { id: mid, .. }
+                            | HistoryChange::LabelsRemoved { id: mid, .. } => {
+                                freshness::note_change(tx, &id, mid, at, false)?;
+                            }
+                            HistoryChange::MessageAdded { .. } => {}
+                        }
+                    }
                     match change {
                         HistoryChange::MessageAdded { id: mid, .. } => {
                             if mirror::get_message_tx(tx, &account, mid)?.is_none() {
@@ -242,33 +256,57 @@ impl GmailSource {
         }
         let account = cx.account.0.clone();
         let now = now_ms();
-        let added = cx
+        let (added, outdated) = cx
             .store
             .transaction(|tx| {
                 let mut added = 0u64;
-                for (job, msg) in &done {
+                let mut outdated: Vec<usize> = Vec::new();
+                for (i, (job, msg)) in done.iter().enumerate() {
+                    let id = MessageId(jobs::ingest_item(job));
                     match msg {
-                        Some(m) => {
-                            if mirror::apply_fetched(tx, &account, m, now)? == Applied::Added {
-                                added += 1;
+                        Some(m) => match freshness::check_fetched(tx, cx.account, m)? {
+                            Freshness::Fresh => {
+                                if mirror::apply_fetched(tx, &account, m, now)? == Applied::Added {
+                                    added += 1;
+                                }
                             }
-                        }
+                            // Deleted after this fetch: never resurrect it.
+                            Freshness::Deleted => {}
+                            // Changed after this fetch: not applied, fetched again.
+                            Freshness::Outdated => {
+                                outdated.push(i);
+                                continue;
+                            }
+                        },
                         None => {
-                            let id = MessageId(jobs::ingest_item(job));
                             mirror::apply_deleted(tx, &account, &id, now)?;
                         }
                     }
+                    freshness::clear(tx, cx.account, &id)?;
                     tx.ack(job)?;
                 }
-                Ok(added)
+                Ok((added, outdated))
             })
             .map_err(store_err)?;
         // Durable before anyone is told: the flush is the commit point of this batch.
         cx.store.flush_async().await.map_err(store_err)?;
+        let mut recorded = Vec::with_capacity(done.len());
+        let mut retry_now = Vec::new();
+        for (i, (job, _)) in done.into_iter().enumerate() {
+            if outdated.contains(&i) {
+                retry_now.push(job);
+            } else {
+                recorded.push(job);
+            }
+        }
+        if !retry_now.is_empty() {
+            tracing::debug!(account = %cx.account, jobs = retry_now.len(), "Fetches older than a change seen meanwhile; fetching again.");
+        }
         Ok(IngestBatch {
-            done: done.into_iter().map(|(j, _)| j).collect(),
+            done: recorded,
             failed,
             added,
+            retry_now,
         })
     }
 }
