@@ -11,6 +11,7 @@ mod crash_recovery;
 mod ctl_newcomer;
 mod event_schema;
 mod feed_socket;
+mod gmail_corners;
 mod gmail_crash;
 mod gmail_maildir;
 mod gmail_outage;

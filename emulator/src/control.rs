@@ -61,6 +61,7 @@ pub fn router() -> Router<Arc<EmulatorState>> {
             "/_emulator/accounts/{email}/messages/{id}/corrupt",
             post(corrupt_message),
         )
+        .route("/_emulator/accounts/{email}/labels", post(create_label))
         .route(
             "/_emulator/accounts/{email}/history/expire",
             post(expire_history),
@@ -315,6 +316,32 @@ async fn change_labels(
 #[serde(deny_unknown_fields)]
 struct Corrupt {
     corrupt: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewLabel {
+    name: String,
+}
+
+/// Creates a user label (as if the user made it in Gmail); answers its id.
+async fn create_label(
+    State(st): St,
+    Path(email): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: NewLabel = match parse_json(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let mut accts = lock(&st.accounts);
+    let Some(acct) = accts.get_mut(&email.to_ascii_lowercase()) else {
+        return err(StatusCode::NOT_FOUND, "unknown account");
+    };
+    match acct.mailbox.create_label(&req.name, None, None, None) {
+        Ok(d) => Json(json!({"id": d.id})).into_response(),
+        Err(e) => api_err(e),
+    }
 }
 
 /// Makes one message's `format=raw` answer corrupt on every fetch (or heals it).

@@ -66,7 +66,10 @@ pub enum CtlArgs {
         /// Account id.
         account: String,
     },
-    /// Forget one account's cursor and resynchronize it completely.
+    /// Reconcile one account with the provider (the gap recovery, on demand): list every
+    /// id the account mirrors (bounded by its `initial_query`), fetch only what is missing,
+    /// delete what is gone, rebuild labels from per-label listings; then partial sync
+    /// continues from the new cursor. Nothing already mirrored is fetched again.
     Resync {
         /// Account id.
         account: String,

@@ -46,7 +46,8 @@ pub enum Request {
         /// Account id.
         account: String,
     },
-    /// Forget the cursor and run a full resync.
+    /// Reconcile the account with the provider (see `ctl resync`): ids listed within the
+    /// account's `initial_query`, missing ones fetched, vanished ones deleted, labels rebuilt.
     Resync {
         /// Account id.
         account: String,

@@ -49,6 +49,8 @@ pub struct GmailSource {
     options: GmailOptions,
     labels_synced_at: Mutex<Option<Instant>>,
     backfill_started: Mutex<Option<Instant>>,
+    /// Label ids in use that `labels.list` does not return (asked once each).
+    unlisted_labels: Mutex<std::collections::HashSet<String>>,
 }
 
 impl GmailSource {
@@ -60,6 +62,7 @@ impl GmailSource {
             options,
             labels_synced_at: Mutex::new(None),
             backfill_started: Mutex::new(None),
+            unlisted_labels: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -79,6 +82,53 @@ impl GmailSource {
                 return Ok(());
             }
         };
+        let events = mirror::store_remote_labels(cx.store, &cx.account.0, &remote, now_ms())
+            .map_err(store_err)?;
+        if events > 0 {
+            cx.store.flush_async().await.map_err(store_err)?;
+        }
+        *self
+            .labels_synced_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Labels first: if `used` names a label the mirror does not know, the label list is read
+    /// (and its `label.created` events committed) before anything that uses it, so a consumer
+    /// always sees a label before its first use. A failing `labels.list` fails the step
+    /// (it is retried), rather than letting a message event overtake its label.
+    async fn ensure_labels<'a>(
+        &self,
+        cx: &SourceCx<'_>,
+        used: impl Iterator<Item = &'a crate::model::LabelId>,
+    ) -> Result<(), SyncError> {
+        let known: std::collections::HashSet<String> = mirror::labels(cx.store, &cx.account.0)
+            .map_err(store_err)?
+            .into_iter()
+            .map(|l| l.id.0)
+            .collect();
+        let mut used = used;
+        let Some(unknown) = used.find(|l| {
+            !known.contains(&l.0)
+                && !self
+                    .unlisted_labels
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains(&l.0)
+        }) else {
+            return Ok(());
+        };
+        let unknown = unknown.0.clone();
+        tracing::debug!(account = %cx.account, label = %unknown, "Unknown label in use; reading the label list first.");
+        let remote = self.api.labels().await?;
+        if !remote.iter().any(|l| l.id.0 == unknown) {
+            // A label the list never shows (some system labels): don't ask again for it.
+            self.unlisted_labels
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(unknown);
+        }
         let events = mirror::store_remote_labels(cx.store, &cx.account.0, &remote, now_ms())
             .map_err(store_err)?;
         if events > 0 {
@@ -121,6 +171,15 @@ impl GmailSource {
             .api
             .history(round.start, round.next_page_token.as_deref())
             .await?;
+        self.ensure_labels(
+            cx,
+            page.changes.iter().flat_map(|c| match c {
+                HistoryChange::MessageAdded { label_ids, .. }
+                | HistoryChange::LabelsAdded { label_ids, .. } => label_ids.iter(),
+                _ => [].iter(),
+            }),
+        )
+        .await?;
         let now = now_ms();
         let id = cx.account.clone();
         let last = page.next_page_token.is_none();
@@ -254,6 +313,13 @@ impl GmailSource {
                 )),
             }
         }
+        self.ensure_labels(
+            cx,
+            done.iter()
+                .filter_map(|(_, m)| m.as_ref())
+                .flat_map(|m| m.label_ids.iter()),
+        )
+        .await?;
         let account = cx.account.0.clone();
         let now = now_ms();
         let (added, outdated) = cx
