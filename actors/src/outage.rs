@@ -58,7 +58,7 @@ impl Outage {
     /// again with the new reason every 8th, so status keeps the latest error).
     pub fn failed(&mut self, err: &ApiError, policy: &RetryPolicy, parent: &Reporter) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        if !self.reported || self.failures % 8 == 0 {
+        if !self.reported || self.failures.is_multiple_of(8) {
             self.reported = true;
             report::send(
                 parent,

@@ -91,6 +91,9 @@ pub struct EmulatorConfig {
     pub max_concurrent_per_user: usize,
     /// HTTP status for per-user / per-project rate limits: 429 (default) or 403.
     pub rate_limit_status: u16,
+    /// Send `Retry-After` with rate-limit answers (Google often does not; `false` tests the
+    /// client's own pacing and fallbacks).
+    pub send_retry_after: bool,
     pub access_token_ttl: Duration,
     /// When set, refresh tokens expire this long after issue (Google's 7-day "Testing" rule).
     pub refresh_token_ttl: Option<Duration>,
@@ -149,6 +152,7 @@ impl Default for EmulatorConfig {
             calendar_project_requests_per_minute: 10_000,
             max_concurrent_per_user: 50,
             rate_limit_status: 429,
+            send_retry_after: true,
             access_token_ttl: Duration::from_secs(3600),
             refresh_token_ttl: None,
             history_retention_records: 1_000_000,
