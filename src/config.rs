@@ -20,6 +20,7 @@
 
 mod credential;
 mod raw;
+mod strict;
 mod validate;
 
 use std::fmt;
