@@ -19,7 +19,6 @@ use crate::store::{Store, StoreError};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A boxed, sendable future of a source step.
@@ -180,15 +179,4 @@ pub trait SyncSource: Send + Sync {
     fn reconnect(&self) -> SourceFuture<'_, ()> {
         Box::pin(async { Ok(()) })
     }
-
-    /// The same source over a decorated Gmail port (the daemon's metering wraps every
-    /// account's port this way); `None` for sources that have no Gmail port.
-    fn with_gmail_port(&self, decorate: &GmailPortDecorator<'_>) -> Option<Arc<dyn SyncSource>> {
-        let _ = decorate;
-        None
-    }
 }
-
-/// Wraps a Gmail port in another (see [`SyncSource::with_gmail_port`]).
-pub type GmailPortDecorator<'a> =
-    dyn Fn(Arc<dyn crate::ports::GmailApi>) -> Arc<dyn crate::ports::GmailApi> + 'a;

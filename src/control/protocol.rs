@@ -75,6 +75,11 @@ pub enum Request {
         /// Last processed sequence number.
         seq: u64,
     },
+    /// Write a consistent backup of the store to `path` (absolute, on the daemon's machine).
+    Backup {
+        /// Where the backup file goes.
+        path: String,
+    },
     /// The metrics in the Prometheus text format (`{"text": "..."}`).
     Metrics,
     /// The dead-lettered jobs of one account (see `repair.rs`).
@@ -122,6 +127,7 @@ pub const COMMANDS: &[&str] = &[
     "requeue",
     "consumers",
     "unregister",
+    "backup",
 ];
 
 impl Request {
@@ -138,6 +144,7 @@ impl Request {
             Request::Shutdown => "shutdown",
             Request::Events { .. } => "events",
             Request::Ack { .. } => "ack",
+            Request::Backup { .. } => "backup",
             Request::Metrics => "metrics",
             Request::DebugWedge { .. } => "debug-wedge",
             Request::Dead { .. } => "dead",
@@ -418,6 +425,9 @@ mod tests {
             Request::Resync { account: account() },
             Request::Reload,
             Request::Shutdown,
+            Request::Backup {
+                path: "/tmp/b.msbk".into(),
+            },
             Request::Events {
                 consumer: "idx".into(),
                 from: Some(7),

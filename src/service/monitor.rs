@@ -9,7 +9,7 @@
 //! A single slow answer only skips one ping; systemd acts only after a whole interval of
 //! silence.
 
-use crate::daemon::DaemonCore;
+use crate::daemon_core::DaemonCore;
 use crate::service::status_json;
 use std::sync::Arc;
 use std::time::Duration;

@@ -285,6 +285,8 @@ pub(crate) struct MaildirWriter {
     store: Store,
     root: PathBuf,
     opened: std::collections::HashMap<String, Maildir>,
+    /// Each account's metadata index (`maildir_index.rs`).
+    indexes: std::collections::HashMap<String, super::maildir_index::MaildirIndex>,
 }
 
 impl MaildirWriter {
@@ -293,7 +295,23 @@ impl MaildirWriter {
             store,
             root,
             opened: Default::default(),
+            indexes: Default::default(),
         }
+    }
+
+    /// Files count against the data directory's free-space floor too (the Maildir lives
+    /// there by default): below it the sink waits, so sled keeps its headroom.
+    fn space_floor(&self) -> Result<(), SinkError> {
+        if self.store.check_space() {
+            return Ok(());
+        }
+        let reason = self.store.disk_full().unwrap_or_default();
+        Err(SinkError::Store(
+            mailsync_actors::store::StoreError::DiskFull {
+                path: self.store.dir().to_path_buf(),
+                reason,
+            },
+        ))
     }
 
     fn maildir(&mut self, account: &str) -> Result<Maildir, SinkError> {
@@ -315,6 +333,10 @@ impl MaildirWriter {
             Some(msg) => {
                 let flags = flags_for_labels(&msg.label_ids);
                 let store = &self.store;
+                self.indexes
+                    .entry(account.to_string())
+                    .or_insert_with(|| super::maildir_index::MaildirIndex::new(md.path()))
+                    .record(&msg)?;
                 md.sync_message(id, &flags, || Ok(mirror::raw(store, account, id)?))?;
             }
             None => {
@@ -326,6 +348,7 @@ impl MaildirWriter {
 
     /// Applies a batch and fsyncs every touched Maildir; returns the last seq.
     pub(crate) fn apply_batch(&mut self, events: &[FeedEvent]) -> Result<u64, SinkError> {
+        self.space_floor()?;
         let mut touched: HashSet<String> = HashSet::new();
         for ev in events {
             let change: Change = match decode(&ev.payload) {
@@ -355,11 +378,20 @@ impl MaildirWriter {
                     }
                     self.maildir(&ev.account)?.remove_message(&id)?;
                 }
+                Change::LabelCreated { .. }
+                | Change::LabelUpdated { .. }
+                | Change::LabelDeleted { .. } => {
+                    let md = self.maildir(&ev.account)?;
+                    super::maildir_index::write_labels(md.path(), &self.store, &ev.account)?;
+                }
                 _ => continue,
             }
             touched.insert(ev.account.clone());
         }
         for account in touched {
+            if let Some(index) = self.indexes.get_mut(&account) {
+                index.sync()?;
+            }
             self.maildir(&account)?.sync()?;
         }
         Ok(events.last().map_or(0, |e| e.seq))
@@ -372,6 +404,7 @@ impl MaildirWriter {
         account: &str,
         cancel: &CancellationToken,
     ) -> Result<ReconcileReport, SinkError> {
+        self.space_floor()?;
         let md = self.maildir(account)?;
         let mut report = ReconcileReport::default();
         let store = self.store.clone();
@@ -413,6 +446,11 @@ impl MaildirWriter {
                 }
             }
         }
+        self.indexes
+            .entry(account.to_string())
+            .or_insert_with(|| super::maildir_index::MaildirIndex::new(md.path()))
+            .rewrite(&store, account)?;
+        super::maildir_index::write_labels(md.path(), &store, account)?;
         md.sync()?;
         Ok(report)
     }

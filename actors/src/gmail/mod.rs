@@ -482,17 +482,6 @@ impl SyncSource for GmailSource {
         Box::pin(async move { self.api.reconnect().await.map_err(SyncError::Api) })
     }
 
-    fn with_gmail_port(
-        &self,
-        decorate: &crate::source::GmailPortDecorator<'_>,
-    ) -> Option<Arc<dyn SyncSource>> {
-        Some(Arc::new(GmailSource::new(
-            self.kind,
-            decorate(self.api.clone()),
-            self.options.clone(),
-        )))
-    }
-
     fn last_resync_units(&self, cx: &SourceCx<'_>) -> Option<u64> {
         AccountRecord::load(cx.store, &cx.account.0)
             .ok()

@@ -42,8 +42,13 @@ pub fn header(data: &Value) -> String {
         .and_then(Value::as_str)
         .map(|c| format!(" ({c})"))
         .unwrap_or_default();
+    let degraded = data
+        .get("degraded")
+        .and_then(Value::as_str)
+        .map(|why| format!("  degraded: {why}\n"))
+        .unwrap_or_default();
     format!(
-        "{} mailsync {}{commit} - pid {}, up {}, data {}, socket {}, health {}\n",
+        "{} mailsync {}{commit} - pid {}, up {}, data {}, socket {}, health {}\n{degraded}",
         bullet(health),
         text(data.get("version")),
         text(data.get("pid")),
