@@ -70,6 +70,8 @@ pub struct Metrics {
     pub(crate) account_health: Gauges,
     pub(crate) restarts: Counters,
     pub(crate) uptime: Gauges,
+    /// 1 while writing waits for space in the data directory (`degraded (disk full)`).
+    pub(crate) disk_full: Gauges,
     /// What the collector remembers between scrapes.
     pub(crate) cursor: Mutex<collect::ScrapeCursor>,
     /// The ports, for their quota gates (weak: a removed account's port is dropped).
@@ -184,6 +186,11 @@ impl Metrics {
             "mailsync_account_restarts",
             "Child restarts seen, by account.",
         );
+        let disk_full = gauges(
+            r,
+            "mailsync_disk_full",
+            "1 while writing waits for free space in the data directory (below the [store] floor, or out of space), else 0.",
+        );
         let uptime = gauges(
             r,
             "mailsync_uptime_seconds",
@@ -218,6 +225,7 @@ impl Metrics {
             account_health,
             restarts,
             uptime,
+            disk_full,
             cursor: Mutex::new(collect::ScrapeCursor::default()),
             ports: Mutex::new(Vec::new()),
         }

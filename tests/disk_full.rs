@@ -83,6 +83,17 @@ fn a_full_disk_degrades_the_sync_heals_when_space_returns_and_never_corrupts_the
     ]);
     assert_eq!(code, 1, "ctl health is degraded: {out}{err}");
     assert!(out.contains("disk full"), "{out}");
+    let (code, out, err) = run_cli(&[
+        "ctl",
+        "--socket",
+        env.socket.to_str().expect("utf-8"),
+        "metrics",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().any(|l| l == "mailsync_disk_full 1"),
+        "metrics show the full disk:\n{out}"
+    );
     // It stays degraded (waiting), never failed, while the disk is full.
     std::thread::sleep(Duration::from_secs(3));
     let a = d.account(ACCOUNT);

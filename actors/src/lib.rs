@@ -46,7 +46,8 @@ pub mod status;
 pub mod store;
 pub mod store_backup;
 pub mod store_check;
-pub mod store_open;
+/// The store's open procedure (`store::open`), under its historical name.
+pub use store::open as store_open;
 pub mod store_rebuild;
 #[cfg(test)]
 mod test_support;

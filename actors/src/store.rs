@@ -41,6 +41,8 @@ use sled::transaction::{
 
 use crate::codec::{self, Versioned};
 
+pub mod open;
+
 /// The schema version this build writes and understands. Version 2: values carry their own
 /// type version ([`crate::codec`]); schema-1 values stay readable and are rewritten lazily.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -163,7 +165,7 @@ pub enum StoreError {
         /// What was found.
         reason: String,
     },
-    /// The store's files are damaged (see `store_open`): reported instead of opened.
+    /// The store's files are damaged (see `store::open`): reported instead of opened.
     #[error("the store in {dir} is damaged: {found}")]
     Damaged {
         /// The store directory.
@@ -267,7 +269,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             floor: crate::disk_space::FreeSpaceFloor::NONE,
-            open_timeout: crate::store_open::OPEN_TIMEOUT,
+            open_timeout: open::OPEN_TIMEOUT,
         }
     }
 }
@@ -406,8 +408,8 @@ struct Inner {
     space: crate::disk_space::DiskSpace,
     /// Transactions hold it shared; a backup holds it exclusively (`store_backup`).
     gate: std::sync::RwLock<()>,
-    /// Writes the seal once sled's handles above are gone (`store_open`).
-    _seal: crate::store_open::SealOnClose,
+    /// Writes the seal once sled's handles above are gone (`store::open`).
+    _seal: open::SealOnClose,
     _lock: File,
 }
 
@@ -466,16 +468,16 @@ impl Store {
             path: dir.to_path_buf(),
             reason,
         })?;
-        crate::store_open::remove_unfinished_snapshots(dir).map_err(io)?;
-        crate::store_open::verify_seal(dir).map_err(|found| StoreError::Damaged {
+        open::remove_unfinished_snapshots(dir).map_err(io)?;
+        open::verify_seal(dir).map_err(|found| StoreError::Damaged {
             dir: dir.to_path_buf(),
             found,
         })?;
-        crate::store_open::remove_seal(dir).map_err(io)?;
-        let db = crate::store_open::open_sled_contained(dir, opts.open_timeout)?;
+        open::remove_seal(dir).map_err(io)?;
+        let db = open::open_sled_contained(dir, opts.open_timeout)?;
         // sled reports some damage only when the first reads reach it.
-        let (trees, feed_seq) = open_trees(&db, dir, migrations)
-            .map_err(|e| crate::store_open::damage_at_open(dir, e))?;
+        let (trees, feed_seq) =
+            open_trees(&db, dir, migrations).map_err(|e| open::damage_at_open(dir, e))?;
         let (durable_feed, _) = tokio::sync::watch::channel(feed_seq);
         Ok(Store {
             inner: Arc::new(Inner {
@@ -487,7 +489,7 @@ impl Store {
                 durable_feed,
                 space,
                 gate: std::sync::RwLock::new(()),
-                _seal: crate::store_open::SealOnClose {
+                _seal: open::SealOnClose {
                     dir: dir.to_path_buf(),
                 },
                 _lock: lock,
@@ -528,7 +530,7 @@ impl Store {
     /// A sled error as a store error; running out of space becomes [`StoreError::DiskFull`]
     /// (and pauses writers like the floor does).
     fn storage_error(&self, context: &'static str, source: sled::Error) -> StoreError {
-        if crate::store_open::sled_out_of_space(&source) {
+        if open::sled_out_of_space(&source) {
             let reason = format!("{}: {source}", self.inner.dir.display());
             self.inner.space.mark_fatal(reason.clone());
             return StoreError::DiskFull {

@@ -147,6 +147,9 @@ impl Metrics {
         self.uptime
             .get_or_create(&Vec::new())
             .set(i64::try_from(status.uptime_seconds).unwrap_or(i64::MAX));
+        self.disk_full
+            .get_or_create(&Vec::new())
+            .set(i64::from(status.degraded.is_some()));
         let now_ms = mailsync_actors::spec::now_ms();
         let mut cursor = self.lock_cursor();
         for a in &status.accounts {
