@@ -58,6 +58,11 @@ pub fn router() -> Router<Arc<EmulatorState>> {
             delete(delete_message),
         )
         .route(
+            "/_emulator/accounts/{email}/messages/{id}/corrupt",
+            post(corrupt_message),
+        )
+        .route("/_emulator/accounts/{email}/labels", post(create_label))
+        .route(
             "/_emulator/accounts/{email}/history/expire",
             post(expire_history),
         )
@@ -286,6 +291,62 @@ async fn change_labels(
         }
         Err(e) => api_err(e),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Corrupt {
+    corrupt: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewLabel {
+    name: String,
+}
+
+/// Creates a user label (as if the user made it in Gmail); answers its id.
+async fn create_label(
+    State(st): St,
+    Path(email): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: NewLabel = match parse_json(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let mut accts = lock(&st.accounts);
+    let Some(acct) = accts.get_mut(&email.to_ascii_lowercase()) else {
+        return err(StatusCode::NOT_FOUND, "unknown account");
+    };
+    match acct.mailbox.create_label(&req.name, None, None, None) {
+        Ok(d) => Json(json!({"id": d.id})).into_response(),
+        Err(e) => api_err(e),
+    }
+}
+
+/// Makes one message's `format=raw` answer corrupt on every fetch (or heals it).
+async fn corrupt_message(
+    State(st): St,
+    Path((email, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: Corrupt = match parse_json(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let email = email.to_ascii_lowercase();
+    let id = match parse_id(&id) {
+        Ok(i) => i,
+        Err(e) => return api_err(e),
+    };
+    let mut set = lock(&st.corrupt);
+    if req.corrupt {
+        set.insert((email, id));
+    } else {
+        set.remove(&(email, id));
+    }
+    Json(json!({"corrupt": req.corrupt})).into_response()
 }
 
 async fn delete_message(State(st): St, Path((email, id)): Path<(String, String)>) -> Response {

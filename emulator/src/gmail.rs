@@ -294,7 +294,8 @@ fn render_message(
         raw: None,
     };
     match format {
-        "raw" => msg.raw = Some(b64url(&raw)),
+        // Gmail pads `raw` (base64url with `=`); the client must accept both forms.
+        "raw" => msg.raw = Some(crate::util::b64url_padded(&raw)),
         "metadata" => {
             let filter = if headers.is_empty() {
                 None
@@ -777,9 +778,12 @@ pub fn handle(
     if let (Ok(_), Some((ah, email, id, m, format))) = (&result, deferred) {
         let raw = crate::store::render_raw(ah, &email, &m.source);
         let headers = req.params("metadataHeaders");
-        return Ok(ApiResponse::json(&render_message(
-            raw, id, &m, &format, &headers,
-        )));
+        let mut msg = render_message(raw, id, &m, &format, &headers);
+        if lock(&st.corrupt).contains(&(email.clone(), id)) && msg.raw.is_some() {
+            // Control API `corrupt`: this message is broken on every fetch.
+            msg.raw = Some("%%% not base64 %%%".into());
+        }
+        return Ok(ApiResponse::json(&msg));
     }
     result
 }

@@ -270,7 +270,7 @@ pub fn prepare(st: &EmulatorState, req: ApiRequest) -> Result<Prepared, ApiRespo
                     "global",
                     "Too many concurrent requests for user.",
                 );
-                e.retry_after_secs = Some(1);
+                e.retry_after_secs = st.config.send_retry_after.then_some(1);
                 return Err(ApiResponse::error(&e));
             }
         }
@@ -306,7 +306,7 @@ fn rate_limit_error(st: &EmulatorState, api: Api, kind: LimitKind, retry_after: 
             "Rate Limit Exceeded",
         ),
     };
-    e.retry_after_secs = Some(retry_after);
+    e.retry_after_secs = st.config.send_retry_after.then_some(retry_after);
     e
 }
 
@@ -340,7 +340,7 @@ pub async fn run(st: &Arc<EmulatorState>, p: Prepared) -> ApiResponse {
                     "usageLimits",
                     "Rate Limit Exceeded",
                 );
-                e.retry_after_secs = Some(1);
+                e.retry_after_secs = st.config.send_retry_after.then_some(1);
                 return ApiResponse::error(&e);
             }
             FaultKind::Status500 => return ApiResponse::error(&ApiError::backend_error()),

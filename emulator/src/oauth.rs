@@ -474,6 +474,9 @@ pub async fn token(
             "Invalid Content-Type; expected application/x-www-form-urlencoded",
         );
     }
+    if let Some(r) = token_fault(&st).await {
+        return r;
+    }
     let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let get = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let now = st.clock.now_ms();
@@ -590,10 +593,37 @@ pub async fn token(
                     "Token has been expired or revoked.",
                 );
             }
+            // An optional `scope` narrows the new access token; it may only name granted
+            // scopes, space-separated (Google answers `invalid_scope` otherwise).
+            let scopes = match form.get("scope") {
+                None => g.scopes.clone(),
+                Some(asked) => {
+                    let wanted: Vec<String> = asked.split(' ').map(str::to_string).collect();
+                    let well_formed = !asked.is_empty()
+                        && wanted.iter().all(|w| {
+                            !w.is_empty() && !w.chars().any(|c| c.is_control() || c == '"')
+                        });
+                    if !well_formed {
+                        return oauth_error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_scope",
+                            "Some requested scopes were invalid.",
+                        );
+                    }
+                    if let Some(extra) = wanted.iter().find(|w| !g.scopes.contains(w)) {
+                        return oauth_error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_scope",
+                            &format!("Some requested scopes were not granted: {extra}"),
+                        );
+                    }
+                    wanted
+                }
+            };
             let access = o.issue_access(
                 &g.email,
                 client_id,
-                &g.scopes,
+                &scopes,
                 ttl_ms,
                 now,
                 Some(rt.to_string()),
@@ -601,7 +631,7 @@ pub async fn token(
             let body = json!({
                 "access_token": access,
                 "expires_in": expires_in,
-                "scope": g.scopes.join(" "),
+                "scope": scopes.join(" "),
                 "token_type": "Bearer",
             });
             (
@@ -622,6 +652,59 @@ pub async fn token(
             "Missing required parameter: grant_type",
         ),
     }
+}
+
+/// Faults on the token endpoint (method name `oauth2.token` in the fault rules): 429, 500,
+/// 503, a hang, a cut JSON body or a non-JSON page. Every request is counted.
+async fn token_fault(st: &Arc<EmulatorState>) -> Option<Response> {
+    let (latency, fault) = lock(&st.faults).decide("oauth2.token");
+    st.with_counters(|c| *c.requests.entry("oauth2.token".into()).or_insert(0) += 1);
+    if latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+    }
+    let kind = fault?;
+    st.with_counters(|c| {
+        c.faults_injected += 1;
+        *c.faults_by_kind.entry(kind.name().to_string()).or_insert(0) += 1;
+    });
+    use crate::faults::FaultKind;
+    let json = [(header::CONTENT_TYPE, "application/json; charset=utf-8")];
+    Some(match kind {
+        FaultKind::Status429 => oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            "Rate Limit Exceeded",
+        ),
+        FaultKind::Status500 => oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_failure",
+            "Backend Error",
+        ),
+        FaultKind::Status503 | FaultKind::Reset => oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "The service is currently unavailable.",
+        ),
+        FaultKind::Timeout => {
+            tokio::select! {
+                _ = st.shutdown.cancelled() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_secs(120)) => {}
+            }
+            oauth_error(StatusCode::GATEWAY_TIMEOUT, "timeout", "Timeout")
+        }
+        FaultKind::Truncated => (
+            StatusCode::OK,
+            json,
+            r#"{"access_token":"ya29.cut"#.to_string(),
+        )
+            .into_response(),
+        FaultKind::Malformed => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            "<html><body>Service unavailable</body></html>".to_string(),
+        )
+            .into_response(),
+    })
 }
 
 /// `POST /revoke?token=…` (or form body `token=…`).
