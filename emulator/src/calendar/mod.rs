@@ -5,14 +5,18 @@
 
 pub mod channels;
 pub mod control;
+pub mod event_shape;
 pub mod list;
 pub mod model;
+pub mod op;
+pub mod snapshot;
 pub mod time;
 pub mod write;
 
 use axum::http::Method;
 
 pub use model::{Attendee, Calendar, CalendarSet, ChannelReg, Event, Person};
+pub use op::Op;
 
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse, Op as HttpOp, Route};
@@ -34,18 +38,6 @@ const CAL_READ: &[&str] = &[
 ];
 const LIST_READ: &[&str] = &[SCOPE_CALENDAR, SCOPE_CALENDAR_RO];
 const CAL_WRITE: &[&str] = &[SCOPE_CALENDAR, SCOPE_CAL_EVENTS];
-
-#[derive(Debug, Clone)]
-pub enum Op {
-    CalendarList,
-    EventsList(String),
-    EventsGet(String, String),
-    EventsWatch(String),
-    EventsInsert(String),
-    EventsPatch(String, String),
-    EventsDelete(String, String),
-    ChannelsStop,
-}
 
 fn r(name: &'static str, params: &'static [&'static str], op: Op) -> Option<Route> {
     Some(Route {
