@@ -6,9 +6,9 @@
 
 use serde_json::{Value, json};
 
+use super::errors::{cal_error, full_sync_required};
 use super::model::{Calendar, CalendarSet, Event};
 use super::time::{instance_suffix, occurrences};
-use super::{cal_error, full_sync_required};
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::util::{hash64, parse_rfc3339, rfc3339_ms};
