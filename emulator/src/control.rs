@@ -25,23 +25,7 @@ use crate::util::{b64_decode_any, lock};
 
 type St = State<Arc<EmulatorState>>;
 
-pub(crate) fn err(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(json!({"error": msg.into()}))).into_response()
-}
-
-pub(crate) fn api_err(e: crate::error::ApiError) -> Response {
-    (e.http_status(), Json(e.body())).into_response()
-}
-
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    let body = if body.is_empty() {
-        b"{}".as_slice()
-    } else {
-        body
-    };
-    serde_json::from_slice(body)
-        .map_err(|e| err(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
-}
+pub(crate) use crate::control_response::{api_err, err, parse_json};
 
 pub fn router() -> Router<Arc<EmulatorState>> {
     Router::new()

@@ -30,39 +30,7 @@ const LABELS_READ: &[&str] = &[
 ];
 const LABELS_WRITE: &[&str] = &[SCOPE_MODIFY, SCOPE_MAIL, SCOPE_LABELS];
 
-/// What a thread-level write does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThreadAction {
-    Modify,
-    Trash,
-    Untrash,
-    Delete,
-}
-
-/// A routed Gmail operation.
-#[derive(Debug, Clone)]
-pub enum Op {
-    Profile(String),
-    LabelsList(String),
-    LabelsGet(String, String),
-    LabelsCreate(String),
-    LabelsPatch(String, String, bool),
-    LabelsDelete(String, String),
-    MessagesList(String),
-    ThreadsList(String),
-    ThreadsGet(String, String),
-    ThreadsModify(String, String, ThreadAction),
-    MessagesGet(String, String),
-    AttachmentsGet(String, String, String),
-    Modify(String, String),
-    Trash(String, String),
-    Untrash(String, String),
-    Delete(String, String),
-    BatchModify(String),
-    HistoryList(String),
-    Watch(String),
-    Stop(String),
-}
+pub use crate::gmail_op::{Op, ThreadAction};
 
 fn r(name: &'static str, params: &'static [&'static str], op: Op) -> Option<Route> {
     Some(Route {

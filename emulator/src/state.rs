@@ -8,12 +8,12 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::calendar::CalendarSet;
+use crate::calendar::model::CalendarSet;
 use crate::clock::Clock;
 use crate::config::EmulatorConfig;
 use crate::faults::Faults;
-use crate::oauth::OAuthStore;
-use crate::pubsub::{Outbound, SigningKey};
+use crate::notification::{Outbound, SigningKey};
+use crate::oauth_store::OAuthStore;
 use crate::quota::Quota;
 use crate::store::Mailbox;
 use crate::util::lock;
