@@ -8,7 +8,7 @@ use mailsync_actors::backoff::{RestartPolicy, RetryPolicy};
 use mailsync_actors::gmail::{GmailOptions, GmailSource};
 use mailsync_actors::model::AccountId;
 use mailsync_actors::ports::GmailApi;
-use mailsync_actors::source::SourceKind;
+use mailsync_actors::source::{SourceKind, SyncSource};
 use mailsync_actors::spec::AccountSpec;
 use std::sync::Arc;
 
@@ -71,6 +71,15 @@ fn build(
     account: &AccountConfig,
     gmail: &dyn GmailPortBuilder,
 ) -> Result<AccountSpec, AccountBuildError> {
+    if let AccountSettings::Imap(settings) = &account.settings {
+        let source = crate::imap::build_source(settings).map_err(|reason| {
+            AccountBuildError::Port {
+                account: account.id.clone(),
+                reason,
+            }
+        })?;
+        return Ok(spec_for(config, account, SourceKind::Imap, Arc::new(source)));
+    }
     let api: Arc<dyn GmailApi> = match &account.settings {
         AccountSettings::Test(t) => {
             let cfg = TestProviderConfig {
@@ -115,10 +124,24 @@ fn build(
         initial_query: account.initial_query.clone(),
         list_page_size,
     };
-    Ok(AccountSpec {
+    Ok(spec_for(
+        config,
+        account,
+        kind,
+        Arc::new(GmailSource::new(kind, api, options)),
+    ))
+}
+
+fn spec_for(
+    config: &Config,
+    account: &AccountConfig,
+    kind: SourceKind,
+    source: Arc<dyn SyncSource>,
+) -> AccountSpec {
+    AccountSpec {
         id: AccountId(account.id.clone()),
         kind,
-        source: Arc::new(GmailSource::new(kind, api, options)),
+        source,
         poll_interval: account.poll_interval,
         batch_size: account.batch_size.max(1),
         retry: RetryPolicy {
@@ -135,5 +158,5 @@ fn build(
         // Debug output never contains secrets (credential refs print their source only), so
         // it is a safe and complete fingerprint of what the account was built from.
         fingerprint: format!("{account:?}|{:?}|{:?}", config.retry, config.restart),
-    })
+    }
 }

@@ -15,6 +15,7 @@ pub mod control;
 pub mod daemon;
 pub mod gmail_port;
 pub mod google;
+pub mod imap;
 pub mod metrics;
 pub mod providers;
 pub mod push;

@@ -21,6 +21,7 @@ pub mod error;
 pub mod feed;
 pub mod gmail;
 pub mod history_sync;
+pub mod imap;
 pub mod ingest;
 pub mod jobs;
 pub mod mailbox;

@@ -1,0 +1,1 @@
+//! Unit tests of the IMAP source against a fake port.
