@@ -45,20 +45,25 @@ impl AccountBuildError {
 
 /// Builds the specs of every enabled account; accounts that cannot be built are returned as
 /// errors next to the specs, so one bad account never stops the others.
+/// `decorate` wraps each Gmail-shaped port (the service layer meters them).
 pub fn build_all(
     config: &Config,
     gmail: &dyn GmailPortBuilder,
+    decorate: &PortDecorator<'_>,
 ) -> (Vec<AccountSpec>, Vec<AccountBuildError>) {
     let mut specs = Vec::new();
     let mut errors = Vec::new();
     for account in config.accounts.iter().filter(|a| a.enabled) {
-        match build(config, account, gmail) {
+        match build(config, account, gmail, decorate) {
             Ok(spec) => specs.push(spec),
             Err(e) => errors.push(e),
         }
     }
     (specs, errors)
 }
+
+/// Wraps an account's port before its source is built (metering); `&|_, api| api` for none.
+pub type PortDecorator<'a> = dyn Fn(&str, Arc<dyn GmailApi>) -> Arc<dyn GmailApi> + 'a;
 
 /// Builds the Gmail port of an account; implemented over the REST client in `google`.
 pub trait GmailPortBuilder: Send + Sync {
@@ -70,6 +75,7 @@ fn build(
     config: &Config,
     account: &AccountConfig,
     gmail: &dyn GmailPortBuilder,
+    decorate: &PortDecorator<'_>,
 ) -> Result<AccountSpec, AccountBuildError> {
     if let AccountSettings::Imap(settings) = &account.settings {
         let source = crate::imap::build_source(settings).map_err(|reason| {
@@ -128,7 +134,7 @@ fn build(
         config,
         account,
         kind,
-        Arc::new(GmailSource::new(kind, api, options)),
+        Arc::new(GmailSource::new(kind, decorate(&account.id, api), options)),
     ))
 }
 

@@ -10,8 +10,6 @@ use crate::control::server::{ControlHandler, EventStream, HandlerFuture};
 use crate::daemon::{AdminError, DaemonCore};
 use mailsync_actors::account::AccountCommand;
 use mailsync_actors::feed::FeedEvent;
-use mailsync_actors::mirror::Change;
-use mailsync_actors::store::decode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::net::UnixListener;
@@ -51,20 +49,10 @@ fn admin_error(e: AdminError) -> Response {
     }
 }
 
-/// The JSON form of one feed event, as streamed to consumers.
+/// The JSON form of one feed event, as streamed to consumers: the public schema
+/// ([`crate::events`]), identical to what webhooks receive.
 pub fn event_json(ev: &FeedEvent) -> Value {
-    let change = match decode::<Change>(&ev.payload) {
-        Ok(c) => serde_json::to_value(&c).unwrap_or(Value::Null),
-        Err(e) => json!({ "undecodable": e.to_string() }),
-    };
-    json!({
-        "seq": ev.seq,
-        "account": ev.account,
-        "kind": ev.kind,
-        "key": ev.key,
-        "ts_ms": ev.ts_ms,
-        "change": change,
-    })
+    crate::events::event_value(ev)
 }
 
 impl Admin {

@@ -240,7 +240,9 @@ impl DaemonCore {
                 return Err(AdminError::Config(e.to_string()));
             }
         };
-        let (specs, errors) = accounts::build_all(&new, self.gmail.as_ref());
+        let service = self.service.clone();
+        let (specs, errors) =
+            accounts::build_all(&new, self.gmail.as_ref(), &|id, api| service.meter(id, api));
         for e in &errors {
             tracing::error!(error = %e, "Account not started.");
         }
@@ -390,11 +392,13 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Control(e.to_string()))?;
     let mut signals = crate::signals::listen().map_err(DaemonError::Signals)?;
 
-    let (specs, errors) = accounts::build_all(&config, opts.gmail.as_ref());
+    let service = Arc::new(crate::service::ServiceState::new());
+    let (specs, errors) = accounts::build_all(&config, opts.gmail.as_ref(), &|id, api| {
+        service.meter(id, api)
+    });
     for e in &errors {
         tracing::error!(error = %e, "Account not started.");
     }
-    let service = Arc::new(crate::service::ServiceState::new());
     let specs = service.adopt(&config, specs, &errors);
     let (root, root_done) = Actor::spawn(
         None,

@@ -17,6 +17,7 @@
 //! - Sinks wait on [`mailsync_actors::feed::Feed::subscribe`]; they never poll.
 
 pub mod maildir;
+pub mod maildir_folders;
 pub mod retention;
 pub mod webhook;
 

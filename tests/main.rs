@@ -9,6 +9,7 @@ mod bad_input;
 mod control_socket;
 mod crash_recovery;
 mod ctl_newcomer;
+mod event_schema;
 mod feed_socket;
 mod gmail_crash;
 mod gmail_maildir;

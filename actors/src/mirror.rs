@@ -228,6 +228,60 @@ pub fn emit(
     })
 }
 
+/// How often an item (a message or a label) has been deleted and how often it has changed:
+/// part of its events' idempotency keys, so a message deleted and re-added, or a label renamed
+/// back to an earlier name, is a new event rather than a duplicate of an old one. Kept in
+/// `Space::Cursors` under `gen\0<account>\0<m|l>\0<id>`, also after the item is gone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ItemVersions {
+    /// Deletions so far (the item's current generation).
+    pub generation: u64,
+    /// Changes within the generation.
+    pub revision: u64,
+}
+
+crate::versioned_as_itself!(ItemVersions => "item versions");
+
+fn versions_key(account: &str, kind: u8, id: &str) -> Vec<u8> {
+    let mut k = b"gen\0".to_vec();
+    k.extend_from_slice(account.as_bytes());
+    k.push(0);
+    k.push(kind);
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn versions_tx(
+    tx: &StoreTx<'_>,
+    account: &str,
+    kind: u8,
+    id: &str,
+) -> Result<ItemVersions, TxError> {
+    match tx.get(Space::Cursors, &versions_key(account, kind, id))? {
+        Some(v) => Ok(decode(&v)?),
+        None => Ok(ItemVersions::default()),
+    }
+}
+
+fn save_versions_tx(
+    tx: &StoreTx<'_>,
+    account: &str,
+    kind: u8,
+    id: &str,
+    v: ItemVersions,
+) -> Result<(), TxError> {
+    tx.insert(
+        Space::Cursors,
+        &versions_key(account, kind, id),
+        &encode(&v),
+    )
+}
+
+const MESSAGE: u8 = b'm';
+const LABEL: u8 = b'l';
+
 fn sorted(mut v: Vec<LabelId>) -> Vec<LabelId> {
     v.sort();
     v.dedup();
@@ -304,10 +358,11 @@ pub fn apply_fetched(
         raw_sha256,
         headers: msg.headers.clone(),
     };
+    let g = versions_tx(tx, account, MESSAGE, &msg.id.0)?.generation;
     emit(
         tx,
         account,
-        format!("message.added:{account}:{}", msg.id),
+        format!("message.added:{account}:{}:g{g}", msg.id),
         &change,
         now_ms,
     )?;
@@ -352,11 +407,12 @@ pub fn set_labels(
         removed,
         label_ids: labels,
     };
+    let g = versions_tx(tx, account, MESSAGE, &old.id.0)?.generation;
     emit(
         tx,
         account,
         format!(
-            "message.labels_changed:{account}:{}:{discriminator}",
+            "message.labels_changed:{account}:{}:g{g}:{discriminator}",
             old.id
         ),
         &change,
@@ -398,13 +454,18 @@ pub fn apply_deleted(
     }
     tx.remove(Space::Messages, &key)?;
     tx.remove(Space::Raw, &key)?;
+    let mut v = versions_tx(tx, account, MESSAGE, &id.0)?;
     emit(
         tx,
         account,
-        format!("message.deleted:{account}:{id}"),
+        format!("message.deleted:{account}:{id}:g{}", v.generation),
         &Change::MessageDeleted { id: id.clone() },
         now_ms,
     )?;
+    // A later re-add of the same id is a new generation with new event keys.
+    v.generation += 1;
+    v.revision = 0;
+    save_versions_tx(tx, account, MESSAGE, &id.0, v)?;
     Ok(Applied::Deleted)
 }
 
@@ -428,7 +489,13 @@ pub fn sync_labels(
                 let change = Change::LabelUpdated {
                     label: label.clone(),
                 };
-                let k = format!("label.updated:{account}:{}:{}", label.id, label.name);
+                let mut v = versions_tx(tx, account, LABEL, &label.id.0)?;
+                v.revision += 1;
+                save_versions_tx(tx, account, LABEL, &label.id.0, v)?;
+                let k = format!(
+                    "label.updated:{account}:{}:g{}:r{}",
+                    label.id, v.generation, v.revision
+                );
                 events += usize::from(emit(tx, account, k, &change, now_ms)?.is_some());
             }
             None => {
@@ -436,7 +503,8 @@ pub fn sync_labels(
                 let change = Change::LabelCreated {
                     label: label.clone(),
                 };
-                let k = format!("label.created:{account}:{}", label.id);
+                let g = versions_tx(tx, account, LABEL, &label.id.0)?.generation;
+                let k = format!("label.created:{account}:{}:g{g}", label.id);
                 events += usize::from(emit(tx, account, k, &change, now_ms)?.is_some());
             }
         }
@@ -447,7 +515,11 @@ pub fn sync_labels(
         }
         tx.remove(Space::Labels, &record_key(account, &old.id.0))?;
         let change = Change::LabelDeleted { id: old.id.clone() };
-        let k = format!("label.deleted:{account}:{}", old.id);
+        let mut v = versions_tx(tx, account, LABEL, &old.id.0)?;
+        let k = format!("label.deleted:{account}:{}:g{}", old.id, v.generation);
+        v.generation += 1;
+        v.revision = 0;
+        save_versions_tx(tx, account, LABEL, &old.id.0, v)?;
         events += usize::from(emit(tx, account, k, &change, now_ms)?.is_some());
     }
     Ok(events)

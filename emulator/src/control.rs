@@ -166,6 +166,8 @@ struct Deliver {
     label_ids: Option<Vec<String>>,
     thread_id: Option<String>,
     internal_date: Option<String>,
+    /// Re-deliver under this (hex) id, which must not be live.
+    id: Option<String>,
 }
 
 async fn deliver(State(st): St, Path(email): Path<String>, body: axum::body::Bytes) -> Response {
@@ -199,6 +201,11 @@ async fn deliver(State(st): St, Path(email): Path<String>, body: axum::body::Byt
             return err(StatusCode::NOT_FOUND, "unknown account");
         };
         let mb = &mut acct.mailbox;
+        if let Some(id) = req.id.as_deref()
+            && let Err(e) = parse_id(id).and_then(|id| mb.reuse_id_once(id))
+        {
+            return api_err(e);
+        }
         match raw {
             Some(bytes) => {
                 let e = crate::mime::parse_entity(&bytes, 0);

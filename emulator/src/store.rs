@@ -113,6 +113,8 @@ pub struct Mailbox {
     pub retention_records: usize,
     pub retention_ms: i64,
     id_seq: u64,
+    /// The id the next inserted message takes (control API: re-deliver under an old id).
+    reuse_id: Option<u64>,
 }
 
 /// Snapshot of one message (the truth a mirror is compared against).
@@ -218,6 +220,7 @@ impl Mailbox {
             retention_records,
             retention_ms,
             id_seq: 0,
+            reuse_id: None,
         };
         let mut hid: u64 = 1_000 + rng.random_range(0..100_000u64);
         mb.history_floor = hid;
@@ -245,7 +248,22 @@ impl Mailbox {
         mb
     }
 
+    /// Makes the next inserted message take `id` (a test control: Gmail only does this when
+    /// a deleted message is restored). Fails with 409 if the id is live.
+    pub fn reuse_id_once(&mut self, id: u64) -> Result<(), ApiError> {
+        if self.messages.contains_key(&id) {
+            return Err(ApiError::new(409, "duplicate", "global", "id is in use"));
+        }
+        self.reuse_id = Some(id);
+        Ok(())
+    }
+
     fn alloc_id(&mut self, internal_date: i64) -> u64 {
+        if let Some(id) = self.reuse_id.take()
+            && !self.messages.contains_key(&id)
+        {
+            return id;
+        }
         self.id_seq += 1;
         let mut id = ((internal_date.max(0) as u64) << 20) | (self.id_seq & 0xF_FFFF);
         while self.messages.contains_key(&id) {

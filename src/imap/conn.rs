@@ -229,7 +229,7 @@ async fn connect_inner(s: &ConnSettings) -> Result<Conn, ImapError> {
             )
         })?;
     let _ = tcp.set_nodelay(true);
-    let mut client = match &s.security {
+    let client = match &s.security {
         Security::Implicit(cfg) => {
             let tls = start_tls(tcp, &s.host, cfg.clone())
                 .await

@@ -23,6 +23,7 @@ pub fn error_labels(e: &ApiError) -> (&'static str, &'static str) {
         ApiError::Transient(_) => ("transient", "5xx"),
         ApiError::NotFound => ("not_found", "404"),
         ApiError::HistoryExpired => ("history_expired", "404"),
+        ApiError::SyncTokenExpired => ("sync_token_expired", "410"),
         ApiError::Disconnected(_) => ("disconnected", "401"),
         ApiError::Malformed(_) => ("malformed", "200"),
         ApiError::Rejected(_) => ("rejected", "400"),

@@ -83,7 +83,8 @@ impl ServiceState {
     }
 
     /// Takes the result of building the accounts (at start and on every reload): remembers
-    /// the accounts that failed to build and returns the specs with their ports metered.
+    /// the accounts that failed to build and returns the specs (their ports were metered
+    /// while they were built, through [`ServiceState::meter`]).
     pub fn adopt(
         &self,
         config: &Config,
@@ -109,12 +110,15 @@ impl ServiceState {
             .collect();
         *lock(&self.start_failures) = failures;
         specs
-            .into_iter()
-            .map(|mut spec| {
-                spec.api = self.metrics.meter(&spec.id.0, spec.api.clone());
-                spec
-            })
-            .collect()
+    }
+
+    /// Wraps an account's port with the metrics decorator (passed to `accounts::build_all`).
+    pub fn meter(
+        &self,
+        account: &str,
+        api: Arc<dyn mailsync_actors::ports::GmailApi>,
+    ) -> Arc<dyn mailsync_actors::ports::GmailApi> {
+        self.metrics.meter(account, api)
     }
 
     /// Status entries (state `failed`) for the accounts that could not be started.

@@ -1,7 +1,7 @@
 //! The webhook sinks: POST batches of feed events as signed JSON to each `[[webhooks]]` URL.
 //!
-//! This module owns the wire format (`{"events":[...]}`, rendered from [`Change`] through the
-//! serde mirror types below, so the actors crate stays free of JSON), the signature scheme
+//! This module owns the batch format (`{"events":[...]}`, each event in the public schema of
+//! [`crate::events`], so the actors crate stays free of JSON), the signature scheme
 //! ([`sign`], [`verify_signature`]), the retry policy and the dead letters of webhook sinks.
 //!
 //! One delivery: up to [`super::BATCH_EVENTS`] events after the cursor, those of the webhook's
@@ -21,8 +21,6 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use mailsync_actors::backoff::RetryPolicy;
 use mailsync_actors::feed::FeedEvent;
-use mailsync_actors::mirror::Change;
-use mailsync_actors::model::{HeaderSummary, Label, LabelId, LabelKind};
 use mailsync_actors::store::{Store, decode, encode};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -31,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 use super::{ConsumerLoop, Deliver, SinkError, deadletter_key, now_ms, webhook_sink_name};
 use crate::config::{CredentialRef, RetryConfig, WebhookConfig};
 use crate::secret::Secret;
+
+pub use crate::events::{ChangeJson, EventJson, event_json, event_value};
 
 /// The header carrying the signing time (unix seconds).
 pub const TIMESTAMP_HEADER: &str = "X-Mailsync-Timestamp";
@@ -141,195 +141,19 @@ pub fn verify_signature(
     }
 }
 
-/// The JSON body of one delivery.
+/// The JSON body of one delivery: `{"events":[...]}`, each event in the public schema
+/// ([`crate::events`]), byte for byte what `ctl events` prints for it.
 #[derive(Debug, Serialize)]
 pub struct WebhookBatch {
     /// The events, in seq order.
-    pub events: Vec<EventJson>,
+    pub events: Vec<serde_json::Value>,
 }
 
-/// One event on the wire.
-#[derive(Debug, Serialize)]
-pub struct EventJson {
-    /// Position in the feed (increasing; gaps where other accounts' events were filtered).
-    pub seq: u64,
-    /// The account.
-    pub account: String,
-    /// `message.added`, `message.deleted`, `message.labels_changed`, `label.created`,
-    /// `label.updated`, `label.deleted`, `account.state_changed`.
-    pub kind: String,
-    /// Idempotency key: the same change always has the same key. Dedupe on it.
-    pub key: String,
-    /// When the change was recorded, ms since the epoch.
-    pub ts_ms: u64,
-    /// What changed; its fields depend on `kind`. `null` if this build cannot decode it.
-    pub change: Option<ChangeJson>,
-}
-
-/// [`Change`] as JSON; the variant is given by the event's `kind`.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub enum ChangeJson {
-    /// `message.added`.
-    MessageAdded {
-        /// Message id.
-        id: String,
-        /// Thread id.
-        thread_id: String,
-        /// Labels at fetch time.
-        label_ids: Vec<String>,
-        /// Internal date, ms since the epoch.
-        internal_date_ms: i64,
-        /// Size in bytes.
-        size: u64,
-        /// Hex SHA-256 of the raw message.
-        raw_sha256: String,
-        /// Decoded headers.
-        headers: HeadersJson,
-    },
-    /// `message.deleted`.
-    MessageDeleted {
-        /// Message id.
-        id: String,
-    },
-    /// `message.labels_changed`.
-    MessageLabelsChanged {
-        /// Message id.
-        id: String,
-        /// Labels added.
-        added: Vec<String>,
-        /// Labels removed.
-        removed: Vec<String>,
-        /// The full label set after the change.
-        label_ids: Vec<String>,
-    },
-    /// `label.created` / `label.updated`.
-    Label {
-        /// The label.
-        label: LabelJson,
-    },
-    /// `label.deleted`.
-    LabelDeleted {
-        /// Label id.
-        id: String,
-    },
-    /// `account.state_changed`.
-    AccountState {
-        /// New state (`running`, `failed`, `disconnected`, ...).
-        state: String,
-        /// Why, if known.
-        reason: Option<String>,
-    },
-}
-
-/// Message headers on the wire.
-#[derive(Debug, Serialize)]
-pub struct HeadersJson {
-    /// `Subject`.
-    pub subject: Option<String>,
-    /// `From`.
-    pub from: Option<String>,
-    /// `Date`.
-    pub date: Option<String>,
-    /// `Message-ID`.
-    pub message_id: Option<String>,
-}
-
-/// A label on the wire.
-#[derive(Debug, Serialize)]
-pub struct LabelJson {
-    /// Label id.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// `system` or `user`.
-    pub kind: &'static str,
-}
-
-fn ids(v: Vec<LabelId>) -> Vec<String> {
-    v.into_iter().map(|l| l.0).collect()
-}
-
-fn label_json(l: Label) -> LabelJson {
-    LabelJson {
-        id: l.id.0,
-        name: l.name,
-        kind: match l.kind {
-            LabelKind::System => "system",
-            LabelKind::User => "user",
-        },
-    }
-}
-
-fn headers_json(h: HeaderSummary) -> HeadersJson {
-    HeadersJson {
-        subject: h.subject,
-        from: h.from,
-        date: h.date,
-        message_id: h.message_id,
-    }
-}
-
-impl From<Change> for ChangeJson {
-    fn from(c: Change) -> Self {
-        match c {
-            Change::MessageAdded {
-                id,
-                thread_id,
-                label_ids,
-                internal_date_ms,
-                size,
-                raw_sha256,
-                headers,
-            } => ChangeJson::MessageAdded {
-                id: id.0,
-                thread_id,
-                label_ids: ids(label_ids),
-                internal_date_ms,
-                size,
-                raw_sha256,
-                headers: headers_json(headers),
-            },
-            Change::MessageDeleted { id } => ChangeJson::MessageDeleted { id: id.0 },
-            Change::MessageLabelsChanged {
-                id,
-                added,
-                removed,
-                label_ids,
-            } => ChangeJson::MessageLabelsChanged {
-                id: id.0,
-                added: ids(added),
-                removed: ids(removed),
-                label_ids: ids(label_ids),
-            },
-            Change::LabelCreated { label } | Change::LabelUpdated { label } => ChangeJson::Label {
-                label: label_json(label),
-            },
-            Change::LabelDeleted { id } => ChangeJson::LabelDeleted { id: id.0 },
-            Change::AccountStateChanged { state, reason } => {
-                ChangeJson::AccountState { state, reason }
-            }
-        }
-    }
-}
-
-/// Renders one feed event for the wire.
-pub fn event_json(ev: &FeedEvent) -> EventJson {
-    let change = match decode::<Change>(&ev.payload) {
-        Ok(c) => Some(ChangeJson::from(c)),
-        Err(e) => {
-            tracing::warn!(seq = ev.seq, error = %e, "Feed event payload does not decode; sending change = null.");
-            None
-        }
-    };
-    EventJson {
-        seq: ev.seq,
-        account: ev.account.clone(),
-        kind: ev.kind.clone(),
-        key: ev.key.clone(),
-        ts_ms: ev.ts_ms,
-        change,
-    }
+/// The body of a delivery of `events` (already filtered).
+pub fn batch_body(events: &[FeedEvent]) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&WebhookBatch {
+        events: events.iter().map(event_value).collect(),
+    })
 }
 
 /// A batch that exhausted its attempts, kept in `Space::Sinks` under
@@ -531,16 +355,15 @@ impl Deliver for WebhookSink {
         else {
             return Ok(0);
         };
-        let selected: Vec<EventJson> = events
-            .iter()
+        let selected: Vec<FeedEvent> = events
+            .into_iter()
             .filter(|e| self.wants(&e.account))
-            .map(event_json)
             .collect();
         if selected.is_empty() {
             return Ok(last);
         }
         let count = selected.len() as u64;
-        let body = serde_json::to_vec(&WebhookBatch { events: selected })
+        let body = batch_body(&selected)
             .map_err(|e| SinkError::Delivery(format!("encoding the batch: {e}")))?;
         let secret = self.secret().await?;
         let mut attempt = 0u32;
@@ -604,7 +427,6 @@ impl Deliver for WebhookSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mailsync_actors::model::MessageId;
 
     #[test]
     fn signatures_verify_and_forgeries_do_not() {
@@ -674,39 +496,5 @@ mod tests {
         );
         assert_eq!(unhex("00ff10"), Some(vec![0, 255, 16]));
         assert_eq!(unhex("0"), None);
-    }
-
-    #[test]
-    fn events_render_as_json() {
-        let change = Change::MessageLabelsChanged {
-            id: MessageId("m1".into()),
-            added: vec![LabelId("STARRED".into())],
-            removed: vec![],
-            label_ids: vec![LabelId("INBOX".into()), LabelId("STARRED".into())],
-        };
-        let ev = FeedEvent {
-            seq: 7,
-            account: "a".into(),
-            kind: change.kind().into(),
-            key: "k".into(),
-            payload: encode(&change),
-            ts_ms: 5,
-        };
-        let v = serde_json::to_value(WebhookBatch {
-            events: vec![event_json(&ev)],
-        })
-        .unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"events":[{
-                "seq": 7, "account": "a", "kind": "message.labels_changed", "key": "k", "ts_ms": 5,
-                "change": {"id": "m1", "added": ["STARRED"], "removed": [], "label_ids": ["INBOX", "STARRED"]}
-            }]})
-        );
-        let bad = FeedEvent {
-            payload: vec![9, 9],
-            ..ev
-        };
-        assert!(event_json(&bad).change.is_none());
     }
 }

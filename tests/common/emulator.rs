@@ -106,6 +106,16 @@ impl Emu {
         v["id"].as_str().expect("id").to_string()
     }
 
+    /// Delivers a generated message under an id that was deleted before (a restore).
+    pub fn redeliver(&self, id: &str) -> String {
+        let v = self.call(
+            reqwest::Method::POST,
+            &self.acct_path("/messages"),
+            Some(json!({"id": id})),
+        );
+        v["id"].as_str().expect("id").to_string()
+    }
+
     pub fn change_labels(&self, id: &str, add: &[&str], remove: &[&str]) {
         self.call(
             reqwest::Method::POST,

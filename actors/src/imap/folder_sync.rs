@@ -22,7 +22,6 @@ use crate::mirror::{self, Change};
 use crate::model::MessageId;
 use crate::source::SourceCx;
 use crate::spec::now_ms;
-use crate::store::StoreError;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 
