@@ -15,8 +15,8 @@ use async_imap::imap_proto::{
     AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, Status,
 };
 use mailsync_actors::imap::port::{
-    Capabilities, FetchedBody, FetchedHeader, FolderInfo, IdleOutcome, ImapError,
-    ImapErrorClass, ImapFuture, ImapSession, MessageMeta, QresyncParams, Selected,
+    Capabilities, FetchedBody, FetchedHeader, FolderInfo, IdleOutcome, ImapError, ImapErrorClass,
+    ImapFuture, ImapSession, MessageMeta, QresyncParams, Selected,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +84,10 @@ fn err(class: ImapErrorClass, msg: impl AsRef<str>) -> ImapError {
 fn io_error(e: &std::io::Error) -> ImapError {
     let text = e.to_string();
     if text.contains("during parsing") || text.contains("incoming data too large") {
-        err(ImapErrorClass::Parse, format!("unparseable server response: {text}"))
+        err(
+            ImapErrorClass::Parse,
+            format!("unparseable server response: {text}"),
+        )
     } else {
         err(ImapErrorClass::Network, text)
     }
@@ -189,7 +192,10 @@ pub async fn connect(s: &ConnSettings) -> Result<Conn, ImapError> {
 
 async fn greeting(client: &mut async_imap::Client<ImapStream>) -> Result<(), ImapError> {
     let Some(resp) = client.read_response().await.map_err(|e| io_error(&e))? else {
-        return Err(err(ImapErrorClass::Network, "connection closed before the greeting"));
+        return Err(err(
+            ImapErrorClass::Network,
+            "connection closed before the greeting",
+        ));
     };
     match resp.parsed() {
         Response::Data {
@@ -231,9 +237,12 @@ async fn connect_inner(s: &ConnSettings) -> Result<Conn, ImapError> {
     let _ = tcp.set_nodelay(true);
     let client = match &s.security {
         Security::Implicit(cfg) => {
-            let tls = start_tls(tcp, &s.host, cfg.clone())
-                .await
-                .map_err(|e| err(ImapErrorClass::Network, format!("TLS handshake failed: {e}")))?;
+            let tls = start_tls(tcp, &s.host, cfg.clone()).await.map_err(|e| {
+                err(
+                    ImapErrorClass::Network,
+                    format!("TLS handshake failed: {e}"),
+                )
+            })?;
             let mut c = async_imap::Client::new(tls);
             greeting(&mut c).await?;
             c
@@ -247,9 +256,12 @@ async fn connect_inner(s: &ConnSettings) -> Result<Conn, ImapError> {
             let ImapStream::Plain(tcp) = c.into_inner() else {
                 return Err(err(ImapErrorClass::Network, "STARTTLS on a TLS stream"));
             };
-            let tls = start_tls(tcp, &s.host, cfg.clone())
-                .await
-                .map_err(|e| err(ImapErrorClass::Network, format!("TLS handshake failed: {e}")))?;
+            let tls = start_tls(tcp, &s.host, cfg.clone()).await.map_err(|e| {
+                err(
+                    ImapErrorClass::Network,
+                    format!("TLS handshake failed: {e}"),
+                )
+            })?;
             async_imap::Client::new(tls)
         }
         Security::Plain => {
@@ -261,7 +273,12 @@ async fn connect_inner(s: &ConnSettings) -> Result<Conn, ImapError> {
     let secret_source = s.secret.clone();
     let secret = tokio::task::spawn_blocking(move || secret_source())
         .await
-        .map_err(|e| err(ImapErrorClass::Auth, format!("credential lookup failed: {e}")))?
+        .map_err(|e| {
+            err(
+                ImapErrorClass::Auth,
+                format!("credential lookup failed: {e}"),
+            )
+        })?
         .map_err(|e| err(ImapErrorClass::Auth, e))?;
     let auth_err = |e: async_imap::error::Error| match e {
         async_imap::error::Error::No(m) | async_imap::error::Error::Bad(m) => {
@@ -286,16 +303,31 @@ async fn connect_inner(s: &ConnSettings) -> Result<Conn, ImapError> {
             payload.push(0);
             payload.extend_from_slice(secret.expose().as_bytes());
             client
-                .authenticate("PLAIN", Sasl { payload, sent: false })
+                .authenticate(
+                    "PLAIN",
+                    Sasl {
+                        payload,
+                        sent: false,
+                    },
+                )
                 .await
                 .map_err(|(e, _)| auth_err(e))?
         }
         AuthMethod::XOAuth2 => {
-            let payload =
-                format!("user={}\x01auth=Bearer {}\x01\x01", s.username, secret.expose())
-                    .into_bytes();
+            let payload = format!(
+                "user={}\x01auth=Bearer {}\x01\x01",
+                s.username,
+                secret.expose()
+            )
+            .into_bytes();
             client
-                .authenticate("XOAUTH2", Sasl { payload, sent: false })
+                .authenticate(
+                    "XOAUTH2",
+                    Sasl {
+                        payload,
+                        sent: false,
+                    },
+                )
                 .await
                 .map_err(|(e, _)| auth_err(e))?
         }
@@ -392,7 +424,10 @@ impl Conn {
             let id = session.run_command(cmd).await.map_err(|e| lib_error(&e))?;
             loop {
                 let Some(resp) = session.read_response().await.map_err(|e| io_error(&e))? else {
-                    return Err(err(ImapErrorClass::Network, "connection closed by the server"));
+                    return Err(err(
+                        ImapErrorClass::Network,
+                        "connection closed by the server",
+                    ));
                 };
                 match resp.parsed() {
                     Response::Done {
@@ -571,7 +606,10 @@ impl Conn {
         })
         .await?;
         if missing_body > 0 {
-            tracing::debug!(missing_body, "FETCH responses without a body (flag updates) ignored.");
+            tracing::debug!(
+                missing_body,
+                "FETCH responses without a body (flag updates) ignored."
+            );
         }
         Ok(out)
     }
@@ -607,7 +645,10 @@ impl Conn {
         let started = tokio::time::timeout(op_timeout, async {
             loop {
                 let Some(resp) = session.read_response().await.map_err(|e| io_error(&e))? else {
-                    return Err(err(ImapErrorClass::Network, "connection closed by the server"));
+                    return Err(err(
+                        ImapErrorClass::Network,
+                        "connection closed by the server",
+                    ));
                 };
                 match resp.parsed() {
                     Response::Continue(_) => return Ok(()),
@@ -640,7 +681,10 @@ impl Conn {
                 Err(_) => break Ok(IdleOutcome::Timeout),
                 Ok(Err(e)) => break Err(io_error(&e)),
                 Ok(Ok(None)) => {
-                    break Err(err(ImapErrorClass::Network, "connection closed while idling"));
+                    break Err(err(
+                        ImapErrorClass::Network,
+                        "connection closed while idling",
+                    ));
                 }
                 Ok(Ok(Some(resp))) => match resp.parsed() {
                     Response::MailboxData(MailboxDatum::Exists(_))
@@ -672,7 +716,10 @@ impl Conn {
                 .map_err(|e| lib_error(&e))?;
             loop {
                 let Some(resp) = session.read_response().await.map_err(|e| io_error(&e))? else {
-                    return Err(err(ImapErrorClass::Network, "connection closed by the server"));
+                    return Err(err(
+                        ImapErrorClass::Network,
+                        "connection closed by the server",
+                    ));
                 };
                 if let Response::Done { tag, .. } = resp.parsed()
                     && *tag == id
@@ -690,7 +737,10 @@ impl Conn {
             }
             Err(_) => {
                 self.broken = true;
-                Err(err(ImapErrorClass::Timeout, "IDLE DONE not answered in time"))
+                Err(err(
+                    ImapErrorClass::Timeout,
+                    "IDLE DONE not answered in time",
+                ))
             }
         }
     }

@@ -62,7 +62,10 @@ mod tests {
             internal_date_ms("17-Jul-1996 02:44:25 -0700"),
             Some(837_596_665_000)
         );
-        assert_eq!(internal_date_ms(" 2-Mar-2024 10:00:00 +0100"), None.or(Some(1_709_370_000_000)));
+        assert_eq!(
+            internal_date_ms(" 2-Mar-2024 10:00:00 +0100"),
+            None.or(Some(1_709_370_000_000))
+        );
         assert_eq!(internal_date_ms("garbage"), None);
     }
 }

@@ -10,8 +10,8 @@
 
 use crate::imap::conn::{Conn, ConnSettings, connect};
 use mailsync_actors::imap::port::{
-    Capabilities, FetchedBody, FetchedHeader, FolderInfo, IdleOutcome, ImapError,
-    ImapErrorClass, ImapFuture, ImapPort, ImapSession, MessageMeta, QresyncParams, Selected,
+    Capabilities, FetchedBody, FetchedHeader, FolderInfo, IdleOutcome, ImapError, ImapErrorClass,
+    ImapFuture, ImapPort, ImapSession, MessageMeta, QresyncParams, Selected,
 };
 use rand::Rng;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -86,7 +86,11 @@ impl Pool {
             .await
             .map_err(|_| ImapError::new(ImapErrorClass::Network, "the pool is closed"))?;
         let reused = {
-            let mut idle = self.inner.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut idle = self
+                .inner
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let mut found = None;
             while let Some((conn, since)) = idle.pop() {
                 if since.elapsed() <= MAX_IDLE && !conn.is_broken() {
@@ -105,7 +109,11 @@ impl Pool {
             });
         }
         {
-            let b = self.inner.breaker.lock().unwrap_or_else(PoisonError::into_inner);
+            let b = self
+                .inner
+                .breaker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if let (Some(until), Some(last)) = (b.open_until, &b.last_error)
                 && Instant::now() < until
             {
@@ -123,7 +131,11 @@ impl Pool {
         self.inner.connects.fetch_add(1, Ordering::Relaxed);
         match connect(&self.inner.settings).await {
             Ok(conn) => {
-                let mut b = self.inner.breaker.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut b = self
+                    .inner
+                    .breaker
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 *b = Breaker::default();
                 self.inner.open.fetch_add(1, Ordering::Relaxed);
                 Ok(PooledSession {
@@ -133,7 +145,11 @@ impl Pool {
                 })
             }
             Err(e) => {
-                let mut b = self.inner.breaker.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut b = self
+                    .inner
+                    .breaker
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 b.failures += 1;
                 let delay = reconnect_delay(b.failures, &mut rand::rng());
                 b.open_until = Some(Instant::now() + delay);
@@ -165,7 +181,11 @@ impl ImapPort for Pool {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len();
-        let b = self.inner.breaker.lock().unwrap_or_else(PoisonError::into_inner);
+        let b = self
+            .inner
+            .breaker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut s = format!("{open} open, {idle} idle, pool {}", self.inner.size);
         if let (Some(until), Some(e)) = (b.open_until, &b.last_error)
             && Instant::now() < until
@@ -206,13 +226,18 @@ impl Drop for PooledSession {
 impl PooledSession {
     fn conn(&mut self) -> &mut Conn {
         // Present until drop.
-        self.conn.as_mut().expect("a pooled session holds its connection until dropped")
+        self.conn
+            .as_mut()
+            .expect("a pooled session holds its connection until dropped")
     }
 }
 
 impl ImapSession for PooledSession {
     fn capabilities(&self) -> Capabilities {
-        self.conn.as_ref().map(|c| c.capabilities()).unwrap_or_default()
+        self.conn
+            .as_ref()
+            .map(|c| c.capabilities())
+            .unwrap_or_default()
     }
 
     fn list(&mut self) -> ImapFuture<'_, Vec<FolderInfo>> {

@@ -347,7 +347,11 @@ impl MaildirWriter {
     }
 
     /// Removes a message's file from the account's Maildir and every folder Maildir.
-    fn remove_everywhere(&mut self, account: &str, id: &MessageId) -> Result<Vec<Maildir>, SinkError> {
+    fn remove_everywhere(
+        &mut self,
+        account: &str,
+        id: &MessageId,
+    ) -> Result<Vec<Maildir>, SinkError> {
         let root = self.maildir(account)?;
         let mut dirs = vec![root.clone()];
         for dir in maildir_folders::existing_folder_dirs(root.path()) {
@@ -363,7 +367,11 @@ impl MaildirWriter {
     }
 
     /// Brings one message's file in line with the mirror (written, renamed, or removed).
-    fn sync_from_mirror(&mut self, account: &str, id: &MessageId) -> Result<Vec<Maildir>, SinkError> {
+    fn sync_from_mirror(
+        &mut self,
+        account: &str,
+        id: &MessageId,
+    ) -> Result<Vec<Maildir>, SinkError> {
         match mirror::message(&self.store, account, id)? {
             Some(msg) => {
                 let (md, flags) = self.placement(account, &msg.label_ids)?;

@@ -71,7 +71,9 @@ pub fn existing_folder_dirs(account_dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .filter(|e| {
-            e.file_name().to_str().is_some_and(|n| n.starts_with('.') && n.len() > 1)
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with('.') && n.len() > 1)
                 && e.path().join("cur").is_dir()
         })
         .map(|e| e.path())
@@ -92,13 +94,24 @@ mod tests {
     fn imap_layout_and_flags() {
         assert_eq!(folder_dir_name("INBOX"), None);
         assert_eq!(folder_dir_name("Sent").as_deref(), Some(".Sent"));
-        assert_eq!(folder_dir_name("Archive/2024").as_deref(), Some(".Archive.2024"));
+        assert_eq!(
+            folder_dir_name("Archive/2024").as_deref(),
+            Some(".Archive.2024")
+        );
         assert_eq!(folder_dir_name("..").as_deref(), Some(".=2E=2E"));
         assert_eq!(
-            imap_flags(&l(&["\\Seen", "\\Answered", "imap.folder:INBOX", "$Forwarded"])),
+            imap_flags(&l(&[
+                "\\Seen",
+                "\\Answered",
+                "imap.folder:INBOX",
+                "$Forwarded"
+            ])),
             "PRS"
         );
-        assert_eq!(imap_folder(&l(&["\\Seen", "imap.folder:Sent"])), Some("Sent"));
+        assert_eq!(
+            imap_folder(&l(&["\\Seen", "imap.folder:Sent"])),
+            Some("Sent")
+        );
         assert_eq!(imap_folder(&l(&["UNREAD"])), None);
     }
 }

@@ -253,6 +253,7 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+pub mod dovecot;
 pub mod emulator;
 pub mod http;
 

@@ -248,7 +248,11 @@ pub(crate) async fn incremental(
         return initial_step(step, sess, name).await.map(|_| false);
     }
     let caps = sess.capabilities();
-    let qparams = match (caps.qresync && mode == Mode::Best, f.highest_modseq, f.uidvalidity) {
+    let qparams = match (
+        caps.qresync && mode == Mode::Best,
+        f.highest_modseq,
+        f.uidvalidity,
+    ) {
         (true, Some(modseq), Some(uidvalidity)) if modseq > 0 => Some(QresyncParams {
             uidvalidity,
             modseq,
@@ -269,6 +273,14 @@ pub(crate) async fn incremental(
         && mode == Mode::Best
         && f.highest_modseq.is_some()
         && sel.highest_modseq.is_some();
+    let how = if qparams.is_some() {
+        "qresync"
+    } else if condstore {
+        "condstore"
+    } else {
+        "uid_flags_diff"
+    };
+    tracing::debug!(account = %step.cx.account, folder = name, mode = how, vanished = sel.vanished.len(), changed = sel.changed.len(), "IMAP incremental folder sync.");
     if qparams.is_some() {
         for (a, b) in &sel.vanished {
             // Servers may over-report; only held UIDs matter (and ranges can be huge).
@@ -295,12 +307,20 @@ pub(crate) async fn incremental(
                 .port(sess.uid_search_all().await)?
                 .into_iter()
                 .collect();
-            deleted = held.iter().copied().filter(|u| !server.contains(u)).collect();
+            deleted = held
+                .iter()
+                .copied()
+                .filter(|u| !server.contains(u))
+                .collect();
         }
     } else {
         let all = step.port(sess.fetch_meta("1:*", None).await)?;
         let server: HashSet<u32> = all.iter().map(|m| m.uid).collect();
-        deleted = held.iter().copied().filter(|u| !server.contains(u)).collect();
+        deleted = held
+            .iter()
+            .copied()
+            .filter(|u| !server.contains(u))
+            .collect();
         let (old, new): (Vec<MessageMeta>, Vec<MessageMeta>) =
             all.into_iter().partition(|m| m.uid < f.uidnext);
         changed = old;
@@ -408,7 +428,11 @@ pub(crate) async fn rematch(
         let raw = mirror::raw(step.cx.store, account, &id).map_err(store_err)?;
         if let (Some(m), Some(raw)) = (msg, raw) {
             let header = header_of(&raw);
-            let ident = (crate::imap::message_id_of(header), m.size, header_hash(header));
+            let ident = (
+                crate::imap::message_id_of(header),
+                m.size,
+                header_hash(header),
+            );
             by_identity.entry(ident).or_default().push((uid, e));
         }
     }
@@ -478,4 +502,3 @@ pub(crate) async fn rematch(
     tracing::info!(account = %step.cx.account, folder = %f.name, rematched, deleted = gone.len(), "UID map rebuilt after the UIDVALIDITY change.");
     Ok(())
 }
-

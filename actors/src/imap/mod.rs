@@ -127,7 +127,12 @@ fn folder_rank(f: &FolderState) -> u8 {
     if f.name.eq_ignore_ascii_case("INBOX") {
         return 0;
     }
-    match f.special_use.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    match f
+        .special_use
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("\\flagged") | Some("\\important") => 1,
         Some("\\junk") | Some("\\trash") => 3,
         _ => 2,
@@ -182,8 +187,16 @@ impl ImapSource {
 
     fn wanted(&self, f: &FolderInfo) -> bool {
         f.selectable()
-            && self.options.include.iter().any(|p| folder_matches(p, &f.name))
-            && !self.options.exclude.iter().any(|p| folder_matches(p, &f.name))
+            && self
+                .options
+                .include
+                .iter()
+                .any(|p| folder_matches(p, &f.name))
+            && !self
+                .options
+                .exclude
+                .iter()
+                .any(|p| folder_matches(p, &f.name))
     }
 
     async fn session(&self) -> Result<Box<dyn port::ImapSession>, SyncError> {
@@ -252,7 +265,10 @@ impl ImapSource {
                     for uid in uids {
                         store::delete_uid_tx(tx, account, g, *uid, now)?;
                     }
-                    tx.remove(crate::store::Space::Imap, &store::folder_key(account, &g.name))?;
+                    tx.remove(
+                        crate::store::Space::Imap,
+                        &store::folder_key(account, &g.name),
+                    )?;
                     store::folder_event_tx(
                         tx,
                         account,
@@ -278,11 +294,15 @@ impl ImapSource {
             .sum();
         let total: u64 = folders
             .iter()
-            .map(|f| f.initial.as_ref().map_or(f.messages, |p| p.total.max(p.fetched)))
+            .map(|f| {
+                f.initial
+                    .as_ref()
+                    .map_or(f.messages, |p| p.total.max(p.fetched))
+            })
             .sum();
         let per_second = self.stats.rate();
-        let eta_seconds = (per_second > 0.0 && total > done)
-            .then(|| ((total - done) as f64 / per_second) as u64);
+        let eta_seconds =
+            (per_second > 0.0 && total > done).then(|| ((total - done) as f64 / per_second) as u64);
         report::send(
             cx.report,
             ChildReport::Phase {
@@ -298,8 +318,15 @@ impl ImapSource {
     }
 
     /// One step of the first sync; `Finished` once every folder is done (or failed this run).
-    async fn full_sync_step(&self, cx: &SourceCx<'_>, job: &Job) -> Result<BackfillNext, SyncError> {
-        let listed = *self.backfill_listed.lock().unwrap_or_else(PoisonError::into_inner);
+    async fn full_sync_step(
+        &self,
+        cx: &SourceCx<'_>,
+        job: &Job,
+    ) -> Result<BackfillNext, SyncError> {
+        let listed = *self
+            .backfill_listed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if !listed {
             report::send(
                 cx.report,
@@ -309,12 +336,19 @@ impl ImapSource {
                 },
             );
             self.refresh_folders(cx).await?;
-            *self.backfill_listed.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            *self
+                .backfill_listed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = true;
         }
         let account = cx.account.0.as_str();
         let folders = store::folders(cx.store, account).map_err(store_err)?;
         self.report_progress(cx, &folders);
-        let skipped = self.skipped.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let skipped = self
+            .skipped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let recent = self.options.recent_first;
         let next = folders
             .iter()
@@ -345,13 +379,21 @@ impl ImapSource {
         let mut sess = self.session().await?;
         match folder_sync::initial_step(&self.step(cx), sess.as_mut(), &name).await {
             Ok(_) => Ok(BackfillNext::Continue),
-            Err(e) => self.folder_failed(cx, &name, e).await.map(|_| BackfillNext::Continue),
+            Err(e) => self
+                .folder_failed(cx, &name, e)
+                .await
+                .map(|_| BackfillNext::Continue),
         }
     }
 
     /// A folder's step failed: a server NO/BAD skips the folder (kept with its error), any
     /// other error is the step's.
-    async fn folder_failed(&self, cx: &SourceCx<'_>, name: &str, e: SyncError) -> Result<(), SyncError> {
+    async fn folder_failed(
+        &self,
+        cx: &SourceCx<'_>,
+        name: &str,
+        e: SyncError,
+    ) -> Result<(), SyncError> {
         let SyncError::Api(ApiError::Transient(msg)) = &e else {
             return Err(e);
         };
@@ -375,7 +417,11 @@ impl ImapSource {
     }
 
     async fn gap_step(&self, cx: &SourceCx<'_>, job: &Job) -> Result<BackfillNext, SyncError> {
-        let started = self.gap.lock().unwrap_or_else(PoisonError::into_inner).is_some();
+        let started = self
+            .gap
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
         if !started {
             report::send(
                 cx.report,
@@ -402,14 +448,23 @@ impl ImapSource {
             return Ok(BackfillNext::Finished);
         };
         let mut sess = self.session().await?;
-        let done = match folder_sync::incremental(&self.step(cx), sess.as_mut(), &name, Mode::FullDiff).await {
-            Ok(done) => done,
-            Err(e) => {
-                self.folder_failed(cx, &name, e).await?;
-                true
-            }
-        };
-        if !done && let Some(q) = self.gap.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+        let done =
+            match folder_sync::incremental(&self.step(cx), sess.as_mut(), &name, Mode::FullDiff)
+                .await
+            {
+                Ok(done) => done,
+                Err(e) => {
+                    self.folder_failed(cx, &name, e).await?;
+                    true
+                }
+            };
+        if !done
+            && let Some(q) = self
+                .gap
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_mut()
+        {
             q.push_front(name);
         }
         Ok(BackfillNext::Continue)
@@ -429,9 +484,17 @@ impl ImapSource {
             self.options.idle_max,
             &self.stats,
         );
-        let listed = self.round.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|r| r.listed);
+        let listed = self
+            .round
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|r| r.listed);
         if listed != Some(true) {
-            self.skipped.lock().unwrap_or_else(PoisonError::into_inner).clear();
+            self.skipped
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
             self.refresh_folders(cx).await?;
             let remaining = self.folder_order(cx)?;
             *self.round.lock().unwrap_or_else(PoisonError::into_inner) = Some(Round {
@@ -477,14 +540,25 @@ impl ImapSource {
                 Ok(()) => true,
                 Err(e) => {
                     // Retry this folder after the driver's backoff; the round resumes with it.
-                    if let Some(r) = self.round.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+                    if let Some(r) = self
+                        .round
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .as_mut()
+                    {
                         r.remaining.push_front(name);
                     }
                     return Err(e);
                 }
             },
         };
-        if !done && let Some(r) = self.round.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+        if !done
+            && let Some(r) = self
+                .round
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_mut()
+        {
             r.remaining.push_front(name);
         }
         Ok(IncrementalPage::default())
@@ -580,7 +654,10 @@ impl SyncSource for ImapSource {
         );
         let errors = self.stats.errors();
         if !errors.is_empty() {
-            let e: Vec<String> = errors.iter().map(|(c, n)| format!("{} {n}", c.as_str())).collect();
+            let e: Vec<String> = errors
+                .iter()
+                .map(|(c, n)| format!("{} {n}", c.as_str()))
+                .collect();
             s.push_str(&format!("; errors: {}", e.join(", ")));
         }
         s.push_str(&format!("; {:.0} msg/s", self.stats.rate()));
@@ -588,7 +665,9 @@ impl SyncSource for ImapSource {
     }
 
     fn last_sync_ms(&self, cx: &SourceCx<'_>) -> Option<u64> {
-        store::account_state(cx.store, &cx.account.0).ok()?.last_sync_ms
+        store::account_state(cx.store, &cx.account.0)
+            .ok()?
+            .last_sync_ms
     }
 }
 

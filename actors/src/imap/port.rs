@@ -80,10 +80,9 @@ impl ImapError {
 impl From<ImapError> for ApiError {
     fn from(e: ImapError) -> ApiError {
         match e.class {
-            ImapErrorClass::Auth => ApiError::Disconnected(format!(
-                "IMAP authentication failed: {}",
-                e.message
-            )),
+            ImapErrorClass::Auth => {
+                ApiError::Disconnected(format!("IMAP authentication failed: {}", e.message))
+            }
             ImapErrorClass::Throttle => ApiError::RateLimited {
                 retry_after: Some(Duration::from_secs(30)),
             },
@@ -118,10 +117,9 @@ pub struct FolderInfo {
 impl FolderInfo {
     /// Whether it can be selected.
     pub fn selectable(&self) -> bool {
-        !self
-            .attributes
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent"))
+        !self.attributes.iter().any(|a| {
+            a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent")
+        })
     }
 
     /// The special-use attribute, if any (`\Sent`, `\Flagged`, `\Important`, …).

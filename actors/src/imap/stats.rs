@@ -40,7 +40,10 @@ impl Stats {
 
     /// Remembers the last error's words (secret-free).
     pub fn last_error(&self, what: String) {
-        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(what);
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(what);
     }
 
     /// Counts downloaded messages.
@@ -60,7 +63,8 @@ impl Stats {
 
     /// Messages downloaded per second since start.
     pub fn rate(&self) -> f64 {
-        self.fetched.load(Ordering::Relaxed) as f64 / self.started.elapsed().as_secs_f64().max(0.001)
+        self.fetched.load(Ordering::Relaxed) as f64
+            / self.started.elapsed().as_secs_f64().max(0.001)
     }
 
     /// Messages downloaded since start.

@@ -64,7 +64,10 @@ pub(super) fn settings(
             ImapAuth::Login
         }
     };
-    let ca_file = raw.ca_file.as_deref().and_then(|p| c.path(&k("ca_file"), p));
+    let ca_file = raw
+        .ca_file
+        .as_deref()
+        .and_then(|p| c.path(&k("ca_file"), p));
     let connections = c.int(&k("connections"), raw.connections, 2, 1, 16) as usize;
     let exclude = match &raw.exclude {
         None => Vec::new(),
@@ -75,7 +78,10 @@ pub(super) fn settings(
             list.clone()
         }
     };
-    let idle = raw.idle.clone().unwrap_or_else(|| vec!["INBOX".to_string()]);
+    let idle = raw
+        .idle
+        .clone()
+        .unwrap_or_else(|| vec!["INBOX".to_string()]);
     let idle_max = Duration::from_secs(60 * c.int(&k("idle_minutes"), raw.idle_minutes, 25, 1, 29));
     let connect_timeout = Duration::from_secs(c.int(
         &k("connect_timeout_secs"),
