@@ -221,6 +221,7 @@ async fn record_bodies(
         .map_err(store_err)?;
     step.flush().await?;
     step.stats.fetched(added);
+    tracing::debug!(account = %step.cx.account, folder = %folder.name, fetched = bodies.len(), added, "IMAP bodies recorded.");
     Ok(added)
 }
 
