@@ -165,10 +165,12 @@ fn dovecot_killed_mid_initial_sync_resumes_from_the_checkpoint() {
         "initial sync did not start: {}",
         d.account("mail")
     );
-    dc.kill();
+    dc.crash();
     let at_kill = held(&d, "mail").unwrap_or(0);
     std::thread::sleep(Duration::from_secs(2));
     assert!(d.try_request(&json!({"v":1,"cmd":"status"})).is_ok());
+    let during = held(&d, "mail").unwrap_or(0);
+    assert!(during <= at_kill + 100, "synced on while the server was dead");
     dc.launch();
     let back = Instant::now();
     let resumed = wait_until(Duration::from_secs(10), || {

@@ -189,6 +189,33 @@ namespace inbox {{
         });
     }
 
+    /// The whole server dies at once: SIGKILL to the master and to each of its descendants,
+    /// each by its own pid (read from /proc before the kill; sessions would outlive the master
+    /// otherwise), then waits until the port is free.
+    pub fn crash(&mut self) {
+        let Some(master) = self.child.as_ref().map(Child::id) else {
+            return;
+        };
+        let mut pids = Vec::new();
+        let mut todo = vec![master];
+        while let Some(p) = todo.pop() {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+                continue;
+            };
+            for t in tasks.flatten() {
+                let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                for c in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                    pids.push(c);
+                    todo.push(c);
+                }
+            }
+        }
+        self.kill();
+        for pid in pids {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+        }
+    }
+
     /// SIGTERM to the master (by its pid) and wait.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
