@@ -170,7 +170,10 @@ fn dovecot_killed_mid_initial_sync_resumes_from_the_checkpoint() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(d.try_request(&json!({"v":1,"cmd":"status"})).is_ok());
     let during = held(&d, "mail").unwrap_or(0);
-    assert!(during <= at_kill + 100, "synced on while the server was dead");
+    assert!(
+        during <= at_kill + 100,
+        "synced on while the server was dead"
+    );
     dc.launch();
     let back = Instant::now();
     let resumed = wait_until(Duration::from_secs(10), || {

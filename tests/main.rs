@@ -14,6 +14,7 @@ mod feed_socket;
 mod gmail_crash;
 mod gmail_maildir;
 mod gmail_sync;
+mod imap_crash;
 mod imap_faults;
 mod imap_sync;
 mod migration_fixture;

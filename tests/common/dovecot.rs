@@ -203,8 +203,12 @@ namespace inbox {{
                 continue;
             };
             for t in tasks.flatten() {
-                let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                for c in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                let children =
+                    std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                for c in children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok())
+                {
                     pids.push(c);
                     todo.push(c);
                 }
@@ -212,7 +216,10 @@ namespace inbox {{
         }
         self.kill();
         for pid in pids {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
         }
     }
 
@@ -266,6 +273,18 @@ namespace inbox {{
 
     /// Port config for a mailsync account on this server.
     pub fn account_toml(&self, id: &str, user: &str, pass: &str, extra: &str) -> String {
+        self.account_toml_with(id, user, pass, "", extra)
+    }
+
+    /// Same, with `top` lines in the account table and `extra` in `[accounts.imap]`.
+    pub fn account_toml_with(
+        &self,
+        id: &str,
+        user: &str,
+        pass: &str,
+        top: &str,
+        extra: &str,
+    ) -> String {
         format!(
             r#"[[accounts]]
 id = "{id}"
@@ -275,6 +294,7 @@ port = {port}
 tls = "none"
 username = "{user}"
 password = {{ value = "{pass}" }}
+{top}
 
 [accounts.imap]
 allow_plaintext = true
