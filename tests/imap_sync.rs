@@ -52,7 +52,12 @@ pub fn server(view: &ImapView, folders: &[&str]) -> BTreeMap<String, FolderView>
 /// The store's view (after the daemon exited): per folder, uid → (flags, sha of the raw bytes).
 /// Also checks that the UID maps and the mirror agree (no orphan, no key held twice).
 pub fn stored(data_dir: &Path, account: &str) -> BTreeMap<String, FolderView> {
-    let store = Store::open(data_dir).expect("open store");
+    stored_in(&Store::open(data_dir).expect("open store"), account)
+}
+
+/// [`stored`] on an open store.
+pub fn stored_in(store: &Store, account: &str) -> BTreeMap<String, FolderView> {
+    let store = store.clone();
     let mut out = BTreeMap::new();
     let mut keys = std::collections::HashSet::new();
     for f in istore::folders(&store, account).expect("folders") {

@@ -16,6 +16,7 @@ mod gmail_maildir;
 mod gmail_sync;
 mod imap_crash;
 mod imap_faults;
+mod imap_many;
 mod imap_sync;
 mod migration_fixture;
 mod push;

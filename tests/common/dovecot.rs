@@ -49,6 +49,11 @@ pub fn free_port() -> u16 {
 impl Dovecot {
     /// Writes the config for `users` (name, password) and starts Dovecot.
     pub fn start(caps: Caps, users: &[(String, String)]) -> Dovecot {
+        Dovecot::start_with(caps, users, 50)
+    }
+
+    /// Same, with at most `max_conns` connections per user and client address.
+    pub fn start_with(caps: Caps, users: &[(String, String)], max_conns: u32) -> Dovecot {
         let dir = tempfile::Builder::new()
             .prefix("dc")
             .tempdir_in("/tmp")
@@ -106,7 +111,7 @@ service imap {{
   process_limit = 1000
 }}
 protocol imap {{
-  mail_max_userip_connections = 50
+  mail_max_userip_connections = {max_conns}
 {capability}}}
 namespace inbox {{
   inbox = yes

@@ -40,6 +40,17 @@ pub(crate) fn store_err(e: impl std::fmt::Display) -> SyncError {
     SyncError::Store(e.to_string())
 }
 
+/// Makes the store durable from a blocking thread. Not `flush_async`: sled 0.34 runs those on
+/// its own small thread pool, where many concurrent ones (200 accounts) wait for buffer writes
+/// queued behind them on the same pool and never return.
+pub(crate) async fn flush(store: &crate::store::Store) -> Result<(), SyncError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.flush())
+        .await
+        .map_err(store_err)?
+        .map_err(store_err)
+}
+
 /// Everything a step needs.
 pub(crate) struct Step<'a> {
     pub cx: &'a SourceCx<'a>,
@@ -64,7 +75,7 @@ impl Step<'_> {
     }
 
     async fn flush(&self) -> Result<(), SyncError> {
-        self.cx.store.flush_async().await.map_err(store_err)
+        flush(self.cx.store).await
     }
 
     /// Saves a folder state in its own transaction (and flushes).
@@ -377,7 +388,8 @@ pub(crate) async fn incremental(
         record_bodies(step, &f, &bodies, |_, _| {}).await?;
     }
     // The cursor moves last, after everything it covers is recorded.
-    let mut f = step.folder(name)?.unwrap_or(f);
+    let before = f;
+    let mut f = step.folder(name)?.unwrap_or_else(|| before.clone());
     f.uidnext = sel
         .uidnext
         .max(max_new.map_or(0, |u| u.saturating_add(1)))
@@ -385,9 +397,18 @@ pub(crate) async fn incremental(
     if sel.highest_modseq.is_some() {
         f.highest_modseq = sel.highest_modseq;
     }
-    f.last_sync_ms = Some(now_ms());
     f.last_error = None;
-    step.save_folder(&f).await?;
+    let moved = f != before || !deleted.is_empty() || !known_changes.is_empty() || !new.is_empty();
+    // Nothing changed: no write (a quiet folder costs no transaction and no flush); the
+    // folder's last sync time is refreshed at most once a minute.
+    let now = now_ms();
+    let stale = f
+        .last_sync_ms
+        .is_none_or(|t| now.saturating_sub(t) > 60_000);
+    if moved || stale {
+        f.last_sync_ms = Some(now);
+        step.save_folder(&f).await?;
+    }
     Ok(true)
 }
 

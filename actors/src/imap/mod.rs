@@ -35,7 +35,7 @@ use crate::source::{
 use crate::spec::now_ms;
 use crate::status::{Phase, Progress};
 use crate::store::StoreError;
-use folder_sync::{Limits, Mode, Step, needs_initial, store_err};
+use folder_sync::{Limits, Mode, Step, flush, needs_initial, store_err};
 use port::{FolderInfo, ImapErrorClass, ImapPort};
 use stats::Stats;
 use std::collections::{HashSet, VecDeque};
@@ -282,7 +282,7 @@ impl ImapSource {
                 store::save_tx(tx, &akey, &st)
             })
             .map_err(store_err)?;
-        cx.store.flush_async().await.map_err(store_err)?;
+        flush(cx.store).await?;
         tracing::info!(account = %cx.account, added = added.len(), removed = gone.len(), "IMAP folder list changed.");
         Ok(())
     }
@@ -371,7 +371,7 @@ impl ImapSource {
                     tx.ack(job)
                 })
                 .map_err(store_err)?;
-            cx.store.flush_async().await.map_err(store_err)?;
+            flush(cx.store).await?;
             tracing::info!(account = %cx.account, folders = folders.len(), skipped = skipped.len(), "IMAP initial sync finished.");
             report::send(cx.report, ChildReport::FullSyncDone);
             return Ok(BackfillNext::Finished);
@@ -411,7 +411,7 @@ impl ImapSource {
             cx.store
                 .transaction(|tx| store::save_tx(tx, &key, &f))
                 .map_err(store_err)?;
-            cx.store.flush_async().await.map_err(store_err)?;
+            flush(cx.store).await?;
         }
         Ok(())
     }
@@ -443,7 +443,7 @@ impl ImapSource {
         let Some(name) = next else {
             *self.gap.lock().unwrap_or_else(PoisonError::into_inner) = None;
             cx.store.transaction(|tx| tx.ack(job)).map_err(store_err)?;
-            cx.store.flush_async().await.map_err(store_err)?;
+            flush(cx.store).await?;
             report::send(cx.report, ChildReport::ResyncDone);
             return Ok(BackfillNext::Finished);
         };
@@ -510,19 +510,9 @@ impl ImapSource {
             .as_mut()
             .and_then(|r| r.remaining.pop_front());
         let Some(name) = next else {
+            // The round's end is not written: the AccountActor keeps the time from RoundDone,
+            // and every folder's cursor is already durable.
             *self.round.lock().unwrap_or_else(PoisonError::into_inner) = None;
-            let account = cx.account.0.as_str();
-            let now = now_ms();
-            cx.store
-                .transaction(|tx| {
-                    let akey = store::account_key(account);
-                    let mut st: store::ImapAccountState =
-                        store::load_tx(tx, &akey)?.unwrap_or_default();
-                    st.last_sync_ms = Some(now);
-                    store::save_tx(tx, &akey, &st)
-                })
-                .map_err(store_err)?;
-            cx.store.flush_async().await.map_err(store_err)?;
             return Ok(IncrementalPage {
                 round_done: true,
                 ingest_work: false,
@@ -612,7 +602,7 @@ impl SyncSource for ImapSource {
                 BackfillJob::Gap => self.gap_step(cx, job).await,
                 BackfillJob::CalendarFull { .. } => {
                     cx.store.transaction(|tx| tx.ack(job)).map_err(store_err)?;
-                    cx.store.flush_async().await.map_err(store_err)?;
+                    flush(cx.store).await?;
                     Ok(BackfillNext::Finished)
                 }
             }
@@ -635,7 +625,7 @@ impl SyncSource for ImapSource {
                         Ok(())
                     })
                     .map_err(store_err)?;
-                cx.store.flush_async().await.map_err(store_err)?;
+                flush(cx.store).await?;
             }
             Ok(IngestBatch {
                 done: jobs.to_vec(),
