@@ -200,6 +200,14 @@ fn chunks<'m>(todo: &[&'m MessageMeta], limits: Limits) -> Vec<Vec<&'m MessageMe
     out
 }
 
+#[cfg(test)]
+pub(crate) fn chunks_for_test<'m>(
+    todo: &[&'m MessageMeta],
+    limits: Limits,
+) -> Vec<Vec<&'m MessageMeta>> {
+    chunks(todo, limits)
+}
+
 /// Records downloaded messages and updates the folder (`update` sees how many were new) in
 /// one transaction, then flushes.
 async fn record_bodies(
