@@ -208,3 +208,71 @@ fn dovecot_killed_mid_initial_sync_resumes_from_the_checkpoint() {
     );
     assert_eq!(stored(&env.data_dir, "mail"), truth);
 }
+
+fn tls_account(port: u16, tls: &str, ca: &std::path::Path) -> String {
+    format!(
+        r#"[[accounts]]
+id = "mail"
+kind = "imap"
+host = "localhost"
+port = {port}
+tls = "{tls}"
+username = "{USER}"
+password = {{ value = "{PASS}" }}
+
+[accounts.imap]
+ca_file = "{ca}"
+"#,
+        ca = ca.display()
+    )
+}
+
+#[test]
+fn implicit_tls_and_starttls_with_a_ca_file() {
+    let dc = Dovecot::start_tls(&users());
+    dc.seed(USER, "INBOX", &generate(25, 41, "tls"));
+    let view = ImapView::new(&dc, USER, PASS);
+    let truth = server(&view, &["INBOX", "Trash"]);
+    for (port, mode) in [(dc.tls_port, "implicit"), (dc.port, "starttls")] {
+        let env = TestEnv::new();
+        env.write_config(&tls_account(port, mode, &dc.ca_file()));
+        let d = env.start();
+        let ok = wait_until(Duration::from_secs(60), || {
+            crate::imap_sync::caught_up(&d, "mail", 25)
+        });
+        assert!(
+            ok,
+            "{mode}: {}\n{}",
+            d.account("mail"),
+            tail(&d.log_text(), 20)
+        );
+        d.stop();
+        assert_eq!(stored(&env.data_dir, "mail"), truth, "{mode}");
+    }
+    // A server whose certificate the CA file does not vouch for is refused (network class).
+    let env = TestEnv::new();
+    let wrong = TestEnv::new();
+    let foreign = wrong.path("foreign.pem");
+    let st = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
+        .arg(wrong.path("k.pem"))
+        .arg("-out")
+        .arg(&foreign)
+        .args(["-days", "1", "-subj", "/CN=someone else"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(st.success());
+    env.write_config(&tls_account(dc.tls_port, "implicit", &foreign));
+    let d = env.start();
+    let ok = wait_until(Duration::from_secs(30), || {
+        d.account("mail")["cursor"]
+            .as_str()
+            .is_some_and(|c| c.contains("network "))
+    });
+    assert!(ok, "{}", d.account("mail"));
+    assert!(d.log_text().contains("TLS handshake failed"));
+    assert_eq!(held(&d, "mail"), Some(0));
+    d.stop();
+}

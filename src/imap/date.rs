@@ -64,7 +64,7 @@ mod tests {
         );
         assert_eq!(
             internal_date_ms(" 2-Mar-2024 10:00:00 +0100"),
-            None.or(Some(1_709_370_000_000))
+            Some(1_709_370_000_000)
         );
         assert_eq!(internal_date_ms("garbage"), None);
     }

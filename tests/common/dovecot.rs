@@ -34,6 +34,8 @@ SAVEDATE LITERAL+ NOTIFY SPECIAL-USE";
 pub struct Dovecot {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The implicit-TLS port, when started with TLS (`tls_port != 0`).
+    pub tls_port: u16,
     pub mail: PathBuf,
     pub conf: PathBuf,
     child: Option<Child>,
@@ -54,6 +56,20 @@ impl Dovecot {
 
     /// Same, with at most `max_conns` connections per user and client address.
     pub fn start_with(caps: Caps, users: &[(String, String)], max_conns: u32) -> Dovecot {
+        Dovecot::start_inner(caps, users, max_conns, false)
+    }
+
+    /// With TLS: a test CA (`ca.pem` in the instance dir) signs a certificate for
+    /// `localhost` / 127.0.0.1; implicit TLS on `tls_port`, STARTTLS on `port`.
+    pub fn start_tls(users: &[(String, String)]) -> Dovecot {
+        Dovecot::start_inner(Caps::Full, users, 50, true)
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn start_inner(caps: Caps, users: &[(String, String)], max_conns: u32, tls: bool) -> Dovecot {
         let dir = tempfile::Builder::new()
             .prefix("dc")
             .tempdir_in("/tmp")
@@ -70,6 +86,16 @@ impl Dovecot {
             .collect();
         std::fs::write(&users_file, lines).expect("users");
         let port = free_port();
+        let tls_port = if tls { free_port() } else { 0 };
+        let ssl = if tls {
+            make_certs(dir.path());
+            format!(
+                "ssl = yes\nssl_cert = <{d}/cert.pem\nssl_key = <{d}/key.pem\n",
+                d = dir.path().display()
+            )
+        } else {
+            "ssl = no\n".to_string()
+        };
         let capability = match caps {
             Caps::Full => String::new(),
             Caps::CondstoreOnly => format!("  imap_capability = {BASE_CAPS} CONDSTORE\n"),
@@ -83,8 +109,7 @@ instance_name = mailsync-test-{port}
 log_path = {d}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
+{ssl}disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{m}/%u
 mail_fsync = always
@@ -104,7 +129,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 service imap {{
@@ -133,6 +159,7 @@ namespace inbox {{
         let mut dc = Dovecot {
             dir,
             port,
+            tls_port,
             mail,
             conf,
             child: None,
@@ -313,6 +340,72 @@ allow_plaintext = true
 impl Drop for Dovecot {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A CA and a server certificate it signs (for localhost and 127.0.0.1), with openssl.
+fn make_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let st = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(st.success(), "openssl {args:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=mailsync test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "cert.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    for f in ["key.pem", "cert.pem", "ca.pem"] {
+        let _ = std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644));
     }
 }
 
