@@ -435,7 +435,7 @@ pub fn generate(n: usize, seed: u64, tag: &str) -> Vec<SeedMessage> {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let r = (x >> 33) as usize;
-        let body_len = if r % 10 == 0 {
+        let body_len = if r.is_multiple_of(10) {
             2_000 + r % 28_000
         } else {
             200 + r % 3_000
@@ -452,13 +452,13 @@ pub fn generate(n: usize, seed: u64, tag: &str) -> Vec<SeedMessage> {
             raw.extend_from_slice(b"\r\n");
         }
         let mut flags = String::new();
-        if r % 7 == 0 {
+        if r.is_multiple_of(7) {
             flags.push('F');
         }
-        if r % 5 == 0 {
+        if r.is_multiple_of(5) {
             flags.push('R');
         }
-        if r % 3 != 0 {
+        if !r.is_multiple_of(3) {
             flags.push('S');
         }
         out.push(SeedMessage {

@@ -144,7 +144,7 @@ pub(crate) async fn initial_step(
         .iter()
         .filter(|m| (lo..=hi).contains(&m.uid) && !held.contains(&m.uid))
         .collect();
-    todo.sort_by(|a, b| b.uid.cmp(&a.uid));
+    todo.sort_by_key(|m| std::cmp::Reverse(m.uid));
     for chunk in chunks(&todo, step.limits) {
         let bodies = step.port(sess.fetch_bodies(&uid_set(&sorted_uids(&chunk))).await)?;
         let floor = chunk.iter().map(|m| m.uid).min().unwrap_or(lo);

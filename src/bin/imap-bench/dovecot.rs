@@ -33,7 +33,7 @@ fn seed(dir: &Path, n: u64) {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let r = (x >> 33) as usize;
-        let body_len = if r % 10 == 0 {
+        let body_len = if r.is_multiple_of(10) {
             2_000 + r % 28_000
         } else {
             300 + r % 3_000
@@ -45,7 +45,7 @@ fn seed(dir: &Path, n: u64) {
         while raw.len() < body_len {
             raw.extend_from_slice(format!("body line of message {i}\r\n").as_bytes());
         }
-        let flags = if r % 3 != 0 { "S" } else { "" };
+        let flags = if !r.is_multiple_of(3) { "S" } else { "" };
         let name = format!("{}.M{i}.bench,S={}:2,{flags}", 1_700_000_000 + i, raw.len());
         std::fs::write(dir.join("cur").join(name), &raw).expect("seed");
     }
