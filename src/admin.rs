@@ -7,7 +7,7 @@
 
 use crate::control::protocol::{ErrorCode, ErrorReply, Request, Response};
 use crate::control::server::{ControlHandler, EventStream, HandlerFuture};
-use crate::daemon::{AdminError, DaemonCore};
+use crate::daemon_core::{AdminError, DaemonCore};
 use mailsync_actors::account::AccountCommand;
 use mailsync_actors::feed::FeedEvent;
 use serde_json::{Value, json};
@@ -112,6 +112,9 @@ impl Admin {
                     Ok(()) => Response::done(),
                     Err(e) => Response::error(ErrorCode::BadRequest, e.to_string()),
                 }
+            }
+            Request::Backup { path } => {
+                crate::cli::store_cmd::backup_reply(self.core.store(), path).await
             }
             Request::Events { .. } => Response::error(
                 ErrorCode::BadRequest,

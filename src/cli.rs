@@ -7,6 +7,7 @@ pub mod demo;
 pub mod docs;
 pub mod emulator_cmd;
 pub mod service;
+pub mod store_cmd;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -57,6 +58,12 @@ pub enum Command {
     },
     /// Validate the config file and print every problem found (exit 2 when invalid).
     CheckConfig,
+    /// Offline tools for the store (the daemon must be stopped): check, rebuild, restore.
+    Store {
+        /// What to do.
+        #[command(subcommand)]
+        command: store_cmd::StoreArgs,
+    },
     /// Authorize a gmail account in a browser (OAuth desktop flow with PKCE) and store its
     /// refresh token with mode 0600.
     Auth(auth::AuthArgs),

@@ -62,6 +62,8 @@ pub struct Config {
     pub feed: FeedConfig,
     /// Push notifications (`[push]`), when configured.
     pub push: Option<PushConfig>,
+    /// The store (`[store]`): the free-space floor of the data directory.
+    pub store: StoreConfig,
     /// The metrics and status-page listener (`[metrics]`), when configured.
     pub metrics: Option<MetricsConfig>,
     /// Test hooks (`[debug]`); all off unless set.
@@ -452,6 +454,32 @@ pub struct MaildirConfig {
     pub root: PathBuf,
     /// Whether the sink runs.
     pub enabled: bool,
+}
+
+/// `[store]`: writing pauses (accounts show `degraded (disk full: …)`) while the data
+/// directory's file system has less free space than the smaller of the two limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Absolute floor in MB (default 500; 0 turns the floor off).
+    pub min_free_mb: u64,
+    /// Floor as a percentage of the file system's size (default 1; 0 turns the floor off).
+    pub min_free_percent: u64,
+    /// How long opening the store may take before it is declared damaged (default 120 s;
+    /// sled loops forever on some damaged logs).
+    pub open_timeout: std::time::Duration,
+}
+
+impl StoreConfig {
+    /// How the daemon opens its store.
+    pub fn options(&self) -> mailsync_actors::store::StoreOptions {
+        mailsync_actors::store::StoreOptions {
+            floor: mailsync_actors::disk_space::FreeSpaceFloor {
+                min_free_bytes: self.min_free_mb * 1024 * 1024,
+                min_free_percent: self.min_free_percent as f64,
+            },
+            open_timeout: self.open_timeout,
+        }
+    }
 }
 
 /// `[metrics]`: an HTTP listener serving Prometheus text at `/metrics` and a status page at `/`.

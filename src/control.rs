@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod discover;
+pub mod limits;
 pub mod protocol;
 pub mod server;
 pub mod socket;

@@ -1,6 +1,6 @@
 //! The `mailsync` binary: parses the command line, sets up logging, and hands over to the
 //! library. The only place errors become exit codes: 0 ok, 1 runtime failure, 2 bad config or
-//! usage.
+//! usage, 3 the store cannot be used (damaged, newer schema), 4 the data directory's disk is full.
 
 use clap::Parser;
 use mailsync::cli::{Cli, Command, LogFormatArg};
@@ -10,6 +10,15 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // sled may panic while it reads a damaged store; that panic is contained and reported as
+    // a clear error (exit 3), so it must not also print a panic message and backtrace.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some(mailsync_actors::store_open::STORE_OPEN_THREAD) {
+            return;
+        }
+        default_hook(info);
+    }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -33,6 +42,14 @@ fn style(cli: &Cli, configured: Option<LogFormat>) -> LogStyle {
 async fn dispatch(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::CheckConfig => check_config(&cli),
+        Command::Store { command } => {
+            let (_, cfg) = match load_config(&cli) {
+                Ok(v) => v,
+                Err(code) => return code,
+            };
+            telemetry::init(style(&cli, Some(cfg.log_format)), "warn");
+            ExitCode::from(mailsync::cli::store_cmd::run(&cfg, command))
+        }
         Command::Daemon => daemon(&cli).await,
         Command::Ctl {
             socket,
@@ -153,7 +170,14 @@ async fn daemon(cli: &Cli) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "mailsync daemon failed.");
             eprintln!("mailsync: {e}");
-            ExitCode::from(1)
+            let (code, help) = match &e {
+                mailsync::daemon::DaemonError::Store(se) => mailsync::cli::store_cmd::exit_for(se),
+                _ => (1, None),
+            };
+            if let Some(help) = help {
+                eprintln!("{help}");
+            }
+            ExitCode::from(code)
         }
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod maildir;
 pub mod maildir_folders;
+pub mod maildir_index;
 pub mod retention;
 pub mod webhook;
 
@@ -340,7 +341,11 @@ impl ConsumerLoop {
         cancel: &CancellationToken,
     ) {
         let shift = failures.saturating_sub(1).min(16);
-        let delay = Duration::from_secs(1u64 << shift).min(self.max_backoff);
+        let mut delay = Duration::from_secs(1u64 << shift).min(self.max_backoff);
+        if is_disk_full(error) {
+            // Transient and cheap to look at: continue within seconds once there is room.
+            delay = mailsync_actors::disk_space::wait_delay(failures);
+        }
         tracing::warn!(
             sink = %self.name,
             seq,
@@ -353,6 +358,15 @@ impl ConsumerLoop {
             () = cancel.cancelled() => {}
             () = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// Whether a sink error means the disk is full (the floor, ENOSPC, EDQUOT, read-only).
+fn is_disk_full(error: &SinkError) -> bool {
+    match error {
+        SinkError::Store(mailsync_actors::store::StoreError::DiskFull { .. }) => true,
+        SinkError::Io { source, .. } => mailsync_actors::disk_space::is_out_of_space(source),
+        _ => false,
     }
 }
 

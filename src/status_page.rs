@@ -7,7 +7,7 @@
 
 pub mod html;
 
-use crate::daemon::DaemonCore;
+use crate::daemon_core::DaemonCore;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};

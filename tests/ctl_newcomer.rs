@@ -18,6 +18,14 @@ email = "broken@example.com"
 client_id = "client"
 client_secret = { file = "/nonexistent/mailsync-test/client_secret" }
 refresh_token = { file = "/nonexistent/mailsync-test/refresh_token" }
+
+[[accounts]]
+id = "badcmd"
+kind = "gmail"
+email = "badcmd@example.com"
+client_id = "client"
+client_secret = { command = ["/bin/false"] }
+refresh_token = { command = ["/bin/false"] }
 "#;
 
 /// Runs `mailsync ARGS` in `cwd` with no config to find: HOME and XDG dirs point into the
@@ -74,13 +82,20 @@ fn ctl_status_without_config_json_anywhere_and_failed_accounts() {
         &format!("pid {}", d.pid()),
         &format!("data {}", env.data_dir.display()),
         &format!("socket {}", env.socket.display()),
-        "health failed: 2 accounts: 1 active, 1 failed",
+        "health failed: 3 accounts: 1 active, 2 failed",
     ] {
         assert!(header.contains(part), "header lacks {part:?}: {header}");
     }
     assert!(out.contains("● good (test) - active"), "{out}");
     assert!(out.contains("× broken (gmail) - failed"), "{out}");
+    assert!(out.contains("× badcmd (gmail) - failed"), "{out}");
     assert!(out.contains("       Phase: caught_up"), "{out}");
+    let badcmd_error = out
+        .lines()
+        .skip_while(|l| !l.contains("badcmd (gmail)"))
+        .find(|l| l.trim_start().starts_with("Last error:"))
+        .unwrap_or_default();
+    assert!(badcmd_error.contains("/bin/false"), "{out}");
     let broken_error = out
         .lines()
         .skip_while(|l| !l.contains("broken (gmail)"))

@@ -79,3 +79,114 @@ fn a_message_deleted_and_re_added_is_added_deleted_added() {
     );
     assert_mirror_equals(&env.data_dir, &emu);
 }
+
+/// Raw webhook bodies, as received.
+fn body_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let store = bodies.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let Ok(mut out) = conn.try_clone() else {
+                    return;
+                };
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let h = h.trim_end().to_ascii_lowercase();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    store
+                        .lock()
+                        .expect("lock")
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                    if out
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, bodies)
+}
+
+/// The socket's raw event lines (`{"event":...}`), as bytes of the event object.
+fn socket_event_bytes(env: &TestEnv) -> Vec<String> {
+    let mut s = UnixStream::connect(&env.socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s.write_all(format!("{}\n", json!({"v":1,"cmd":"events","consumer":"bytes"})).as_bytes())
+        .expect("write");
+    let mut out = Vec::new();
+    for line in BufReader::new(s).lines() {
+        let line = line.expect("line");
+        if line.starts_with("{\"end\"") {
+            break;
+        }
+        if let Some(ev) = line
+            .strip_prefix("{\"event\":")
+            .and_then(|l| l.strip_suffix('}'))
+        {
+            out.push(ev.to_string());
+        }
+    }
+    out
+}
+
+/// The real daemon: every event `ctl events` streams appears byte for byte in a webhook body.
+#[test]
+fn socket_and_webhook_carry_the_same_bytes_per_event() {
+    let env = TestEnv::new();
+    let (url, bodies) = body_receiver();
+    env.write_config(&format!(
+        "{}\n[[webhooks]]\nurl = \"{url}\"\n",
+        test_account("bytes", "messages = 12")
+    ));
+    let d = env.start();
+    assert!(wait_until(
+        Duration::from_secs(30),
+        || d.account("bytes")["phase"] == json!("caught_up")
+    ));
+    let events = socket_event_bytes(&env);
+    assert!(events.len() >= 12, "{} events", events.len());
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let all = bodies.lock().expect("lock").join("\n");
+            events.iter().all(|e| all.contains(e.as_str()))
+        }),
+        "some socket events are not byte-identical in the webhook bodies"
+    );
+    d.stop();
+    for e in &events {
+        assert!(
+            e.starts_with("{\"account\":"),
+            "keys in a stable order: {e}"
+        );
+        assert!(e.contains("\"v\":1"), "{e}");
+    }
+}

@@ -232,6 +232,15 @@ fn v1_fixture_opens_migrates_and_keeps_everything() {
     let want = expected();
     for round in 0..2 {
         let store = Store::open(&data).expect("open the v1 fixture");
+        // The values really are schema 1 (bincode behind version byte 1): the test reads them
+        // through each type's frozen shape, not through today's encoding.
+        let (_, first) = store
+            .kv(mailsync_actors::store::Space::Messages)
+            .iter()
+            .next()
+            .expect("a message")
+            .expect("read");
+        assert_eq!(first[0], mailsync_actors::codec::FORMAT_LEGACY);
         let got = manifest_of(&store);
         for part in ["messages", "labels", "feed", "consumers", "account", "jobs"] {
             assert_eq!(

@@ -123,7 +123,11 @@ fn deb_builds_installs_runs_and_purges_cleanly() {
             .env("MANPAGER", "cat")
             .env("PAGER", "cat")));
         assert!(text.contains("NAME") && text.contains("mailsync"), "{text}");
-        // The maintainer scripts made the service user and left the state dir private.
+        // The bash completion is valid shell (zsh and fish are not on the test machine).
+        run(Command::new("bash")
+            .arg("-n")
+            .arg("/usr/share/bash-completion/completions/mailsync"));
+        // The maintainer scripts made the service user.
         run(Command::new("getent").args(["passwd", "mailsync"]));
         assert!(Path::new("/etc/mailsync/config.toml").is_file());
     });

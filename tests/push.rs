@@ -229,7 +229,7 @@ fn added_keys(env: &TestEnv) -> Vec<String> {
 }
 
 fn has_added(env: &TestEnv, id: &str) -> bool {
-    let key = format!("message.added:gm:{id}");
+    let key = format!("message.added:gm:{id}:g0");
     added_keys(env).contains(&key)
 }
 
@@ -707,7 +707,7 @@ test_hold_before_ack_ms = {hold_ms}
         d.log_text()
     );
     std::thread::sleep(Duration::from_secs(2));
-    let key = format!("message.added:gm:{id}");
+    let key = format!("message.added:gm:{id}:g0");
     let n = added_keys(&env).iter().filter(|k| **k == key).count();
     assert_eq!(n, 1, "handled more than once downstream");
     d.stop();

@@ -58,8 +58,8 @@ fn histogram_count(s: &prometheus_parse::Scrape, metric: &str, account: &str) ->
 
 #[test]
 fn metrics_scrape_during_a_gmail_sync_parses_and_counters_move() {
-    let messages = 400;
-    let emu = Emu::start(config(11, messages, quota_scale(messages, 20)));
+    let messages = 600;
+    let emu = Emu::start(config(11, messages, quota_scale(messages, 30)));
     let env = TestEnv::new();
     emu.write_config(&env, 8);
     let mut text = std::fs::read_to_string(&env.config_path).expect("config");
@@ -188,12 +188,24 @@ fn metrics_scrape_during_a_gmail_sync_parses_and_counters_move() {
         Some(1.0)
     );
 
-    // `ctl metrics` prints the same text without HTTP.
+    // `ctl metrics` prints the same text without HTTP; a consumer that has read but not
+    // acknowledged shows its lag.
     let cfg = env.config_path.to_string_lossy().to_string();
+    let (code, _, err) = run_cli(&["--config", &cfg, "ctl", "events", "--consumer", "lagging"]);
+    assert_eq!(code, 0, "{err}");
     let (code, out, err) = run_cli(&["--config", &cfg, "ctl", "metrics"]);
     assert_eq!(code, 0, "{err}");
     let via_ctl = parse(&out);
     assert_eq!(synced(&via_ctl), messages as f64);
+    assert!(
+        value(
+            &via_ctl,
+            "mailsync_feed_consumer_lag",
+            &[("consumer", "lagging")]
+        )
+        .is_some_and(|lag| lag >= messages as f64),
+        "{out}"
+    );
     d.stop();
 }
 

@@ -162,8 +162,12 @@ fn notify_ready_watchdog_status_reload_wedge_and_stop() {
         "{:?}",
         l.seen[reloading].lines
     );
-    l.until(Duration::from_secs(10), |n| Listener::has(n, "READY=1"))
+    let ready_again = l
+        .until(Duration::from_secs(10), |n| Listener::has(n, "READY=1"))
         .expect("no READY=1 after the reload");
+    // The summary is back in STATUS= after the reload.
+    let line = Listener::status_of(&l.seen[ready_again]).unwrap_or_default();
+    assert!(line.starts_with("2 accounts: "), "{line}");
 
     // Wedge the supervision tree: the watchdog must starve.
     let r = d.request(json!({"v":1,"cmd":"debug-wedge","hold_ms":9000}));

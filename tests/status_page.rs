@@ -84,8 +84,8 @@ fn status_page_in_headless_chromium_shows_states_and_progress() {
     let env = TestEnv::new();
     env.write_config(&format!(
         "[metrics]\nlisten = \"127.0.0.1:0\"\n\n{}\n{}{BROKEN_GMAIL}",
-        // A slow full sync (about 30 s) so the page catches it in progress.
-        test_account("slow", "messages = 500\njob_delay_ms = 300"),
+        // A slow full sync (at least 60 s) so the page catches it in progress.
+        test_account("slow", "messages = 1000\njob_delay_ms = 300"),
         test_account("held", "messages = 3"),
     ));
     let d = env.start();
@@ -102,9 +102,13 @@ fn status_page_in_headless_chromium_shows_states_and_progress() {
     ));
     let r = d.request(json!({"v":1,"cmd":"pause","account":"held"}));
     assert_eq!(r["ok"], json!(true));
+    // A feed consumer that read without acknowledging: the page shows its lag.
+    let cfg = env.config_path.to_string_lossy().to_string();
+    let (code, _, err) = run_cli(&["--config", &cfg, "ctl", "events", "--consumer", "pager"]);
+    assert_eq!(code, 0, "{err}");
     assert!(
         wait_until(Duration::from_secs(20), || {
-            d.account("slow")["progress"]["total"].as_u64() == Some(500)
+            d.account("slow")["progress"]["total"].as_u64() == Some(1000)
                 && d.account("slow")["progress"]["done"].as_u64().unwrap_or(0) > 0
         }),
         "no progress: {}",
@@ -139,9 +143,20 @@ fn status_page_in_headless_chromium_shows_states_and_progress() {
         .find(|s| s.contains("data-account=\"slow\""))
         .unwrap_or_default();
     assert!(slow.contains("class=\"progress\""), "{slow}");
-    assert!(slow.contains("data-total=\"500\""), "{slow}");
-    assert!(slow.contains(" / 500 ("), "{slow}");
+    assert!(slow.contains("data-total=\"1000\""), "{slow}");
+    assert!(slow.contains(" / 1000 ("), "{slow}");
     assert!(slow.contains("ETA "), "{slow}");
+    let pager = dom
+        .split("<tr class=\"consumer\"")
+        .find(|s| s.contains("data-consumer=\"pager\""))
+        .unwrap_or_else(|| panic!("no consumer row: {dom}"));
+    let lag: u64 = pager
+        .split("<td class=\"lag\">")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(lag > 0, "consumer lag not shown: {pager}");
     let held = dom
         .split("<section")
         .find(|s| s.contains("data-account=\"held\""))

@@ -97,6 +97,8 @@ pub struct AccountActorState {
     last_error: Option<String>,
     last_sync_ms: Option<u64>,
     stopping: bool,
+    /// Looks at a full disk since the last successful one (backoff of the disk wait).
+    disk_waits: u32,
 }
 
 fn store_err(e: impl std::fmt::Display) -> ActorProcessingErr {
@@ -130,6 +132,7 @@ impl Actor for AccountActor {
             last_error: None,
             last_sync_ms: None,
             stopping: false,
+            disk_waits: 0,
         })
     }
 
@@ -212,6 +215,9 @@ impl Actor for AccountActor {
             }
             AccountMsg::Command(cmd) => st.command(&myself, cmd).await?,
             AccountMsg::Respawn(kind) => {
+                if st.state == AccountState::Degraded && !st.disk_ready(&myself, kind) {
+                    return Ok(());
+                }
                 if st.state != AccountState::Failed && !st.stopping {
                     st.spawn_child(&myself, kind).await?;
                     if st.state == AccountState::Paused {
@@ -383,6 +389,15 @@ impl AccountActorState {
         }
         let error = error.unwrap_or_else(|| "unknown failure".into());
         self.last_error = Some(format!("{}: {error}", kind.name()));
+        if let Some(reason) = self.store.disk_full() {
+            // Transient: wait for space without spending the restart budget.
+            tracing::info!(account = %self.spec.id, child = kind.name(), reason = %reason, "Child stopped on a full disk; it restarts when space returns.");
+            self.set_state(AccountState::Degraded, Some(format!("disk full: {reason}")));
+            self.phase = Phase::DiskFull;
+            let delay = crate::disk_space::wait_delay(self.disk_waits);
+            myself.send_after(delay, move || AccountMsg::Respawn(kind));
+            return;
+        }
         match self.budget.next_delay(Instant::now()) {
             Some(delay) => {
                 tracing::warn!(account = %self.spec.id, child = kind.name(), error = %error, delay_ms = delay.as_millis() as u64, restarts = self.budget.restarts(), "Child failed; restarting after backoff.");
@@ -405,6 +420,22 @@ impl AccountActorState {
                 self.stopping = false;
             }
         }
+    }
+
+    /// Whether a degraded account may respawn `kind` now: with space back it returns to its
+    /// previous state; still full, it looks again later.
+    fn disk_ready(&mut self, myself: &ActorRef<AccountMsg>, kind: ChildKind) -> bool {
+        if !self.store.check_space() {
+            self.disk_waits = self.disk_waits.saturating_add(1);
+            let delay = crate::disk_space::wait_delay(self.disk_waits);
+            myself.send_after(delay, move || AccountMsg::Respawn(kind));
+            return false;
+        }
+        self.disk_waits = 0;
+        // The respawned children report the source's real phase (a resumed resync included).
+        self.set_state(AccountState::Running, Some("disk space is back".into()));
+        self.phase = Phase::Starting;
+        true
     }
 
     fn pause_children(&self) {
@@ -532,15 +563,28 @@ impl AccountActorState {
         if self.state == AccountState::Running && phase == Phase::CaughtUp && dead > 0 {
             phase = Phase::Incomplete { dead };
         }
+        let mut phase_text = phase.to_string();
+        let mut state = self.state;
+        let mut last_error = self.last_error.clone();
+        if let Some(reason) = self.store.disk_full()
+            && matches!(
+                state,
+                AccountState::Running | AccountState::Resyncing | AccountState::Degraded
+            )
+        {
+            state = AccountState::Degraded;
+            phase_text = crate::disk_space::degraded_phase(&reason);
+            last_error = Some(format!("disk full: {reason}"));
+        }
         AccountStatus {
             account: self.spec.id.0.clone(),
             kind: self.spec.kind.to_string(),
-            state: self.state,
-            phase: phase.to_string(),
+            state,
+            phase: phase_text,
             cursor: self.spec.source.cursor(&cx),
             queues,
             restarts: self.budget.restarts(),
-            last_error: self.last_error.clone(),
+            last_error,
             last_sync_ms: self.last_sync_ms.or(self.spec.source.last_sync_ms(&cx)),
             progress: self.progress.clone(),
             missing,
@@ -567,6 +611,7 @@ fn serde_name(state: AccountState) -> &'static str {
         AccountState::Running => "running",
         AccountState::Paused => "paused",
         AccountState::Resyncing => "resyncing",
+        AccountState::Degraded => "degraded",
         AccountState::Disconnected => "disconnected",
         AccountState::Failed => "failed",
         AccountState::Stopped => "stopped",

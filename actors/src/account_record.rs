@@ -238,3 +238,45 @@ impl AccountRecord {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{self, FORMAT_LEGACY};
+
+    /// A record in the middle of a gap recovery, as schema 1 wrote it, reads back whole.
+    #[test]
+    fn a_schema_1_record_with_a_gap_in_progress_reads_back() {
+        let rec = AccountRecord {
+            history_id: Some(HistoryId(42)),
+            initial_sync_completed: true,
+            full_sync: Some(FullSyncState {
+                start_history_id: HistoryId(7),
+                next_page_token: Some("p".into()),
+                pages: 3,
+                listed: 1500,
+                estimate: 2000,
+                listing_done: false,
+            }),
+            gap: Some(GapState {
+                start_history_id: HistoryId(40),
+                step: GapStep::ListLabel {
+                    remaining: vec!["INBOX".into()],
+                    next_page_token: None,
+                },
+                list_calls: 4,
+                appeared: 1,
+                vanished: 2,
+                relabeled: 3,
+            }),
+            last_gap_list_calls: Some(9),
+            ..AccountRecord::default()
+        };
+        // Today's shapes are still the schema-1 shapes, so bincode of them is a schema-1 value.
+        let mut legacy = vec![FORMAT_LEGACY];
+        bincode::serde::encode_into_std_write(&rec, &mut legacy, bincode::config::standard())
+            .unwrap();
+        assert_eq!(codec::decode::<AccountRecord>(&legacy).unwrap(), rec);
+        assert_eq!(codec::decode::<AccountRecord>(&encode(&rec)).unwrap(), rec);
+    }
+}

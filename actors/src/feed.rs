@@ -118,6 +118,25 @@ pub(crate) fn tx_append(tx: &StoreTx<'_>, ev: &NewEvent) -> Result<Option<u64>, 
     Ok(Some(seq))
 }
 
+impl Store {
+    /// The change feed.
+    pub fn feed(&self) -> Feed {
+        Feed::new(self.clone())
+    }
+}
+
+impl StoreTx<'_> {
+    /// Appends a feed event; `None` if an event with the same idempotency key exists already.
+    /// The seq is assigned here, in commit order.
+    pub fn append_event(&self, ev: NewEvent) -> Result<Option<u64>, TxError> {
+        let seq = tx_append(self, &ev)?;
+        if let Some(seq) = seq {
+            self.note_appended(seq);
+        }
+        Ok(seq)
+    }
+}
+
 fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
     let arr: [u8; 8] = key
         .try_into()

@@ -195,3 +195,27 @@ pub fn calendar_push_calendar(job: &Job) -> Option<String> {
         .starts_with("calendar-push:")
         .then(|| String::from_utf8_lossy(&job.payload).into_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{self, FORMAT_LEGACY};
+
+    #[test]
+    fn schema_1_backfill_jobs_keep_their_meaning() {
+        // bincode wrote the variant index as a varint: FullSync = 0, Gap = 1.
+        assert_eq!(
+            codec::decode::<BackfillJob>(&[FORMAT_LEGACY, 0]),
+            Ok(BackfillJob::FullSync)
+        );
+        assert_eq!(
+            codec::decode::<BackfillJob>(&[FORMAT_LEGACY, 1]),
+            Ok(BackfillJob::Gap)
+        );
+        assert!(codec::decode::<BackfillJob>(&[FORMAT_LEGACY, 7]).is_err());
+        let job = BackfillJob::CalendarFull {
+            calendar_id: "c@x".into(),
+        };
+        assert_eq!(codec::decode::<BackfillJob>(&encode(&job)), Ok(job));
+    }
+}

@@ -3,12 +3,15 @@
 //! ```text
 //! RootSupervisor                      one per daemon; restarts accounts, fans out control RPCs
 //!  └─ AccountActor (one per account)  owns the cursor; spawns and restarts its children
-//!      ├─ HistorySync                 partial sync: history.list pages → jobs for Ingest
-//!      ├─ Backfill                    full sync / gap recovery: messages.list pages → jobs
-//!      └─ Ingest                      drains its durable mailbox: batched get → mirror + feed
+//!      ├─ HistorySync                 incremental rounds of its SyncSource
+//!      ├─ Backfill                    full listing / gap repair steps of its SyncSource
+//!      └─ Ingest                      fetch batches of its SyncSource
 //! ```
 //!
-//! Every actor's real inbox is a sled-backed `DurableMailbox`; ractor messages are wake-ups.
+//! The children drive a provider-neutral port, `source::SyncSource`; `gmail::GmailSource` and
+//! `calendar::CalendarSource` implement it over their own ports. Children report with
+//! `report::ChildReport`. Every actor's real inbox is a sled-backed `DurableMailbox`; ractor
+//! messages are wake-ups. Stored values are versioned per type (`codec`).
 
 pub mod account;
 pub mod account_record;
@@ -17,6 +20,7 @@ pub mod backoff;
 pub mod calendar;
 pub mod calendar_model;
 pub mod codec;
+pub mod disk_space;
 pub mod error;
 pub mod feed;
 pub mod gmail;
@@ -25,6 +29,7 @@ pub mod imap;
 pub mod ingest;
 pub mod jobs;
 pub mod mailbox;
+mod mailbox_codec;
 pub mod mirror;
 mod mirror_codec;
 pub mod model;
@@ -36,3 +41,7 @@ pub mod source;
 pub mod spec;
 pub mod status;
 pub mod store;
+pub mod store_backup;
+pub mod store_check;
+pub mod store_open;
+pub mod store_rebuild;

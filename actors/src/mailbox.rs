@@ -27,13 +27,12 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::backoff::RetryPolicy;
-use crate::codec::{CodecError, Versioned, legacy_bincode};
 use crate::store::{
     Internal, JOB_SEQ, Store, StoreError, StoreTx, TxError, decode_in, encode, not_in_tx,
 };
@@ -146,15 +145,15 @@ pub struct QueueDepth {
 
 /// A job as stored (mailbox and id live in the key).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct JobRecord {
-    key: String,
-    priority: Priority,
+pub(crate) struct JobRecord {
+    pub(crate) key: String,
+    pub(crate) priority: Priority,
     #[serde(with = "serde_bytes")]
-    payload: Vec<u8>,
-    attempts: u32,
-    not_before_ms: u64,
-    last_error: Option<String>,
-    enqueued_ms: u64,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) attempts: u32,
+    pub(crate) not_before_ms: u64,
+    pub(crate) last_error: Option<String>,
+    pub(crate) enqueued_ms: u64,
 }
 
 impl JobRecord {
@@ -175,80 +174,64 @@ impl JobRecord {
 
 /// The dedupe index entry of a pending job: where the job is.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-struct PendingRef {
-    seq: u64,
-    priority: Priority,
-    delayed_until: Option<u64>,
+pub(crate) struct PendingRef {
+    pub(crate) seq: u64,
+    pub(crate) priority: Priority,
+    pub(crate) delayed_until: Option<u64>,
 }
 
-/// Schema-1 shapes of the mailbox records, frozen: bincode is positional, so these must never
-/// change (add fields to the current types instead).
-mod v1 {
-    use serde::Deserialize;
-
-    #[derive(Deserialize)]
-    pub(super) enum Priority {
-        Backfill,
-        Normal,
-        RealTime,
-    }
-
-    impl From<Priority> for super::Priority {
-        fn from(p: Priority) -> Self {
-            match p {
-                Priority::Backfill => super::Priority::Backfill,
-                Priority::Normal => super::Priority::Normal,
-                Priority::RealTime => super::Priority::RealTime,
-            }
-        }
-    }
-
-    #[derive(Deserialize)]
-    pub(super) struct JobRecord {
-        pub key: String,
-        pub priority: Priority,
-        pub payload: Vec<u8>,
-        pub attempts: u32,
-        pub not_before_ms: u64,
-        pub last_error: Option<String>,
-        pub enqueued_ms: u64,
-    }
-
-    #[derive(Deserialize)]
-    pub(super) struct PendingRef {
-        pub seq: u64,
-        pub priority: Priority,
-        pub delayed_until: Option<u64>,
+impl Store {
+    /// The durable mailbox `name` (e.g. `"acct1/ingest"`). Every handle with the same name shares
+    /// the same in-memory lease set.
+    pub fn mailbox(&self, name: &str) -> DurableMailbox {
+        let leases = self.lease_set(name);
+        DurableMailbox::new(self.clone(), name, leases)
     }
 }
 
-impl Versioned for JobRecord {
-    const NAME: &'static str = "job";
-    const VERSION: u16 = 1;
-    fn from_legacy(body: &[u8]) -> Result<Self, CodecError> {
-        let r: v1::JobRecord = legacy_bincode::<Self, _>(body)?;
-        Ok(JobRecord {
-            key: r.key,
-            priority: r.priority.into(),
-            payload: r.payload,
-            attempts: r.attempts,
-            not_before_ms: r.not_before_ms,
-            last_error: r.last_error,
-            enqueued_ms: r.enqueued_ms,
-        })
+impl StoreTx<'_> {
+    /// Enqueues a job in `mailbox` unless a job with the same `key` is already pending there
+    /// (ready, leased or delayed), in which case that job's id is returned as a duplicate.
+    pub fn enqueue(
+        &self,
+        mailbox: &str,
+        priority: Priority,
+        key: &str,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<EnqueueOutcome, TxError> {
+        tx_enqueue(self, mailbox, priority, key, payload, now_ms)
+    }
+
+    /// Removes a (leased) job and its pending-key entry. Call
+    /// [`DurableMailbox::release`] after the transaction commits. Acking a job that is gone is
+    /// a no-op.
+    pub fn ack(&self, job: &Job) -> Result<(), TxError> {
+        tx_ack(self, job)
+    }
+
+    /// Records a failure of `job` (see [`DurableMailbox::nack`]); the delay is drawn from the
+    /// thread RNG. Call [`DurableMailbox::release`] after the transaction commits.
+    pub fn nack(
+        &self,
+        job: &Job,
+        error: &str,
+        policy: &RetryPolicy,
+        now_ms: u64,
+    ) -> Result<NackOutcome, TxError> {
+        let attempt = job.attempts.saturating_add(1);
+        let delay = policy.delay(attempt, &mut rand::rng());
+        tx_nack(self, job, error, policy, now_ms, delay)
     }
 }
 
-impl Versioned for PendingRef {
-    const NAME: &'static str = "pending job ref";
-    const VERSION: u16 = 1;
-    fn from_legacy(body: &[u8]) -> Result<Self, CodecError> {
-        let r: v1::PendingRef = legacy_bincode::<Self, _>(body)?;
-        Ok(PendingRef {
-            seq: r.seq,
-            priority: r.priority.into(),
-            delayed_until: r.delayed_until,
-        })
+/// Decodes one stored value of a mailbox tree (`store check`): a pending ref in
+/// `PendingKeys`, a job record anywhere else.
+pub(crate) fn check_value(pending: bool, context: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    if pending {
+        decode_in::<PendingRef>(context, bytes).map(|_| ())
+    } else {
+        decode_in::<JobRecord>(context, bytes).map(|_| ())
     }
 }
 
@@ -408,7 +391,7 @@ pub(crate) fn tx_nack(
     let Some(v) = tx.tree(Internal::Jobs).get(&jk)? else {
         return Err(StoreError::JobNotFound {
             mailbox: job.mailbox.clone(),
-            id: job.id,
+            id: job.id.0,
         }
         .into());
     };
@@ -449,7 +432,7 @@ pub struct DurableMailbox {
     store: Store,
     name: Arc<str>,
     prefix: Arc<[u8]>,
-    leases: Arc<Mutex<HashSet<JobId>>>,
+    leases: crate::store::LeaseSet,
 }
 
 impl fmt::Debug for DurableMailbox {
@@ -461,7 +444,7 @@ impl fmt::Debug for DurableMailbox {
 }
 
 impl DurableMailbox {
-    pub(crate) fn new(store: Store, name: &str, leases: Arc<Mutex<HashSet<JobId>>>) -> Self {
+    pub(crate) fn new(store: Store, name: &str, leases: crate::store::LeaseSet) -> Self {
         Self {
             store,
             name: name.into(),
@@ -480,7 +463,7 @@ impl DurableMailbox {
         &self.store
     }
 
-    fn leases(&self) -> MutexGuard<'_, HashSet<JobId>> {
+    fn leases(&self) -> MutexGuard<'_, HashSet<u64>> {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -542,7 +525,7 @@ impl DurableMailbox {
             let (k, v) = item.map_err(StoreError::sled("scanning jobs"))?;
             let (_, seq) = parse_job_tail(&k[self.prefix.len()..])?;
             let id = JobId(seq);
-            if leases.contains(&id) {
+            if leases.contains(&id.0) {
                 continue;
             }
             let rec: JobRecord = decode_in("jobs value", &v)?;
@@ -551,7 +534,7 @@ impl DurableMailbox {
                 break;
             }
         }
-        leases.extend(out.iter().map(|j| j.id));
+        leases.extend(out.iter().map(|j| j.id.0));
         Ok(out)
     }
 
@@ -621,7 +604,7 @@ impl DurableMailbox {
         })?;
         let mut leases = self.leases();
         for job in jobs {
-            leases.remove(&job.id);
+            leases.remove(&job.id.0);
         }
         Ok(())
     }
@@ -629,7 +612,7 @@ impl DurableMailbox {
     /// Forgets the in-memory lease of `job`: after a [`StoreTx::ack`] has committed, or to give
     /// the job back untouched.
     pub fn release(&self, job: &Job) {
-        self.leases().remove(&job.id);
+        self.leases().remove(&job.id.0);
     }
 
     /// Forgets every in-memory lease of this mailbox: a restarted actor calls it so the jobs a
@@ -696,7 +679,7 @@ impl DurableMailbox {
         });
         let mut leases = self.leases();
         for job in jobs {
-            leases.remove(&job.id);
+            leases.remove(&job.id.0);
         }
         out
     }
@@ -715,7 +698,7 @@ impl DurableMailbox {
         {
             let (k, v) = item.map_err(StoreError::sled("scanning jobs"))?;
             let (_, seq) = parse_job_tail(&k[self.prefix.len()..])?;
-            if leases.contains(&JobId(seq)) {
+            if leases.contains(&seq) {
                 continue;
             }
             let rec: JobRecord = decode_in("jobs value", &v)?;
@@ -755,7 +738,7 @@ impl DurableMailbox {
             {
                 let (k, _) = item.map_err(StoreError::sled("scanning jobs"))?;
                 let (_, seq) = parse_job_tail(&k[self.prefix.len()..])?;
-                if leases.contains(&JobId(seq)) {
+                if leases.contains(&seq) {
                     d.leased += 1;
                 } else {
                     d.pending += 1;

@@ -619,3 +619,54 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LabelKind;
+
+    fn label(name: &str) -> Label {
+        Label {
+            id: LabelId("Label_1".into()),
+            name: name.into(),
+            kind: LabelKind::User,
+        }
+    }
+
+    fn sync(store: &Store, remote: &[Label]) -> usize {
+        let n = store_remote_labels(store, "a", remote, 1).unwrap();
+        store.flush().unwrap();
+        n
+    }
+
+    /// A label renamed back to an earlier name, or deleted and created again, is a new event
+    /// each time (the keys carry the label's generation and revision).
+    #[test]
+    fn renaming_back_and_recreating_still_emit_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(sync(&store, &[label("one")]), 1);
+        assert_eq!(sync(&store, &[label("two")]), 1);
+        assert_eq!(sync(&store, &[label("one")]), 1, "renamed back");
+        assert_eq!(sync(&store, &[label("one")]), 0, "a replay emits nothing");
+        assert_eq!(sync(&store, &[]), 1, "deleted");
+        assert_eq!(sync(&store, &[label("one")]), 1, "created again");
+        let kinds: Vec<String> = store
+            .feed()
+            .read_after(0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "label.created",
+                "label.updated",
+                "label.updated",
+                "label.deleted",
+                "label.created"
+            ]
+        );
+    }
+}

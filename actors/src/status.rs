@@ -16,6 +16,9 @@ pub enum AccountState {
     Paused,
     /// A gap is being recovered (history 404 → backfill + reconcile).
     Resyncing,
+    /// Transient trouble that is waited out by itself (the data directory's disk is full):
+    /// writing is paused and retried with backoff.
+    Degraded,
     /// Credentials no longer work; waits for a person (`mailsync auth`).
     Disconnected,
     /// A child exhausted its restart budget; the account stopped, others keep running.
@@ -29,8 +32,10 @@ pub enum AccountState {
 pub enum Phase {
     /// Just started.
     Starting,
-    /// Reading the label / calendar list.
+    /// Reading the label list.
     Labels,
+    /// Reading the calendar list.
+    Calendars,
     /// Listing everything (full sync).
     Listing,
     /// Fetching details of listed items.
@@ -46,6 +51,9 @@ pub enum Phase {
     Resyncing,
     /// The restart budget ran out.
     Failed,
+    /// Writing is paused: the data dir's file system is below its free-space floor.
+    /// (Status shows the path the store's disk check names.)
+    DiskFull,
 }
 
 impl fmt::Display for Phase {
@@ -53,12 +61,14 @@ impl fmt::Display for Phase {
         match self {
             Phase::Starting => f.write_str("starting"),
             Phase::Labels => f.write_str("labels"),
+            Phase::Calendars => f.write_str("calendars"),
             Phase::Listing => f.write_str("listing"),
             Phase::Fetching => f.write_str("fetching"),
             Phase::CaughtUp => f.write_str("caught_up"),
             Phase::Incomplete { dead } => write!(f, "incomplete ({dead} dead-lettered)"),
             Phase::Resyncing => f.write_str("resyncing"),
             Phase::Failed => f.write_str("failed"),
+            Phase::DiskFull => f.write_str("degraded (disk full)"),
         }
     }
 }
@@ -139,4 +149,7 @@ pub struct DaemonStatus {
     pub data_dir: String,
     /// One entry per configured account.
     pub accounts: Vec<AccountStatus>,
+    /// Why the daemon as a whole is degraded (`disk full: <path> …`), if it is.
+    #[serde(default)]
+    pub degraded: Option<String>,
 }

@@ -3,8 +3,11 @@
 //!
 //! What lives here:
 //! - [`Store`]: opens the database (exclusively: a second opener gets [`StoreError::Locked`]),
-//!   checks and migrates the schema version kept in the `meta` tree, hands out
-//!   [`DurableMailbox`]es, the [`Feed`] and the generic keyspaces ([`Space`]).
+//!   checks and migrates the schema version kept in the `meta` tree, and hands out the generic
+//!   keyspaces ([`Space`]) and, to `mailbox.rs` and `feed.rs`, their internal trees. The store
+//!   knows trees, the codec, transactions and flush; what a job or an event is lives with its
+//!   owner (`Store::mailbox` is defined in `mailbox.rs`, `Store::feed` in `feed.rs`), so the
+//!   store imports neither.
 //! - [`StoreTx`]: the view a [`Store::transaction`] closure gets. Effects, job enqueues/acks and
 //!   feed appends made through it commit together or not at all.
 //! - [`encode`]/[`decode`]: every stored value carries its own type version
@@ -36,10 +39,7 @@ use sled::transaction::{
     UnabortableTransactionError,
 };
 
-use crate::backoff::RetryPolicy;
 use crate::codec::{self, Versioned};
-use crate::feed::{Feed, NewEvent};
-use crate::mailbox::{DurableMailbox, EnqueueOutcome, Job, JobId, NackOutcome, Priority};
 
 /// The schema version this build writes and understands. Version 2: values carry their own
 /// type version ([`crate::codec`]); schema-1 values stay readable and are rewritten lazily.
@@ -140,8 +140,8 @@ pub enum StoreError {
     JobNotFound {
         /// The mailbox.
         mailbox: String,
-        /// The job.
-        id: JobId,
+        /// The job's sequence number.
+        id: u64,
     },
     /// A store method was called from inside a [`Store::transaction`] closure. sled holds a
     /// process-wide lock for the whole closure, so the call would deadlock; use the
@@ -154,6 +154,23 @@ pub enum StoreError {
     /// A feed consumer that was never registered.
     #[error("feed consumer {0:?} is not registered")]
     UnknownConsumer(String),
+    /// The data directory's file system is below its free-space floor (or a write failed
+    /// with ENOSPC, EDQUOT or a read-only file system); nothing was written.
+    #[error("disk full: {reason}")]
+    DiskFull {
+        /// The data directory.
+        path: PathBuf,
+        /// What was found.
+        reason: String,
+    },
+    /// The store's files are damaged (see `store_open`): reported instead of opened.
+    #[error("the store in {dir} is damaged: {found}")]
+    Damaged {
+        /// The store directory.
+        dir: PathBuf,
+        /// What was found.
+        found: String,
+    },
 }
 
 impl StoreError {
@@ -235,6 +252,25 @@ pub(crate) fn decode_in<T: Versioned>(context: &str, bytes: &[u8]) -> Result<T, 
 
 /// sled's page cache size.
 pub const CACHE_CAPACITY_BYTES: u64 = 128 * 1024 * 1024;
+
+/// How a store is opened.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Writing pauses (transactions fail with [`StoreError::DiskFull`]) below this floor.
+    pub floor: crate::disk_space::FreeSpaceFloor,
+    /// How long sled may take to open before the store is declared damaged.
+    pub open_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    /// No floor (library users and tests); the daemon passes its configured floor.
+    fn default() -> Self {
+        StoreOptions {
+            floor: crate::disk_space::FreeSpaceFloor::NONE,
+            open_timeout: crate::store_open::OPEN_TIMEOUT,
+        }
+    }
+}
 
 /// The generic keyspaces other modules keep their own data in; each is one sled tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -353,18 +389,25 @@ pub(crate) const JOB_SEQ: &[u8] = b"job_seq";
 /// Counter of feed sequence numbers (in [`Internal::Counters`]).
 pub(crate) const FEED_SEQ: &[u8] = b"feed_seq";
 
-type Leases = Arc<Mutex<HashSet<JobId>>>;
+/// The in-memory lease set of one durable mailbox (job sequence numbers).
+pub(crate) type LeaseSet = Arc<Mutex<HashSet<u64>>>;
 
 struct Inner {
     // Field order is drop order: the database closes before the lock file is released.
     db: sled::Db,
     trees: Vec<sled::Tree>,
     dir: PathBuf,
-    leases: Mutex<HashMap<String, Leases>>,
+    leases: Mutex<HashMap<String, LeaseSet>>,
     /// Highest feed seq committed by a transaction of this process (or found at open).
     committed_feed_seq: AtomicU64,
     /// Highest feed seq known durable; what subscribers see.
     durable_feed: tokio::sync::watch::Sender<u64>,
+    /// The free-space floor every transaction checks first.
+    space: crate::disk_space::DiskSpace,
+    /// Transactions hold it shared; a backup holds it exclusively (`store_backup`).
+    gate: std::sync::RwLock<()>,
+    /// Writes the seal once sled's handles above are gone (`store_open`).
+    _seal: crate::store_open::SealOnClose,
     _lock: File,
 }
 
@@ -389,11 +432,20 @@ impl Store {
     /// go away), opens sled, checks the schema version
     /// and runs the migrations up to [`SCHEMA_VERSION`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Self::open_with(dir, MIGRATIONS)
+        Self::open_with(dir, MIGRATIONS, &StoreOptions::default())
+    }
+
+    /// [`Store::open`] with options (the daemon's free-space floor).
+    pub fn open_opts(dir: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
+        Self::open_with(dir, MIGRATIONS, opts)
     }
 
     /// [`Store::open`] with an explicit migration table (tests).
-    pub(crate) fn open_with(dir: &Path, migrations: &[Migration]) -> Result<Store, StoreError> {
+    pub(crate) fn open_with(
+        dir: &Path,
+        migrations: &[Migration],
+        opts: &StoreOptions,
+    ) -> Result<Store, StoreError> {
         let io = |source| StoreError::Io {
             dir: dir.to_path_buf(),
             source,
@@ -407,20 +459,23 @@ impl Store {
             .open(dir.join(LOCK_FILE))
             .map_err(io)?;
         lock_dir(&lock, dir)?;
-        let db = open_sled(dir)?;
-        migrate(&db, dir, migrations)?;
-        let mut trees = Vec::with_capacity(Space::ALL.len() + Internal::ALL.len());
-        for name in Space::ALL
-            .iter()
-            .map(|s| s.tree_name())
-            .chain(Internal::ALL.iter().map(|t| t.tree_name()))
-        {
-            trees.push(
-                db.open_tree(name)
-                    .map_err(StoreError::sled("opening a tree"))?,
-            );
-        }
-        let feed_seq = read_counter(&trees[Internal::Counters.index()], FEED_SEQ)?;
+        let space = crate::disk_space::DiskSpace::new(dir.to_path_buf(), opts.floor);
+        // A start on a full disk is refused before sled writes anything (it would leave an
+        // unfinished snapshot behind).
+        space.check().map_err(|reason| StoreError::DiskFull {
+            path: dir.to_path_buf(),
+            reason,
+        })?;
+        crate::store_open::remove_unfinished_snapshots(dir).map_err(io)?;
+        crate::store_open::verify_seal(dir).map_err(|found| StoreError::Damaged {
+            dir: dir.to_path_buf(),
+            found,
+        })?;
+        crate::store_open::remove_seal(dir).map_err(io)?;
+        let db = crate::store_open::open_sled_contained(dir, opts.open_timeout)?;
+        // sled reports some damage only when the first reads reach it.
+        let (trees, feed_seq) = open_trees(&db, dir, migrations)
+            .map_err(|e| crate::store_open::damage_at_open(dir, e))?;
         let (durable_feed, _) = tokio::sync::watch::channel(feed_seq);
         Ok(Store {
             inner: Arc::new(Inner {
@@ -430,6 +485,11 @@ impl Store {
                 leases: Mutex::new(HashMap::new()),
                 committed_feed_seq: AtomicU64::new(feed_seq),
                 durable_feed,
+                space,
+                gate: std::sync::RwLock::new(()),
+                _seal: crate::store_open::SealOnClose {
+                    dir: dir.to_path_buf(),
+                },
                 _lock: lock,
             }),
         })
@@ -447,7 +507,7 @@ impl Store {
         self.inner
             .db
             .flush()
-            .map_err(StoreError::sled("flushing"))?;
+            .map_err(|e| self.storage_error("flushing", e))?;
         self.publish_durable(committed);
         Ok(())
     }
@@ -460,9 +520,47 @@ impl Store {
             .db
             .flush_async()
             .await
-            .map_err(StoreError::sled("flushing"))?;
+            .map_err(|e| self.storage_error("flushing", e))?;
         self.publish_durable(committed);
         Ok(())
+    }
+
+    /// A sled error as a store error; running out of space becomes [`StoreError::DiskFull`]
+    /// (and pauses writers like the floor does).
+    fn storage_error(&self, context: &'static str, source: sled::Error) -> StoreError {
+        if crate::store_open::sled_out_of_space(&source) {
+            let reason = format!("{}: {source}", self.inner.dir.display());
+            self.inner.space.mark_fatal(reason.clone());
+            return StoreError::DiskFull {
+                path: self.inner.dir.clone(),
+                reason,
+            };
+        }
+        StoreError::Sled { context, source }
+    }
+
+    /// Why writing is paused for lack of space, while it is (`degraded (disk full: …)`).
+    pub fn disk_full(&self) -> Option<String> {
+        self.inner.space.full_reason()
+    }
+
+    /// Resolves when sled itself failed to write for lack of space: the open database keeps
+    /// that error, so the daemon exits (status 4) and the next start recovers from the log.
+    pub async fn wait_out_of_space(&self) -> String {
+        self.inner.space.wait_fatal().await
+    }
+
+    /// Checks the free-space floor now (true: writing may go on).
+    pub fn check_space(&self) -> bool {
+        self.inner.space.check().is_ok()
+    }
+
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
+    pub(crate) fn gate(&self) -> &std::sync::RwLock<()> {
+        &self.inner.gate
     }
 
     fn publish_durable(&self, seq: u64) {
@@ -476,23 +574,15 @@ impl Store {
         });
     }
 
-    /// The durable mailbox `name` (e.g. `"acct1/ingest"`). Every handle with the same name shares
-    /// the same in-memory lease set.
-    pub fn mailbox(&self, name: &str) -> DurableMailbox {
-        let leases = {
-            let mut reg = self
-                .inner
-                .leases
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            reg.entry(name.to_owned()).or_default().clone()
-        };
-        DurableMailbox::new(self.clone(), name, leases)
-    }
-
-    /// The change feed.
-    pub fn feed(&self) -> Feed {
-        Feed::new(self.clone())
+    /// The in-memory lease set shared by every handle of the durable mailbox `name`
+    /// (`mailbox.rs` builds the mailbox; the store only keeps the registry).
+    pub(crate) fn lease_set(&self, name: &str) -> LeaseSet {
+        let mut reg = self
+            .inner
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        reg.entry(name.to_owned()).or_default().clone()
     }
 
     /// The tree of a generic keyspace.
@@ -522,6 +612,20 @@ impl Store {
         f: impl Fn(&mut StoreTx<'_>) -> Result<T, TxError>,
     ) -> Result<T, StoreError> {
         not_in_tx("Store::transaction")?;
+        // Below the floor nothing is written at all: the caller waits and retries.
+        self.inner
+            .space
+            .check()
+            .map_err(|reason| StoreError::DiskFull {
+                path: self.inner.dir.clone(),
+                reason,
+            })?;
+        // A running backup holds the gate: it sees the state between two transactions.
+        let _gate = self
+            .inner
+            .gate
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let appended = Cell::new(None::<u64>);
         let trees: &[sled::Tree] = &self.inner.trees;
         let result = trees.transaction(|view: &Vec<TransactionalTree>| {
@@ -555,17 +659,15 @@ impl Store {
                 Err(StoreError::Aborted(reason))
             }
             Err(TransactionError::Abort(TxError::Store(e))) => Err(e),
-            Err(TransactionError::Abort(TxError::Storage(source))) => Err(StoreError::Sled {
-                context: "running a transaction",
-                source,
-            }),
+            Err(TransactionError::Abort(TxError::Storage(source))) => {
+                Err(self.storage_error("running a transaction", source))
+            }
             Err(TransactionError::Abort(TxError::Conflict)) => {
                 unreachable!("conflicts are retried, never aborted")
             }
-            Err(TransactionError::Storage(source)) => Err(StoreError::Sled {
-                context: "committing a transaction",
-                source,
-            }),
+            Err(TransactionError::Storage(source)) => {
+                Err(self.storage_error("committing a transaction", source))
+            }
         }
     }
 }
@@ -575,6 +677,23 @@ impl Store {
 /// daemon still exiting, or a child process spawned concurrently that briefly inherited the
 /// lock descriptor between fork and exec).
 const DIR_LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// Takes the store directory's lock for an offline tool (restore, rebuild, check): the same
+/// lock a running daemon holds, released when the returned file is dropped.
+pub fn lock_store_dir(dir: &Path) -> Result<File, StoreError> {
+    let lock = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK_FILE))
+        .map_err(|source| StoreError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    lock_dir(&lock, dir)?;
+    Ok(lock)
+}
 
 /// Takes the exclusive lock on `dir/mailsync.lock` (flock: conflicts across processes and
 /// between two opens in one process; the kernel drops it when the holder dies, even by kill -9).
@@ -593,44 +712,6 @@ fn lock_dir(lock: &File, dir: &Path) -> Result<(), StoreError> {
             }
             Err(std::fs::TryLockError::Error(source)) => {
                 return Err(StoreError::Io {
-                    dir: dir.to_path_buf(),
-                    source,
-                });
-            }
-        }
-    }
-}
-
-/// How long [`Store::open`] waits for sled's own file lock once it holds the directory lock.
-const SLED_LOCK_WAIT: Duration = Duration::from_secs(5);
-
-/// Opens sled in `dir/db`. The caller holds the directory lock, so no other `Store` can own the
-/// database: if sled's own flock is still taken, it is a just-dropped `Store` of this process
-/// whose sled background threads have not let go of the file yet. Wait for them (bounded).
-fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
-    let deadline = Instant::now() + SLED_LOCK_WAIT;
-    loop {
-        // sled's page cache defaults to 1 GiB; a daemon that runs for months on a desktop must
-        // stay small, so cap it (the OS page cache still holds hot data).
-        match sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(CACHE_CAPACITY_BYTES)
-            .open()
-        {
-            Ok(db) => return Ok(db),
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                return Err(StoreError::Locked {
-                    dir: dir.to_path_buf(),
-                });
-            }
-            Err(source) => {
-                return Err(StoreError::Open {
                     dir: dir.to_path_buf(),
                     source,
                 });
@@ -668,6 +749,28 @@ impl Drop for TxMark {
     fn drop(&mut self) {
         IN_TX.with(|f| f.set(false));
     }
+}
+
+/// Runs the migrations, opens every tree and reads the feed counter of a freshly opened db.
+fn open_trees(
+    db: &sled::Db,
+    dir: &Path,
+    migrations: &[Migration],
+) -> Result<(Vec<sled::Tree>, u64), StoreError> {
+    migrate(db, dir, migrations)?;
+    let mut trees = Vec::with_capacity(Space::ALL.len() + Internal::ALL.len());
+    for name in Space::ALL
+        .iter()
+        .map(|s| s.tree_name())
+        .chain(Internal::ALL.iter().map(|t| t.tree_name()))
+    {
+        trees.push(
+            db.open_tree(name)
+                .map_err(StoreError::sled("opening a tree"))?,
+        );
+    }
+    let feed_seq = read_counter(&trees[Internal::Counters.index()], FEED_SEQ)?;
+    Ok((trees, feed_seq))
 }
 
 /// Reads a u64 counter outside a transaction (0 when absent).
@@ -761,49 +864,11 @@ impl StoreTx<'_> {
         Ok(())
     }
 
-    /// Enqueues a job in `mailbox` unless a job with the same `key` is already pending there
-    /// (ready, leased or delayed), in which case that job's id is returned as a duplicate.
-    pub fn enqueue(
-        &self,
-        mailbox: &str,
-        priority: Priority,
-        key: &str,
-        payload: &[u8],
-        now_ms: u64,
-    ) -> Result<EnqueueOutcome, TxError> {
-        crate::mailbox::tx_enqueue(self, mailbox, priority, key, payload, now_ms)
-    }
-
-    /// Removes a (leased) job and its pending-key entry. Call
-    /// [`DurableMailbox::release`] after the transaction commits. Acking a job that is gone is
-    /// a no-op.
-    pub fn ack(&self, job: &Job) -> Result<(), TxError> {
-        crate::mailbox::tx_ack(self, job)
-    }
-
-    /// Records a failure of `job` (see [`DurableMailbox::nack`]); the delay is drawn from the
-    /// thread RNG. Call [`DurableMailbox::release`] after the transaction commits.
-    pub fn nack(
-        &self,
-        job: &Job,
-        error: &str,
-        policy: &RetryPolicy,
-        now_ms: u64,
-    ) -> Result<NackOutcome, TxError> {
-        let attempt = job.attempts.saturating_add(1);
-        let delay = policy.delay(attempt, &mut rand::rng());
-        crate::mailbox::tx_nack(self, job, error, policy, now_ms, delay)
-    }
-
-    /// Appends a feed event; `None` if an event with the same idempotency key exists already.
-    /// The seq is assigned here, in commit order.
-    pub fn append_event(&self, ev: NewEvent) -> Result<Option<u64>, TxError> {
-        let seq = crate::feed::tx_append(self, &ev)?;
-        if let Some(seq) = seq {
-            self.appended
-                .set(Some(self.appended.get().map_or(seq, |s| s.max(seq))));
-        }
-        Ok(seq)
+    /// Records that this transaction appended sequence number `seq` to an ordered log (the
+    /// feed): once the transaction commits, [`Store::flush`] publishes it as durable.
+    pub(crate) fn note_appended(&self, seq: u64) {
+        self.appended
+            .set(Some(self.appended.get().map_or(seq, |s| s.max(seq))));
     }
 
     /// Reads, increments and writes a counter; returns the new value (the first is 1).
@@ -824,6 +889,7 @@ impl StoreTx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailbox::Priority;
 
     #[test]
     fn encode_decode_roundtrip_and_corrupt_values_are_errors() {
@@ -912,8 +978,9 @@ mod tests {
             Err("boom".into())
         }
         let dir = tempfile::tempdir().unwrap();
-        drop(Store::open_with(dir.path(), &[]).unwrap()); // v1
-        let store = Store::open_with(dir.path(), &[to_v2, to_v3]).unwrap();
+        drop(Store::open_with(dir.path(), &[], &StoreOptions::default()).unwrap()); // v1
+        let store =
+            Store::open_with(dir.path(), &[to_v2, to_v3], &StoreOptions::default()).unwrap();
         let v: u32 = decode(
             &store
                 .kv(Space::Meta)
@@ -928,7 +995,12 @@ mod tests {
             Some(&b"3"[..])
         );
         drop(store);
-        let err = Store::open_with(dir.path(), &[to_v2, to_v3, broken]).unwrap_err();
+        let err = Store::open_with(
+            dir.path(),
+            &[to_v2, to_v3, broken],
+            &StoreOptions::default(),
+        )
+        .unwrap_err();
         assert!(
             matches!(err, StoreError::Migration { from: 3, .. }),
             "{err:?}"

@@ -41,6 +41,16 @@ pub struct RawConfig {
     pub(crate) push: Option<RawPush>,
     pub(crate) metrics: Option<RawMetrics>,
     pub(crate) debug: Option<RawDebug>,
+    pub(crate) store: Option<RawStore>,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStore {
+    pub(crate) min_free_mb: Option<i64>,
+    pub(crate) min_free_percent: Option<i64>,
+    pub(crate) open_timeout_secs: Option<i64>,
 }
 
 /// `[sync]`.

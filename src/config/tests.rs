@@ -491,3 +491,26 @@ fn config_load_reads_the_file_and_names_a_missing_one() -> Result<(), Box<dyn st
     assert!(msg.contains("missing.toml"), "{msg}");
     Ok(())
 }
+
+#[test]
+fn store_floor_defaults_and_bounds() {
+    let cfg = load("").expect("empty config");
+    assert_eq!(
+        cfg.store,
+        StoreConfig {
+            min_free_mb: 500,
+            min_free_percent: 1,
+            open_timeout: Duration::from_secs(120),
+        }
+    );
+    let floor = cfg.store.options().floor;
+    assert_eq!(floor.min_free_bytes, 500 * 1024 * 1024);
+    let cfg = load("[store]\nmin_free_mb = 0\nmin_free_percent = 0\n").expect("floor off");
+    assert_eq!(
+        cfg.store.options().floor,
+        mailsync_actors::disk_space::FreeSpaceFloor::NONE
+    );
+    let found = issues(load("[store]\nmin_free_percent = 60\nmin_free_mb = -1\n"));
+    assert!(has_issue(&found, "store.min_free_percent", ""), "{found:?}");
+    assert!(has_issue(&found, "store.min_free_mb", ""), "{found:?}");
+}

@@ -30,6 +30,7 @@ const ENV_OVERRIDABLE: &[&str] = &[
     "maildir",
     "feed",
     "push",
+    "store",
     "metrics",
 ];
 
@@ -569,6 +570,31 @@ impl TryFrom<RawConfig> for Config {
             ),
         };
 
+        let rs = raw.store.as_ref();
+        let store = StoreConfig {
+            min_free_mb: c.int(
+                "store.min_free_mb",
+                rs.and_then(|s| s.min_free_mb),
+                500,
+                0,
+                1_000_000,
+            ),
+            min_free_percent: c.int(
+                "store.min_free_percent",
+                rs.and_then(|s| s.min_free_percent),
+                1,
+                0,
+                50,
+            ),
+            open_timeout: Duration::from_secs(c.int(
+                "store.open_timeout_secs",
+                rs.and_then(|s| s.open_timeout_secs),
+                120,
+                1,
+                86_400,
+            )),
+        };
+
         let push = raw.push.as_ref().and_then(|p| push(&mut c, p, &accounts));
         if push.is_none() {
             for (i, a) in accounts.iter().enumerate() {
@@ -609,6 +635,7 @@ impl TryFrom<RawConfig> for Config {
             maildir,
             feed,
             push,
+            store,
             metrics,
             debug,
             warnings,

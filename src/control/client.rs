@@ -90,6 +90,12 @@ pub enum CtlArgs {
         #[arg(long)]
         ack: bool,
     },
+    /// Write a consistent backup of the store while the daemon runs (restore it with
+    /// `mailsync store restore PATH`).
+    Backup {
+        /// The backup file to write (relative paths are taken from the current directory).
+        path: PathBuf,
+    },
     /// Acknowledge events up to and including a sequence number.
     Ack {
         /// Consumer name.
@@ -125,6 +131,12 @@ impl CtlArgs {
                 follow,
             },
             CtlArgs::Ack { consumer, seq } => Request::Ack { consumer, seq },
+            CtlArgs::Backup { path } => Request::Backup {
+                path: std::path::absolute(&path)
+                    .unwrap_or(path)
+                    .to_string_lossy()
+                    .into_owned(),
+            },
         }
     }
 }
@@ -335,6 +347,8 @@ pub async fn run_ctl(
     }
     let timeout = match args {
         CtlArgs::Reload => RELOAD_TIMEOUT,
+        // A backup copies the whole store.
+        CtlArgs::Backup { .. } => Duration::from_secs(3600),
         _ => DEFAULT_TIMEOUT,
     };
     let response = match request(socket, &args.to_request(), timeout).await {

@@ -74,6 +74,11 @@ pub enum Request {
         /// Last processed sequence number.
         seq: u64,
     },
+    /// Write a consistent backup of the store to `path` (absolute, on the daemon's machine).
+    Backup {
+        /// Where the backup file goes.
+        path: String,
+    },
     /// The metrics in the Prometheus text format (`{"text": "..."}`).
     Metrics,
     /// Test hook, refused unless `[debug] allow_wedge`: block the supervision tree.
@@ -97,6 +102,7 @@ pub const COMMANDS: &[&str] = &[
     "ack",
     "metrics",
     "debug-wedge",
+    "backup",
 ];
 
 impl Request {
@@ -113,6 +119,7 @@ impl Request {
             Request::Shutdown => "shutdown",
             Request::Events { .. } => "events",
             Request::Ack { .. } => "ack",
+            Request::Backup { .. } => "backup",
             Request::Metrics => "metrics",
             Request::DebugWedge { .. } => "debug-wedge",
         }
@@ -387,6 +394,9 @@ mod tests {
             Request::Resync { account: account() },
             Request::Reload,
             Request::Shutdown,
+            Request::Backup {
+                path: "/tmp/b.msbk".into(),
+            },
             Request::Events {
                 consumer: "idx".into(),
                 from: Some(7),

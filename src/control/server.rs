@@ -29,7 +29,6 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -69,8 +68,11 @@ pub trait ControlHandler: Send + Sync {
 /// Server limits; `Default` gives the production values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerOptions {
-    /// Connections served at once (default 128).
+    /// Request/response connections served at once (default 128); when all are taken, the
+    /// connection idle the longest is closed to make room (see `limits.rs`).
     pub max_connections: usize,
+    /// `events --follow` streams served at once, on top of `max_connections` (default 256).
+    pub max_streams: usize,
     /// Longest accepted request line (default `protocol::MAX_LINE`, 64 KiB).
     pub max_line: usize,
     /// A client silent for this long outside a stream is disconnected (default 30 s).
@@ -83,6 +85,7 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             max_connections: 128,
+            max_streams: 256,
             max_line: protocol::MAX_LINE,
             idle_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
@@ -109,9 +112,9 @@ pub async fn serve_with(
     tracker: TaskTracker,
     opts: ServerOptions,
 ) {
-    // One permit per live connection; a permit travels into its connection task and is
-    // released when that task ends, however it ends.
-    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    // One admission per live connection; it travels into its connection task and gives its
+    // slot back when that task ends, however it ends.
+    let slots = super::limits::Slots::new(opts.max_connections, opts.max_streams);
     loop {
         // Accepting races the token so shutdown never waits for a new client.
         let accepted = tokio::select! {
@@ -130,20 +133,20 @@ pub async fn serve_with(
             }
         };
         let peer = peer_label(&stream);
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
+        match slots.admit().await {
+            Some(admission) => {
                 let conn = Connection {
                     handler: handler.clone(),
                     cancel: cancel.clone(),
                     opts: opts.clone(),
                     peer,
+                    slots: slots.clone(),
                 };
                 tracker.spawn(async move {
-                    conn.run(stream).await;
-                    drop(permit);
+                    conn.run(stream, admission).await;
                 });
             }
-            Err(_) => {
+            None => {
                 tracing::warn!(peer = %peer, max = opts.max_connections, "Control connection refused: too many connections.");
                 let write_timeout = opts.write_timeout;
                 tracker.spawn(async move {
@@ -182,19 +185,27 @@ struct Connection {
     cancel: CancellationToken,
     opts: ServerOptions,
     peer: String,
+    slots: Arc<super::limits::Slots>,
 }
 
 impl Connection {
-    async fn run(self, stream: UnixStream) {
+    async fn run(self, stream: UnixStream, mut admission: super::limits::Admission) {
         tracing::debug!(peer = %self.peer, "Control connection opened.");
         let (reader, mut writer) = stream.into_split();
         let mut reader = LineReader::new(reader, self.opts.max_line);
         loop {
-            // Waiting for the next request races shutdown and the idle timeout.
+            // Waiting for the next request races shutdown, the idle timeout and eviction (the
+            // server needs this idle connection's slot for a new one).
+            self.slots.idle(&admission);
             let next = tokio::select! {
                 _ = self.cancel.cancelled() => break,
+                _ = admission.evicted().cancelled() => {
+                    tracing::debug!(peer = %self.peer, "Idle control connection closed to make room.");
+                    break;
+                }
                 next = tokio::time::timeout(self.opts.idle_timeout, reader.next_line()) => next,
             };
+            self.slots.busy(&admission);
             let line = match next {
                 Err(_) => {
                     tracing::debug!(peer = %self.peer, "Control connection idle; closing.");
@@ -224,8 +235,23 @@ impl Connection {
                     from,
                     follow,
                 }) => {
-                    self.stream_events(&mut reader, &mut writer, consumer, from, follow)
-                        .await
+                    if follow && !self.slots.start_stream(&mut admission) {
+                        tracing::warn!(peer = %self.peer, max = self.opts.max_streams, "Event stream refused: too many streams.");
+                        let reply = Response::error(
+                            ErrorCode::Busy,
+                            "too many event streams; try again later",
+                        );
+                        self.reply(&mut writer, &reply).await
+                    } else {
+                        match self
+                            .stream_events(&mut reader, &mut writer, consumer, from, follow)
+                            .await
+                        {
+                            // A stream gave its request slot away: it does not come back.
+                            Flow::Continue if !admission.has_request_slot() => Flow::Close,
+                            flow => flow,
+                        }
+                    }
                 }
                 Ok(request) => {
                     let response = self.dispatch(request).await;

@@ -6,7 +6,7 @@
 //! quota units and restarts by the difference from the previous scrape.
 
 use super::{Metrics, labels};
-use crate::daemon::DaemonCore;
+use crate::daemon_core::DaemonCore;
 use crate::service::health;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -9,7 +9,7 @@
 
 use super::watch::retry_delay;
 use crate::config::{AccountSettings, Config, PullConfig};
-use crate::daemon::DaemonCore;
+use crate::daemon_core::DaemonCore;
 use crate::google::{OAuthCredentials, TokenSource};
 use serde::Deserialize;
 use serde_json::json;

@@ -9,7 +9,7 @@
 
 use super::jwt::{AuthError, JwtVerifier};
 use crate::config::PushConfig;
-use crate::daemon::DaemonCore;
+use crate::daemon_core::DaemonCore;
 use crate::secret::Secret;
 use axum::Router;
 use axum::body::Bytes;

@@ -2,7 +2,8 @@
 //! registry's delivery states, and the `[push]` config validation.
 
 use super::*;
-use crate::config::load_str_with_env;
+use crate::config::{AccountSettings, load_str_with_env};
+use std::time::Duration;
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)

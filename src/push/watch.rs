@@ -9,9 +9,9 @@
 //! `StoredWatch`. `supervise` follows reloads by comparing the running config every
 //! `RECONCILE_EVERY` (a mutex and a clone: no busy polling).
 
-use super::{PushHealth, now_ms};
+use super::now_ms;
 use crate::config::{AccountSettings, Config, GmailPush};
-use crate::daemon::DaemonCore;
+use crate::daemon_core::DaemonCore;
 use mailsync_actors::model::LabelId;
 use mailsync_actors::ports::GmailApi;
 use mailsync_actors::store::{Space, Store};
@@ -189,13 +189,13 @@ pub async fn supervise(
                 k.cancel.cancel();
                 if !want.contains_key(&id) {
                     // Removed (or push turned off): end the notifications.
-                    let store = core.store().clone();
+                    let core = core.clone();
                     let old = config.clone();
-                    tasks.spawn(async move { stop(&store, &old, &id).await });
+                    tasks.spawn(async move { stop(&core, &old, &id).await });
                 }
             }
         }
-        PushHealth::global().configure(&config);
+        core.push_health().configure(&config);
         for (id, push) in want {
             if keepers.contains_key(&id) {
                 continue;
@@ -228,9 +228,9 @@ pub async fn supervise(
             for id in removed {
                 if let Some(k) = keepers.remove(&id) {
                     k.cancel.cancel();
-                    let store = core.store().clone();
+                    let core = core.clone();
                     let old = config.clone();
-                    tasks.spawn(async move { stop(&store, &old, &id).await });
+                    tasks.spawn(async move { stop(&core, &old, &id).await });
                 }
             }
             config = next;
@@ -241,8 +241,7 @@ pub async fn supervise(
         .as_ref()
         .is_some_and(|p| p.stop_watch_on_shutdown);
     if stop_all {
-        let store = core.store().clone();
-        let stops = keepers.keys().map(|id| stop(&store, &config, id));
+        let stops = keepers.keys().map(|id| stop(&core, &config, id));
         let _ = tokio::time::timeout(
             Duration::from_secs(5),
             futures_util::future::join_all(stops),
@@ -259,7 +258,7 @@ fn account_fingerprint(config: &Config, id: &str) -> String {
 }
 
 /// `users.stop` for a removed account, then forget its watch.
-async fn stop(store: &Store, config: &Config, account: &str) {
+async fn stop(core: &DaemonCore, config: &Config, account: &str) {
     match port(config, account) {
         Ok(api) => match api.stop_watch().await {
             Ok(()) => tracing::info!(account, "Gmail watch stopped."),
@@ -269,8 +268,8 @@ async fn stop(store: &Store, config: &Config, account: &str) {
         },
         Err(e) => tracing::warn!(account, error = %e, "Cannot stop the Gmail watch."),
     }
-    clear(store, account).await;
-    PushHealth::global().watch_cleared(account, None);
+    clear(core.store(), account).await;
+    core.push_health().watch_cleared(account, None);
 }
 
 /// Keeps one account's watch alive until `cancel`.
@@ -285,7 +284,7 @@ async fn keep(
         Ok(api) => api,
         Err(e) => {
             tracing::error!(account = %account, error = %e, "No Gmail watch: cannot build the client; polling only.");
-            PushHealth::global().watch_cleared(&account, Some(e));
+            core.push_health().watch_cleared(&account, Some(e));
             return;
         }
     };
@@ -295,7 +294,8 @@ async fn keep(
     let mut next = match load(&store, &account) {
         Some(w) if adoptable(&w, &push, now_ms()) => {
             tracing::info!(account = %account, expiration_ms = w.expiration_ms, "Adopting the stored Gmail watch.");
-            PushHealth::global().watch_registered(&account, w.expiration_ms, now_ms());
+            core.push_health()
+                .watch_registered(&account, w.expiration_ms, now_ms());
             renew_delay(w.expiration_ms, now_ms())
         }
         _ => Duration::ZERO,
@@ -319,7 +319,8 @@ async fn keep(
                 if let Err(e) = save(&store, &account, &w).await {
                     tracing::warn!(account = %account, error = %e, "Cannot store the Gmail watch.");
                 }
-                PushHealth::global().watch_registered(&account, r.expiration_ms, now);
+                core.push_health()
+                    .watch_registered(&account, r.expiration_ms, now);
                 next = renew_delay(r.expiration_ms, now_ms());
                 tracing::info!(
                     account = %account,
@@ -333,7 +334,8 @@ async fn keep(
             Err(e) => {
                 failures += 1;
                 clear(&store, &account).await;
-                PushHealth::global().watch_cleared(&account, Some(e.to_string()));
+                core.push_health()
+                    .watch_cleared(&account, Some(e.to_string()));
                 next = retry_delay(failures);
                 tracing::warn!(
                     account = %account,
@@ -351,6 +353,25 @@ async fn keep(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_schema_1_watch_reads_back() {
+        let w = StoredWatch {
+            topic: "projects/p/topics/t".into(),
+            label_ids: vec!["INBOX".into()],
+            expiration_ms: 5,
+            history_id: 6,
+            renewed_at_ms: 7,
+        };
+        // Schema 1: version byte 1, then bincode of the (then identical) shape.
+        let mut legacy = vec![mailsync_actors::codec::FORMAT_LEGACY];
+        bincode::serde::encode_into_std_write(&w, &mut legacy, bincode::config::standard())
+            .unwrap();
+        assert_eq!(
+            mailsync_actors::store::decode::<StoredWatch>(&legacy).unwrap(),
+            w
+        );
+    }
 
     const DAY_MS: i64 = 24 * 3600 * 1000;
 

@@ -97,6 +97,14 @@ pub fn account_health(a: &AccountStatus) -> AccountHealth {
             match a.state {
                 AccountState::Paused => reasons.push("paused".into()),
                 AccountState::Resyncing => reasons.push("resyncing".into()),
+                // `degraded (disk full: <path>)`: the reason is what is in the parentheses.
+                AccountState::Degraded => reasons.push(
+                    a.phase
+                        .strip_prefix("degraded (")
+                        .and_then(|r| r.strip_suffix(')'))
+                        .unwrap_or("degraded")
+                        .to_string(),
+                ),
                 _ => {}
             }
             if a.restarts > 0 {

@@ -110,7 +110,7 @@ fn home() -> Result<PathBuf, InstallError> {
     env_path("HOME").ok_or(InstallError::NoHome)
 }
 
-/// Where each target's files go: (path, contents-builder needs) for the current user.
+/// The files each target writes, for the current user (or below `root` for `--system`).
 fn paths(target: Target, root: Option<&Path>) -> Result<Vec<PathBuf>, InstallError> {
     Ok(match target {
         Target::User => {

@@ -5,9 +5,11 @@
 //! one-line summary changed and records each account's new errors.
 //!
 //! The tick is half the watchdog interval when systemd set one (as `sd_watchdog_enabled(3)`
-//! advises), else one second.
+//! advises), at most one second so `STATUS=` stays current; one second without a watchdog.
+//! A single slow answer only skips one ping; systemd acts only after a whole interval of
+//! silence.
 
-use crate::daemon::DaemonCore;
+use crate::daemon_core::DaemonCore;
 use crate::service::status_json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +40,7 @@ pub async fn run(core: Arc<DaemonCore>, mut last_summary: String, cancel: Cancel
         }
         if let Err(e) = core.ping(tick.max(MIN_TICK)).await {
             if !wedged {
-                tracing::error!(error = %e, "The supervision tree does not answer; not petting the watchdog.");
+                tracing::warn!(error = %e, "The supervision tree does not answer; not petting the watchdog.");
                 wedged = true;
             }
             continue;
@@ -94,10 +96,7 @@ pub async fn start(
             }
         }
     }
-    let summary = match core.status().await {
-        Ok(s) => crate::service::health::summary(&status_json::healths(&s)),
-        Err(_) => "starting".to_string(),
-    };
+    let summary = status_json::summary_line(&core).await;
     core.service().notifier().ready(&summary);
     tasks.spawn(run(core, summary, cancel));
 }

@@ -4,7 +4,7 @@
 //! errors). `ctl status`, `ctl health`, the status page and the metrics all read this one
 //! shape, so they never disagree. Every addition is a new key (the schema only grows).
 
-use crate::daemon::{AdminError, DaemonCore};
+use crate::daemon_core::{AdminError, DaemonCore};
 use crate::service::health::{self, AccountHealth};
 use mailsync_actors::status::DaemonStatus;
 use serde_json::{Value, json};
@@ -28,6 +28,14 @@ pub fn consumers_json(core: &DaemonCore) -> Value {
 /// The health of every account in a snapshot.
 pub fn healths(status: &DaemonStatus) -> Vec<AccountHealth> {
     status.accounts.iter().map(health::account_health).collect()
+}
+
+/// The one-line summary of the daemon's accounts right now (`STATUS=`).
+pub async fn summary_line(core: &DaemonCore) -> String {
+    match core.status().await {
+        Ok(s) => health::summary(&healths(&s)),
+        Err(e) => format!("no status: {e}"),
+    }
 }
 
 /// Asks the daemon for its status and builds the full reply.
@@ -59,7 +67,7 @@ pub async fn render(core: &DaemonCore, status: &DaemonStatus) -> Value {
         obj.insert("sinks".into(), core.sinks_json().await);
         obj.insert(
             "push".into(),
-            crate::push::PushHealth::global().json(crate::push::now_ms()),
+            core.push_health().json(crate::push_health::now_ms()),
         );
         obj.insert("commit".into(), json!(crate::service::COMMIT));
         obj.insert("socket".into(), json!(socket.display().to_string()));

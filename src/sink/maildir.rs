@@ -23,7 +23,7 @@
 //! files of messages no longer mirrored removed), which also repairs a Maildir deleted by hand
 //! or history pruned while the sink was disabled.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::DirBuilderExt;
@@ -295,6 +295,8 @@ pub(crate) struct MaildirWriter {
     store: Store,
     root: PathBuf,
     opened: std::collections::HashMap<String, Maildir>,
+    /// Each account's metadata index (`maildir_index.rs`).
+    indexes: std::collections::HashMap<String, super::maildir_index::MaildirIndex>,
 }
 
 impl MaildirWriter {
@@ -303,7 +305,23 @@ impl MaildirWriter {
             store,
             root,
             opened: Default::default(),
+            indexes: Default::default(),
         }
+    }
+
+    /// Files count against the data directory's free-space floor too (the Maildir lives
+    /// there by default): below it the sink waits, so sled keeps its headroom.
+    fn space_floor(&self) -> Result<(), SinkError> {
+        if self.store.check_space() {
+            return Ok(());
+        }
+        let reason = self.store.disk_full().unwrap_or_default();
+        Err(SinkError::Store(
+            mailsync_actors::store::StoreError::DiskFull {
+                path: self.store.dir().to_path_buf(),
+                reason,
+            },
+        ))
     }
 
     fn maildir(&mut self, account: &str) -> Result<Maildir, SinkError> {
@@ -374,6 +392,11 @@ impl MaildirWriter {
     ) -> Result<Vec<Maildir>, SinkError> {
         match mirror::message(&self.store, account, id)? {
             Some(msg) => {
+                let root = self.maildir(account)?;
+                self.indexes
+                    .entry(account.to_string())
+                    .or_insert_with(|| super::maildir_index::MaildirIndex::new(root.path()))
+                    .record(&msg)?;
                 let (md, flags) = self.placement(account, &msg.label_ids)?;
                 let store = &self.store;
                 md.sync_message(id, &flags, || Ok(mirror::raw(store, account, id)?))?;
@@ -385,7 +408,9 @@ impl MaildirWriter {
 
     /// Applies a batch and fsyncs every touched Maildir; returns the last seq.
     pub(crate) fn apply_batch(&mut self, events: &[FeedEvent]) -> Result<u64, SinkError> {
+        self.space_floor()?;
         let mut touched: HashMap<PathBuf, Maildir> = HashMap::new();
+        let mut accounts: HashSet<String> = HashSet::new();
         for ev in events {
             let change: Change = match decode(&ev.payload) {
                 Ok(c) => c,
@@ -420,7 +445,20 @@ impl MaildirWriter {
                         touched.insert(md.path().to_path_buf(), md);
                     }
                 }
+                Change::LabelCreated { .. }
+                | Change::LabelUpdated { .. }
+                | Change::LabelDeleted { .. } => {
+                    let md = self.maildir(&ev.account)?;
+                    super::maildir_index::write_labels(md.path(), &self.store, &ev.account)?;
+                    touched.insert(md.path().to_path_buf(), md);
+                }
                 _ => continue,
+            }
+            accounts.insert(ev.account.clone());
+        }
+        for account in accounts {
+            if let Some(index) = self.indexes.get_mut(&account) {
+                index.sync()?;
             }
         }
         for md in touched.values() {
@@ -436,6 +474,7 @@ impl MaildirWriter {
         account: &str,
         cancel: &CancellationToken,
     ) -> Result<ReconcileReport, SinkError> {
+        self.space_floor()?;
         let md = self.maildir(account)?;
         let mut report = ReconcileReport::default();
         let store = self.store.clone();
@@ -506,6 +545,12 @@ impl MaildirWriter {
             }
             target.sync()?;
         }
+        self.indexes
+            .entry(account.to_string())
+            .or_insert_with(|| super::maildir_index::MaildirIndex::new(md.path()))
+            .rewrite(&store, account)?;
+        super::maildir_index::write_labels(md.path(), &store, account)?;
+        md.sync()?;
         Ok(report)
     }
 }

@@ -256,6 +256,7 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
 pub mod dovecot;
 pub mod emulator;
 pub mod http;
+pub mod tmpfs;
 
 /// notmuch (Debian's package) pointed at a Maildir root, with its own config in the test dir.
 pub struct Notmuch {

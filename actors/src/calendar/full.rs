@@ -97,13 +97,26 @@ async fn list_step(
             .map_err(store_err)?;
         cx.store.flush_async().await.map_err(store_err)?;
         tracing::info!(account = %cx.account, removed = removed.len(), "Calendar list synced.");
-        report::send(cx.report, ChildReport::FullSyncDone);
+        let resyncing = store::calendars(cx.store, account)
+            .map_err(store_err)?
+            .iter()
+            .any(|c| c.resyncing);
+        // With no calendar resyncing, the account is not resyncing either (`ctl resync` of an
+        // account without calendars ends here).
+        report::send(
+            cx.report,
+            if resyncing {
+                ChildReport::FullSyncDone
+            } else {
+                ChildReport::ResyncDone
+            },
+        );
         return Ok(BackfillNext::Finished);
     }
     report::send(
         cx.report,
         ChildReport::Phase {
-            phase: Phase::Labels,
+            phase: Phase::Calendars,
             progress: None,
         },
     );
@@ -282,6 +295,7 @@ async fn calendar_step(
             }
             let last = batch.len() < SWAP_CHUNK;
             let now = now_ms();
+            let was_resync = state.as_ref().is_some_and(|s| s.resyncing);
             let (created, updated) = cx
                 .store
                 .transaction(|tx| {
@@ -317,7 +331,16 @@ async fn calendar_step(
                 return Ok(BackfillNext::Continue);
             }
             tracing::info!(account = %cx.account, calendar, created, updated, "Calendar full sync finished.");
-            report::send(cx.report, ChildReport::FullSyncDone);
+            let others_resyncing = store::calendars(cx.store, account)
+                .map_err(store_err)?
+                .iter()
+                .any(|c| c.resyncing);
+            if was_resync && !others_resyncing {
+                // The last calendar of a resync (410 or `ctl resync`) is back: the account too.
+                report::send(cx.report, ChildReport::ResyncDone);
+            } else {
+                report::send(cx.report, ChildReport::FullSyncDone);
+            }
             Ok(BackfillNext::Finished)
         }
     }

@@ -1,7 +1,8 @@
 //! How `ctl status`, `ctl status ACCOUNT` and `ctl health` read, modelled on
 //! `systemctl status`: a header line for the daemon (version, pid, uptime, data dir, socket,
 //! health), then one block per account (state and health, phase with progress and ETA,
-//! cursor and its age, queue depths, delivery mode, last error), then the feed consumers.
+//! cursor and its age, queue depths, delivery mode, last error), then the feed consumers and
+//! the sinks.
 //! Works on the `status` JSON so it renders whatever daemon version answers.
 
 use serde_json::Value;
@@ -41,8 +42,13 @@ pub fn header(data: &Value) -> String {
         .and_then(Value::as_str)
         .map(|c| format!(" ({c})"))
         .unwrap_or_default();
+    let degraded = data
+        .get("degraded")
+        .and_then(Value::as_str)
+        .map(|why| format!("  degraded: {why}\n"))
+        .unwrap_or_default();
     format!(
-        "{} mailsync {}{commit} - pid {}, up {}, data {}, socket {}, health {}\n",
+        "{} mailsync {}{commit} - pid {}, up {}, data {}, socket {}, health {}\n{degraded}",
         bullet(health),
         text(data.get("version")),
         text(data.get("pid")),
@@ -217,6 +223,30 @@ pub fn render_status(data: &Value, accounts: &[Value]) -> String {
             .collect();
         out.push('\n');
         out.push_str(&table(&["CONSUMER", "ACKED", "LAG"], &rows));
+    }
+    if let Some(sinks) = data
+        .get("sinks")
+        .and_then(Value::as_array)
+        .filter(|s| !s.is_empty())
+    {
+        let rows: Vec<Vec<String>> = sinks
+            .iter()
+            .map(|s| {
+                vec![
+                    text(s.get("name")),
+                    text(s.get("enabled")),
+                    text(s.get("cursor")),
+                    text(s.get("lag")),
+                    text(s.get("dead_letters")),
+                    text(s.get("last_error")),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(
+            &["SINK", "ENABLED", "CURSOR", "LAG", "DEAD", "LAST ERROR"],
+            &rows,
+        ));
     }
     out
 }

@@ -287,6 +287,9 @@ fn client_render_status_reads_like_systemctl() {
     data["socket"] = json!("/run/mailsync/control.sock");
     data["commit"] = json!("abc123");
     data["health"] = json!({"state": "failed", "summary": "2 accounts: 1 active, 1 failed"});
+    data["consumers"] = json!([{"consumer": "indexer", "acked": 40, "lag": 2}]);
+    data["sinks"] = json!([{"name": "maildir", "enabled": true, "cursor": 41, "lag": 1,
+        "dead_letters": 0, "last_error": null}]);
     let out = render_table(&Response::Ok(data));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
@@ -319,6 +322,16 @@ fn client_render_status_reads_like_systemctl() {
     assert!(home.starts_with("× home (imap) - failed"), "{out}");
     assert!(
         home.contains("  Last error: connection refused by imap.example.com"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\nCONSUMER  ACKED  LAG\nindexer   40     2\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "\nSINK     ENABLED  CURSOR  LAG  DEAD  LAST ERROR\nmaildir  true     41      1    0     -\n"
+        ),
         "{out}"
     );
 }

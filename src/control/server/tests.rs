@@ -304,32 +304,34 @@ async fn server_hundred_idle_connections_do_not_block_status() -> TestResult {
 }
 
 #[tokio::test]
-async fn server_connection_cap_refuses_extra_clients() -> TestResult {
+async fn server_at_its_cap_closes_the_longest_idle_client_and_caps_streams_apart() -> TestResult {
     let opts = ServerOptions {
         max_connections: 2,
+        max_streams: 1,
         ..ServerOptions::default()
     };
     let server = TestServer::start(opts).await?;
     let mut a = server.connect().await?;
-    let _b = server.connect().await?;
-    // Make sure both are accepted (and hold their slots) before the third arrives.
     assert_eq!(a.ask(r#"{"v":1,"cmd":"status"}"#).await?["ok"], json!(true));
+    let mut b = server.connect().await?;
+    assert_eq!(b.ask(r#"{"v":1,"cmd":"status"}"#).await?["ok"], json!(true));
+    // Both slots are taken by idle clients: a newcomer evicts the one idle the longest.
     let mut c = server.connect().await?;
-    let reply = c.read().await?;
+    assert_eq!(c.ask(r#"{"v":1,"cmd":"status"}"#).await?["ok"], json!(true));
+    assert_eq!(a.read().await?, Value::Null, "a was closed to make room");
+    // A follower moves to a stream slot; a second follower is refused, requests still work.
+    let mut s1 = server.connect().await?;
+    let header = s1
+        .ask(r#"{"v":1,"cmd":"events","consumer":"x","follow":true}"#)
+        .await?;
+    assert_eq!(header["data"]["streaming"], json!(true), "{header}");
+    let mut s2 = server.connect().await?;
+    let reply = s2
+        .ask(r#"{"v":1,"cmd":"events","consumer":"y","follow":true}"#)
+        .await?;
     assert_eq!(reply["error"]["code"], json!("busy"), "{reply}");
-    assert_eq!(c.read().await?, Value::Null);
-    drop(a);
-    // The freed slot is reused.
-    let mut ok = false;
-    for _ in 0..50 {
-        let mut d = server.connect().await?;
-        if d.ask(r#"{"v":1,"cmd":"status"}"#).await?["ok"] == json!(true) {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(ok, "slot was not released");
+    server.assert_answers_status().await?;
+    drop((b, c));
     server.stop().await
 }
 

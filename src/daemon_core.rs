@@ -1,0 +1,379 @@
+//! `DaemonCore`: the running daemon's shared core — what the control socket (`admin.rs`), the
+//! push endpoints (`push/`), the status page and the service monitor call. It asks the actor
+//! tree for status and commands, durably enqueues pushes, reloads the config, restarts the
+//! sinks, and owns the push health it reports. `daemon.rs` only assembles it.
+
+use crate::accounts::{self, GmailPortBuilder};
+use crate::config::{self, Config};
+use crate::push_health::PushHealth;
+use mailsync_actors::account::{AccountCommand, AccountMsg};
+use mailsync_actors::account_record::AccountRecord;
+use mailsync_actors::history_sync;
+use mailsync_actors::model::AccountId;
+use mailsync_actors::root::{AccountHandle, ReloadSummary, RootMsg};
+use mailsync_actors::status::{AccountState, AccountStatus, DaemonStatus};
+use mailsync_actors::store::Store;
+use ractor::ActorRef;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What the main loop is asked to do by the control socket.
+#[derive(Debug)]
+pub enum DaemonRequest {
+    /// Stop gracefully.
+    Shutdown,
+}
+
+/// An admin action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No such account.
+    #[error("unknown account {0:?}")]
+    UnknownAccount(String),
+    /// The account is not running (failed to start, restarting).
+    #[error("account {0:?} is not running: {1}")]
+    NotRunning(String, String),
+    /// The actor did not answer in time.
+    #[error("the daemon did not answer in time: {0}")]
+    Timeout(String),
+    /// The new config is invalid; the running one is kept.
+    #[error("{0}")]
+    Config(String),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+/// What became of a verified push notification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// A partial-sync job was durably enqueued (flushed); acknowledge the push.
+    Enqueued,
+    /// The stored cursor already covers this history id; acknowledge, no work.
+    AlreadySynced,
+    /// No configured gmail account has this address; acknowledge with a warning.
+    UnknownAccount,
+}
+
+/// The running daemon's shared core: what the control socket talks to.
+pub struct DaemonCore {
+    root: ActorRef<RootMsg>,
+    store: Store,
+    config_path: PathBuf,
+    config: Mutex<Config>,
+    started: Instant,
+    gmail: Arc<dyn GmailPortBuilder>,
+    requests: mpsc::UnboundedSender<DaemonRequest>,
+    /// The running sinks: their own cancel token and tracker, so a reload can restart them.
+    sinks: Mutex<(CancellationToken, TaskTracker)>,
+    /// The daemon's root token; sink generations are its children.
+    cancel: CancellationToken,
+    /// Start failures, recent errors, metrics, the systemd notifier (`service`).
+    service: Arc<crate::service::state::ServiceState>,
+    /// Push health per account, written by the push tasks, read by status.
+    push_health: PushHealth,
+}
+
+/// What [`DaemonCore::new`] assembles.
+pub struct CoreParts {
+    /// The root supervisor.
+    pub root: ActorRef<RootMsg>,
+    /// The store.
+    pub store: Store,
+    /// The config file (reloads read it).
+    pub config_path: PathBuf,
+    /// The running config.
+    pub config: Config,
+    /// Builds Gmail ports on reload.
+    pub gmail: Arc<dyn GmailPortBuilder>,
+    /// The main loop's request channel.
+    pub requests: mpsc::UnboundedSender<DaemonRequest>,
+    /// The daemon's root token.
+    pub cancel: CancellationToken,
+    /// The operator-facing state.
+    pub service: Arc<crate::service::state::ServiceState>,
+}
+
+const RPC_TIMEOUT_MS: u64 = 3_000;
+
+impl DaemonCore {
+    /// Assembles the core (push health starts empty; `push::spawn_all` configures it).
+    pub fn new(p: CoreParts) -> DaemonCore {
+        DaemonCore {
+            root: p.root,
+            store: p.store,
+            config_path: p.config_path,
+            config: Mutex::new(p.config),
+            started: Instant::now(),
+            gmail: p.gmail,
+            requests: p.requests,
+            sinks: Mutex::new((CancellationToken::new(), TaskTracker::new())),
+            cancel: p.cancel,
+            service: p.service,
+            push_health: PushHealth::default(),
+        }
+    }
+
+    /// Push health per account (the push tasks write it; status reads it).
+    pub fn push_health(&self) -> &PushHealth {
+        &self.push_health
+    }
+
+    /// The store (feed readers use it).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The operator-facing state (`service`).
+    pub fn service(&self) -> &crate::service::state::ServiceState {
+        &self.service
+    }
+
+    /// Whether the supervision tree answers: the root and every running account, each
+    /// within `timeout` (the watchdog pets systemd only when this is `Ok`).
+    pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let handles = ractor::call_t!(self.root, RootMsg::Accounts, ms)
+            .map_err(|e| format!("root supervisor: {e}"))?;
+        let pings = handles
+            .into_iter()
+            .filter_map(|h| h.actor.map(|a| (h.id, a)));
+        let answers = futures_util::future::join_all(pings.map(|(id, a)| async move {
+            ractor::call_t!(a, AccountMsg::Status, ms)
+                .map(|_| ())
+                .map_err(|e| format!("account {id}: {e}"))
+        }))
+        .await;
+        answers.into_iter().collect()
+    }
+
+    /// Test hook: blocks the root supervisor for `hold`, if `[debug] allow_wedge` is set.
+    pub async fn debug_wedge(&self, hold: Duration) -> Result<(), AdminError> {
+        if !self.config.lock().await.debug.allow_wedge {
+            return Err(AdminError::Config(
+                "debug-wedge is disabled (set [debug] allow_wedge = true)".into(),
+            ));
+        }
+        self.root
+            .cast(RootMsg::Wedge(hold))
+            .map_err(|e| AdminError::Timeout(e.to_string()))
+    }
+
+    async fn handles(&self) -> Result<Vec<AccountHandle>, AdminError> {
+        ractor::call_t!(self.root, RootMsg::Accounts, RPC_TIMEOUT_MS)
+            .map_err(|e| AdminError::Timeout(e.to_string()))
+    }
+
+    /// Status of the daemon and every account; accounts are asked concurrently, each with a
+    /// timeout, so one busy account cannot hang `ctl status`.
+    pub async fn status(&self) -> Result<DaemonStatus, AdminError> {
+        let handles = self.handles().await?;
+        let futures = handles.into_iter().map(|h| async move {
+            match &h.actor {
+                Some(actor) => match ractor::call_t!(actor, AccountMsg::Status, RPC_TIMEOUT_MS) {
+                    Ok(s) => s,
+                    Err(e) => placeholder(&h, AccountState::Running, Some(format!("busy: {e}"))),
+                },
+                None => placeholder(&h, AccountState::Failed, h.down_reason.clone()),
+            }
+        });
+        let mut accounts = futures_util::future::join_all(futures).await;
+        accounts.extend(self.service.start_failures());
+        accounts.sort_by(|a, b| a.account.cmp(&b.account));
+        let now = crate::push_health::now_ms();
+        for a in &mut accounts {
+            a.delivery = Some(self.push_health.delivery(&a.account, now).to_string());
+        }
+        let data_dir = self.config.lock().await.data_dir.display().to_string();
+        Ok(DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            data_dir,
+            accounts,
+            degraded: self.store.disk_full().map(|r| format!("disk full: {r}")),
+        })
+    }
+
+    /// Ids and kinds of the configured accounts.
+    pub async fn accounts(&self) -> Result<Vec<(String, String)>, AdminError> {
+        Ok(self
+            .handles()
+            .await?
+            .into_iter()
+            .map(|h| (h.id, h.kind))
+            .collect())
+    }
+
+    /// Sends an admin command to one account.
+    pub async fn command(&self, account: &str, cmd: AccountCommand) -> Result<(), AdminError> {
+        let handles = self.handles().await?;
+        let h = handles
+            .into_iter()
+            .find(|h| h.id == account)
+            .ok_or_else(|| AdminError::UnknownAccount(account.to_string()))?;
+        let actor = h.actor.ok_or_else(|| {
+            AdminError::NotRunning(
+                account.to_string(),
+                h.down_reason.unwrap_or_else(|| "restarting".into()),
+            )
+        })?;
+        actor
+            .cast(AccountMsg::Command(cmd))
+            .map_err(|e| AdminError::NotRunning(account.to_string(), e.to_string()))
+    }
+
+    /// Wakes an account's partial sync (a push said there is news).
+    pub async fn nudge(&self, account: &str) -> Result<(), AdminError> {
+        self.command(account, AccountCommand::SyncNow).await
+    }
+
+    /// Re-reads the config file and applies the account changes. An invalid file is rejected
+    /// and the running config kept.
+    pub async fn reload(&self) -> Result<ReloadSummary, AdminError> {
+        let notifier = self.service.notifier();
+        notifier.reloading();
+        let result = self.reload_config().await;
+        // The accounts summary (`service::status_json::summary_line`, computed here from the
+        // pure health rules so this module does not depend on the status JSON, which
+        // depends on it).
+        let line = match self.status().await {
+            Ok(s) => {
+                let healths: Vec<_> = s
+                    .accounts
+                    .iter()
+                    .map(crate::service::health::account_health)
+                    .collect();
+                crate::service::health::summary(&healths)
+            }
+            Err(e) => format!("no status: {e}"),
+        };
+        notifier.ready(&line);
+        result
+    }
+
+    async fn reload_config(&self) -> Result<ReloadSummary, AdminError> {
+        let new = match config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(file = %self.config_path.display(), error = %e, "Reload rejected; keeping the running configuration.");
+                return Err(AdminError::Config(e.to_string()));
+            }
+        };
+        let service = self.service.clone();
+        let (specs, errors) =
+            accounts::build_all(&new, self.gmail.as_ref(), &|id, api| service.meter(id, api));
+        for e in &errors {
+            tracing::error!(error = %e, "Account not started.");
+        }
+        let specs = self.service.adopt(&new, specs, &errors);
+        let summary = ractor::call_t!(self.root, RootMsg::Reconcile, 60_000, specs)
+            .map_err(|e| AdminError::Timeout(e.to_string()))?;
+        // Sinks restart with the new config (webhooks and Maildir settings may have changed).
+        self.stop_sinks().await;
+        self.start_sinks(&new).await;
+        *self.config.lock().await = new;
+        Ok(summary)
+    }
+
+    /// The running config (after reloads).
+    pub async fn config_snapshot(&self) -> Config {
+        self.config.lock().await.clone()
+    }
+
+    /// A verified Gmail notification: maps the address to its account, compares with the
+    /// stored cursor, durably enqueues a partial-sync job keyed per account and history id
+    /// (flushed), then nudges the account. Only after `Ok` may the caller acknowledge the push.
+    pub async fn gmail_push(
+        &self,
+        email: &str,
+        history_id: u64,
+    ) -> Result<PushOutcome, AdminError> {
+        let account = {
+            let cfg = self.config.lock().await;
+            cfg.accounts.iter().find_map(|a| match &a.settings {
+                config::AccountSettings::Gmail(g) if g.email.eq_ignore_ascii_case(email) => {
+                    Some(a.id.clone())
+                }
+                _ => None,
+            })
+        };
+        let Some(account) = account else {
+            return Ok(PushOutcome::UnknownAccount);
+        };
+        let rec = AccountRecord::load(&self.store, &account)
+            .map_err(|e| AdminError::Store(e.to_string()))?;
+        if rec.history_id.is_some_and(|h| h.0 >= history_id) && rec.history_round.is_none() {
+            return Ok(PushOutcome::AlreadySynced);
+        }
+        let id = AccountId(account.clone());
+        history_sync::enqueue_push(&self.store, &id, history_id)
+            .map_err(|e| AdminError::Store(e.to_string()))?;
+        // Durable before the push is acknowledged: Pub/Sub redelivers anything we do not ack.
+        self.store
+            .flush_async()
+            .await
+            .map_err(|e| AdminError::Store(e.to_string()))?;
+        if let Err(e) = self.nudge(&account).await {
+            tracing::debug!(account = %account, error = %e, "Push enqueued; the account will pick it up when it runs.");
+        }
+        Ok(PushOutcome::Enqueued)
+    }
+
+    /// Sink states (name, cursor, lag, dead letters) for `ctl status`.
+    pub async fn sinks_json(&self) -> serde_json::Value {
+        let cfg = self.config.lock().await;
+        serde_json::to_value(crate::sink::sink_status(&self.store, &cfg))
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Starts the sinks of `config` as a new generation.
+    pub(crate) async fn start_sinks(&self, config: &Config) {
+        let token = self.cancel.child_token();
+        let tracker = TaskTracker::new();
+        crate::sink::spawn_all(&self.store, config, token.clone(), &tracker);
+        *self.sinks.lock().await = (token, tracker);
+    }
+
+    /// Stops the running sinks and waits for them (their cursors are in sled, so a stop at
+    /// any point is safe; a batch in flight is redelivered).
+    pub(crate) async fn stop_sinks(&self) {
+        let (token, tracker) = self.sinks.lock().await.clone();
+        token.cancel();
+        tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("Sinks did not stop within 10 s.");
+        }
+    }
+
+    /// Asks the main loop to shut down.
+    pub fn shutdown(&self) {
+        let _ = self.requests.send(DaemonRequest::Shutdown);
+    }
+}
+
+fn placeholder(h: &AccountHandle, state: AccountState, error: Option<String>) -> AccountStatus {
+    AccountStatus {
+        account: h.id.clone(),
+        kind: h.kind.clone(),
+        state,
+        phase: "unknown".into(),
+        cursor: None,
+        queues: Vec::new(),
+        restarts: 0,
+        last_error: error,
+        last_sync_ms: None,
+        progress: None,
+        missing: 0,
+        dead_lettered: 0,
+        delivery: None,
+        last_gap_recovery_units: None,
+    }
+}
