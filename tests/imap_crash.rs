@@ -118,7 +118,7 @@ fn uidvalidity_reset_rematches_without_downloading() {
     }
     std::thread::sleep(Duration::from_millis(1_100));
     dc.launch();
-    let ok = wait_until(Duration::from_secs(60), || {
+    let ok = wait_until(Duration::from_secs(120), || {
         d.log_text()[before_log..].contains("UID map rebuilt after the UIDVALIDITY change.")
     });
     assert!(ok, "no rematch: {}", tail(&d.log_text(), 30));
