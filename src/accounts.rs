@@ -79,6 +79,14 @@ fn build(
     gmail: &dyn GmailPortBuilder,
     decorate: &PortDecorator<'_>,
 ) -> Result<AccountSpec, AccountBuildError> {
+    if let AccountSettings::Imap(settings) = &account.settings {
+        let source =
+            crate::imap::build_source(settings).map_err(|reason| AccountBuildError::Port {
+                account: account.id.clone(),
+                reason,
+            })?;
+        return Ok(spec(config, account, SourceKind::Imap, Arc::new(source)));
+    }
     let api: Arc<dyn GmailApi> = match &account.settings {
         AccountSettings::Test(t) => {
             let cfg = TestProviderConfig {

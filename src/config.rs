@@ -381,7 +381,18 @@ pub enum ImapTls {
     None,
 }
 
-/// IMAP account settings (sync not built yet; validated only).
+/// How an IMAP account authenticates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImapAuth {
+    /// `LOGIN` (default).
+    Login,
+    /// `AUTHENTICATE PLAIN`.
+    Plain,
+    /// `AUTHENTICATE XOAUTH2`; `password` is then an access token source.
+    XOAuth2,
+}
+
+/// IMAP account settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImapSettings {
     /// Server host name.
@@ -394,8 +405,28 @@ pub struct ImapSettings {
     pub password: CredentialRef,
     /// Transport security.
     pub tls: ImapTls,
-    /// Mailboxes to mirror (default `["INBOX"]`).
+    /// Folder patterns to mirror (default `["*"]`: every folder).
     pub mailboxes: Vec<String>,
+    /// Folder patterns left out.
+    pub exclude: Vec<String>,
+    /// `tls = "none"` is allowed (only to a loopback host).
+    pub allow_plaintext: bool,
+    /// CA certificates (PEM) to verify the server with instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Authentication mechanism.
+    pub auth: ImapAuth,
+    /// Connections per account (default 2).
+    pub connections: usize,
+    /// Folders watched with IDLE (default `["INBOX"]`, within the connection bound).
+    pub idle: Vec<String>,
+    /// How long one IDLE lasts before it is re-issued (default 25 min, at most 29).
+    pub idle_max: Duration,
+    /// Bound of connect + TLS + authentication (default 5 s).
+    pub connect_timeout: Duration,
+    /// Bound of one command (default 30 s).
+    pub timeout: Duration,
+    /// Newest messages per folder synced before the rest (default 1000).
+    pub recent_first: u64,
 }
 
 /// Which child of a test account fails on purpose.

@@ -120,6 +120,51 @@ pub enum ChangeJson {
         /// Why, if known.
         reason: Option<String>,
     },
+    /// IMAP `message.flags_changed`.
+    MessageFlagsChanged {
+        /// Message key.
+        id: String,
+        /// The folder.
+        folder: String,
+        /// The message's UID in the folder.
+        uid: u32,
+        /// Flags added.
+        added: Vec<String>,
+        /// Flags removed.
+        removed: Vec<String>,
+        /// The flags after the change.
+        flags: Vec<String>,
+    },
+    /// IMAP `folder.created`.
+    FolderCreated {
+        /// The folder.
+        folder: String,
+        /// Its special-use attribute, if any.
+        special_use: Option<String>,
+    },
+    /// IMAP `folder.deleted`.
+    FolderDeleted {
+        /// The folder.
+        folder: String,
+    },
+    /// IMAP `folder.renamed`.
+    FolderRenamed {
+        /// The old name.
+        from: String,
+        /// The new name.
+        to: String,
+    },
+    /// IMAP `folder.uidvalidity_changed`.
+    FolderUidValidityChanged {
+        /// The folder.
+        folder: String,
+        /// UIDVALIDITY before.
+        old_uidvalidity: u32,
+        /// UIDVALIDITY after.
+        new_uidvalidity: u32,
+        /// Messages matched again without a download.
+        rematched: u64,
+    },
 }
 
 /// Message headers on the wire.
@@ -227,6 +272,41 @@ impl From<Change> for ChangeJson {
             Change::AccountStateChanged { state, reason } => {
                 ChangeJson::AccountState { state, reason }
             }
+            Change::MessageFlagsChanged {
+                id,
+                folder,
+                uid,
+                added,
+                removed,
+                flags,
+            } => ChangeJson::MessageFlagsChanged {
+                id: id.0,
+                folder,
+                uid,
+                added,
+                removed,
+                flags,
+            },
+            Change::FolderCreated {
+                folder,
+                special_use,
+            } => ChangeJson::FolderCreated {
+                folder,
+                special_use,
+            },
+            Change::FolderDeleted { folder } => ChangeJson::FolderDeleted { folder },
+            Change::FolderRenamed { from, to } => ChangeJson::FolderRenamed { from, to },
+            Change::FolderUidValidityChanged {
+                folder,
+                old,
+                new,
+                rematched,
+            } => ChangeJson::FolderUidValidityChanged {
+                folder,
+                old_uidvalidity: old,
+                new_uidvalidity: new,
+                rematched,
+            },
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod daemon_core;
 pub mod events;
 pub mod gmail_port;
 pub mod google;
+pub mod imap;
 pub mod metrics;
 pub mod providers;
 pub mod push;

@@ -19,6 +19,7 @@
 
 pub mod ics;
 pub mod maildir;
+pub mod maildir_folders;
 pub mod maildir_index;
 pub mod retention;
 pub mod vdir;

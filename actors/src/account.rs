@@ -262,6 +262,11 @@ impl AccountActorState {
                     let _ = i.cast(IngestMsg::WorkAvailable);
                 }
             }
+            ChildReport::IncrementalWork => {
+                if let Some(h) = &self.children.history {
+                    let _ = h.cast(HistorySyncMsg::Nudge);
+                }
+            }
             ChildReport::BackfillWork => {
                 if let Some(b) = &self.children.backfill {
                     let _ = b.cast(BackfillMsg::WorkAvailable);

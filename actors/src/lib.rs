@@ -26,6 +26,7 @@ pub mod feed;
 pub mod freshness;
 pub mod gmail;
 pub mod history_sync;
+pub mod imap;
 pub mod ingest;
 #[cfg(test)]
 mod ingest_tests;

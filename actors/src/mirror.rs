@@ -117,6 +117,51 @@ pub enum Change {
         /// The series it belonged to (its own id for single events and masters).
         series_id: String,
     },
+    /// IMAP: a message's flags or keywords changed.
+    MessageFlagsChanged {
+        /// Message key.
+        id: MessageId,
+        /// The folder.
+        folder: String,
+        /// Its UID in the folder.
+        uid: u32,
+        /// Flags added.
+        added: Vec<String>,
+        /// Flags removed.
+        removed: Vec<String>,
+        /// The full flag set after the change.
+        flags: Vec<String>,
+    },
+    /// IMAP: a folder appeared.
+    FolderCreated {
+        /// Its name.
+        folder: String,
+        /// Its special-use attribute (`\Sent` …).
+        special_use: Option<String>,
+    },
+    /// IMAP: a folder vanished (its messages were deleted with `message.deleted` first).
+    FolderDeleted {
+        /// Its name.
+        folder: String,
+    },
+    /// IMAP: a folder was renamed (same UIDVALIDITY under a new name).
+    FolderRenamed {
+        /// The old name.
+        from: String,
+        /// The new name.
+        to: String,
+    },
+    /// IMAP: a folder's UIDVALIDITY changed; held messages were matched again.
+    FolderUidValidityChanged {
+        /// The folder.
+        folder: String,
+        /// The old UIDVALIDITY.
+        old: u32,
+        /// The new UIDVALIDITY.
+        new: u32,
+        /// Messages matched to what was held (not downloaded again).
+        rematched: u64,
+    },
     /// The account changed state (running, failed, disconnected ...).
     AccountStateChanged {
         /// New state, as `AccountState`'s snake_case name.
@@ -141,6 +186,11 @@ impl Change {
             Change::EventCreated { .. } => "event.created",
             Change::EventUpdated { .. } => "event.updated",
             Change::EventDeleted { .. } => "event.deleted",
+            Change::MessageFlagsChanged { .. } => "message.flags_changed",
+            Change::FolderCreated { .. } => "folder.created",
+            Change::FolderDeleted { .. } => "folder.deleted",
+            Change::FolderRenamed { .. } => "folder.renamed",
+            Change::FolderUidValidityChanged { .. } => "folder.uidvalidity_changed",
             Change::AccountStateChanged { .. } => "account.state_changed",
         }
     }

@@ -22,6 +22,8 @@ pub enum ChildReport {
         /// Items stored per second.
         per_second: f64,
     },
+    /// The provider says there is news (IMAP IDLE): HistorySync should run a round.
+    IncrementalWork,
     /// Backfill jobs were enqueued and are durable: Backfill should look.
     BackfillWork,
     /// The first full sync finished; incremental rounds take over.

@@ -153,8 +153,26 @@ pub(crate) struct RawAccount {
     pub(crate) password: Option<RawCredential>,
     pub(crate) tls: Option<String>,
     pub(crate) mailboxes: Option<Vec<String>>,
+    /// `[accounts.imap]`: the rest of an IMAP account's settings.
+    pub(crate) imap: Option<RawImap>,
     // Test.
     pub(crate) test: Option<RawTest>,
+}
+
+/// `[accounts.imap]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawImap {
+    pub(crate) allow_plaintext: Option<bool>,
+    pub(crate) ca_file: Option<String>,
+    pub(crate) auth: Option<String>,
+    pub(crate) connections: Option<i64>,
+    pub(crate) exclude: Option<Vec<String>>,
+    pub(crate) idle: Option<Vec<String>>,
+    pub(crate) idle_minutes: Option<i64>,
+    pub(crate) connect_timeout_secs: Option<i64>,
+    pub(crate) timeout_secs: Option<i64>,
+    pub(crate) recent_first: Option<i64>,
 }
 
 /// `[accounts.test]`.

@@ -13,6 +13,7 @@ use super::raw::{Env, RawAccount, RawConfig, RawCredential, RawPush, RawTest, Ra
 use super::*;
 use crate::secret::Secret;
 
+mod imap;
 mod service;
 
 /// Top-level keys that `MAILSYNC_<KEY>` variables may override; anything else is ignored.
@@ -905,19 +906,20 @@ fn account(
             let port = c.int(&format!("{key}.port"), ra.port, default_port, 1, 65_535) as u16;
             let username = c.required(&format!("{key}.username"), ra.username.as_ref());
             let password = c.credential(&format!("{key}.password"), ra.password.as_ref());
-            let mailboxes = c.list(
-                &format!("{key}.mailboxes"),
-                ra.mailboxes.as_ref(),
-                &["INBOX"],
-            );
-            AccountSettings::Imap(ImapSettings {
-                host: host?,
-                port,
-                username: username?,
-                password: password?,
-                tls,
-                mailboxes,
-            })
+            let mailboxes = c.list(&format!("{key}.mailboxes"), ra.mailboxes.as_ref(), &["*"]);
+            imap::settings(
+                c,
+                key,
+                ra.imap.as_ref(),
+                imap::Base {
+                    host: host?,
+                    port,
+                    username: username?,
+                    password: password?,
+                    tls,
+                    mailboxes,
+                },
+            )?
         }
         AccountKind::Test => {
             AccountSettings::Test(test_settings(c, &format!("{key}.test"), ra.test.as_ref())?)
@@ -980,6 +982,7 @@ fn reject_foreign_keys(c: &mut Check<'_>, key: &str, kind: AccountKind, ra: &Raw
             ra.mailboxes.is_some(),
             kind == AccountKind::Imap,
         ),
+        ("imap", ra.imap.is_some(), kind == AccountKind::Imap),
         ("test", ra.test.is_some(), kind == AccountKind::Test),
         (
             "push_topic",

@@ -23,7 +23,7 @@
 //! files of messages no longer mirrored removed), which also repairs a Maildir deleted by hand
 //! or history pruned while the sink was disabled.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::DirBuilderExt;
@@ -36,7 +36,7 @@ use mailsync_actors::model::{LabelId, MessageId};
 use mailsync_actors::store::{Store, decode};
 use tokio_util::sync::CancellationToken;
 
-use super::{ConsumerLoop, Deliver, MAILDIR_SINK, SinkError};
+use super::{ConsumerLoop, Deliver, MAILDIR_SINK, SinkError, maildir_folders};
 
 /// The marker between the escaped id and the info part.
 const STEM_SUFFIX: &str = ".mailsync";
@@ -143,6 +143,7 @@ fn fsync_dir(path: &Path) -> Result<(), SinkError> {
 #[derive(Clone, Debug)]
 pub struct Maildir {
     dir: PathBuf,
+    managed: &'static str,
 }
 
 /// What [`Maildir::sync_message`] did.
@@ -160,7 +161,10 @@ impl Maildir {
     /// Creates (if needed) the Maildir at `dir` with `tmp/`, `new/`, `cur/` (mode 0700, parents
     /// fsynced) and removes our leftover temp files.
     pub fn open(dir: PathBuf) -> Result<Maildir, SinkError> {
-        let md = Maildir { dir };
+        let md = Maildir {
+            dir,
+            managed: MANAGED_FLAGS,
+        };
         let mut builder = fs::DirBuilder::new();
         builder.recursive(true).mode(0o700);
         let mut created = false;
@@ -181,6 +185,12 @@ impl Maildir {
         }
         md.clean_tmp()?;
         Ok(md)
+    }
+
+    /// The same Maildir with every flag owned by the mirror (IMAP: flags come from the server).
+    pub fn managing(mut self, managed: &'static str) -> Maildir {
+        self.managed = managed;
+        self
     }
 
     /// The Maildir's directory.
@@ -237,7 +247,7 @@ impl Maildir {
         if let Some(existing) = self.find(id)? {
             let kept: String = existing
                 .rsplit_once(":2,")
-                .map(|(_, f)| f.chars().filter(|c| !MANAGED_FLAGS.contains(*c)).collect())
+                .map(|(_, f)| f.chars().filter(|c| !self.managed.contains(*c)).collect())
                 .unwrap_or_default();
             let target = file_name(&stem, &format!("{flags}{kept}"));
             if existing == target {
@@ -326,30 +336,81 @@ impl MaildirWriter {
         Ok(md)
     }
 
-    /// Brings one message's file in line with the mirror (written, renamed, or removed).
-    fn sync_from_mirror(&mut self, account: &str, id: &MessageId) -> Result<(), SinkError> {
-        let md = self.maildir(account)?;
-        match mirror::message(&self.store, account, id)? {
-            Some(msg) => {
-                let flags = flags_for_labels(&msg.label_ids);
-                let store = &self.store;
-                self.indexes
-                    .entry(account.to_string())
-                    .or_insert_with(|| super::maildir_index::MaildirIndex::new(md.path()))
-                    .record(&msg)?;
-                md.sync_message(id, &flags, || Ok(mirror::raw(store, account, id)?))?;
-            }
-            None => {
-                md.remove_message(id)?;
+    /// The Maildir of one IMAP folder of an account (opened on first use).
+    fn folder_maildir(&mut self, account: &str, folder: &str) -> Result<Maildir, SinkError> {
+        let key = format!("{account}\0{folder}");
+        if let Some(md) = self.opened.get(&key) {
+            return Ok(md.clone());
+        }
+        let root = self.maildir(account)?;
+        let md = Maildir::open(maildir_folders::folder_dir(root.path(), folder))?
+            .managing(maildir_folders::IMAP_MANAGED_FLAGS);
+        self.opened.insert(key, md.clone());
+        Ok(md)
+    }
+
+    /// The Maildir and flags a mirrored message belongs in (an IMAP folder's, or the account's).
+    fn placement(
+        &mut self,
+        account: &str,
+        labels: &[LabelId],
+    ) -> Result<(Maildir, String), SinkError> {
+        match maildir_folders::imap_folder(labels) {
+            Some(folder) => Ok((
+                self.folder_maildir(account, folder)?,
+                maildir_folders::imap_flags(labels),
+            )),
+            None => Ok((self.maildir(account)?, flags_for_labels(labels))),
+        }
+    }
+
+    /// Removes a message's file from the account's Maildir and every folder Maildir.
+    fn remove_everywhere(
+        &mut self,
+        account: &str,
+        id: &MessageId,
+    ) -> Result<Vec<Maildir>, SinkError> {
+        let root = self.maildir(account)?;
+        let mut dirs = vec![root.clone()];
+        for dir in maildir_folders::existing_folder_dirs(root.path()) {
+            dirs.push(Maildir::open(dir)?);
+        }
+        let mut touched = Vec::new();
+        for md in dirs {
+            if md.remove_message(id)? {
+                touched.push(md);
             }
         }
-        Ok(())
+        Ok(touched)
+    }
+
+    /// Brings one message's file in line with the mirror (written, renamed, or removed).
+    fn sync_from_mirror(
+        &mut self,
+        account: &str,
+        id: &MessageId,
+    ) -> Result<Vec<Maildir>, SinkError> {
+        match mirror::message(&self.store, account, id)? {
+            Some(msg) => {
+                let root = self.maildir(account)?;
+                self.indexes
+                    .entry(account.to_string())
+                    .or_insert_with(|| super::maildir_index::MaildirIndex::new(root.path()))
+                    .record(&msg)?;
+                let (md, flags) = self.placement(account, &msg.label_ids)?;
+                let store = &self.store;
+                md.sync_message(id, &flags, || Ok(mirror::raw(store, account, id)?))?;
+                Ok(vec![md])
+            }
+            None => self.remove_everywhere(account, id),
+        }
     }
 
     /// Applies a batch and fsyncs every touched Maildir; returns the last seq.
     pub(crate) fn apply_batch(&mut self, events: &[FeedEvent]) -> Result<u64, SinkError> {
         self.space_floor()?;
-        let mut touched: HashSet<String> = HashSet::new();
+        let mut touched: HashMap<PathBuf, Maildir> = HashMap::new();
+        let mut accounts: HashSet<String> = HashSet::new();
         for ev in events {
             let change: Change = match decode(&ev.payload) {
                 Ok(c) => c,
@@ -359,7 +420,9 @@ impl MaildirWriter {
                 }
             };
             match change {
-                Change::MessageAdded { id, .. } | Change::MessageLabelsChanged { id, .. } => {
+                Change::MessageAdded { id, .. }
+                | Change::MessageLabelsChanged { id, .. }
+                | Change::MessageFlagsChanged { id, .. } => {
                     // The current mirror state decides: a message deleted since is skipped.
                     if mirror::message(&self.store, &ev.account, &id)?.is_none() {
                         tracing::debug!(
@@ -369,30 +432,37 @@ impl MaildirWriter {
                         );
                         continue;
                     }
-                    self.sync_from_mirror(&ev.account, &id)?;
+                    for md in self.sync_from_mirror(&ev.account, &id)? {
+                        touched.insert(md.path().to_path_buf(), md);
+                    }
                 }
                 Change::MessageDeleted { id } => {
                     if mirror::message(&self.store, &ev.account, &id)?.is_some() {
                         // Deleted and added again since: the mirror's copy stays.
                         continue;
                     }
-                    self.maildir(&ev.account)?.remove_message(&id)?;
+                    for md in self.remove_everywhere(&ev.account, &id)? {
+                        touched.insert(md.path().to_path_buf(), md);
+                    }
                 }
                 Change::LabelCreated { .. }
                 | Change::LabelUpdated { .. }
                 | Change::LabelDeleted { .. } => {
                     let md = self.maildir(&ev.account)?;
                     super::maildir_index::write_labels(md.path(), &self.store, &ev.account)?;
+                    touched.insert(md.path().to_path_buf(), md);
                 }
                 _ => continue,
             }
-            touched.insert(ev.account.clone());
+            accounts.insert(ev.account.clone());
         }
-        for account in touched {
+        for account in accounts {
             if let Some(index) = self.indexes.get_mut(&account) {
                 index.sync()?;
             }
-            self.maildir(&account)?.sync()?;
+        }
+        for md in touched.values() {
+            md.sync()?;
         }
         Ok(events.last().map_or(0, |e| e.seq))
     }
@@ -409,12 +479,22 @@ impl MaildirWriter {
         let mut report = ReconcileReport::default();
         let store = self.store.clone();
         let mut failure = None;
+        let mut placed: Vec<Maildir> = vec![md.clone()];
         let walk = mirror::for_each_message(&store, account, |msg| {
             if cancel.is_cancelled() || failure.is_some() {
                 return Ok(());
             }
-            let flags = flags_for_labels(&msg.label_ids);
-            match md.sync_message(&msg.id, &flags, || {
+            let (target, flags) = match self.placement(account, &msg.label_ids) {
+                Ok(p) => p,
+                Err(e) => {
+                    failure = Some(e);
+                    return Ok(());
+                }
+            };
+            if !placed.iter().any(|p| p.path() == target.path()) {
+                placed.push(target.clone());
+            }
+            match target.sync_message(&msg.id, &flags, || {
                 Ok(mirror::raw(&store, account, &msg.id)?)
             }) {
                 Ok(FileOutcome::Written) => report.written += 1,
@@ -428,23 +508,42 @@ impl MaildirWriter {
         if let Some(e) = failure {
             return Err(e);
         }
-        let cur = md.cur();
-        for entry in fs::read_dir(&cur).map_err(io_err("listing", &cur))? {
-            if cancel.is_cancelled() {
-                break;
+        for dir in maildir_folders::existing_folder_dirs(md.path()) {
+            if !placed.iter().any(|p| p.path() == dir) {
+                placed.push(Maildir::open(dir)?);
             }
-            let entry = entry.map_err(io_err("listing", &cur))?;
-            let Some(id) = entry.file_name().to_str().and_then(id_from_file_name) else {
-                continue;
-            };
-            if mirror::message(&store, account, &id)?.is_none() {
-                let path = entry.path();
-                match fs::remove_file(&path) {
-                    Ok(()) => report.removed += 1,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err("removing", &path)(e)),
+        }
+        for target in &placed {
+            let cur = target.cur();
+            for entry in fs::read_dir(&cur).map_err(io_err("listing", &cur))? {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                let entry = entry.map_err(io_err("listing", &cur))?;
+                let Some(id) = entry.file_name().to_str().and_then(id_from_file_name) else {
+                    continue;
+                };
+                // A file is stale when its message is gone or lives in another folder now.
+                let stale = match mirror::message(&store, account, &id)? {
+                    None => true,
+                    Some(msg) => {
+                        let home = match maildir_folders::imap_folder(&msg.label_ids) {
+                            Some(f) => maildir_folders::folder_dir(md.path(), f),
+                            None => md.path().to_path_buf(),
+                        };
+                        home != target.path()
+                    }
+                };
+                if stale {
+                    let path = entry.path();
+                    match fs::remove_file(&path) {
+                        Ok(()) => report.removed += 1,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_err("removing", &path)(e)),
+                    }
                 }
             }
+            target.sync()?;
         }
         self.indexes
             .entry(account.to_string())

@@ -254,6 +254,7 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 pub mod calendar;
+pub mod dovecot;
 pub mod emulator;
 pub mod http;
 pub mod tmpfs;

@@ -1,0 +1,713 @@
+//! The IMAP source: any IMAP server as a [`SyncSource`] over the [`ImapPort`] (the client in
+//! `src/imap/` implements it). It owns the folders' state and UID maps (`store.rs`) and the
+//! per-folder algorithms (`folder_sync.rs`).
+//!
+//! * **Backfill** `FullSync`: LIST (include / exclude patterns, special-use), then the initial
+//!   sync folder by folder, newest first: first the newest `recent_first` messages of every
+//!   folder (INBOX, then flagged / important folders, then the rest), then the remainder, one
+//!   page per step with a checkpoint per chunk. Finished → incremental rounds take over.
+//!   `Gap` (an admin's `resync`): a full UID/FLAGS diff of every folder.
+//! * **Incremental** (HistorySync): a round is a LIST (folders created / deleted) and then one
+//!   page per folder with the best algorithm the server offers. A folder whose step fails on
+//!   its own (NO/BAD) is skipped with its error kept; the others go on.
+//! * **IDLE**: when the pool has room (≥ 2 connections) and the server offers IDLE, one
+//!   connection IDLEs on INBOX (re-issued every `idle_max`, at most 29 min) and news nudges a
+//!   round through [`ChildReport::IncrementalWork`].
+//! * **Ingest**: nothing: bodies are fetched by the steps that list them.
+
+pub mod folder_sync;
+mod idle;
+pub mod port;
+pub mod stats;
+pub mod store;
+#[cfg(test)]
+mod tests;
+
+use crate::error::{ApiError, SyncError};
+use crate::jobs::{self, BackfillJob};
+use crate::mailbox::Job;
+use crate::mirror::Change;
+use crate::report::{self, ChildReport};
+use crate::source::{
+    BackfillNext, IncrementalPage, IngestBatch, SourceCx, SourceFuture, SourceKind, StartState,
+    SyncSource,
+};
+use crate::spec::now_ms;
+use crate::status::{Phase, Progress};
+use crate::store::StoreError;
+use folder_sync::{Limits, Mode, Step, flush, needs_initial, store_err};
+use port::{FolderInfo, ImapErrorClass, ImapPort};
+use stats::Stats;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use store::FolderState;
+
+/// Options of an IMAP account.
+#[derive(Clone, Debug)]
+pub struct ImapOptions {
+    /// Folder patterns to sync (`*` any run, `%` any run without the hierarchy delimiter).
+    pub include: Vec<String>,
+    /// Folder patterns to leave out (win over `include`).
+    pub exclude: Vec<String>,
+    /// The newest messages of each folder synced before the rest of any folder.
+    pub recent_first: u64,
+    /// Bounds of a step.
+    pub limits: Limits,
+    /// IDLE on these folders (within the pool bound), when the server offers IDLE.
+    pub idle_folders: Vec<String>,
+    /// How long one IDLE lasts before it is re-issued (at most 29 min).
+    pub idle_max: Duration,
+}
+
+impl Default for ImapOptions {
+    fn default() -> Self {
+        ImapOptions {
+            include: vec!["*".into()],
+            exclude: Vec::new(),
+            recent_first: 1_000,
+            limits: Limits {
+                page_uids: 500,
+                chunk: 100,
+                chunk_bytes: 20 * 1024 * 1024,
+            },
+            idle_folders: vec!["INBOX".into()],
+            idle_max: Duration::from_secs(25 * 60),
+        }
+    }
+}
+
+/// Matches an IMAP LIST-style pattern: `*` any run, `%` any run without `/` or `.`.
+pub fn folder_matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some(('*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
+            Some(('%', rest)) => (0..=n.len())
+                .take_while(|i| *i == 0 || !matches!(n[i - 1], '/' | '.'))
+                .any(|i| go(rest, &n[i..])),
+            Some((c, rest)) => n.first().is_some_and(|x| x == c) && go(rest, &n[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    if pattern.eq_ignore_ascii_case("INBOX") {
+        return name.eq_ignore_ascii_case("INBOX");
+    }
+    go(&p, &n)
+}
+
+/// The Message-ID header's value in a header section (unfolded, trimmed), if any.
+pub fn message_id_of(header: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(header);
+    let mut lines = text.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if !name.trim().eq_ignore_ascii_case("message-id") {
+            continue;
+        }
+        let mut v = value.trim().to_string();
+        while let Some(next) = lines.peek() {
+            if next.starts_with(' ') || next.starts_with('\t') {
+                v.push_str(next.trim());
+                lines.next();
+            } else {
+                break;
+            }
+        }
+        return Some(v.trim().to_string()).filter(|v| !v.is_empty());
+    }
+    None
+}
+
+/// Sync order: INBOX, flagged / important folders, others, junk and trash last.
+fn folder_rank(f: &FolderState) -> u8 {
+    if f.name.eq_ignore_ascii_case("INBOX") {
+        return 0;
+    }
+    match f
+        .special_use
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("\\flagged") | Some("\\important") => 1,
+        Some("\\junk") | Some("\\trash") => 3,
+        _ => 2,
+    }
+}
+
+#[derive(Debug, Default)]
+struct Round {
+    remaining: VecDeque<String>,
+    listed: bool,
+}
+
+/// The IMAP source of one account.
+pub struct ImapSource {
+    port: Arc<dyn ImapPort>,
+    options: ImapOptions,
+    stats: Arc<Stats>,
+    round: Mutex<Option<Round>>,
+    backfill_listed: Mutex<bool>,
+    skipped: Mutex<HashSet<String>>,
+    gap: Mutex<Option<VecDeque<String>>>,
+    idle: idle::IdleHandle,
+}
+
+impl ImapSource {
+    /// An IMAP source over `port`.
+    pub fn new(port: Arc<dyn ImapPort>, options: ImapOptions) -> ImapSource {
+        ImapSource {
+            port,
+            options,
+            stats: Arc::new(Stats::default()),
+            round: Mutex::new(None),
+            backfill_listed: Mutex::new(false),
+            skipped: Mutex::new(HashSet::new()),
+            gap: Mutex::new(None),
+            idle: idle::IdleHandle::default(),
+        }
+    }
+
+    /// The account's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn step<'a>(&'a self, cx: &'a SourceCx<'a>) -> Step<'a> {
+        Step {
+            cx,
+            stats: &self.stats,
+            limits: self.options.limits,
+        }
+    }
+
+    fn wanted(&self, f: &FolderInfo) -> bool {
+        f.selectable()
+            && self
+                .options
+                .include
+                .iter()
+                .any(|p| folder_matches(p, &f.name))
+            && !self
+                .options
+                .exclude
+                .iter()
+                .any(|p| folder_matches(p, &f.name))
+    }
+
+    async fn session(&self) -> Result<Box<dyn port::ImapSession>, SyncError> {
+        self.port.session().await.map_err(|e| {
+            self.stats.count(e.class);
+            self.stats.last_error(e.to_string());
+            SyncError::Api(e.into())
+        })
+    }
+
+    /// LIST and reconcile the folder set: new folders are added (`folder.created`), folders
+    /// gone from the server are removed with their messages (`folder.deleted`).
+    async fn refresh_folders(&self, cx: &SourceCx<'_>) -> Result<(), SyncError> {
+        let mut sess = self.session().await?;
+        let listed = sess.list().await.map_err(|e| {
+            self.stats.count(e.class);
+            SyncError::Api(e.into())
+        })?;
+        drop(sess);
+        let account = cx.account.0.as_str();
+        let wanted: Vec<&FolderInfo> = listed.iter().filter(|f| self.wanted(f)).collect();
+        let known = store::folders(cx.store, account).map_err(store_err)?;
+        let now = now_ms();
+        let added: Vec<&FolderInfo> = wanted
+            .iter()
+            .copied()
+            .filter(|w| !known.iter().any(|k| k.name == w.name))
+            .collect();
+        let gone: Vec<&FolderState> = known
+            .iter()
+            .filter(|k| !wanted.iter().any(|w| w.name == k.name))
+            .collect();
+        if added.is_empty() && gone.is_empty() {
+            return Ok(());
+        }
+        let mut gone_uids = Vec::new();
+        for g in &gone {
+            gone_uids.push(store::held_uids(cx.store, account, g.id).map_err(store_err)?);
+        }
+        cx.store
+            .transaction(|tx| {
+                let akey = store::account_key(account);
+                let mut st: store::ImapAccountState =
+                    store::load_tx(tx, &akey)?.unwrap_or_default();
+                for a in &added {
+                    st.next_folder_id += 1;
+                    let f = FolderState {
+                        id: st.next_folder_id,
+                        name: a.name.clone(),
+                        special_use: a.special_use().map(str::to_string),
+                        ..FolderState::default()
+                    };
+                    store::save_tx(tx, &store::folder_key(account, &a.name), &f)?;
+                    store::folder_event_tx(
+                        tx,
+                        account,
+                        &format!("{}:{}", a.name, f.id),
+                        &Change::FolderCreated {
+                            folder: a.name.clone(),
+                            special_use: f.special_use.clone(),
+                        },
+                        now,
+                    )?;
+                }
+                for (g, uids) in gone.iter().zip(&gone_uids) {
+                    for uid in uids {
+                        store::delete_uid_tx(tx, account, g, *uid, now)?;
+                    }
+                    tx.remove(
+                        crate::store::Space::Imap,
+                        &store::folder_key(account, &g.name),
+                    )?;
+                    store::folder_event_tx(
+                        tx,
+                        account,
+                        &format!("{}:{}", g.name, g.id),
+                        &Change::FolderDeleted {
+                            folder: g.name.clone(),
+                        },
+                        now,
+                    )?;
+                }
+                store::save_tx(tx, &akey, &st)
+            })
+            .map_err(store_err)?;
+        flush(cx.store).await?;
+        tracing::info!(account = %cx.account, added = added.len(), removed = gone.len(), "IMAP folder list changed.");
+        Ok(())
+    }
+
+    fn report_progress(&self, cx: &SourceCx<'_>, folders: &[FolderState]) {
+        let done: u64 = folders
+            .iter()
+            .map(|f| f.initial.as_ref().map_or(f.messages, |p| p.fetched))
+            .sum();
+        let total: u64 = folders
+            .iter()
+            .map(|f| {
+                f.initial
+                    .as_ref()
+                    .map_or(f.messages, |p| p.total.max(p.fetched))
+            })
+            .sum();
+        let per_second = self.stats.rate();
+        let eta_seconds =
+            (per_second > 0.0 && total > done).then(|| ((total - done) as f64 / per_second) as u64);
+        report::send(
+            cx.report,
+            ChildReport::Phase {
+                phase: Phase::Fetching,
+                progress: Some(Progress {
+                    done,
+                    total: Some(total),
+                    per_second,
+                    eta_seconds,
+                }),
+            },
+        );
+    }
+
+    /// One step of the first sync; `Finished` once every folder is done (or failed this run).
+    async fn full_sync_step(
+        &self,
+        cx: &SourceCx<'_>,
+        job: &Job,
+    ) -> Result<BackfillNext, SyncError> {
+        let listed = *self
+            .backfill_listed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !listed {
+            report::send(
+                cx.report,
+                ChildReport::Phase {
+                    phase: Phase::Labels,
+                    progress: None,
+                },
+            );
+            self.refresh_folders(cx).await?;
+            *self
+                .backfill_listed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = true;
+        }
+        let account = cx.account.0.as_str();
+        let folders = store::folders(cx.store, account).map_err(store_err)?;
+        self.report_progress(cx, &folders);
+        let skipped = self
+            .skipped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let recent = self.options.recent_first;
+        let next = folders
+            .iter()
+            .filter(|f| needs_initial(f) && !skipped.contains(&f.name))
+            .min_by_key(|f| {
+                let fetched = f.initial.as_ref().map_or(0, |p| p.fetched);
+                (fetched >= recent, folder_rank(f), f.name.clone())
+            })
+            .map(|f| f.name.clone());
+        let Some(name) = next else {
+            let now = now_ms();
+            cx.store
+                .transaction(|tx| {
+                    let akey = store::account_key(account);
+                    let mut st: store::ImapAccountState =
+                        store::load_tx(tx, &akey)?.unwrap_or_default();
+                    st.initial_done = true;
+                    st.last_sync_ms = Some(now);
+                    store::save_tx(tx, &akey, &st)?;
+                    tx.ack(job)
+                })
+                .map_err(store_err)?;
+            flush(cx.store).await?;
+            tracing::info!(account = %cx.account, folders = folders.len(), skipped = skipped.len(), "IMAP initial sync finished.");
+            report::send(cx.report, ChildReport::FullSyncDone);
+            return Ok(BackfillNext::Finished);
+        };
+        let mut sess = self.session().await?;
+        match folder_sync::initial_step(&self.step(cx), sess.as_mut(), &name).await {
+            Ok(_) => Ok(BackfillNext::Continue),
+            Err(e) => self
+                .folder_failed(cx, &name, e)
+                .await
+                .map(|_| BackfillNext::Continue),
+        }
+    }
+
+    /// A folder's step failed: a server NO/BAD skips the folder (kept with its error), any
+    /// other error is the step's.
+    async fn folder_failed(
+        &self,
+        cx: &SourceCx<'_>,
+        name: &str,
+        e: SyncError,
+    ) -> Result<(), SyncError> {
+        let SyncError::Api(ApiError::Transient(msg)) = &e else {
+            return Err(e);
+        };
+        if !msg.starts_with(&format!("imap {} error", ImapErrorClass::Server.as_str())) {
+            return Err(e);
+        }
+        tracing::warn!(account = %cx.account, folder = name, error = %msg, "IMAP folder step refused by the server; skipping the folder for now.");
+        self.skipped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string());
+        let key = store::folder_key(&cx.account.0, name);
+        if let Some(mut f) = store::load::<FolderState>(cx.store, &key).map_err(store_err)? {
+            f.last_error = Some(msg.clone());
+            cx.store
+                .transaction(|tx| store::save_tx(tx, &key, &f))
+                .map_err(store_err)?;
+            flush(cx.store).await?;
+        }
+        Ok(())
+    }
+
+    async fn gap_step(&self, cx: &SourceCx<'_>, job: &Job) -> Result<BackfillNext, SyncError> {
+        let started = self
+            .gap
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if !started {
+            report::send(
+                cx.report,
+                ChildReport::Phase {
+                    phase: Phase::Resyncing,
+                    progress: None,
+                },
+            );
+            self.refresh_folders(cx).await?;
+            let names = self.folder_order(cx)?;
+            *self.gap.lock().unwrap_or_else(PoisonError::into_inner) = Some(names);
+        }
+        let next = self
+            .gap
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            .and_then(VecDeque::pop_front);
+        let Some(name) = next else {
+            *self.gap.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            cx.store.transaction(|tx| tx.ack(job)).map_err(store_err)?;
+            flush(cx.store).await?;
+            report::send(cx.report, ChildReport::ResyncDone);
+            return Ok(BackfillNext::Finished);
+        };
+        let mut sess = self.session().await?;
+        let done =
+            match folder_sync::incremental(&self.step(cx), sess.as_mut(), &name, Mode::FullDiff)
+                .await
+            {
+                Ok(done) => done,
+                Err(e) => {
+                    self.folder_failed(cx, &name, e).await?;
+                    true
+                }
+            };
+        if !done
+            && let Some(q) = self
+                .gap
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_mut()
+        {
+            q.push_front(name);
+        }
+        Ok(BackfillNext::Continue)
+    }
+
+    fn folder_order(&self, cx: &SourceCx<'_>) -> Result<VecDeque<String>, SyncError> {
+        let mut folders = store::folders(cx.store, &cx.account.0).map_err(store_err)?;
+        folders.sort_by_key(|f| (folder_rank(f), f.name.clone()));
+        Ok(folders.into_iter().map(|f| f.name).collect())
+    }
+
+    async fn incremental(&self, cx: &SourceCx<'_>) -> Result<IncrementalPage, SyncError> {
+        self.idle.ensure_started(
+            &self.port,
+            cx.report,
+            &self.options.idle_folders,
+            self.options.idle_max,
+            &self.stats,
+        );
+        let listed = self
+            .round
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|r| r.listed);
+        if listed != Some(true) {
+            self.skipped
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+            self.refresh_folders(cx).await?;
+            let remaining = self.folder_order(cx)?;
+            *self.round.lock().unwrap_or_else(PoisonError::into_inner) = Some(Round {
+                remaining,
+                listed: true,
+            });
+            return Ok(IncrementalPage::default());
+        }
+        let next = self
+            .round
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            .and_then(|r| r.remaining.pop_front());
+        let Some(name) = next else {
+            // The round's end is not written: the AccountActor keeps the time from RoundDone,
+            // and every folder's cursor is already durable.
+            *self.round.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            return Ok(IncrementalPage {
+                round_done: true,
+                ingest_work: false,
+                acked: 0,
+            });
+        };
+        let result = async {
+            let mut sess = self.session().await?;
+            folder_sync::incremental(&self.step(cx), sess.as_mut(), &name, Mode::Best).await
+        }
+        .await;
+        let done = match result {
+            Ok(done) => done,
+            Err(e) => match self.folder_failed(cx, &name, e).await {
+                Ok(()) => true,
+                Err(e) => {
+                    // Retry this folder after the driver's backoff; the round resumes with it.
+                    if let Some(r) = self
+                        .round
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .as_mut()
+                    {
+                        r.remaining.push_front(name);
+                    }
+                    return Err(e);
+                }
+            },
+        };
+        if !done
+            && let Some(r) = self
+                .round
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_mut()
+        {
+            r.remaining.push_front(name);
+        }
+        Ok(IncrementalPage::default())
+    }
+}
+
+impl SyncSource for ImapSource {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Imap
+    }
+
+    fn ensure_jobs(&self, cx: &SourceCx<'_>) -> Result<StartState, StoreError> {
+        let st = store::account_state(cx.store, &cx.account.0)?;
+        if !st.initial_done {
+            let now = now_ms();
+            cx.store.transaction(|tx| {
+                jobs::enqueue_backfill_tx(tx, cx.account, BackfillJob::FullSync, now)
+            })?;
+            cx.store.flush()?;
+        }
+        Ok(StartState::Running)
+    }
+
+    fn request_resync(&self, cx: &SourceCx<'_>) -> Result<(), StoreError> {
+        let now = now_ms();
+        cx.store
+            .transaction(|tx| jobs::enqueue_backfill_tx(tx, cx.account, BackfillJob::Gap, now))?;
+        cx.store.flush()
+    }
+
+    fn incremental_ready(&self, cx: &SourceCx<'_>) -> Result<bool, StoreError> {
+        Ok(store::account_state(cx.store, &cx.account.0)?.initial_done)
+    }
+
+    fn incremental_page<'a>(
+        &'a self,
+        cx: &'a SourceCx<'a>,
+        _pushes: &'a [Job],
+    ) -> SourceFuture<'a, IncrementalPage> {
+        Box::pin(self.incremental(cx))
+    }
+
+    fn backfill_step<'a>(
+        &'a self,
+        cx: &'a SourceCx<'a>,
+        job: &'a Job,
+    ) -> SourceFuture<'a, BackfillNext> {
+        Box::pin(async move {
+            match BackfillJob::decode(job).map_err(store_err)? {
+                BackfillJob::FullSync => self.full_sync_step(cx, job).await,
+                BackfillJob::Gap => self.gap_step(cx, job).await,
+                BackfillJob::CalendarFull { .. } => {
+                    cx.store.transaction(|tx| tx.ack(job)).map_err(store_err)?;
+                    flush(cx.store).await?;
+                    Ok(BackfillNext::Finished)
+                }
+            }
+        })
+    }
+
+    fn ingest_batch<'a>(
+        &'a self,
+        cx: &'a SourceCx<'a>,
+        jobs: &'a [Job],
+    ) -> SourceFuture<'a, IngestBatch> {
+        Box::pin(async move {
+            // Nothing is ever enqueued for Ingest; stray jobs are acked.
+            if !jobs.is_empty() {
+                cx.store
+                    .transaction(|tx| {
+                        for j in jobs {
+                            tx.ack(j)?;
+                        }
+                        Ok(())
+                    })
+                    .map_err(store_err)?;
+                flush(cx.store).await?;
+            }
+            Ok(IngestBatch {
+                done: jobs.to_vec(),
+                ..IngestBatch::default()
+            })
+        })
+    }
+
+    fn cursor(&self, cx: &SourceCx<'_>) -> Option<String> {
+        let folders = store::folders(cx.store, &cx.account.0).ok()?;
+        let messages: u64 = folders.iter().map(|f| f.messages).sum();
+        let mut s = format!(
+            "{} folders, {messages} messages; connections: {}",
+            folders.len(),
+            self.port.health()
+        );
+        let errors = self.stats.errors();
+        if !errors.is_empty() {
+            let e: Vec<String> = errors
+                .iter()
+                .map(|(c, n)| format!("{} {n}", c.as_str()))
+                .collect();
+            s.push_str(&format!("; errors: {}", e.join(", ")));
+        }
+        s.push_str(&format!("; {:.0} msg/s", self.stats.rate()));
+        Some(s)
+    }
+
+    fn last_sync_ms(&self, cx: &SourceCx<'_>) -> Option<u64> {
+        store::account_state(cx.store, &cx.account.0)
+            .ok()?
+            .last_sync_ms
+    }
+}
+
+/// Per-folder status lines: (folder, messages, state, last sync ms, progress done/total).
+pub fn folder_status(
+    store: &crate::store::Store,
+    account: &str,
+) -> Result<Vec<FolderStatus>, StoreError> {
+    Ok(store::folders(store, account)?
+        .into_iter()
+        .map(|f| FolderStatus {
+            state: if f.last_error.is_some() {
+                "error"
+            } else if needs_initial(&f) {
+                "initial_sync"
+            } else {
+                "synced"
+            }
+            .to_string(),
+            progress: f.initial.as_ref().map(|p| (p.fetched, p.total)),
+            name: f.name,
+            messages: f.messages,
+            uidvalidity: f.uidvalidity,
+            uidnext: f.uidnext,
+            highest_modseq: f.highest_modseq,
+            last_sync_ms: f.last_sync_ms,
+            last_error: f.last_error,
+        })
+        .collect())
+}
+
+/// The status of one folder.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FolderStatus {
+    /// Its name.
+    pub name: String,
+    /// Messages held.
+    pub messages: u64,
+    /// `initial_sync`, `synced` or `error`.
+    pub state: String,
+    /// Initial-sync progress (fetched, total).
+    pub progress: Option<(u64, u64)>,
+    /// UIDVALIDITY.
+    pub uidvalidity: Option<u32>,
+    /// UIDNEXT covered.
+    pub uidnext: u32,
+    /// HIGHESTMODSEQ covered.
+    pub highest_modseq: Option<u64>,
+    /// Last sync.
+    pub last_sync_ms: Option<u64>,
+    /// Last error.
+    pub last_error: Option<String>,
+}

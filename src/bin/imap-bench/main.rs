@@ -1,0 +1,297 @@
+//! imap-bench: the IMAP sync of the real daemon beside mbsync (Debian's `isync`) on the same
+//! Dovecot mailbox, both writing a Maildir with fsync (Dovecot with `mail_fsync = always`).
+//!
+//! For each size: a cold sync (wall time, CPU seconds, peak RSS) and a no-change resync (a
+//! second run on the synced state: for mailsync a daemon restart until its first incremental
+//! round ends; for mbsync a second `mbsync -a`).
+//!
+//! Run: `cargo build --release -p mailsync --bins && target/release/imap-bench 10000 100000`.
+//! Needs `dovecot` (dovecot-imapd), `mbsync` (isync) and `/usr/bin/time`. Everything lives in
+//! a directory under /tmp that is removed at the end.
+
+mod dovecot;
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn request(socket: &Path, line: &str) -> Option<Value> {
+    let mut s = UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    s.write_all(line.as_bytes()).ok()?;
+    s.write_all(b"\n").ok()?;
+    let mut r = BufReader::new(s);
+    let mut reply = String::new();
+    r.read_line(&mut reply).ok()?;
+    serde_json::from_str(&reply).ok()
+}
+
+fn account(socket: &Path) -> Option<Value> {
+    let r = request(socket, r#"{"v":1,"cmd":"status"}"#)?;
+    r["data"]["accounts"].as_array()?.first().cloned()
+}
+
+fn clk_tck() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// (user+system CPU seconds, VmHWM in MiB) of a live process.
+fn proc_usage(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let cpu = (ticks(11) + ticks(12)) / clk_tck();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (cpu, hwm_kb / 1024.0)
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    wall: f64,
+    cpu: f64,
+    rss_mib: f64,
+}
+
+fn mailsync_bin() -> PathBuf {
+    let me = std::env::current_exe().expect("current exe");
+    me.with_file_name("mailsync")
+}
+
+/// Runs the daemon until `done(status)`, measuring it; then SIGTERM.
+fn run_daemon(dir: &Path, done: impl Fn(&Value) -> bool) -> Run {
+    let socket = dir.join("control.sock");
+    let started = Instant::now();
+    let mut child = Command::new(mailsync_bin())
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .arg("daemon")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mailsync (build it in release next to this binary)");
+    let pid = child.id();
+    let mut last = (0.0, 0.0);
+    loop {
+        if let Some(a) = account(&socket)
+            && done(&a)
+        {
+            break;
+        }
+        last = proc_usage(pid);
+        assert!(
+            started.elapsed() < Duration::from_secs(3_600),
+            "no end in sight"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let (cpu, rss) = proc_usage(pid);
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let _ = child.wait();
+    let _ = last;
+    Run {
+        wall,
+        cpu,
+        rss_mib: rss,
+    }
+}
+
+fn held(a: &Value) -> Option<u64> {
+    let c = a["cursor"].as_str()?;
+    let (_, rest) = c.split_once(" folders, ")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+fn mailsync_cold_and_noop(dc: &dovecot::Dovecot, work: &Path, n: u64) -> (Run, Run) {
+    let dir = work.join("mailsync");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("config.toml"),
+        format!(
+            r#"data_dir = "{d}/data"
+socket_path = "{d}/control.sock"
+log_level = "warn"
+
+[sync]
+poll_interval_secs = 300
+
+[maildir]
+root = "{d}/maildir"
+
+[[accounts]]
+id = "bench"
+kind = "imap"
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+username = "{user}"
+password = {{ value = "{pass}" }}
+
+[accounts.imap]
+allow_plaintext = true
+"#,
+            d = dir.display(),
+            port = dc.port,
+            user = dovecot::USER,
+            pass = dovecot::PASS,
+        ),
+    )
+    .expect("config");
+    let cold = run_daemon(&dir, |a| {
+        a["phase"] == json!("caught_up") && held(a) == Some(n)
+    });
+    // The Maildir sink may still be writing when the status says caught up: wait for it in
+    // the cold number by counting files.
+    let t = Instant::now();
+    let cur = dir.join("maildir/bench/cur");
+    while std::fs::read_dir(&cur)
+        .map(|r| r.count() as u64)
+        .unwrap_or(0)
+        < n
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            t.elapsed() < Duration::from_secs(600),
+            "maildir never filled"
+        );
+    }
+    let start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let noop = run_daemon(&dir, |a| {
+        a["phase"] == json!("caught_up")
+            && a["last_sync_ms"].as_u64().is_some_and(|ms| ms > start_ms)
+    });
+    (cold, noop)
+}
+
+fn time_run(args: &[&str]) -> Run {
+    let out = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("BENCH %e %U %S %M")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("/usr/bin/time");
+    let text = String::from_utf8_lossy(&out.stderr);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("BENCH "))
+        .unwrap_or_else(|| panic!("no timing from {args:?}: {text}"));
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    assert!(out.status.success(), "{args:?} failed: {text}");
+    Run {
+        wall: f[0],
+        cpu: f[1] + f[2],
+        rss_mib: f[3] / 1024.0,
+    }
+}
+
+fn mbsync_cold_and_noop(dc: &dovecot::Dovecot, work: &Path) -> (Run, Run) {
+    let dir = work.join("mbsync");
+    std::fs::create_dir_all(dir.join("mail")).expect("dir");
+    let conf = dir.join("mbsyncrc");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"FSync yes
+
+IMAPAccount bench
+Host 127.0.0.1
+Port {port}
+User {user}
+Pass {pass}
+TLSType None
+AuthMechs LOGIN
+
+IMAPStore remote
+Account bench
+
+MaildirStore local
+Path {d}/mail/
+Inbox {d}/mail/INBOX
+SubFolders Verbatim
+
+Channel bench
+Far :remote:
+Near :local:
+Patterns *
+Create Near
+Sync Pull
+SyncState *
+"#,
+            port = dc.port,
+            user = dovecot::USER,
+            pass = dovecot::PASS,
+            d = dir.display(),
+        ),
+    )
+    .expect("mbsyncrc");
+    let c = conf.to_string_lossy().to_string();
+    let cold = time_run(&["mbsync", "-q", "-c", &c, "-a"]);
+    let noop = time_run(&["mbsync", "-q", "-c", &c, "-a"]);
+    (cold, noop)
+}
+
+fn main() {
+    let sizes: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![10_000]
+    } else {
+        sizes
+    };
+    println!(
+        "| messages | tool | cold wall s | msg/s | cold CPU s | peak RSS MiB | no-change wall s | no-change CPU s |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
+    for n in sizes {
+        let work = std::env::temp_dir().join(format!("imap-bench-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).expect("work dir");
+        let dc = dovecot::Dovecot::start(&work, n);
+        let (ms_cold, ms_noop) = mailsync_cold_and_noop(&dc, &work, n);
+        let (mb_cold, mb_noop) = mbsync_cold_and_noop(&dc, &work);
+        for (tool, cold, noop) in [("mailsync", ms_cold, ms_noop), ("mbsync", mb_cold, mb_noop)] {
+            println!(
+                "| {n} | {tool} | {:.2} | {:.0} | {:.2} | {:.1} | {:.2} | {:.2} |",
+                cold.wall,
+                n as f64 / cold.wall,
+                cold.cpu,
+                cold.rss_mib,
+                noop.wall,
+                noop.cpu
+            );
+        }
+        drop(dc);
+        let _ = std::fs::remove_dir_all(&work);
+    }
+}
