@@ -72,14 +72,14 @@ fn kill_9_during_calendar_full_and_incremental_sync_loses_and_duplicates_nothing
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("port")
 }
 
-fn push_section(port: u16, ttl: u64, renew: u64) -> String {
+pub(crate) fn push_section(port: u16, ttl: u64, renew: u64) -> String {
     format!(
         "[push]\nbind = \"127.0.0.1\"\nport = {port}\nverification_token = {{ value = \"gmail-only\" }}\ncalendar_address = \"http://127.0.0.1:{port}/push/calendar\"\n\
          calendar_debounce_ms = 200\ncalendar_channel_ttl_secs = {ttl}\ncalendar_renew_before_secs = {renew}\n"
