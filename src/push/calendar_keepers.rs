@@ -1,6 +1,7 @@
 //! The running Calendar channel keepers, one per calendar account, and how a config reload
 //! changes them: an account that left the config (or was disabled) has its keeper cancelled
-//! and its channels stopped (`channels.stop`); an account that joined gets its keeper. Owned
+//! and its channels stopped (`channels.stop`); an account that joined gets its keeper; a
+//! calendar deselected (`calendar_ids`) leaves its keeper's set, which stops its channel. Owned
 //! by the daemon core (no process globals); `spawn_keepers` fills it at start, the reload
 //! path calls [`CalendarKeepers::reload`].
 
@@ -13,9 +14,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Calendars an account's config selects (`calendar_ids`; `None` = all).
+type Selection = Arc<Mutex<Option<Vec<String>>>>;
+
 struct Running {
     cancel: CancellationToken,
     keeper: Arc<ChannelKeeper>,
+    selection: Selection,
 }
 
 struct Keepers {
@@ -91,9 +96,17 @@ impl CalendarKeepers {
             .collect();
         let out = gone.iter().filter_map(|id| k.running.remove(id)).collect();
         for account in wanted {
-            if k.running.contains_key(&account.id) {
+            let AccountSettings::Calendar(settings) = &account.settings else {
+                continue;
+            };
+            if let Some(r) = k.running.get(&account.id) {
+                // A deselected calendar leaves the keeper's set at its next check, which
+                // stops its channel (the store may list it until the calendar list changes).
+                *r.selection.lock().unwrap_or_else(|p| p.into_inner()) =
+                    settings.calendar_ids.clone();
                 continue;
             }
+            let selection: Selection = Arc::new(Mutex::new(settings.calendar_ids.clone()));
             let client = match crate::calendar_port::build(account) {
                 Ok(c) => c,
                 Err(e) => {
@@ -116,15 +129,28 @@ impl CalendarKeepers {
             );
             let store = core.store().clone();
             let id = account.id.clone();
+            let selected = selection.clone();
             let calendars = move || {
+                let only = selected.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 mailsync_actors::calendar::store::calendars(&store, &id)
-                    .map(|cs| cs.into_iter().map(|c| c.entry.id).collect())
+                    .map(|cs| {
+                        cs.into_iter()
+                            .map(|c| c.entry.id)
+                            .filter(|c| only.as_ref().is_none_or(|o| o.contains(c)))
+                            .collect()
+                    })
                     .unwrap_or_default()
             };
             let cancel = k.cancel.child_token();
             k.tasks.spawn(keeper.clone().run(calendars, cancel.clone()));
-            k.running
-                .insert(account.id.clone(), Running { cancel, keeper });
+            k.running.insert(
+                account.id.clone(),
+                Running {
+                    cancel,
+                    keeper,
+                    selection,
+                },
+            );
         }
         out
     }
