@@ -29,3 +29,4 @@ pub mod signals;
 pub mod sink;
 pub mod status_page;
 pub mod telemetry;
+pub mod token_sources;
