@@ -59,10 +59,11 @@ fn kill_9_during_calendar_full_and_incremental_sync_loses_and_duplicates_nothing
     assert_eq!(diff(&mirror(&env.data_dir), &truth(&emu)), "");
     let f = feed(&env.data_dir);
     assert_unique_keys(&f);
-    // Every stored event was announced at least once, every live one is stored.
+    // Every stored event was announced at least once (a cancelled instance as the instance
+    // deleted), every live one is stored.
     let announced: std::collections::BTreeSet<String> = f
         .iter()
-        .filter(|e| e.kind == "event.created")
+        .filter(|e| e.kind == "event.created" || e.kind == "event.deleted")
         .filter_map(|e| e.event.clone())
         .collect();
     for (cal, events) in truth(&emu) {
