@@ -108,11 +108,15 @@ impl Admin {
                 Response::done()
             }
             Request::Ack { consumer, seq } => {
-                match self.core.store().feed().ack_consumer(&consumer, seq) {
+                match crate::repair::ack(self.core.store(), &consumer, seq) {
                     Ok(()) => Response::done(),
                     Err(e) => Response::error(ErrorCode::BadRequest, e.to_string()),
                 }
             }
+            Request::Dead { .. }
+            | Request::Requeue { .. }
+            | Request::Consumers
+            | Request::Unregister { .. } => self.repair(req).await,
             Request::Backup { path } => {
                 crate::cli::store_cmd::backup_reply(self.core.store(), path).await
             }
@@ -120,6 +124,47 @@ impl Admin {
                 ErrorCode::BadRequest,
                 "events is served as a stream".to_string(),
             ),
+        }
+    }
+
+    /// The repair commands (`repair.rs`): dead jobs, requeue, consumers, unregister.
+    async fn repair(&self, req: Request) -> Response {
+        use crate::repair::{self, RepairError};
+        let store = self.core.store();
+        let fail = |e: RepairError| match e {
+            RepairError::Store(e) => Response::error(ErrorCode::Internal, e.to_string()),
+            other => Response::error(ErrorCode::BadRequest, other.to_string()),
+        };
+        if let Some(account) = req.account() {
+            match self.core.accounts().await {
+                Ok(list) if list.iter().any(|(id, _)| id == account) => {}
+                Ok(_) => return Response::unknown_account(account),
+                Err(e) => return admin_error(e),
+            }
+        }
+        match req {
+            Request::Dead { account } => match repair::dead_jobs(store, &account) {
+                Ok(jobs) => Response::ok(json!({ "account": account, "dead": jobs })),
+                Err(e) => fail(e),
+            },
+            Request::Requeue { account, job } => match repair::requeue(store, &account, job) {
+                Ok(n) => {
+                    // Wake the account so the requeued jobs run now (best effort: a stopped
+                    // account runs them when it starts).
+                    let _ = self.core.command(&account, AccountCommand::SyncNow).await;
+                    Response::ok(json!({ "account": account, "requeued": n }))
+                }
+                Err(e) => fail(e),
+            },
+            Request::Consumers => match repair::consumers(store) {
+                Ok(list) => Response::ok(json!({ "consumers": list })),
+                Err(e) => fail(e),
+            },
+            Request::Unregister { consumer } => match repair::unregister(store, &consumer) {
+                Ok(()) => Response::done(),
+                Err(e) => fail(e),
+            },
+            _ => Response::error(ErrorCode::Internal, "not a repair command"),
         }
     }
 
@@ -140,10 +185,10 @@ impl Admin {
             ));
         }
         let acked = feed.consumer_cursor(&consumer).map_err(bad)?;
-        if acked.is_none() {
-            // A new consumer starts where it asked to, or at the beginning of the feed.
-            feed.register_consumer(&consumer, from.map(|f| f.saturating_sub(1)).unwrap_or(0))
-                .map_err(bad)?;
+        if acked.is_none() && from.is_none() {
+            // A new consumer that resumes "where it was" starts at the beginning of the feed.
+            // `--from N` only reads: acknowledging is always explicit.
+            feed.register_consumer(&consumer, 0).map_err(bad)?;
         }
         let mut after = match from {
             Some(f) => f.saturating_sub(1),

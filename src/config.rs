@@ -19,7 +19,9 @@
 //! `Debug` output of this module shows a secret.
 
 mod credential;
+mod deep_check;
 mod raw;
+mod strict;
 mod validate;
 
 use std::fmt;
@@ -27,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use credential::CredentialRef;
+pub use deep_check::deep_check;
 pub use raw::RawConfig;
 
 /// The validated configuration of one daemon run.

@@ -283,8 +283,16 @@ impl DaemonCore {
             tracing::error!(error = %e, "Account not started.");
         }
         let specs = self.service.adopt(&new, specs, &errors);
+        let ids: Vec<String> = specs.iter().map(|s| s.id.0.clone()).collect();
         let summary = ractor::call_t!(self.root, RootMsg::Reconcile, 60_000, specs)
             .map_err(|e| AdminError::Timeout(e.to_string()))?;
+        // Accounts that kept running re-read their credentials (a disconnected one resumes).
+        for id in ids
+            .iter()
+            .filter(|id| !summary.added.contains(id) && !summary.restarted.contains(id))
+        {
+            let _ = self.command(id, AccountCommand::Reconnect).await;
+        }
         // Sinks restart with the new config (webhooks and Maildir settings may have changed).
         self.stop_sinks().await;
         self.start_sinks(&new).await;
@@ -389,5 +397,6 @@ fn placeholder(h: &AccountHandle, state: AccountState, error: Option<String>) ->
         delivery: None,
         last_gap_recovery_units: None,
         calendars: Vec::new(),
+        degraded: None,
     }
 }

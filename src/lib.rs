@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod providers;
 pub mod push;
 pub mod push_health;
+pub mod repair;
 pub mod secret;
 pub mod service;
 pub mod signals;

@@ -140,6 +140,14 @@ fn check_config(cli: &Cli) -> ExitCode {
             for w in &cfg.warnings {
                 println!("warning: {}: {}", w.key, w.reason);
             }
+            // Credentials resolve and the data dir is writable (`config/deep_check.rs`).
+            let issues = config::deep_check(&cfg);
+            if !issues.is_empty() {
+                for i in &issues {
+                    eprintln!("mailsync: {}: {}: {}", path.display(), i.key, i.reason);
+                }
+                return ExitCode::from(2);
+            }
             println!(
                 "{}: ok ({} account(s), data dir {}, socket {})",
                 path.display(),

@@ -45,6 +45,9 @@ pub enum AccountCommand {
     SyncNow,
     /// Reconcile the mirror with the provider (the gap recovery, on demand).
     Resync,
+    /// Re-read the credentials and start the token source over (`ctl reload`); a
+    /// disconnected account then resumes.
+    Reconnect,
 }
 
 /// The AccountActor's messages.
@@ -97,6 +100,8 @@ pub struct AccountActorState {
     last_error: Option<String>,
     last_sync_ms: Option<u64>,
     stopping: bool,
+    /// Children waiting out a transient provider failure, with the reason.
+    degraded: std::collections::BTreeMap<&'static str, String>,
     /// Looks at a full disk since the last successful one (backoff of the disk wait).
     disk_waits: u32,
 }
@@ -132,6 +137,7 @@ impl Actor for AccountActor {
             last_error: None,
             last_sync_ms: None,
             stopping: false,
+            degraded: std::collections::BTreeMap::new(),
             disk_waits: 0,
         })
     }
@@ -301,6 +307,18 @@ impl AccountActorState {
                 }
                 tracing::debug!(account = %self.spec.id, "Incremental round finished.");
             }
+            ChildReport::Degraded { child, reason } => {
+                if !self.degraded.contains_key(child.name()) {
+                    tracing::warn!(account = %self.spec.id, child = child.name(), error = %reason, "Provider unavailable; waiting it out (degraded).");
+                }
+                self.last_error = Some(format!("{}: {reason}", child.name()));
+                self.degraded.insert(child.name(), reason);
+            }
+            ChildReport::Recovered { child } => {
+                if self.degraded.remove(child.name()).is_some() {
+                    tracing::info!(account = %self.spec.id, child = child.name(), "Provider answers again; no longer degraded.");
+                }
+            }
             ChildReport::Disconnected(reason) => {
                 if self.state != AccountState::Disconnected {
                     tracing::error!(account = %self.spec.id, error = %reason, "Account disconnected; run `mailsync auth` and `mailsync ctl resume`.");
@@ -382,6 +400,7 @@ impl AccountActorState {
             ChildKind::Backfill => self.children.backfill = None,
             ChildKind::HistorySync => self.children.history = None,
         }
+        self.degraded.remove(kind.name());
         let error = error.unwrap_or_else(|| "unknown failure".into());
         self.last_error = Some(format!("{}: {error}", kind.name()));
         if let Some(reason) = self.store.disk_full() {
@@ -468,7 +487,17 @@ impl AccountActorState {
                 self.pause_children();
                 self.set_state(AccountState::Paused, Some("paused by admin".into()));
             }
+            AccountCommand::Reconnect => {
+                if self.reconnect().await && self.state == AccountState::Disconnected {
+                    self.resume_children();
+                    self.set_state(AccountState::Running, Some("credentials re-read".into()));
+                }
+            }
             AccountCommand::Resume => {
+                if !self.reconnect().await && self.state == AccountState::Disconnected {
+                    // Still no working credentials: stay disconnected, with the new reason.
+                    return Ok(());
+                }
                 if self.state == AccountState::Failed {
                     // A person asked to try again: fresh budget, fresh children.
                     self.budget.reset();
@@ -493,6 +522,10 @@ impl AccountActorState {
                 if let Some(i) = &self.children.ingest {
                     let _ = i.cast(IngestMsg::WorkAvailable);
                 }
+                // Requeued backfill jobs (`ctl requeue`) run now too.
+                if let Some(b) = &self.children.backfill {
+                    let _ = b.cast(BackfillMsg::WorkAvailable);
+                }
             }
             AccountCommand::Resync => {
                 self.request_resync(myself)?;
@@ -501,6 +534,19 @@ impl AccountActorState {
             }
         }
         Ok(())
+    }
+
+    /// Re-reads the credentials through the source; a failure is recorded as the last error
+    /// (and logged) and returns false.
+    async fn reconnect(&mut self) -> bool {
+        match self.spec.source.reconnect().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(account = %self.spec.id, error = %e, "Credentials could not be re-read.");
+                self.last_error = Some(e.to_string());
+                false
+            }
+        }
     }
 
     /// Changes the state and records an `account.state_changed` event (best effort: a failed
@@ -587,6 +633,11 @@ impl AccountActorState {
             delivery: Some("polling".into()),
             last_gap_recovery_units: self.spec.source.last_resync_units(&cx),
             calendars: Vec::new(),
+            degraded: self
+                .degraded
+                .iter()
+                .next()
+                .map(|(child, reason)| format!("{child}: {reason}")),
         }
     }
 }

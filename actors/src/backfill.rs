@@ -10,6 +10,7 @@
 
 use crate::error::{ApiError, SyncError};
 use crate::mailbox::{DurableMailbox, Job};
+use crate::outage::Outage;
 use crate::report::{self, ChildReport, Reporter};
 use crate::source::{BackfillNext, SourceCx};
 use crate::spec::{AccountSpec, ChildKind, mailbox_name, now_ms};
@@ -45,7 +46,7 @@ pub struct BackfillState {
     parent: Reporter,
     current: Option<Job>,
     paused: bool,
-    failures: u32,
+    outage: Outage,
 }
 
 fn store_err(e: impl std::fmt::Display) -> ActorProcessingErr {
@@ -73,7 +74,7 @@ impl Actor for Backfill {
             parent: args.parent,
             current: None,
             paused: false,
-            failures: 0,
+            outage: Outage::new(ChildKind::Backfill),
         })
     }
 
@@ -157,14 +158,15 @@ impl BackfillState {
     ) -> Result<(), ActorProcessingErr> {
         match outcome {
             Ok(BackfillNext::Continue) => {
-                self.failures = 0;
+                self.outage.succeeded(&self.parent);
                 myself.cast(BackfillMsg::Step)?;
             }
             Ok(BackfillNext::WaitThen(d)) => {
+                self.outage.succeeded(&self.parent);
                 myself.send_after(d, || BackfillMsg::Step);
             }
             Ok(BackfillNext::Finished) => {
-                self.failures = 0;
+                self.outage.succeeded(&self.parent);
                 if let Some(job) = self.current.take() {
                     self.queue.release(&job);
                 }
@@ -175,9 +177,9 @@ impl BackfillState {
                 report::send(&self.parent, ChildReport::Disconnected(reason));
             }
             Err(SyncError::Api(other)) if !matches!(other, ApiError::Internal(_)) => {
-                // The client already retried; wait with backoff and try the step again.
-                self.failures += 1;
-                let delay = other.retry_delay(&self.spec.retry, self.failures);
+                // The client already retried; wait with backoff and try the step again (the
+                // job's attempts are never counted: a step is retried until it goes through).
+                let delay = self.outage.failed(&other, &self.spec.retry, &self.parent);
                 tracing::warn!(account = %self.spec.id, error = %other, delay_ms = delay.as_millis() as u64, "Backfill step failed; retrying.");
                 myself.send_after(delay, || BackfillMsg::Step);
             }

@@ -13,6 +13,7 @@
 
 use crate::error::{ApiError, SyncError};
 use crate::mailbox::{DurableMailbox, Job};
+use crate::outage::Outage;
 use crate::report::{self, ChildReport, Reporter};
 use crate::source::SourceCx;
 use crate::spec::{AccountSpec, ChildKind, mailbox_name, now_ms};
@@ -49,7 +50,7 @@ pub struct HistorySyncState {
     again: bool,
     paused: bool,
     timer_generation: u64,
-    failures: u32,
+    outage: Outage,
     pushes: DurableMailbox,
     round_pushes: Vec<Job>,
 }
@@ -80,7 +81,7 @@ impl Actor for HistorySync {
             again: false,
             paused: false,
             timer_generation: 0,
-            failures: 0,
+            outage: Outage::new(ChildKind::HistorySync),
             pushes,
             round_pushes: Vec::new(),
         })
@@ -185,7 +186,7 @@ impl HistorySyncState {
                 return Err(other.into());
             }
         };
-        self.failures = 0;
+        self.outage.succeeded(&self.parent);
         if page.ingest_work {
             report::send(&self.parent, ChildReport::IngestWork);
         }
@@ -226,8 +227,7 @@ impl HistorySyncState {
                 Err(SyncError::Api(err).into())
             }
             other => {
-                self.failures += 1;
-                let delay = other.retry_delay(&self.spec.retry, self.failures);
+                let delay = self.outage.failed(&other, &self.spec.retry, &self.parent);
                 tracing::warn!(account = %self.spec.id, error = %other, delay_ms = delay.as_millis() as u64, "History page failed; retrying.");
                 myself.send_after(delay, || HistorySyncMsg::FetchPage);
                 Ok(())

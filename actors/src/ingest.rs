@@ -4,12 +4,19 @@
 //! items that failed on their own (retried with backoff, dead-lettered after the policy's
 //! attempts), never dropping one.
 //!
+//! Transient trouble (the whole request failed, or an item answered 5xx / 429 / a timeout, see
+//! `outage.rs`) is never an item's fault: those jobs are handed back with their attempt count
+//! untouched and the whole child waits (capped, jittered) before its next batch, reporting
+//! `degraded` to its parent until a batch goes through. Only permanent per-item errors (an
+//! item malformed on every fetch, a 400) count toward the dead-letter list.
+//!
 //! Parent: AccountActor (told the fetch rate and disconnections, through a
 //! [`crate::report::Reporter`]). Messages: `IngestMsg`. A ractor message is only a wake-up; the
 //! work is in sled.
 
 use crate::error::{ApiError, SyncError};
 use crate::mailbox::{DurableMailbox, Job};
+use crate::outage::{self, Outage};
 use crate::report::{self, ChildReport, Reporter};
 use crate::source::SourceCx;
 use crate::spec::{AccountSpec, ChildKind, mailbox_name, now_ms};
@@ -34,6 +41,8 @@ pub enum IngestMsg {
     Pause,
     /// Continue after `Pause`.
     Resume,
+    /// The wait after a transient failure is over: try the next batch.
+    BackoffOver,
 }
 
 /// Ingest's private state.
@@ -46,6 +55,8 @@ pub struct IngestState {
     wake_scheduled_for: Option<u64>,
     fetched: u64,
     started: Instant,
+    outage: Outage,
+    backing_off: bool,
 }
 
 fn store_err(e: impl std::fmt::Display) -> ActorProcessingErr {
@@ -76,6 +87,8 @@ impl Actor for Ingest {
             wake_scheduled_for: None,
             fetched: 0,
             started: Instant::now(),
+            outage: Outage::new(ChildKind::Ingest),
+            backing_off: false,
         })
     }
 
@@ -92,10 +105,17 @@ impl Actor for Ingest {
                 myself.cast(IngestMsg::WorkAvailable)?;
             }
             IngestMsg::WorkAvailable => {
-                if st.paused {
+                // While waiting out an outage, wake-ups wait for the backoff timer.
+                if st.paused || st.backing_off {
                     return Ok(());
                 }
                 st.run_batch(&myself).await?;
+            }
+            IngestMsg::BackoffOver => {
+                st.backing_off = false;
+                if !st.paused {
+                    st.run_batch(&myself).await?;
+                }
             }
         }
         Ok(())
@@ -125,14 +145,21 @@ impl IngestState {
                 return Err(other.into());
             }
         };
-        for job in &batch.done {
+        for job in batch.done.iter().chain(&batch.retry_now) {
             self.queue.release(job);
         }
+        let mut transient: Option<ApiError> = None;
         for (job, err) in batch.failed {
             if let ApiError::Disconnected(reason) = &err {
                 self.queue.release(&job);
                 report::send(&self.parent, ChildReport::Disconnected(reason.clone()));
                 self.paused = true;
+                continue;
+            }
+            if outage::is_transient(&err) {
+                // Not the item's fault: hand it back untouched, the whole child waits.
+                self.queue.release(&job);
+                transient = Some(err);
                 continue;
             }
             tracing::warn!(account = %self.spec.id, job = %job.key, error = %err, "Message fetch failed; retrying later.");
@@ -148,8 +175,22 @@ impl IngestState {
                 per_second: self.fetched as f64 / elapsed,
             },
         );
-        myself.cast(IngestMsg::WorkAvailable)?;
+        match transient {
+            Some(err) => self.back_off(myself, &err),
+            None => {
+                self.outage.succeeded(&self.parent);
+                myself.cast(IngestMsg::WorkAvailable)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Waits out a transient failure: no batch until the jittered delay has passed.
+    fn back_off(&mut self, myself: &ActorRef<IngestMsg>, err: &ApiError) {
+        let delay = self.outage.failed(err, &self.spec.retry, &self.parent);
+        tracing::warn!(account = %self.spec.id, error = %err, failures = self.outage.failures(), delay_ms = delay.as_millis() as u64, "Provider unavailable; fetches wait (no attempt counted).");
+        self.backing_off = true;
+        myself.send_after(delay, || IngestMsg::BackoffOver);
     }
 
     fn batch_failed(
@@ -170,13 +211,11 @@ impl IngestState {
                 Ok(())
             }
             other => {
-                tracing::warn!(account = %self.spec.id, jobs = jobs.len(), error = %other, "Batch fetch failed; retrying later.");
-                for j in &jobs {
-                    self.queue
-                        .nack(j, &other.to_string(), &self.spec.retry, now_ms())
-                        .map_err(store_err)?;
-                }
-                myself.cast(IngestMsg::WorkAvailable)?;
+                // A whole request failed: that says nothing about any one item (outage, 5xx,
+                // rate limit, a cut or garbled response, or an account-wide refusal). No
+                // attempt is counted; the child waits and shows `degraded` with the reason.
+                self.release(&jobs);
+                self.back_off(myself, &other);
                 Ok(())
             }
         }

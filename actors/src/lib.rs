@@ -23,15 +23,19 @@ pub mod codec;
 pub mod disk_space;
 pub mod error;
 pub mod feed;
+pub mod freshness;
 pub mod gmail;
 pub mod history_sync;
 pub mod ingest;
+#[cfg(test)]
+mod ingest_tests;
 pub mod jobs;
 pub mod mailbox;
 mod mailbox_codec;
 pub mod mirror;
 mod mirror_codec;
 pub mod model;
+pub mod outage;
 pub mod ports;
 pub mod quota;
 pub mod report;
@@ -45,3 +49,5 @@ pub mod store_check;
 /// The store's open procedure (`store::open`), under its historical name.
 pub use store::open as store_open;
 pub mod store_rebuild;
+#[cfg(test)]
+mod test_support;

@@ -362,6 +362,16 @@ pub(crate) fn tx_enqueue(
     Ok(EnqueueOutcome::Enqueued(JobId(seq)))
 }
 
+/// Whether a job with `key` is pending (ready, leased or delayed) in `mailbox`.
+pub(crate) fn tx_is_pending(tx: &StoreTx<'_>, mailbox: &str, key: &str) -> Result<bool, TxError> {
+    let p = prefix(mailbox);
+    let Some(r) = get_pending(tx, &pending_key(&p, key))? else {
+        return Ok(false);
+    };
+    let (tree, loc) = location(&p, &r);
+    Ok(tx.tree(tree).get(&loc)?.is_some())
+}
+
 pub(crate) fn tx_ack(tx: &StoreTx<'_>, job: &Job) -> Result<(), TxError> {
     let p = prefix(&job.mailbox);
     tx.tree(Internal::Jobs)
@@ -775,6 +785,37 @@ impl DurableMailbox {
             out.push(rec.into_job(&self.name, JobId(seq)));
         }
         Ok(out)
+    }
+
+    /// Admin: moves one dead-lettered job back to the ready queue (same id, priority and
+    /// place, attempts reset to 0, last error kept), like [`DurableMailbox::requeue_dead`] for
+    /// one job. Returns whether `id` was a dead job of this mailbox. Not flushed.
+    pub fn requeue_dead_job(&self, id: JobId) -> Result<bool, StoreError> {
+        not_in_tx("DurableMailbox::requeue_dead_job")?;
+        let dk = dead_key(&self.prefix, id.0);
+        self.store.transaction(|tx| {
+            let Some(v) = tx.tree(Internal::Dead).get(&dk)? else {
+                return Ok(false);
+            };
+            let mut rec: JobRecord = decode_in("dead value", &v)?;
+            tx.tree(Internal::Dead).remove(&*dk)?;
+            let pk = pending_key(&self.prefix, &rec.key);
+            if get_pending(tx, &pk)?.is_some() {
+                // The same key is pending again: that job does the work.
+                return Ok(true);
+            }
+            rec.attempts = 0;
+            rec.not_before_ms = 0;
+            tx.tree(Internal::Jobs)
+                .insert(job_key(&self.prefix, rec.priority, id.0), encode(&rec))?;
+            let r = PendingRef {
+                seq: id.0,
+                priority: rec.priority,
+                delayed_until: None,
+            };
+            tx.tree(Internal::PendingKeys).insert(pk, encode(&r))?;
+            Ok(true)
+        })
     }
 
     /// Admin: moves every dead-lettered job back to the ready queue (same id, priority and

@@ -278,7 +278,8 @@ pub fn apply_fetched(
     let key = record_key(account, &msg.id.0);
     let labels = sorted(msg.label_ids.clone());
     if let Some(old) = get_message_tx(tx, account, &msg.id)? {
-        if old.label_ids == labels {
+        // An older fetch than the stored state never restores old labels.
+        if old.label_ids == labels || old.history_id > msg.history_id {
             return Ok(Applied::Unchanged);
         }
         return set_labels(

@@ -177,6 +177,10 @@ pub struct HistoryPage {
     pub next_page_token: Option<String>,
     /// The mailbox's current history id (the next start once the last page is applied).
     pub history_id: HistoryId,
+    /// The history record id of each change, same order as `changes` (empty when the port
+    /// does not know them): a fetch older than a change it missed is not applied.
+    #[serde(default)]
+    pub change_ids: Vec<HistoryId>,
 }
 
 /// What `users.watch` answers: the mailbox's history id when the watch started and when the

@@ -59,4 +59,11 @@ pub trait GmailApi: Send + Sync {
     fn quota(&self) -> Option<(crate::quota::QuotaStats, crate::quota::QuotaLimits)> {
         None
     }
+    /// Starts the credentials over: re-read them (file, env, command) and forget a
+    /// disconnection, so the next call tries again (`ctl resume`, `ctl reload`,
+    /// `mailsync auth`). A failure to re-read is `Disconnected` with a secret-free reason.
+    /// Ports without credentials keep the default (nothing to do).
+    fn reconnect(&self) -> PortFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }

@@ -37,6 +37,20 @@ pub enum ChildReport {
     },
     /// The credentials stopped working (secret-free reason).
     Disconnected(String),
+    /// The provider is failing transiently (network, 5xx, rate limit, timeout) for this child:
+    /// it waits with capped, jittered backoff and nothing counts toward dead-lettering. The
+    /// account shows `degraded` with `reason` until the child reports [`ChildReport::Recovered`].
+    Degraded {
+        /// Which child is waiting.
+        child: crate::jobs::ChildKind,
+        /// Secret-free reason (the last error).
+        reason: String,
+    },
+    /// The child's provider calls succeed again after [`ChildReport::Degraded`].
+    Recovered {
+        /// Which child.
+        child: crate::jobs::ChildKind,
+    },
 }
 
 /// The line from a child (or the source it drives) to its parent.

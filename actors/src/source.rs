@@ -105,6 +105,10 @@ pub struct IngestBatch {
     pub failed: Vec<(Job, ApiError)>,
     /// New items stored (progress).
     pub added: u64,
+    /// Jobs neither recorded nor failed: their fetch was older than a change the source saw
+    /// meanwhile (see `freshness.rs`); the driver hands them back to run again now, without
+    /// counting an attempt.
+    pub retry_now: Vec<Job>,
 }
 
 /// The provider-neutral port the account's children drive. One implementation per source
@@ -167,5 +171,12 @@ pub trait SyncSource: Send + Sync {
     fn last_resync_units(&self, cx: &SourceCx<'_>) -> Option<u64> {
         let _ = cx;
         None
+    }
+
+    /// Starts the provider credentials over (see [`crate::ports::GmailApi::reconnect`]):
+    /// called when a person resumes the account or reloads the config. Sources without
+    /// credentials keep the default.
+    fn reconnect(&self) -> SourceFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
     }
 }

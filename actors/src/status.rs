@@ -65,7 +65,7 @@ impl fmt::Display for Phase {
             Phase::Listing => f.write_str("listing"),
             Phase::Fetching => f.write_str("fetching"),
             Phase::CaughtUp => f.write_str("caught_up"),
-            Phase::Incomplete { dead } => write!(f, "incomplete ({dead} dead-lettered)"),
+            Phase::Incomplete { dead } => write!(f, "incomplete ({dead} dead)"),
             Phase::Resyncing => f.write_str("resyncing"),
             Phase::Failed => f.write_str("failed"),
             Phase::DiskFull => f.write_str("degraded (disk full)"),
@@ -137,6 +137,10 @@ pub struct AccountStatus {
     /// Calendar accounts: one line per synced calendar.
     #[serde(default)]
     pub calendars: Vec<CalendarLine>,
+    /// Why the account is waiting out a transient provider failure (outage, 5xx, rate limit),
+    /// if it is; `None` once every child's calls succeed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
 }
 
 /// What `ctl status` shows for one calendar of a calendar account.

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::error::ApiError;
-use crate::http::{self, ApiRequest, ApiResponse, TransportFault};
+use crate::http::{ApiRequest, ApiResponse, TransportFault};
+use crate::pipeline;
 use crate::state::EmulatorState;
 use crate::util::lock;
 
@@ -264,14 +265,14 @@ pub async fn execute(
             headers,
             body: Bytes::from(inner.body),
         };
-        prepared.push((cid, http::prepare(st, req)));
+        prepared.push((cid, pipeline::prepare(st, req)));
     }
     // Phase 2: run each part.
     let mut results: Vec<(Option<String>, ApiResponse)> = Vec::with_capacity(prepared.len());
     let mut transport = None;
     for (cid, p) in prepared {
         let resp = match p {
-            Ok(p) => http::run(st, p).await,
+            Ok(p) => pipeline::run(st, p).await,
             Err(r) => r,
         };
         if resp.fault.is_some() {

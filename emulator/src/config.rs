@@ -94,6 +94,9 @@ pub struct EmulatorConfig {
     /// HTTP status for Calendar's per-user / per-project rate limits. Google answers both
     /// `403 usageLimits` and `429`; 403 (default) is what Calendar's per-user quota sends.
     pub calendar_rate_limit_status: u16,
+    /// Send `Retry-After` with rate-limit answers (Google often does not; `false` tests the
+    /// client's own pacing and fallbacks).
+    pub send_retry_after: bool,
     pub access_token_ttl: Duration,
     /// When set, refresh tokens expire this long after issue (Google's 7-day "Testing" rule).
     pub refresh_token_ttl: Option<Duration>,
@@ -153,6 +156,7 @@ impl Default for EmulatorConfig {
             max_concurrent_per_user: 50,
             rate_limit_status: 429,
             calendar_rate_limit_status: 403,
+            send_retry_after: true,
             access_token_ttl: Duration::from_secs(3600),
             refresh_token_ttl: None,
             history_retention_records: 1_000_000,

@@ -25,23 +25,7 @@ use crate::util::{b64_decode_any, lock};
 
 type St = State<Arc<EmulatorState>>;
 
-pub(crate) fn err(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(json!({"error": msg.into()}))).into_response()
-}
-
-pub(crate) fn api_err(e: crate::error::ApiError) -> Response {
-    (e.http_status(), Json(e.body())).into_response()
-}
-
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    let body = if body.is_empty() {
-        b"{}".as_slice()
-    } else {
-        body
-    };
-    serde_json::from_slice(body)
-        .map_err(|e| err(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
-}
+pub(crate) use crate::control_response::{api_err, err, parse_json};
 
 pub fn router() -> Router<Arc<EmulatorState>> {
     Router::new()
@@ -57,6 +41,11 @@ pub fn router() -> Router<Arc<EmulatorState>> {
             "/_emulator/accounts/{email}/messages/{id}",
             delete(delete_message),
         )
+        .route(
+            "/_emulator/accounts/{email}/messages/{id}/corrupt",
+            post(corrupt_message),
+        )
+        .route("/_emulator/accounts/{email}/labels", post(create_label))
         .route(
             "/_emulator/accounts/{email}/history/expire",
             post(expire_history),
@@ -286,6 +275,62 @@ async fn change_labels(
         }
         Err(e) => api_err(e),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Corrupt {
+    corrupt: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewLabel {
+    name: String,
+}
+
+/// Creates a user label (as if the user made it in Gmail); answers its id.
+async fn create_label(
+    State(st): St,
+    Path(email): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: NewLabel = match parse_json(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let mut accts = lock(&st.accounts);
+    let Some(acct) = accts.get_mut(&email.to_ascii_lowercase()) else {
+        return err(StatusCode::NOT_FOUND, "unknown account");
+    };
+    match acct.mailbox.create_label(&req.name, None, None, None) {
+        Ok(d) => Json(json!({"id": d.id})).into_response(),
+        Err(e) => api_err(e),
+    }
+}
+
+/// Makes one message's `format=raw` answer corrupt on every fetch (or heals it).
+async fn corrupt_message(
+    State(st): St,
+    Path((email, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: Corrupt = match parse_json(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let email = email.to_ascii_lowercase();
+    let id = match parse_id(&id) {
+        Ok(i) => i,
+        Err(e) => return api_err(e),
+    };
+    let mut set = lock(&st.corrupt);
+    if req.corrupt {
+        set.insert((email, id));
+    } else {
+        set.remove(&(email, id));
+    }
+    Json(json!({"corrupt": req.corrupt})).into_response()
 }
 
 async fn delete_message(State(st): St, Path((email, id)): Path<(String, String)>) -> Response {

@@ -30,39 +30,7 @@ const LABELS_READ: &[&str] = &[
 ];
 const LABELS_WRITE: &[&str] = &[SCOPE_MODIFY, SCOPE_MAIL, SCOPE_LABELS];
 
-/// What a thread-level write does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThreadAction {
-    Modify,
-    Trash,
-    Untrash,
-    Delete,
-}
-
-/// A routed Gmail operation.
-#[derive(Debug, Clone)]
-pub enum Op {
-    Profile(String),
-    LabelsList(String),
-    LabelsGet(String, String),
-    LabelsCreate(String),
-    LabelsPatch(String, String, bool),
-    LabelsDelete(String, String),
-    MessagesList(String),
-    ThreadsList(String),
-    ThreadsGet(String, String),
-    ThreadsModify(String, String, ThreadAction),
-    MessagesGet(String, String),
-    AttachmentsGet(String, String, String),
-    Modify(String, String),
-    Trash(String, String),
-    Untrash(String, String),
-    Delete(String, String),
-    BatchModify(String),
-    HistoryList(String),
-    Watch(String),
-    Stop(String),
-}
+pub use crate::gmail_op::{Op, ThreadAction};
 
 fn r(name: &'static str, params: &'static [&'static str], op: Op) -> Option<Route> {
     Some(Route {
@@ -294,7 +262,8 @@ fn render_message(
         raw: None,
     };
     match format {
-        "raw" => msg.raw = Some(b64url(&raw)),
+        // Gmail pads `raw` (base64url with `=`); the client must accept both forms.
+        "raw" => msg.raw = Some(crate::util::b64url_padded(&raw)),
         "metadata" => {
             let filter = if headers.is_empty() {
                 None
@@ -777,9 +746,12 @@ pub fn handle(
     if let (Ok(_), Some((ah, email, id, m, format))) = (&result, deferred) {
         let raw = crate::store::render_raw(ah, &email, &m.source);
         let headers = req.params("metadataHeaders");
-        return Ok(ApiResponse::json(&render_message(
-            raw, id, &m, &format, &headers,
-        )));
+        let mut msg = render_message(raw, id, &m, &format, &headers);
+        if lock(&st.corrupt).contains(&(email.clone(), id)) && msg.raw.is_some() {
+            // Control API `corrupt`: this message is broken on every fetch.
+            msg.raw = Some("%%% not base64 %%%".into());
+        }
+        return Ok(ApiResponse::json(&msg));
     }
     result
 }

@@ -9,248 +9,18 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use bytes::Bytes;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
 use crate::state::EmulatorState;
-use crate::util::{b64url, hash64, lock};
+use crate::util::{b64url, lock};
 
-pub const SCOPE_MAIL: &str = "https://mail.google.com/";
-pub const SCOPE_READONLY: &str = "https://www.googleapis.com/auth/gmail.readonly";
-pub const SCOPE_MODIFY: &str = "https://www.googleapis.com/auth/gmail.modify";
-pub const SCOPE_METADATA: &str = "https://www.googleapis.com/auth/gmail.metadata";
-pub const SCOPE_LABELS: &str = "https://www.googleapis.com/auth/gmail.labels";
-pub const SCOPE_CALENDAR: &str = "https://www.googleapis.com/auth/calendar";
-pub const SCOPE_CALENDAR_RO: &str = "https://www.googleapis.com/auth/calendar.readonly";
-pub const SCOPE_CAL_EVENTS: &str = "https://www.googleapis.com/auth/calendar.events";
-pub const SCOPE_CAL_EVENTS_RO: &str = "https://www.googleapis.com/auth/calendar.events.readonly";
-
-/// Scopes of pre-provisioned refresh tokens.
-pub const DEFAULT_SCOPES: &str =
-    "https://mail.google.com/ https://www.googleapis.com/auth/calendar";
-
-const KNOWN_SCOPES: &[&str] = &[
-    SCOPE_MAIL,
-    SCOPE_READONLY,
-    SCOPE_MODIFY,
-    SCOPE_METADATA,
-    SCOPE_LABELS,
-    SCOPE_CALENDAR,
-    SCOPE_CALENDAR_RO,
-    SCOPE_CAL_EVENTS,
-    SCOPE_CAL_EVENTS_RO,
-    "openid",
-    "email",
-    "profile",
-    "https://www.googleapis.com/auth/userinfo.email",
-    "https://www.googleapis.com/auth/userinfo.profile",
-    "https://www.googleapis.com/auth/gmail.send",
-    "https://www.googleapis.com/auth/gmail.compose",
-    "https://www.googleapis.com/auth/pubsub",
-];
-
-#[derive(Debug, Clone)]
-pub struct Client {
-    pub secret: String,
-    pub project: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct RefreshGrant {
-    pub email: String,
-    pub client_id: String,
-    pub scopes: Vec<String>,
-    pub revoked: bool,
-    pub issued_ms: i64,
-}
-
-#[derive(Debug, Clone)]
-pub struct AccessGrant {
-    pub email: String,
-    pub client_id: String,
-    pub scopes: Vec<String>,
-    pub expires_ms: i64,
-    pub refresh: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-struct AuthCode {
-    client_id: String,
-    redirect_uri: String,
-    challenge: Option<String>,
-    method: String,
-    scopes: Vec<String>,
-    email: String,
-    expires_ms: i64,
-}
-
-#[derive(Debug, Clone)]
-struct PendingConsent {
-    params: HashMap<String, String>,
-}
-
-/// The authenticated caller of an API request.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub email: String,
-    pub client_id: String,
-    pub project: String,
-    pub scopes: Vec<String>,
-}
-
-impl Principal {
-    pub fn has_any(&self, scopes: &[&str]) -> bool {
-        self.scopes.iter().any(|s| scopes.contains(&s.as_str()))
-    }
-    /// Google applies gmail.metadata restrictions whenever that scope is granted.
-    pub fn metadata_restricted(&self) -> bool {
-        self.scopes.iter().any(|s| s == SCOPE_METADATA)
-    }
-}
-
-#[derive(Debug)]
-pub struct OAuthStore {
-    pub clients: HashMap<String, Client>,
-    pub refresh: HashMap<String, RefreshGrant>,
-    pub access: HashMap<String, AccessGrant>,
-    codes: HashMap<String, AuthCode>,
-    pending: HashMap<String, PendingConsent>,
-    rng: ChaCha8Rng,
-    pub auto_consent: bool,
-}
-
-fn hex_token(rng: &mut ChaCha8Rng, n: usize) -> String {
-    (0..n)
-        .map(|_| format!("{:02x}", rng.random::<u8>()))
-        .collect()
-}
-
-impl OAuthStore {
-    pub fn new(seed: u64, auto_consent: bool) -> Self {
-        let mut clients = HashMap::new();
-        clients.insert(
-            crate::DEFAULT_CLIENT_ID.to_string(),
-            Client {
-                secret: crate::DEFAULT_CLIENT_SECRET.into(),
-                project: crate::DEFAULT_PROJECT_ID.into(),
-            },
-        );
-        Self {
-            clients,
-            refresh: HashMap::new(),
-            access: HashMap::new(),
-            codes: HashMap::new(),
-            pending: HashMap::new(),
-            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x0A07_0A07),
-            auto_consent,
-        }
-    }
-
-    /// The pre-provisioned refresh token of an account (deterministic from seed and email).
-    pub fn provision(&mut self, seed: u64, email: &str, now_ms: i64) -> String {
-        let token = format!(
-            "1//emu_{:016x}",
-            hash64(&[&seed.to_le_bytes(), email.as_bytes(), b"refresh"])
-        );
-        self.refresh.entry(token.clone()).or_insert(RefreshGrant {
-            email: email.to_string(),
-            client_id: crate::DEFAULT_CLIENT_ID.into(),
-            scopes: DEFAULT_SCOPES.split(' ').map(String::from).collect(),
-            revoked: false,
-            issued_ms: now_ms,
-        });
-        token
-    }
-
-    pub fn issue_access(
-        &mut self,
-        email: &str,
-        client_id: &str,
-        scopes: &[String],
-        ttl_ms: i64,
-        now_ms: i64,
-        refresh: Option<String>,
-    ) -> String {
-        let token = format!("ya29.emu_{}", hex_token(&mut self.rng, 24));
-        self.access.insert(
-            token.clone(),
-            AccessGrant {
-                email: email.into(),
-                client_id: client_id.into(),
-                scopes: scopes.to_vec(),
-                expires_ms: now_ms + ttl_ms,
-                refresh,
-            },
-        );
-        token
-    }
-
-    /// Revokes a refresh token (or the grant behind an access token) and its access tokens.
-    pub fn revoke(&mut self, token: &str) -> bool {
-        let refresh = if self.refresh.contains_key(token) {
-            Some(token.to_string())
-        } else {
-            self.access.get(token).and_then(|a| a.refresh.clone())
-        };
-        let mut found = false;
-        if let Some(r) = &refresh {
-            if let Some(g) = self.refresh.get_mut(r) {
-                g.revoked = true;
-                found = true;
-            }
-            self.access
-                .retain(|_, a| a.refresh.as_deref() != Some(r.as_str()));
-        }
-        if self.access.remove(token).is_some() {
-            found = true;
-        }
-        found
-    }
-
-    /// Revokes every grant of an account.
-    pub fn revoke_account(&mut self, email: &str) -> usize {
-        let tokens: Vec<String> = self
-            .refresh
-            .iter()
-            .filter(|(_, g)| g.email.eq_ignore_ascii_case(email) && !g.revoked)
-            .map(|(t, _)| t.clone())
-            .collect();
-        for t in &tokens {
-            self.revoke(t);
-        }
-        self.access
-            .retain(|_, a| !a.email.eq_ignore_ascii_case(email));
-        tokens.len()
-    }
-
-    /// Validates a bearer token.
-    pub fn authenticate(&self, token: Option<&str>, now_ms: i64) -> Result<Principal, ApiError> {
-        let Some(token) = token else {
-            return Err(ApiError::unauthenticated_missing());
-        };
-        let grant = self
-            .access
-            .get(token)
-            .ok_or_else(ApiError::unauthenticated_invalid)?;
-        if grant.expires_ms <= now_ms {
-            return Err(ApiError::unauthenticated_invalid());
-        }
-        let project = self
-            .clients
-            .get(&grant.client_id)
-            .map(|c| c.project.clone())
-            .unwrap_or_default();
-        Ok(Principal {
-            email: grant.email.clone(),
-            client_id: grant.client_id.clone(),
-            project,
-            scopes: grant.scopes.clone(),
-        })
-    }
-}
+pub use crate::oauth_store::{
+    AccessGrant, Client, DEFAULT_SCOPES, OAuthStore, Principal, RefreshGrant, SCOPE_CAL_EVENTS,
+    SCOPE_CAL_EVENTS_RO, SCOPE_CALENDAR, SCOPE_CALENDAR_RO, SCOPE_LABELS, SCOPE_MAIL,
+    SCOPE_METADATA, SCOPE_MODIFY, SCOPE_READONLY,
+};
+use crate::oauth_store::{AuthCode, KNOWN_SCOPES, PendingConsent, hex_token};
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     (
@@ -474,6 +244,9 @@ pub async fn token(
             "Invalid Content-Type; expected application/x-www-form-urlencoded",
         );
     }
+    if let Some(r) = token_fault(&st).await {
+        return r;
+    }
     let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let get = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let now = st.clock.now_ms();
@@ -590,10 +363,37 @@ pub async fn token(
                     "Token has been expired or revoked.",
                 );
             }
+            // An optional `scope` narrows the new access token; it may only name granted
+            // scopes, space-separated (Google answers `invalid_scope` otherwise).
+            let scopes = match form.get("scope") {
+                None => g.scopes.clone(),
+                Some(asked) => {
+                    let wanted: Vec<String> = asked.split(' ').map(str::to_string).collect();
+                    let well_formed = !asked.is_empty()
+                        && wanted.iter().all(|w| {
+                            !w.is_empty() && !w.chars().any(|c| c.is_control() || c == '"')
+                        });
+                    if !well_formed {
+                        return oauth_error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_scope",
+                            "Some requested scopes were invalid.",
+                        );
+                    }
+                    if let Some(extra) = wanted.iter().find(|w| !g.scopes.contains(w)) {
+                        return oauth_error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_scope",
+                            &format!("Some requested scopes were not granted: {extra}"),
+                        );
+                    }
+                    wanted
+                }
+            };
             let access = o.issue_access(
                 &g.email,
                 client_id,
-                &g.scopes,
+                &scopes,
                 ttl_ms,
                 now,
                 Some(rt.to_string()),
@@ -601,7 +401,7 @@ pub async fn token(
             let body = json!({
                 "access_token": access,
                 "expires_in": expires_in,
-                "scope": g.scopes.join(" "),
+                "scope": scopes.join(" "),
                 "token_type": "Bearer",
             });
             (
@@ -622,6 +422,59 @@ pub async fn token(
             "Missing required parameter: grant_type",
         ),
     }
+}
+
+/// Faults on the token endpoint (method name `oauth2.token` in the fault rules): 429, 500,
+/// 503, a hang, a cut JSON body or a non-JSON page. Every request is counted.
+async fn token_fault(st: &Arc<EmulatorState>) -> Option<Response> {
+    let (latency, fault) = lock(&st.faults).decide("oauth2.token");
+    st.with_counters(|c| *c.requests.entry("oauth2.token".into()).or_insert(0) += 1);
+    if latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+    }
+    let kind = fault?;
+    st.with_counters(|c| {
+        c.faults_injected += 1;
+        *c.faults_by_kind.entry(kind.name().to_string()).or_insert(0) += 1;
+    });
+    use crate::faults::FaultKind;
+    let json = [(header::CONTENT_TYPE, "application/json; charset=utf-8")];
+    Some(match kind {
+        FaultKind::Status429 => oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            "Rate Limit Exceeded",
+        ),
+        FaultKind::Status500 => oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_failure",
+            "Backend Error",
+        ),
+        FaultKind::Status503 | FaultKind::Reset => oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "The service is currently unavailable.",
+        ),
+        FaultKind::Timeout => {
+            tokio::select! {
+                _ = st.shutdown.cancelled() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_secs(120)) => {}
+            }
+            oauth_error(StatusCode::GATEWAY_TIMEOUT, "timeout", "Timeout")
+        }
+        FaultKind::Truncated => (
+            StatusCode::OK,
+            json,
+            r#"{"access_token":"ya29.cut"#.to_string(),
+        )
+            .into_response(),
+        FaultKind::Malformed => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            "<html><body>Service unavailable</body></html>".to_string(),
+        )
+            .into_response(),
+    })
 }
 
 /// `POST /revoke?token=…` (or form body `token=…`).

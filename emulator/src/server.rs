@@ -83,7 +83,7 @@ async fn read_request(req: Request) -> Result<ApiRequest, ApiResponse> {
 
 async fn api_fallback(State(st): State<Arc<EmulatorState>>, req: Request) -> Response<Body> {
     let r = match read_request(req).await {
-        Ok(r) => crate::http::execute(&st, r).await,
+        Ok(r) => crate::pipeline::execute(&st, r).await,
         Err(e) => e,
     };
     to_http(&st, r).await

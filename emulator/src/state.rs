@@ -8,12 +8,12 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::calendar::CalendarSet;
+use crate::calendar::model::CalendarSet;
 use crate::clock::Clock;
 use crate::config::EmulatorConfig;
 use crate::faults::Faults;
-use crate::oauth::OAuthStore;
-use crate::pubsub::{Outbound, SigningKey};
+use crate::notification::{Outbound, SigningKey};
+use crate::oauth_store::OAuthStore;
 use crate::quota::Quota;
 use crate::store::Mailbox;
 use crate::util::lock;
@@ -62,6 +62,9 @@ pub struct EmulatorState {
     /// Runtime-adjustable watch lifetime (control API).
     pub watch_ttl_ms: std::sync::atomic::AtomicI64,
     pub base_url: Mutex<String>,
+    /// Messages (account, id) whose `format=raw` answer is corrupt on every fetch (control
+    /// API `POST /_emulator/accounts/{email}/messages/{id}/corrupt`).
+    pub corrupt: Mutex<std::collections::HashSet<(String, u64)>>,
 }
 
 impl EmulatorState {
@@ -87,6 +90,7 @@ impl EmulatorState {
             key: SigningKey::embedded()?,
             watch_ttl_ms: std::sync::atomic::AtomicI64::new(config.watch_ttl.as_millis() as i64),
             base_url: Mutex::new(String::new()),
+            corrupt: Mutex::new(std::collections::HashSet::new()),
             config,
         };
         let account = st.config.account.clone();

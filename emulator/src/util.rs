@@ -16,6 +16,11 @@ pub fn b64url(data: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
 }
 
+/// URL-safe base64 *with* `=` padding: how Gmail encodes `format=raw` messages.
+pub fn b64url_padded(data: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE.encode(data)
+}
+
 /// Standard base64 with padding (Pub/Sub `data`).
 pub fn b64std(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)

@@ -252,7 +252,14 @@ async fn message_formats() {
             .await;
         assert_eq!(s, 200);
         assert!(raw.get("payload").is_none());
-        let bytes = b64url_decode(raw["raw"].as_str().expect("raw"));
+        let text = raw["raw"].as_str().expect("raw");
+        // Gmail pads `raw`: base64url with `=` to a multiple of 4.
+        assert_eq!(text.len() % 4, 0, "raw is padded");
+        assert!(
+            !text.contains('+') && !text.contains('/'),
+            "url-safe alphabet"
+        );
+        let bytes = b64url_decode(text);
         let digest: String = Sha256::digest(&bytes)
             .iter()
             .map(|b| format!("{b:02x}"))

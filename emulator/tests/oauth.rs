@@ -178,6 +178,42 @@ async fn pkce_flow_end_to_end() {
     assert!(v.get("refresh_token").is_none());
     let (s, v) = refresh(&env, &rt, "nope").await;
     assert_eq!((s, v["error"].as_str()), (401, Some("invalid_client")));
+    // A `scope` on refresh may narrow to granted scopes only; anything else is invalid_scope.
+    for (scope, ok) in [
+        (ro, true),
+        ("https://www.googleapis.com/auth/gmail.modify", false),
+        ("", false),
+        ("a\u{1}b", false),
+    ] {
+        let body = format!(
+            "grant_type=refresh_token&client_id=mailsync-test-client&client_secret=mailsync-test-secret&refresh_token={}&scope={}",
+            urlencode(&rt),
+            urlencode(scope)
+        );
+        let r = env
+            .http
+            .post(format!("{}/token", env.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("token");
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if ok {
+            assert_eq!(
+                (status, v["scope"].as_str()),
+                (200, Some(ro)),
+                "{scope}: {v}"
+            );
+        } else {
+            assert_eq!(
+                (status, v["error"].as_str()),
+                (400, Some("invalid_scope")),
+                "{scope:?}: {v}"
+            );
+        }
+    }
 
     // Revoke via /revoke → invalid_grant, old access tokens die.
     let r = env

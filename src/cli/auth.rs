@@ -83,10 +83,29 @@ pub async fn run(config: &Config, args: &AuthArgs) -> Result<String, String> {
             token_path.display()
         )
     })?;
-    Ok(format!(
-        "Stored the refresh token for {} in {} (mode 0600). If the daemon runs, `mailsync ctl resume {}` picks it up after `mailsync ctl reload`.",
+    let stored = format!(
+        "Stored the refresh token for {} in {} (mode 0600).",
         account.id,
-        token_path.display(),
-        account.id
-    ))
+        token_path.display()
+    );
+    // A running daemon is told at once: `resume` re-reads the credentials and continues.
+    let resume = crate::control::protocol::Request::Resume {
+        account: account.id.clone(),
+    };
+    let told = crate::control::client::request(
+        &config.socket_path,
+        &resume,
+        crate::control::client::DEFAULT_TIMEOUT,
+    )
+    .await;
+    Ok(match told {
+        Ok(crate::control::protocol::Response::Ok(_)) => {
+            format!("{stored} The running daemon re-read it and resumed the account.")
+        }
+        Ok(crate::control::protocol::Response::Error(e)) => format!(
+            "{stored} The running daemon refused to resume the account: {}",
+            e.message
+        ),
+        Err(_) => format!("{stored} No daemon is running; it will use the token when it starts."),
+    })
 }

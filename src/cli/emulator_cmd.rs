@@ -41,6 +41,20 @@ pub struct EmulatorArgs {
     /// Access-token lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     pub access_token_ttl_secs: u64,
+    /// The status of a rate-limit refusal: 429 or 403 (Google uses both).
+    #[arg(long, default_value_t = 429, value_parser = parse_rate_limit_status)]
+    pub rate_limit_status: u16,
+    /// Send no `Retry-After` with rate-limit refusals (tests the client's own pacing).
+    #[arg(long)]
+    pub no_retry_after: bool,
+}
+
+fn parse_rate_limit_status(v: &str) -> Result<u16, String> {
+    match v {
+        "429" => Ok(429),
+        "403" => Ok(403),
+        other => Err(format!("{other}: the rate-limit status is 429 or 403")),
+    }
 }
 
 /// `--quota`.
@@ -81,6 +95,8 @@ impl EmulatorArgs {
             pubsub_endpoint: self.pubsub_endpoint.clone(),
             push_endpoint: self.push_endpoint.clone(),
             access_token_ttl: Duration::from_secs(self.access_token_ttl_secs),
+            rate_limit_status: self.rate_limit_status,
+            send_retry_after: !self.no_retry_after,
             ..EmulatorConfig::default()
         }
     }
@@ -127,5 +143,29 @@ async fn wait_for_stop() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: EmulatorArgs,
+    }
+
+    #[test]
+    fn rate_limit_status_and_retry_after_flags() {
+        let c = Cmd::parse_from(["x", "--rate-limit-status", "403", "--no-retry-after"]);
+        let config = c.args.config();
+        assert_eq!(config.rate_limit_status, 403);
+        assert!(!config.send_retry_after);
+        let c = Cmd::parse_from(["x"]);
+        assert_eq!(c.args.config().rate_limit_status, 429);
+        assert!(c.args.config().send_retry_after);
+        assert!(Cmd::try_parse_from(["x", "--rate-limit-status", "500"]).is_err());
     }
 }

@@ -77,10 +77,25 @@ pub(crate) fn raw_from_sources(
             });
         }
     };
-    let mut raw: RawConfig = built.try_deserialize().map_err(|e| ConfigError::Invalid {
-        file: origin.to_path_buf(),
-        issues: vec![issue_from_config_error(e)],
+    // Types are checked on the file text alone, without the `config` crate's conversions
+    // (`strict.rs`); its issue names the key and never the value.
+    let strict = super::strict::check(toml);
+    let mut raw: RawConfig = built.try_deserialize().map_err(|e| {
+        let issue = match &strict {
+            Some(i) if !i.reason.starts_with("unknown field") => i.clone(),
+            _ => issue_from_config_error(e),
+        };
+        ConfigError::Invalid {
+            file: origin.to_path_buf(),
+            issues: vec![issue],
+        }
     })?;
+    if let Some(issue) = strict {
+        return Err(ConfigError::Invalid {
+            file: origin.to_path_buf(),
+            issues: vec![issue],
+        });
+    }
     raw.origin = origin.to_path_buf();
     raw.env = env;
     Ok(raw)

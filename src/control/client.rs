@@ -66,7 +66,10 @@ pub enum CtlArgs {
         /// Account id.
         account: String,
     },
-    /// Forget one account's cursor and resynchronize it completely.
+    /// Reconcile one account with the provider (the gap recovery, on demand): list every
+    /// id the account mirrors (bounded by its `initial_query`), fetch only what is missing,
+    /// delete what is gone, rebuild labels from per-label listings; then partial sync
+    /// continues from the new cursor. Nothing already mirrored is fetched again.
     Resync {
         /// Account id.
         account: String,
@@ -96,13 +99,37 @@ pub enum CtlArgs {
         /// The backup file to write (relative paths are taken from the current directory).
         path: PathBuf,
     },
-    /// Acknowledge events up to and including a sequence number.
+    /// Acknowledge events up to and including a sequence number (refused beyond the newest
+    /// event; the only way a consumer's position moves).
     Ack {
         /// Consumer name.
         #[arg(long)]
         consumer: String,
         /// Last processed sequence number.
         seq: u64,
+    },
+    /// List one account's dead-lettered jobs (id, mailbox, key, attempts, last error).
+    Dead {
+        /// Account id.
+        account: String,
+    },
+    /// Move dead-lettered jobs back to their queues (attempts reset) and wake the account.
+    Requeue {
+        /// Account id.
+        account: String,
+        /// The job id from `ctl dead`.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        job: Option<u64>,
+        /// Requeue every dead job of the account.
+        #[arg(long)]
+        all: bool,
+    },
+    /// List feed consumers with their acknowledged position and lag.
+    Consumers,
+    /// Forget a feed consumer so it no longer holds back feed pruning.
+    Unregister {
+        /// Consumer name.
+        consumer: String,
     },
 }
 
@@ -131,6 +158,10 @@ impl CtlArgs {
                 follow,
             },
             CtlArgs::Ack { consumer, seq } => Request::Ack { consumer, seq },
+            CtlArgs::Dead { account } => Request::Dead { account },
+            CtlArgs::Requeue { account, job, .. } => Request::Requeue { account, job },
+            CtlArgs::Consumers => Request::Consumers,
+            CtlArgs::Unregister { consumer } => Request::Unregister { consumer },
             CtlArgs::Backup { path } => Request::Backup {
                 path: std::path::absolute(&path)
                     .unwrap_or(path)
@@ -404,6 +435,10 @@ pub async fn run_ctl(
             }
             return Ok(0);
         }
+        CtlArgs::Dead { .. } | CtlArgs::Consumers if !json => {
+            write!(out, "{}", render_repair(data))?;
+            return Ok(0);
+        }
         _ => {}
     }
     if json {
@@ -437,6 +472,47 @@ pub fn render_table(resp: &Response) -> String {
             }
         }
     }
+}
+
+/// `ctl dead` and `ctl consumers` as tables.
+fn render_repair(data: &Value) -> String {
+    if let Some(dead) = data.get("dead").and_then(Value::as_array) {
+        if dead.is_empty() {
+            return "no dead-lettered jobs\n".to_string();
+        }
+        let rows: Vec<Vec<String>> = dead
+            .iter()
+            .map(|j| {
+                vec![
+                    text(j.get("id")),
+                    text(j.get("mailbox")),
+                    text(j.get("key")),
+                    text(j.get("attempts")),
+                    text(j.get("last_error")),
+                ]
+            })
+            .collect();
+        return table(&["JOB", "MAILBOX", "KEY", "ATTEMPTS", "LAST ERROR"], &rows);
+    }
+    let list = data
+        .get("consumers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if list.is_empty() {
+        return "no registered consumers\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|c| {
+            vec![
+                text(c.get("consumer")),
+                text(c.get("acked")),
+                text(c.get("lag")),
+            ]
+        })
+        .collect();
+    table(&["CONSUMER", "ACKED", "LAG"], &rows)
 }
 
 fn text(value: Option<&Value>) -> String {

@@ -46,7 +46,8 @@ pub enum Request {
         /// Account id.
         account: String,
     },
-    /// Forget the cursor and run a full resync.
+    /// Reconcile the account with the provider (see `ctl resync`): ids listed within the
+    /// account's `initial_query`, missing ones fetched, vanished ones deleted, labels rebuilt.
     Resync {
         /// Account id.
         account: String,
@@ -81,6 +82,26 @@ pub enum Request {
     },
     /// The metrics in the Prometheus text format (`{"text": "..."}`).
     Metrics,
+    /// The dead-lettered jobs of one account (see `repair.rs`).
+    Dead {
+        /// Account id.
+        account: String,
+    },
+    /// Move one dead job (`job`) or all of an account's dead jobs back to their queues.
+    Requeue {
+        /// Account id.
+        account: String,
+        /// The job id; `None` requeues every dead job of the account.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job: Option<u64>,
+    },
+    /// Every registered feed consumer with its acknowledged position and lag.
+    Consumers,
+    /// Forget a feed consumer (it stops holding back pruning).
+    Unregister {
+        /// Consumer name.
+        consumer: String,
+    },
     /// Test hook, refused unless `[debug] allow_wedge`: block the supervision tree.
     DebugWedge {
         /// How long to block, in milliseconds.
@@ -102,6 +123,10 @@ pub const COMMANDS: &[&str] = &[
     "ack",
     "metrics",
     "debug-wedge",
+    "dead",
+    "requeue",
+    "consumers",
+    "unregister",
     "backup",
 ];
 
@@ -122,6 +147,10 @@ impl Request {
             Request::Backup { .. } => "backup",
             Request::Metrics => "metrics",
             Request::DebugWedge { .. } => "debug-wedge",
+            Request::Dead { .. } => "dead",
+            Request::Requeue { .. } => "requeue",
+            Request::Consumers => "consumers",
+            Request::Unregister { .. } => "unregister",
         }
     }
 
@@ -131,7 +160,9 @@ impl Request {
             Request::Pause { account }
             | Request::Resume { account }
             | Request::SyncNow { account }
-            | Request::Resync { account } => Some(account),
+            | Request::Resync { account }
+            | Request::Dead { account }
+            | Request::Requeue { account, .. } => Some(account),
             _ => None,
         }
     }

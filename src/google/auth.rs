@@ -5,16 +5,26 @@
 //!
 //! This is the only module (with `oauth_flow`) that reads a secret: callers get a
 //! [`BearerToken`] whose header value is marked sensitive and whose `Debug` is redacted.
-//! An `invalid_grant` answer disconnects the source for good: later calls fail at once with
-//! `ApiError::Disconnected`, without asking Google again, until a new source is built.
+//! An `invalid_grant` answer disconnects the source: later calls fail at once with
+//! `ApiError::Disconnected`, without asking Google again, until [`TokenSource::reconnect`]
+//! (`ctl resume`, `ctl reload`, `mailsync auth` on a running daemon) re-resolves the
+//! credentials through the account's [`CredentialHooks`] and clears it.
+//!
+//! A token endpoint in trouble (5xx, timeouts, cut or non-JSON answers) is asked again only
+//! after a capped, jittered cool-down ([`RetryPolicy`], shared by every caller of the source),
+//! so however many children wait for a token, the endpoint sees a bounded number of requests;
+//! the error is handed to callers meanwhile, which shows the account `degraded`. A refresh
+//! token the endpoint rotates is handed to the hooks to be persisted.
 
 use super::error::{classify_token, classify_transport, malformed_json, parse_retry_after};
 use super::form::form_encode;
 use super::wire::WireTokenResponse;
 use crate::secret::Secret;
+use mailsync_actors::backoff::RetryPolicy;
 use mailsync_actors::error::ApiError;
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -71,20 +81,49 @@ struct Current {
 }
 
 struct State {
+    client_secret: Secret<String>,
     refresh_token: Secret<String>,
     current: Option<Current>,
     generation: u64,
     disconnected: Option<String>,
+    /// Consecutive transient refresh failures, and until when the endpoint is left alone.
+    failures: u32,
+    cool_down: Option<(Instant, ApiError)>,
+}
+
+/// Re-resolves an account's client secret and refresh token (file, env or command) when it
+/// reconnects; returns a secret-free error.
+pub type Resolve = dyn Fn() -> Result<(Secret<String>, Secret<String>), String> + Send + Sync;
+
+/// Stores a refresh token the endpoint rotated; returns a secret-free error.
+pub type Persist = dyn Fn(&Secret<String>) -> Result<(), String> + Send + Sync;
+
+/// How a source gets fresh credentials and keeps rotated ones (set by the port builder).
+#[derive(Clone)]
+pub struct CredentialHooks {
+    /// Reads the credentials again.
+    pub resolve: Arc<Resolve>,
+    /// Keeps a rotated refresh token, if the reference can be written (a file).
+    pub persist: Option<Arc<Persist>>,
+}
+
+/// The cool-down between refresh attempts while the endpoint fails transiently.
+fn cool_down_policy() -> RetryPolicy {
+    RetryPolicy {
+        base: Duration::from_secs(1),
+        cap: Duration::from_secs(60),
+        max_attempts: u32::MAX,
+    }
 }
 
 /// Hands out access tokens for one account. Cheap to share behind an `Arc`.
 pub struct TokenSource {
     client_id: String,
-    client_secret: Secret<String>,
     token_url: String,
     account: String,
     http: reqwest::Client,
     state: Mutex<State>,
+    hooks: OnceLock<CredentialHooks>,
 }
 
 impl fmt::Debug for TokenSource {
@@ -122,17 +161,52 @@ impl TokenSource {
     ) -> Self {
         Self {
             client_id: credentials.client_id,
-            client_secret: credentials.client_secret,
             token_url: token_url.into(),
             account: account.into(),
             http,
             state: Mutex::new(State {
+                client_secret: credentials.client_secret,
                 refresh_token: credentials.refresh_token,
                 current: None,
                 generation: 0,
                 disconnected: None,
+                failures: 0,
+                cool_down: None,
             }),
+            hooks: OnceLock::new(),
         }
+    }
+
+    /// Installs how this source re-reads and persists its credentials (once).
+    pub fn set_hooks(&self, hooks: CredentialHooks) {
+        let _ = self.hooks.set(hooks);
+    }
+
+    /// Starts over: re-resolves the credentials (when hooks are set), forgets the cached
+    /// access token, the disconnection and any cool-down. The next call refreshes. A failing
+    /// resolution leaves the source as it was and returns `Disconnected` with the reason.
+    pub async fn reconnect(&self) -> Result<(), ApiError> {
+        let fresh = match self.hooks.get() {
+            Some(hooks) => {
+                let resolve = hooks.resolve.clone();
+                let got = tokio::task::spawn_blocking(move || resolve())
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("credential task: {e}")))?;
+                Some(got.map_err(ApiError::Disconnected)?)
+            }
+            None => None,
+        };
+        let mut state = self.state.lock().await;
+        if let Some((secret, refresh)) = fresh {
+            state.client_secret = secret;
+            state.refresh_token = refresh;
+        }
+        state.current = None;
+        state.disconnected = None;
+        state.failures = 0;
+        state.cool_down = None;
+        tracing::info!(account = %self.account, "Credentials re-read; the token source starts over.");
+        Ok(())
     }
 
     /// The OAuth client id.
@@ -182,10 +256,35 @@ impl TokenSource {
     }
 
     async fn refresh_locked(&self, state: &mut State) -> Result<BearerToken, ApiError> {
+        if let Some((until, err)) = &state.cool_down
+            && Instant::now() < *until
+        {
+            return Err(err.clone());
+        }
+        let result = self.refresh_now(state).await;
+        match &result {
+            Err(
+                err @ (ApiError::Transient(_)
+                | ApiError::RateLimited { .. }
+                | ApiError::Malformed(_)),
+            ) => {
+                state.failures = state.failures.saturating_add(1);
+                let wait = err.retry_delay(&cool_down_policy(), state.failures);
+                state.cool_down = Some((Instant::now() + wait, err.clone()));
+            }
+            _ => {
+                state.failures = 0;
+                state.cool_down = None;
+            }
+        }
+        result
+    }
+
+    async fn refresh_now(&self, state: &mut State) -> Result<BearerToken, ApiError> {
         let started = Instant::now();
         let body = form_encode(&[
             ("client_id", self.client_id.as_str()),
-            ("client_secret", self.client_secret.expose().as_str()),
+            ("client_secret", state.client_secret.expose().as_str()),
             ("refresh_token", state.refresh_token.expose().as_str()),
             ("grant_type", "refresh_token"),
         ]);
@@ -233,8 +332,12 @@ impl TokenSource {
                 ApiError::Malformed("token response: access token is not header-safe".into())
             })?;
         header.set_sensitive(true);
-        if let Some(rotated) = parsed.refresh_token.filter(|t| !t.is_empty()) {
-            state.refresh_token = Secret::new(rotated);
+        if let Some(rotated) = parsed.refresh_token.filter(|t| !t.is_empty())
+            && rotated != *state.refresh_token.expose()
+        {
+            let rotated = Secret::new(rotated);
+            self.persist_rotated(&rotated).await;
+            state.refresh_token = rotated;
         }
         state.generation += 1;
         let token = BearerToken {
@@ -254,6 +357,29 @@ impl TokenSource {
             "access token refreshed"
         );
         Ok(token)
+    }
+}
+
+impl TokenSource {
+    /// Hands a rotated refresh token to the hooks; a failure is logged (the token still works
+    /// for this process) and never carries the token.
+    async fn persist_rotated(&self, rotated: &Secret<String>) {
+        let Some(persist) = self.hooks.get().and_then(|h| h.persist.clone()) else {
+            tracing::warn!(account = %self.account, "The token endpoint rotated the refresh token, but its reference cannot be written; run `mailsync auth` before the daemon restarts.");
+            return;
+        };
+        let token = rotated.clone();
+        match tokio::task::spawn_blocking(move || persist(&token)).await {
+            Ok(Ok(())) => {
+                tracing::info!(account = %self.account, "Rotated refresh token stored.");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(account = %self.account, error = %e, "Could not store the rotated refresh token.");
+            }
+            Err(e) => {
+                tracing::error!(account = %self.account, error = %e, "Could not store the rotated refresh token.");
+            }
+        }
     }
 }
 
@@ -290,6 +416,10 @@ mod tests {
                     .into(),
             ),
             "broken" => (StatusCode::OK, r#"{"access_token":"ya29.cut"#.into()),
+            "rotate" => (
+                StatusCode::OK,
+                format!(r#"{{"access_token":"ya29.tok{n}","expires_in":3599,"refresh_token":"1//0gROTATED"}}"#),
+            ),
             _ => (StatusCode::SERVICE_UNAVAILABLE, "down".into()),
         }
     }
@@ -400,11 +530,83 @@ mod tests {
             Err(ApiError::Transient(_))
         ));
         *fake.mode.lock().expect("lock") = "broken";
+        // Within the cool-down the endpoint is left alone and the last error handed out.
+        assert!(matches!(
+            src.access_token().await,
+            Err(ApiError::Transient(_))
+        ));
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+        src.reconnect().await.expect("reconnect");
         match src.access_token().await {
             Err(ApiError::Malformed(msg)) => assert!(!msg.contains("ya29"), "{msg}"),
             other => panic!("expected Malformed, got {other:?}"),
         }
         *fake.mode.lock().expect("lock") = "ok";
+        src.reconnect().await.expect("reconnect");
         assert!(src.access_token().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_failing_endpoint_sees_a_bounded_number_of_requests() {
+        let (url, fake) = serve("down").await;
+        let src = Arc::new(source(&url));
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let src = Arc::clone(&src);
+            tasks.push(tokio::spawn(async move { src.access_token().await }));
+        }
+        for t in tasks {
+            assert!(t.await.expect("join").is_err());
+        }
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            1,
+            "one request per cool-down"
+        );
+    }
+
+    #[tokio::test]
+    async fn reconnect_re_resolves_and_clears_a_disconnection() {
+        let (url, fake) = serve("grant").await;
+        let src = source(&url);
+        assert!(matches!(
+            src.access_token().await,
+            Err(ApiError::Disconnected(_))
+        ));
+        let resolved = Arc::new(AtomicU32::new(0));
+        let counter = resolved.clone();
+        src.set_hooks(CredentialHooks {
+            resolve: Arc::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok((
+                    Secret::new("GOCSPX-secret".into()),
+                    Secret::new("1//0gREFRESH".into()),
+                ))
+            }),
+            persist: None,
+        });
+        *fake.mode.lock().expect("lock") = "ok";
+        src.reconnect().await.expect("reconnect");
+        assert_eq!(resolved.load(Ordering::SeqCst), 1);
+        assert!(src.disconnected().await.is_none());
+        assert!(src.access_token().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_rotated_refresh_token_is_persisted() {
+        let (url, fake) = serve("rotate").await;
+        let src = source(&url);
+        let stored = Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stored.clone();
+        src.set_hooks(CredentialHooks {
+            resolve: Arc::new(|| Err("unused".into())),
+            persist: Some(Arc::new(move |t: &Secret<String>| {
+                *sink.lock().expect("lock") = t.expose().clone();
+                Ok(())
+            })),
+        });
+        assert!(src.access_token().await.is_ok());
+        assert_eq!(*stored.lock().expect("lock"), "1//0gROTATED");
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
     }
 }

@@ -525,7 +525,8 @@ impl GmailClient {
             for (&i, part) in pending.iter().zip(matched) {
                 let requested = &ids[i];
                 let result = match part {
-                    None => Err(ApiError::Malformed(
+                    // A lost part says nothing about the message: retried without counting.
+                    None => Err(ApiError::Transient(
                         "batch response: no part answered this message".into(),
                     )),
                     Some(p) if (200..300).contains(&p.status) => parse_fetched(requested, &p.body),
@@ -701,6 +702,10 @@ impl GmailApi for GmailClient {
         mailsync_actors::quota::QuotaLimits,
     )> {
         Some((self.gate.stats(), self.gate.limits()))
+    }
+
+    fn reconnect(&self) -> PortFuture<'_, ()> {
+        Box::pin(self.tokens.reconnect())
     }
 }
 

@@ -454,9 +454,10 @@ impl WireListHistoryResponse {
     pub fn into_model(self) -> Result<HistoryPage, ApiError> {
         let history_id = parse_history_id(&self.history_id, "history.historyId")?;
         let mut changes = Vec::new();
+        let mut change_ids = Vec::new();
         for record in self.history {
-            // Validate the record id even though the page only needs the top-level one.
-            parse_history_id(&record.id, "history[].id")?;
+            let record_id = parse_history_id(&record.id, "history[].id")?;
+            let before = changes.len();
             for added in record.messages_added {
                 changes.push(HistoryChange::MessageAdded {
                     id: MessageId(added.message.id),
@@ -480,11 +481,13 @@ impl WireListHistoryResponse {
                     label_ids: label_ids(removed.label_ids),
                 });
             }
+            change_ids.extend(std::iter::repeat_n(record_id, changes.len() - before));
         }
         Ok(HistoryPage {
             changes,
             next_page_token: self.next_page_token.filter(|t| !t.is_empty()),
             history_id,
+            change_ids,
         })
     }
 }

@@ -153,6 +153,10 @@ impl GmailApi for MeteredPort {
     fn quota(&self) -> Option<(QuotaStats, QuotaLimits)> {
         self.inner.quota()
     }
+
+    fn reconnect(&self) -> PortFuture<'_, ()> {
+        self.inner.reconnect()
+    }
 }
 
 #[cfg(test)]

@@ -205,6 +205,7 @@ impl GmailApi for TestProvider {
                 changes: Vec::new(),
                 next_page_token: None,
                 history_id: start,
+                change_ids: Vec::new(),
             })
         })
     }

@@ -1,8 +1,9 @@
 //! Health rules: pure functions from status snapshots to what monitoring wants to know.
 //!
 //! Per account: `failed` (gave up, or could not start), `disconnected` (credentials need a
-//! person), `degraded` (working, but something is off: polling because push went quiet,
-//! paused, restarted recently, dead letters, recovering a history gap) or `active`.
+//! person), `degraded` (working, but something is off: the provider failing transiently,
+//! polling because push went quiet, paused, restarted recently, dead letters, recovering a
+//! history gap) or `active`.
 //! The daemon is `failed` (exit 2) when any account is failed or disconnected, `degraded`
 //! (exit 1) when any is degraded, else `ok` (exit 0). `summary` is the one line systemd shows
 //! (`STATUS=`): "3 accounts: 2 active, 1 degraded (polling)".
@@ -93,6 +94,9 @@ pub fn account_health(a: &AccountStatus) -> AccountHealth {
             {
                 let why = rest.trim().trim_start_matches('(').trim_end_matches(')');
                 reasons.push(if why.is_empty() { "degraded" } else { why }.to_string());
+            }
+            if let Some(why) = &a.degraded {
+                reasons.push(format!("provider unavailable ({why})"));
             }
             match a.state {
                 AccountState::Paused => reasons.push("paused".into()),
@@ -222,6 +226,7 @@ mod tests {
             delivery: None,
             last_gap_recovery_units: None,
             calendars: Vec::new(),
+            degraded: None,
         }
     }
 

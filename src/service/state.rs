@@ -141,6 +141,7 @@ impl ServiceState {
                 delivery: None,
                 last_gap_recovery_units: None,
                 calendars: Vec::new(),
+                degraded: None,
             })
             .collect()
     }

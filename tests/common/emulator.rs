@@ -132,6 +132,25 @@ impl Emu {
         );
     }
 
+    /// Creates a user label; returns its id.
+    pub fn create_label(&self, name: &str) -> String {
+        let v = self.call(
+            reqwest::Method::POST,
+            &self.acct_path("/labels"),
+            Some(json!({ "name": name })),
+        );
+        v["id"].as_str().expect("label id").to_string()
+    }
+
+    /// Makes one message's `format=raw` answer corrupt on every fetch (`true`) or heals it.
+    pub fn corrupt(&self, id: &str, corrupt: bool) {
+        self.call(
+            reqwest::Method::POST,
+            &self.acct_path(&format!("/messages/{id}/corrupt")),
+            Some(json!({ "corrupt": corrupt })),
+        );
+    }
+
     pub fn expire_history(&self) -> Value {
         self.call(
             reqwest::Method::POST,

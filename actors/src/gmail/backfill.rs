@@ -86,13 +86,11 @@ impl Steps<'_> {
         Ok(())
     }
 
+    /// A listing bounded by the account's `initial_query` (full sync, gap recovery, resync
+    /// and the per-label listings alike: one meaning of "the messages this account mirrors").
     fn query(&self, label: Option<String>, page_size: u32) -> ListQuery {
         ListQuery {
-            q: if label.is_some() {
-                None
-            } else {
-                self.source.options.initial_query.clone()
-            },
+            q: self.source.options.initial_query.clone(),
             label_id: label.map(LabelId),
             include_spam_trash: true,
             page_size,
@@ -263,7 +261,6 @@ impl Steps<'_> {
         match gap.step.clone() {
             GapStep::ListIds { next_page_token } => {
                 let q = self.query(None, 500);
-                let q = ListQuery { q: None, ..q };
                 let page = self
                     .source
                     .api
@@ -378,11 +375,19 @@ impl Steps<'_> {
     async fn apply_gap(&self, gap: &GapState) -> Result<(), SyncError> {
         let account = self.cx.account.0.clone();
         let mut ids: Vec<MessageId> = Vec::new();
+        let mut dates: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
         mirror::for_each_message(self.cx.store, &account, |m| {
+            dates.insert(m.id.0.clone(), m.internal_date_ms);
             ids.push(m.id);
             Ok(())
         })
         .map_err(store_err)?;
+        // With an `initial_query` the listings only cover the messages it selects: a mirrored
+        // message older than every listed one has aged out of the window (not been deleted)
+        // and is left as it is; unlisted messages inside the window were deleted. (A date
+        // heuristic: a deletion of the window's oldest message looks like aging out, and a
+        // query that is not date-shaped keeps unlisted old messages.)
+        let floor = self.window_floor(&account, &ids, &dates)?;
         let now = now_ms();
         let (mut vanished, mut relabeled) = (0u64, 0u64);
         let discriminator = format!("gap{}", gap.start_history_id);
@@ -404,6 +409,9 @@ impl Steps<'_> {
                             .get(Space::Cursors, &seen_key(&account, &mid.0))?
                             .is_none()
                         {
+                            if floor.is_some_and(|f| dates.get(&mid.0).is_some_and(|d| *d < f)) {
+                                continue;
+                            }
                             mirror::apply_deleted(tx, &account, mid, now)?;
                             v += 1;
                             continue;
@@ -452,6 +460,33 @@ impl Steps<'_> {
         tracing::info!(account = %self.cx.account, list_calls = calls, appeared = gap.appeared, vanished, relabeled, history_id = %gap.start_history_id, "Gap recovery finished.");
         report::send(self.cx.report, ChildReport::ResyncDone);
         Ok(())
+    }
+
+    /// With an `initial_query`: the internal date of the oldest mirrored message the id
+    /// listing saw (the window's lower edge); `None` for an unbounded account.
+    fn window_floor(
+        &self,
+        account: &str,
+        ids: &[MessageId],
+        dates: &std::collections::HashMap<String, i64>,
+    ) -> Result<Option<i64>, SyncError> {
+        if self.source.options.initial_query.is_none() {
+            return Ok(None);
+        }
+        let seen = self.cx.store.kv(Space::Cursors);
+        let mut floor: Option<i64> = None;
+        for id in ids {
+            if seen
+                .get(seen_key(account, &id.0))
+                .map_err(store_err)?
+                .is_some()
+                && let Some(d) = dates.get(&id.0)
+            {
+                floor = Some(floor.map_or(*d, |f| f.min(*d)));
+            }
+        }
+        // Nothing listed at all: the window is empty, nothing in the mirror is verified.
+        Ok(Some(floor.unwrap_or(i64::MAX)))
     }
 
     /// The labels the per-label listing found on one message. Never call it inside a

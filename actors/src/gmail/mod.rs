@@ -14,6 +14,7 @@ mod backfill;
 
 use crate::account_record::{AccountRecord, HistoryRound};
 use crate::error::{ApiError, SyncError};
+use crate::freshness::{self, Freshness};
 use crate::jobs::{self, BackfillJob};
 use crate::mailbox::{Job, Priority};
 use crate::mirror::{self, Applied};
@@ -48,6 +49,8 @@ pub struct GmailSource {
     options: GmailOptions,
     labels_synced_at: Mutex<Option<Instant>>,
     backfill_started: Mutex<Option<Instant>>,
+    /// Label ids in use that `labels.list` does not return (asked once each).
+    unlisted_labels: Mutex<std::collections::HashSet<String>>,
 }
 
 impl GmailSource {
@@ -59,6 +62,7 @@ impl GmailSource {
             options,
             labels_synced_at: Mutex::new(None),
             backfill_started: Mutex::new(None),
+            unlisted_labels: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -78,6 +82,53 @@ impl GmailSource {
                 return Ok(());
             }
         };
+        let events = mirror::store_remote_labels(cx.store, &cx.account.0, &remote, now_ms())
+            .map_err(store_err)?;
+        if events > 0 {
+            cx.store.flush_async().await.map_err(store_err)?;
+        }
+        *self
+            .labels_synced_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Labels first: if `used` names a label the mirror does not know, the label list is read
+    /// (and its `label.created` events committed) before anything that uses it, so a consumer
+    /// always sees a label before its first use. A failing `labels.list` fails the step
+    /// (it is retried), rather than letting a message event overtake its label.
+    async fn ensure_labels<'a>(
+        &self,
+        cx: &SourceCx<'_>,
+        used: impl Iterator<Item = &'a crate::model::LabelId>,
+    ) -> Result<(), SyncError> {
+        let known: std::collections::HashSet<String> = mirror::labels(cx.store, &cx.account.0)
+            .map_err(store_err)?
+            .into_iter()
+            .map(|l| l.id.0)
+            .collect();
+        let mut used = used;
+        let Some(unknown) = used.find(|l| {
+            !known.contains(&l.0)
+                && !self
+                    .unlisted_labels
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains(&l.0)
+        }) else {
+            return Ok(());
+        };
+        let unknown = unknown.0.clone();
+        tracing::debug!(account = %cx.account, label = %unknown, "Unknown label in use; reading the label list first.");
+        let remote = self.api.labels().await?;
+        if !remote.iter().any(|l| l.id.0 == unknown) {
+            // A label the list never shows (some system labels): don't ask again for it.
+            self.unlisted_labels
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(unknown);
+        }
         let events = mirror::store_remote_labels(cx.store, &cx.account.0, &remote, now_ms())
             .map_err(store_err)?;
         if events > 0 {
@@ -120,6 +171,15 @@ impl GmailSource {
             .api
             .history(round.start, round.next_page_token.as_deref())
             .await?;
+        self.ensure_labels(
+            cx,
+            page.changes.iter().flat_map(|c| match c {
+                HistoryChange::MessageAdded { label_ids, .. }
+                | HistoryChange::LabelsAdded { label_ids, .. } => label_ids.iter(),
+                _ => [].iter(),
+            }),
+        )
+        .await?;
         let now = now_ms();
         let id = cx.account.clone();
         let last = page.next_page_token.is_none();
@@ -141,6 +201,19 @@ impl GmailSource {
                 for (idx, change) in page.changes.iter().enumerate() {
                     // Stable across replays: the round's start, the page number and position.
                     let disc = format!("h{}.p{}.{}", round.start, round.pages, idx);
+                    // A fetch in flight for this message must not overwrite this change.
+                    if let Some(at) = page.change_ids.get(idx).copied() {
+                        match change {
+                            HistoryChange::MessageDeleted { id: mid } => {
+                                freshness::note_change(tx, &id, mid, at, true)?;
+                            }
+                            HistoryChange::LabelsAdded { id: mid, .. }
+                            | HistoryChange::LabelsRemoved { id: mid, .. } => {
+                                freshness::note_change(tx, &id, mid, at, false)?;
+                            }
+                            HistoryChange::MessageAdded { .. } => {}
+                        }
+                    }
                     match change {
                         HistoryChange::MessageAdded { id: mid, .. } => {
                             if mirror::get_message_tx(tx, &account, mid)?.is_none() {
@@ -235,39 +308,71 @@ impl GmailSource {
                 }
                 None => failed.push((
                     job.clone(),
-                    ApiError::Malformed("the batch response lacks this message".into()),
+                    // A port that lost the item says nothing about it: not counted.
+                    ApiError::Transient("the batch response lacks this message".into()),
                 )),
             }
         }
+        self.ensure_labels(
+            cx,
+            done.iter()
+                .filter_map(|(_, m)| m.as_ref())
+                .flat_map(|m| m.label_ids.iter()),
+        )
+        .await?;
         let account = cx.account.0.clone();
         let now = now_ms();
-        let added = cx
+        let (added, outdated) = cx
             .store
             .transaction(|tx| {
                 let mut added = 0u64;
-                for (job, msg) in &done {
+                let mut outdated: Vec<usize> = Vec::new();
+                for (i, (job, msg)) in done.iter().enumerate() {
+                    let id = MessageId(jobs::ingest_item(job));
                     match msg {
-                        Some(m) => {
-                            if mirror::apply_fetched(tx, &account, m, now)? == Applied::Added {
-                                added += 1;
+                        Some(m) => match freshness::check_fetched(tx, cx.account, m)? {
+                            Freshness::Fresh => {
+                                if mirror::apply_fetched(tx, &account, m, now)? == Applied::Added {
+                                    added += 1;
+                                }
                             }
-                        }
+                            // Deleted after this fetch: never resurrect it.
+                            Freshness::Deleted => {}
+                            // Changed after this fetch: not applied, fetched again.
+                            Freshness::Outdated => {
+                                outdated.push(i);
+                                continue;
+                            }
+                        },
                         None => {
-                            let id = MessageId(jobs::ingest_item(job));
                             mirror::apply_deleted(tx, &account, &id, now)?;
                         }
                     }
+                    freshness::clear(tx, cx.account, &id)?;
                     tx.ack(job)?;
                 }
-                Ok(added)
+                Ok((added, outdated))
             })
             .map_err(store_err)?;
         // Durable before anyone is told: the flush is the commit point of this batch.
         cx.store.flush_async().await.map_err(store_err)?;
+        let mut recorded = Vec::with_capacity(done.len());
+        let mut retry_now = Vec::new();
+        for (i, (job, _)) in done.into_iter().enumerate() {
+            if outdated.contains(&i) {
+                retry_now.push(job);
+            } else {
+                recorded.push(job);
+            }
+        }
+        if !retry_now.is_empty() {
+            tracing::debug!(account = %cx.account, jobs = retry_now.len(), "Fetches older than a change seen meanwhile; fetching again.");
+        }
         Ok(IngestBatch {
-            done: done.into_iter().map(|(j, _)| j).collect(),
+            done: recorded,
             failed,
             added,
+            retry_now,
         })
     }
 }
@@ -371,6 +476,10 @@ impl SyncSource for GmailSource {
         AccountRecord::load(cx.store, &cx.account.0)
             .ok()
             .and_then(|r| r.last_incremental_sync_at_ms.or(r.last_full_sync_at_ms))
+    }
+
+    fn reconnect(&self) -> SourceFuture<'_, ()> {
+        Box::pin(async move { self.api.reconnect().await.map_err(SyncError::Api) })
     }
 
     fn last_resync_units(&self, cx: &SourceCx<'_>) -> Option<u64> {

@@ -8,7 +8,8 @@ use mailsync_emulator::{Emulator, EmulatorConfig, QuotaMode, QuotaProfile};
 
 const USAGE: &str = "usage: mailsync-emulator [--host 127.0.0.1] [--port 0] [--seed N] [--messages N] [--account EMAIL]
   [--quota on|off] [--quota-profile 2026|legacy] [--user-rate-scale F] [--max-concurrent N]
-  [--rate-limit-status 429|403] [--calendar-rate-limit-status 403|429] [--access-token-ttl SECS] [--history-retention-records N]
+  [--rate-limit-status 429|403] [--calendar-rate-limit-status 403|429] [--retry-after on|off]
+  [--access-token-ttl SECS] [--history-retention-records N]
   [--pubsub-endpoint URL] [--push-endpoint URL] [--push-audience AUD] [--mutation-rate PER_SEC]
   [--no-auto-consent]";
 
@@ -59,6 +60,7 @@ fn parse(args: &[String]) -> Result<(EmulatorConfig, String, u16), String> {
             "--max-concurrent" => c.max_concurrent_per_user = num(&v)? as usize,
             "--rate-limit-status" => c.rate_limit_status = num(&v)? as u16,
             "--calendar-rate-limit-status" => c.calendar_rate_limit_status = num(&v)? as u16,
+            "--retry-after" => c.send_retry_after = v != "off",
             "--access-token-ttl" => c.access_token_ttl = Duration::from_secs_f64(num(&v)?),
             "--history-retention-records" => c.history_retention_records = num(&v)? as usize,
             "--pubsub-endpoint" => c.pubsub_endpoint = Some(v),

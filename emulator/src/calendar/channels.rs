@@ -6,7 +6,7 @@
 use super::model::{CalendarSet, ChannelReg};
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::pubsub::CalendarPing;
+use crate::notification::CalendarPing;
 use crate::state::EmulatorState;
 use crate::util::hash64;
 use crate::wire;

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::model::{Attendee, CalendarSet, Event};
-use crate::control::{api_err, err, parse_json};
+use crate::control_response::{api_err, err, parse_json};
 use crate::pubsub::Outbound;
 use crate::state::EmulatorState;
 use crate::util::{lock, parse_rfc3339};

@@ -1,18 +1,25 @@
 //! Calendar v3: routing and dispatch. Per-account calendars and events live in [`model`];
 //! listings (`calendarList.list`, `events.list`) in [`list`]; writes in [`write`]; push
-//! channels (`events.watch`, `channels.stop`) in [`channels`]; zones and RRULEs in [`time`].
+//! channels (`events.watch`, `channels.stop`) in [`channels`]; zones and RRULEs in [`time`];
+//! the routed [`Op`] in [`op`], Google's Event JSON in [`event_shape`], error bodies in
+//! [`errors`], the truth snapshot in [`snapshot`].
 //! Every difference from Google the emulator knows of is documented in docs/emulator.md.
 
 pub mod channels;
 pub mod control;
+pub mod errors;
+pub mod event_shape;
 pub mod list;
 pub mod model;
+pub mod op;
+pub mod snapshot;
 pub mod time;
 pub mod write;
 
 use axum::http::Method;
 
 pub use model::{Attendee, Calendar, CalendarSet, ChannelReg, Event, Person};
+pub use op::Op;
 
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse, Op as HttpOp, Route};
@@ -34,18 +41,6 @@ const CAL_READ: &[&str] = &[
 ];
 const LIST_READ: &[&str] = &[SCOPE_CALENDAR, SCOPE_CALENDAR_RO];
 const CAL_WRITE: &[&str] = &[SCOPE_CALENDAR, SCOPE_CAL_EVENTS];
-
-#[derive(Debug, Clone)]
-pub enum Op {
-    CalendarList,
-    EventsList(String),
-    EventsGet(String, String),
-    EventsWatch(String),
-    EventsInsert(String),
-    EventsPatch(String, String),
-    EventsDelete(String, String),
-    ChannelsStop,
-}
 
 fn r(name: &'static str, params: &'static [&'static str], op: Op) -> Option<Route> {
     Some(Route {
@@ -133,30 +128,6 @@ pub fn route(method: &Method, segs: &[String]) -> Option<Route> {
         ("POST", ["channels", "stop"]) => r("calendar.channels.stop", &[], Op::ChannelsStop),
         _ => None,
     }
-}
-
-pub(crate) fn cal_error(
-    code: u16,
-    reason: &'static str,
-    message: &str,
-    location: Option<&str>,
-) -> ApiError {
-    let mut e = ApiError::new(code, reason, "calendar", message);
-    if let Some(l) = location {
-        e.location = Some((l.to_string(), "parameter"));
-    }
-    e
-}
-
-pub(crate) fn full_sync_required() -> ApiError {
-    let mut e = cal_error(
-        410,
-        "fullSyncRequired",
-        "Sync token is no longer valid, a full sync is required.",
-        Some("syncToken"),
-    );
-    e.status = None;
-    e
 }
 
 pub fn handle(

@@ -6,12 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
-
 use super::time::{instance_suffix, occurrences};
 use crate::error::ApiError;
 use crate::generator;
-use crate::pubsub::CalendarPing;
+use crate::notification::CalendarPing;
 use crate::util::{b64_decode_any, b64url, hash64};
 
 /// An organizer or creator.
@@ -138,7 +136,7 @@ pub struct CalendarSet {
     pub calendars: Vec<Calendar>,
     pub channels: Vec<ChannelReg>,
     secret: u64,
-    owner: String,
+    pub(crate) owner: String,
     /// Change sequence of the calendar list.
     pub list_seq: u64,
     /// Bumped to invalidate every calendar-list sync token.
@@ -655,34 +653,5 @@ impl CalendarSet {
                 }
             })
             .collect()
-    }
-
-    /// Truth snapshot of the live calendars: every stored event (tombstones included) with
-    /// the fields a synced mirror must agree on.
-    pub fn snapshot(&self) -> Value {
-        let cals: Vec<Value> = self
-            .calendars
-            .iter()
-            .filter(|c| !c.deleted)
-            .map(|c| {
-                let events: Vec<Value> = c
-                    .events
-                    .values()
-                    .map(|e| super::list::event_json(e, &c.time_zone, false))
-                    .collect();
-                json!({"id": c.id, "summary": c.summary, "primary": c.primary,
-                       "timeZone": c.time_zone, "backgroundColor": c.background_color,
-                       "events": events})
-            })
-            .collect();
-        let channels: Vec<Value> = self
-            .channels
-            .iter()
-            .map(|ch| {
-                json!({"id": ch.id, "resourceId": ch.resource_id, "calendarId": ch.calendar_id,
-                             "expiration": ch.expiration_ms.to_string(), "address": ch.address})
-            })
-            .collect();
-        json!({"owner": self.owner, "calendars": cals, "channels": channels})
     }
 }

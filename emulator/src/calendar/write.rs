@@ -4,10 +4,11 @@
 //! (412), 409 `duplicate`, 410 `deleted`. Patching or deleting an instance id of a recurring
 //! series (`<master>_<suffix>`) creates a moved or cancelled exception, as Google does.
 
-use super::cal_error;
+use super::errors::cal_error;
+use super::event_shape::event_json;
 use super::model::{Attendee, CalendarSet, Event, Person};
+use super::op::Op;
 use super::time::{instance_suffix, local_to_ms, occurrences, parse_rule};
-use super::{Op, list::event_json};
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::util::{days_from_civil, parse_rfc3339};
