@@ -71,6 +71,15 @@ pub type PortDecorator<'a> = dyn Fn(&str, Arc<dyn GmailApi>) -> Arc<dyn GmailApi
 pub trait GmailPortBuilder: Send + Sync {
     /// Creates the account's client (credentials are resolved here, lazily per refresh).
     fn build(&self, config: &Config, account: &AccountConfig) -> Result<Arc<dyn GmailApi>, String>;
+
+    /// The token source `account`'s credential shares with the other accounts using it (a
+    /// Gmail account and its Calendar twin refresh once for both); `None` = build its own.
+    fn token_source(
+        &self,
+        _account: &AccountConfig,
+    ) -> Option<Arc<crate::google::auth::TokenSource>> {
+        None
+    }
 }
 
 fn build(
@@ -116,8 +125,8 @@ fn build(
                 })?
         }
         AccountSettings::Calendar(c) => {
-            let client =
-                crate::calendar_port::build(account).map_err(|reason| AccountBuildError::Port {
+            let client = crate::calendar_port::build_with(account, gmail.token_source(account))
+                .map_err(|reason| AccountBuildError::Port {
                     account: account.id.clone(),
                     reason,
                 })?;

@@ -76,6 +76,8 @@ pub struct DaemonCore {
     service: Arc<crate::service::state::ServiceState>,
     /// Push health per account, written by the push tasks, read by status.
     push_health: PushHealth,
+    /// The Calendar channel keepers (started by push, changed by reloads).
+    calendar_keepers: crate::push::calendar_keepers::CalendarKeepers,
 }
 
 /// What [`DaemonCore::new`] assembles.
@@ -115,12 +117,18 @@ impl DaemonCore {
             cancel: p.cancel,
             service: p.service,
             push_health: PushHealth::default(),
+            calendar_keepers: Default::default(),
         }
     }
 
     /// Push health per account (the push tasks write it; status reads it).
     pub fn push_health(&self) -> &PushHealth {
         &self.push_health
+    }
+
+    /// The Calendar channel keepers.
+    pub fn calendar_keepers(&self) -> &crate::push::calendar_keepers::CalendarKeepers {
+        &self.calendar_keepers
     }
 
     /// The store (feed readers use it).
@@ -288,6 +296,7 @@ impl DaemonCore {
         // Sinks restart with the new config (webhooks and Maildir settings may have changed).
         self.stop_sinks().await;
         self.start_sinks(&new).await;
+        self.calendar_keepers.reload(&new).await;
         *self.config.lock().await = new;
         Ok(summary)
     }

@@ -112,6 +112,9 @@ pub enum ChangeJson {
         event_id: String,
         /// Its series (its own id for single events and masters).
         series_id: String,
+        /// Set when one cancelled instance of a live series is gone (`event_id` is the
+        /// instance's id): that occurrence's start per the rule; null when the event is gone.
+        original_start: Option<calendar::TimeJson>,
     },
     /// `account.state_changed`.
     AccountState {
@@ -264,10 +267,12 @@ impl From<Change> for ChangeJson {
                 calendar_id,
                 event_id,
                 series_id,
+                original_start,
             } => ChangeJson::EventDeleted {
                 calendar_id,
                 event_id,
                 series_id,
+                original_start: original_start.map(calendar::time),
             },
             Change::AccountStateChanged { state, reason } => {
                 ChangeJson::AccountState { state, reason }

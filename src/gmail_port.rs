@@ -7,7 +7,7 @@ use crate::accounts::GmailPortBuilder;
 use crate::config::CredentialRef;
 use crate::config::{AccountConfig, AccountSettings, Config, QuotaProfile as CfgProfile};
 use crate::google::auth::CredentialHooks;
-use crate::google::{GmailClient, GmailClientConfig, OAuthCredentials};
+use crate::google::{GmailClient, GmailClientConfig, TokenSource};
 use mailsync_actors::ports::GmailApi;
 use mailsync_actors::quota::{CostTable, ProjectQuotas, QuotaGate, QuotaLimits};
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Default)]
 pub struct RestGmailBuilder {
     projects: Mutex<Option<Arc<ProjectQuotas>>>,
+    /// One token source per credential (a Gmail account and its Calendar twin share one).
+    tokens: crate::token_sources::TokenSources,
 }
 
 impl RestGmailBuilder {
@@ -60,6 +62,16 @@ pub fn user_limits(q: &crate::config::QuotaConfig, costs: &CostTable) -> QuotaLi
 }
 
 impl GmailPortBuilder for RestGmailBuilder {
+    fn token_source(&self, account: &AccountConfig) -> Option<Arc<TokenSource>> {
+        match self.tokens.for_account(account) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(account = %account.id, error = %e, "No shared token source; the account builds its own.");
+                None
+            }
+        }
+    }
+
     fn build(
         &self,
         _config: &Config,
@@ -80,11 +92,7 @@ impl GmailPortBuilder for RestGmailBuilder {
             Some(project),
         )
         .map_err(|e| e.to_string())?;
-        let credentials = OAuthCredentials {
-            client_id: g.auth.client_id.clone(),
-            client_secret: g.auth.client_secret.resolve().map_err(|e| e.to_string())?,
-            refresh_token: g.auth.refresh_token.resolve().map_err(|e| e.to_string())?,
-        };
+        let tokens = self.tokens.for_account(account)?;
         let client_config = GmailClientConfig {
             api_base: g.api_base.clone(),
             token_url: g.auth.token_url.clone(),
@@ -93,8 +101,8 @@ impl GmailPortBuilder for RestGmailBuilder {
             costs,
             ..GmailClientConfig::default()
         };
-        let client = GmailClient::connect(client_config, Arc::new(gate), credentials)
-            .map_err(|e| e.to_string())?;
+        let client =
+            GmailClient::new(client_config, Arc::new(gate), tokens).map_err(|e| e.to_string())?;
         client.tokens().set_hooks(credential_hooks(&g.auth));
         Ok(Arc::new(client))
     }

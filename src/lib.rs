@@ -31,3 +31,4 @@ pub mod signals;
 pub mod sink;
 pub mod status_page;
 pub mod telemetry;
+pub mod token_sources;

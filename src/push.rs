@@ -16,6 +16,7 @@
 
 pub mod calendar;
 pub mod calendar_channels;
+pub mod calendar_keepers;
 #[cfg(test)]
 mod calendar_tests;
 pub mod calendar_watch;

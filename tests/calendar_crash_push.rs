@@ -59,10 +59,11 @@ fn kill_9_during_calendar_full_and_incremental_sync_loses_and_duplicates_nothing
     assert_eq!(diff(&mirror(&env.data_dir), &truth(&emu)), "");
     let f = feed(&env.data_dir);
     assert_unique_keys(&f);
-    // Every stored event was announced at least once, every live one is stored.
+    // Every stored event was announced at least once (a cancelled instance as the instance
+    // deleted), every live one is stored.
     let announced: std::collections::BTreeSet<String> = f
         .iter()
-        .filter(|e| e.kind == "event.created")
+        .filter(|e| e.kind == "event.created" || e.kind == "event.deleted")
         .filter_map(|e| e.event.clone())
         .collect();
     for (cal, events) in truth(&emu) {
@@ -72,14 +73,14 @@ fn kill_9_during_calendar_full_and_incremental_sync_loses_and_duplicates_nothing
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("port")
 }
 
-fn push_section(port: u16, ttl: u64, renew: u64) -> String {
+pub(crate) fn push_section(port: u16, ttl: u64, renew: u64) -> String {
     format!(
         "[push]\nbind = \"127.0.0.1\"\nport = {port}\nverification_token = {{ value = \"gmail-only\" }}\ncalendar_address = \"http://127.0.0.1:{port}/push/calendar\"\n\
          calendar_debounce_ms = 200\ncalendar_channel_ttl_secs = {ttl}\ncalendar_renew_before_secs = {renew}\n"

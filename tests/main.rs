@@ -7,6 +7,7 @@ mod common;
 mod auth;
 mod bad_input;
 mod calendar_crash_push;
+mod calendar_reload_push;
 mod calendar_sync;
 mod control_socket;
 mod crash_recovery;

@@ -116,6 +116,10 @@ pub enum Change {
         event_id: String,
         /// The series it belonged to (its own id for single events and masters).
         series_id: String,
+        /// For one cancelled instance of a live series (the series goes on): that
+        /// occurrence's start per the rule. `None` when the event itself is gone.
+        #[serde(default)]
+        original_start: Option<crate::calendar_model::EventTime>,
     },
     /// IMAP: a message's flags or keywords changed.
     MessageFlagsChanged {

@@ -147,7 +147,8 @@ fn response(r: ResponseStatus) -> &'static str {
     }
 }
 
-fn time(t: EventTime) -> TimeJson {
+/// A start or end time in the public schema.
+pub fn time(t: EventTime) -> TimeJson {
     match t {
         EventTime::Date(date) => TimeJson::Date { date },
         EventTime::DateTime {

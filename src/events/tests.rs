@@ -61,6 +61,24 @@ fn calendar_events_render_with_plain_strings() {
     );
 }
 
+#[test]
+fn a_cancelled_instance_renders_as_deleted_with_its_series_and_original_start() {
+    let change = Change::EventDeleted {
+        calendar_id: "cal@x".into(),
+        event_id: "e1_20260519".into(),
+        series_id: "e1".into(),
+        original_start: Some(EventTime::Date("2026-05-19".into())),
+    };
+    let v = event_value(&feed_event(1, &change));
+    assert_eq!(v["kind"], "event.deleted");
+    assert_eq!(v["change"]["event_id"], "e1_20260519");
+    assert_eq!(v["change"]["series_id"], "e1");
+    assert_eq!(
+        v["change"]["original_start"],
+        serde_json::json!({"date": "2026-05-19"})
+    );
+}
+
 /// The socket stream (`ctl events`) and a webhook body carry the same bytes for an event.
 #[test]
 fn socket_and_webhook_bytes_are_identical() {

@@ -301,6 +301,11 @@ impl ChannelKeeper {
         }
     }
 
+    /// The account this keeper serves.
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
     /// Stops every channel of the account (the account was removed).
     pub async fn stop_all(&self) {
         for ch in self.channels.of_account(&self.account) {
@@ -311,52 +316,13 @@ impl ChannelKeeper {
 
 /// Starts one [`ChannelKeeper`] per enabled calendar account when `[push]` has both a listen
 /// address and `calendar_address`. The keeper follows the calendars the account has stored
-/// (the sync engine adds and removes them). Reloads are not followed: a keeper runs for the
-/// daemon's life (a removed account's channels expire on their own).
+/// (the sync engine adds and removes them); reloads add and remove keepers
+/// ([`super::calendar_keepers`]).
 pub fn spawn_keepers(
     core: Arc<crate::daemon_core::DaemonCore>,
     config: &crate::config::Config,
     cancel: CancellationToken,
     tasks: &tokio_util::task::TaskTracker,
 ) {
-    let Some(push) = config.push.as_ref().filter(|p| p.listen.is_some()) else {
-        return;
-    };
-    let Some(address) = push.calendar_address.clone() else {
-        return;
-    };
-    for account in config
-        .accounts
-        .iter()
-        .filter(|a| a.enabled && matches!(a.settings, crate::config::AccountSettings::Calendar(_)))
-    {
-        let client = match crate::calendar_port::build(account) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(account = %account.id, error = %e, "Calendar channels not started; the account polls.");
-                continue;
-            }
-        };
-        let mut kc = KeeperConfig::new(address.clone());
-        kc.ttl = push.calendar_channel_ttl;
-        kc.renew_before = push.calendar_renew_before;
-        kc.silence = push.silence;
-        kc.check_every = (kc.ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
-        kc.poll_every = account.poll_interval.max(Duration::from_secs(1));
-        let keeper = ChannelKeeper::new(
-            account.id.clone(),
-            client,
-            ChannelStore::new(core.store().clone()),
-            super::calendar::DaemonTarget::new(core.clone()),
-            kc,
-        );
-        let store = core.store().clone();
-        let id = account.id.clone();
-        let calendars = move || {
-            mailsync_actors::calendar::store::calendars(&store, &id)
-                .map(|cs| cs.into_iter().map(|c| c.entry.id).collect())
-                .unwrap_or_default()
-        };
-        tasks.spawn(keeper.run(calendars, cancel.child_token()));
-    }
+    core.calendar_keepers().start(&core, config, cancel, tasks);
 }

@@ -12,7 +12,8 @@
 //! * **Incremental** (this file): a round is the calendar list's changes, then one events
 //!   listing per calendar with its token, page by page (each page one transaction; the token
 //!   moves with the last page). Cancelled items delete the event or series; cancelled
-//!   exceptions are kept as the tombstone of one occurrence; a changed etag replaces an event.
+//!   exceptions are kept as the tombstone of one occurrence (announced as `event.deleted` of
+//!   that instance); a changed etag replaces an event.
 //!   A 410 drops that calendar's token, marks it `resyncing` and enqueues its `CalendarFull`;
 //!   the other calendars go on. The round's last step acks the push jobs it covers.
 //! * **Ingest**: nothing to fetch: events come with their details.

@@ -328,8 +328,11 @@ pub enum EventApplied {
     Unchanged,
 }
 
-/// Stores a live event (or a cancelled exception, the tombstone of one occurrence) in the
-/// current generation, emitting `event.created` / `event.updated` keyed by its etag.
+/// Stores a live event in the current generation, emitting `event.created` /
+/// `event.updated` keyed by its etag. A cancelled exception (one occurrence of a live series
+/// is gone) is stored as the series' tombstone of that occurrence and announced as
+/// `event.deleted` of the instance (with its series id and original start), never as a
+/// created event; a tombstone that only changes its etag is no new event.
 pub fn upsert_event_tx(
     tx: &StoreTx<'_>,
     account: &str,
@@ -339,26 +342,46 @@ pub fn upsert_event_tx(
 ) -> Result<EventApplied, TxError> {
     let key = event_key(account, calendar, ev, Generation::Current);
     let old: Option<CalendarEvent> = load_tx(tx, &key)?;
-    let (applied, change, kind) = match old {
-        Some(o) if o.etag == ev.etag => return Ok(EventApplied::Unchanged),
-        Some(_) => (
-            EventApplied::Updated,
+    if old.as_ref().is_some_and(|o| o.etag == ev.etag) {
+        return Ok(EventApplied::Unchanged);
+    }
+    let applied = if old.is_some() {
+        EventApplied::Updated
+    } else {
+        EventApplied::Created
+    };
+    save_tx(tx, &key, ev)?;
+    let (change, kind) = if ev.is_cancelled() && ev.is_exception() {
+        if old.as_ref().is_some_and(CalendarEvent::is_cancelled) {
+            // Already announced as gone.
+            return Ok(applied);
+        }
+        (
+            Change::EventDeleted {
+                calendar_id: calendar.to_string(),
+                event_id: ev.id.clone(),
+                series_id: ev.series_id().to_string(),
+                original_start: ev.original_start.clone(),
+            },
+            "event.deleted",
+        )
+    } else if old.is_some() {
+        (
             Change::EventUpdated {
                 calendar_id: calendar.to_string(),
                 event: ev.clone(),
             },
             "event.updated",
-        ),
-        None => (
-            EventApplied::Created,
+        )
+    } else {
+        (
             Change::EventCreated {
                 calendar_id: calendar.to_string(),
                 event: ev.clone(),
             },
             "event.created",
-        ),
+        )
     };
-    save_tx(tx, &key, ev)?;
     let k = format!("{kind}:{account}:{calendar}:{}:{}", ev.id, ev.etag);
     emit(tx, account, k, &change, now_ms)?;
     Ok(applied)
@@ -383,6 +406,7 @@ pub fn delete_events_tx(
             calendar_id: calendar.to_string(),
             event_id: old.id.clone(),
             series_id: old.series_id().to_string(),
+            original_start: None,
         };
         let k = format!("event.deleted:{account}:{calendar}:{}:{}", old.id, old.etag);
         emit(tx, account, k, &change, now_ms)?;
