@@ -107,8 +107,9 @@ fn uidvalidity_reset_rematches_without_downloading() {
     let d = env.start();
     wait_equal(&d, &env, &view, &folders, 120);
     let before_log = d.log_text().len();
-    // A new UID space: Dovecot rebuilds the folder's UID list with a new UIDVALIDITY.
-    dc.stop();
+    // A new UID space: Dovecot rebuilds the folder's UID list with a new UIDVALIDITY. Every
+    // session process goes too (a surviving one would keep serving the old index from memory).
+    dc.crash();
     let inbox = dc.folder_dir(USER, "INBOX");
     for e in std::fs::read_dir(&inbox).expect("inbox").flatten() {
         let name = e.file_name().to_string_lossy().to_string();
