@@ -76,8 +76,19 @@ pub struct DaemonCore {
     service: Arc<crate::service::state::ServiceState>,
     /// Push health per account, written by the push tasks, read by status.
     push_health: PushHealth,
-    /// The Calendar channel keepers (started by push, changed by reloads).
-    calendar_keepers: crate::push::calendar_keepers::CalendarKeepers,
+    /// Tasks that follow config reloads (the Calendar channel keepers), registered by the
+    /// tasks themselves, so this module names none of them.
+    reload_followers: std::sync::Mutex<Vec<Arc<dyn ReloadFollower>>>,
+}
+
+/// A task outside the actor tree that must follow a config reload (e.g. start or stop the
+/// Calendar channel keepers of added or removed accounts).
+pub trait ReloadFollower: Send + Sync {
+    /// Called after a valid new config was applied to the accounts and sinks.
+    fn config_reloaded<'a>(
+        &'a self,
+        config: &'a Config,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 }
 
 /// What [`DaemonCore::new`] assembles.
@@ -117,7 +128,7 @@ impl DaemonCore {
             cancel: p.cancel,
             service: p.service,
             push_health: PushHealth::default(),
-            calendar_keepers: Default::default(),
+            reload_followers: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -126,9 +137,12 @@ impl DaemonCore {
         &self.push_health
     }
 
-    /// The Calendar channel keepers.
-    pub fn calendar_keepers(&self) -> &crate::push::calendar_keepers::CalendarKeepers {
-        &self.calendar_keepers
+    /// Registers a task that follows config reloads.
+    pub fn follow_reloads(&self, follower: Arc<dyn ReloadFollower>) {
+        self.reload_followers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(follower);
     }
 
     /// The store (feed readers use it).
@@ -296,7 +310,14 @@ impl DaemonCore {
         // Sinks restart with the new config (webhooks and Maildir settings may have changed).
         self.stop_sinks().await;
         self.start_sinks(&new).await;
-        self.calendar_keepers.reload(&new).await;
+        let followers = self
+            .reload_followers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for f in followers {
+            f.config_reloaded(&new).await;
+        }
         *self.config.lock().await = new;
         Ok(summary)
     }

@@ -72,7 +72,7 @@ pub fn spawn_all(
             }
         }
     }
-    calendar_watch::spawn_keepers(core.clone(), config, cancel.child_token(), tasks);
+    calendar_keepers::spawn_keepers(core.clone(), config, cancel.child_token(), tasks);
     tasks.spawn(watch::supervise(
         core,
         config.clone(),

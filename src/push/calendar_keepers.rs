@@ -2,8 +2,8 @@
 //! changes them: an account that left the config (or was disabled) has its keeper cancelled
 //! and its channels stopped (`channels.stop`); an account that joined gets its keeper; a
 //! calendar deselected (`calendar_ids`) leaves its keeper's set, which stops its channel. Owned
-//! by the daemon core (no process globals); `spawn_keepers` fills it at start, the reload
-//! path calls [`CalendarKeepers::reload`].
+//! by `spawn_keepers`, which registers it with the daemon core as a `ReloadFollower` (no process
+//! globals, and the core names no keeper); the reload path calls [`CalendarKeepers::reload`].
 
 use super::calendar_watch::{ChannelKeeper, KeeperConfig};
 use crate::config::{AccountSettings, Config};
@@ -160,4 +160,28 @@ impl Running {
     fn keeper_account(&self) -> &str {
         self.keeper.account()
     }
+}
+
+impl crate::daemon_core::ReloadFollower for CalendarKeepers {
+    fn config_reloaded<'a>(
+        &'a self,
+        config: &'a Config,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.reload(config))
+    }
+}
+
+/// Starts one [`ChannelKeeper`] per enabled calendar account when `[push]` has both a listen
+/// address and `calendar_address`. The keeper follows the calendars the account has stored
+/// (the sync engine adds and removes them); reloads add and remove keepers through
+/// [`CalendarKeepers::reload`].
+pub fn spawn_keepers(
+    core: Arc<crate::daemon_core::DaemonCore>,
+    config: &crate::config::Config,
+    cancel: CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+) {
+    let keepers = Arc::new(CalendarKeepers::default());
+    keepers.start(&core, config, cancel, tasks);
+    core.follow_reloads(keepers);
 }

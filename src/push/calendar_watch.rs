@@ -313,16 +313,3 @@ impl ChannelKeeper {
         }
     }
 }
-
-/// Starts one [`ChannelKeeper`] per enabled calendar account when `[push]` has both a listen
-/// address and `calendar_address`. The keeper follows the calendars the account has stored
-/// (the sync engine adds and removes them); reloads add and remove keepers
-/// ([`super::calendar_keepers`]).
-pub fn spawn_keepers(
-    core: Arc<crate::daemon_core::DaemonCore>,
-    config: &crate::config::Config,
-    cancel: CancellationToken,
-    tasks: &tokio_util::task::TaskTracker,
-) {
-    core.calendar_keepers().start(&core, config, cancel, tasks);
-}
