@@ -347,11 +347,20 @@ impl Drop for SealOnClose {
     fn drop(&mut self) {
         // Only a database sled has really let go of may be sealed: if another handle still
         // holds sled's file lock, sled may write after us and the seal would lie.
+        // sled's flusher thread may drop its handle a moment after ours: wait briefly for it.
         let log = self.dir.join(DB_DIR).join("db");
-        let released = File::open(&log)
-            .and_then(|f| fs2::FileExt::try_lock_exclusive(&f).map(|()| f))
-            .map(|f| fs2::FileExt::unlock(&f))
-            .is_ok();
+        let try_lock = || {
+            File::open(&log)
+                .and_then(|f| fs2::FileExt::try_lock_exclusive(&f).map(|()| f))
+                .map(|f| fs2::FileExt::unlock(&f))
+                .is_ok()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut released = try_lock();
+        while !released && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            released = try_lock();
+        }
         if !released {
             tracing::debug!(dir = %self.dir.display(), "sled is still open elsewhere; not sealing the store.");
             return;
