@@ -47,10 +47,11 @@ fn sigkill_during_initial_and_incremental_sync_loses_and_duplicates_nothing() {
     crate::imap_sync::config(&env, &dc, "");
     let mut rng = StdRng::seed_from_u64(SEED);
     let mut initial_kills = 0;
-    // Initial sync: kill at seeded moments until it finished.
-    for _ in 0..12 {
+    // Initial sync: kill at seeded moments until it finished (short lifetimes, so even a fast
+    // machine sees several kills inside the initial sync).
+    for _ in 0..16 {
         let d = env.start();
-        std::thread::sleep(Duration::from_millis(rng.random_range(300..2_500)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..800)));
         let done = d.account("mail")["phase"] == serde_json::json!("caught_up");
         d.kill9();
         if done {
