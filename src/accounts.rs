@@ -89,11 +89,16 @@ fn build(
     decorate: &PortDecorator<'_>,
 ) -> Result<AccountSpec, AccountBuildError> {
     if let AccountSettings::Imap(settings) = &account.settings {
-        let source =
-            crate::imap::build_source(settings).map_err(|reason| AccountBuildError::Port {
+        let shared = match &settings.credential {
+            crate::config::ImapCredential::OAuth(_) => gmail.token_source(account),
+            crate::config::ImapCredential::Password(_) => None,
+        };
+        let source = crate::imap::build_source(account, settings, shared).map_err(|reason| {
+            AccountBuildError::Port {
                 account: account.id.clone(),
                 reason,
-            })?;
+            }
+        })?;
         return Ok(spec(config, account, SourceKind::Imap, Arc::new(source)));
     }
     let api: Arc<dyn GmailApi> = match &account.settings {

@@ -388,8 +388,19 @@ pub enum ImapAuth {
     Login,
     /// `AUTHENTICATE PLAIN`.
     Plain,
-    /// `AUTHENTICATE XOAUTH2`; `password` is then an access token source.
+    /// `AUTHENTICATE XOAUTH2` with an access token: from a Google OAuth credential
+    /// ([`ImapCredential::OAuth`]), or a fixed token in `password`.
     XOAuth2,
+}
+
+/// What an IMAP account proves its identity with.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ImapCredential {
+    /// `password`: the password (LOGIN, PLAIN) or a fixed access token (XOAUTH2).
+    Password(CredentialRef),
+    /// XOAUTH2 with the same OAuth keys a Gmail account uses (`client_id`, `client_secret`,
+    /// `refresh_token`, `token_url`): access tokens come from the credential's token source.
+    OAuth(GoogleAuth),
 }
 
 /// IMAP account settings.
@@ -401,8 +412,8 @@ pub struct ImapSettings {
     pub port: u16,
     /// Login name.
     pub username: String,
-    /// Login password.
-    pub password: CredentialRef,
+    /// The password, or the OAuth credential of XOAUTH2.
+    pub credential: ImapCredential,
     /// Transport security.
     pub tls: ImapTls,
     /// Folder patterns to mirror (default `["*"]`: every folder).

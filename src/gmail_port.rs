@@ -110,7 +110,7 @@ impl GmailPortBuilder for RestGmailBuilder {
 
 /// How an account's token source re-reads its credentials (`ctl resume`, `ctl reload`) and
 /// keeps a refresh token the endpoint rotated (written back when the reference is a file).
-fn credential_hooks(auth: &crate::config::GoogleAuth) -> CredentialHooks {
+pub(crate) fn credential_hooks(auth: &crate::config::GoogleAuth) -> CredentialHooks {
     let secret = auth.client_secret.clone();
     let refresh = auth.refresh_token.clone();
     let persist: Option<Arc<crate::google::auth::Persist>> = match &auth.refresh_token {

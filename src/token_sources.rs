@@ -1,6 +1,7 @@
 //! One `TokenSource` per Google credential, shared by every client that uses it: a Gmail
 //! account with `calendar = true` and its `<id>-calendar` twin refresh their access token once
-//! for both halves. Owned by the long-lived port builder (no process globals), so a reload
+//! for both halves, and an IMAP account with `auth = "xoauth2"` on the same credential uses it
+//! too. Owned by the long-lived port builder (no process globals), so a reload
 //! keeps the tokens already obtained. Keyed by a SHA-256 digest of the token endpoint, client
 //! id and resolved secrets: the secrets themselves are never a key and never logged.
 
@@ -16,12 +17,17 @@ pub struct TokenSources {
     by_credential: Mutex<HashMap<[u8; 32], Arc<TokenSource>>>,
 }
 
-/// The Google OAuth settings of an account (Gmail or Calendar), if it has any.
+/// The Google OAuth settings of an account (Gmail, Calendar, or IMAP with XOAUTH2), if it has
+/// any.
 pub fn google_auth(account: &AccountConfig) -> Option<&GoogleAuth> {
     match &account.settings {
         AccountSettings::Gmail(g) => Some(&g.auth),
         AccountSettings::Calendar(c) => Some(&c.auth),
-        _ => None,
+        AccountSettings::Imap(m) => match &m.credential {
+            crate::config::ImapCredential::OAuth(auth) => Some(auth),
+            crate::config::ImapCredential::Password(_) => None,
+        },
+        AccountSettings::Test(_) => None,
     }
 }
 

@@ -31,6 +31,7 @@ pub mod quota;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod tokeninfo;
 pub mod util;
 pub mod wire;
 

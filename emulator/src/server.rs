@@ -128,6 +128,14 @@ pub fn app(state: Arc<EmulatorState>) -> Router {
         .route("/token", post(crate::oauth::token))
         .route("/revoke", post(crate::oauth::revoke))
         .route("/oauth2/v3/certs", get(jwks))
+        .route(
+            "/tokeninfo",
+            get(crate::tokeninfo::tokeninfo).post(crate::tokeninfo::tokeninfo),
+        )
+        .route(
+            "/oauth2/v3/tokeninfo",
+            get(crate::tokeninfo::tokeninfo).post(crate::tokeninfo::tokeninfo),
+        )
         .route("/batch/gmail/v1", post(batch_gmail))
         .route("/batch/calendar/v3", post(batch_calendar))
         .route("/batch", post(batch_any))

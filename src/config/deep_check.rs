@@ -20,7 +20,13 @@ pub fn deep_check(config: &Config) -> Vec<ConfigIssue> {
                 resolve(&mut issues, at("client_secret"), &c.auth.client_secret);
                 resolve(&mut issues, at("refresh_token"), &c.auth.refresh_token);
             }
-            AccountSettings::Imap(m) => resolve(&mut issues, at("password"), &m.password),
+            AccountSettings::Imap(m) => match &m.credential {
+                super::ImapCredential::Password(p) => resolve(&mut issues, at("password"), p),
+                super::ImapCredential::OAuth(auth) => {
+                    resolve(&mut issues, at("client_secret"), &auth.client_secret);
+                    resolve(&mut issues, at("refresh_token"), &auth.refresh_token);
+                }
+            },
             AccountSettings::Test(_) => {}
         }
     }

@@ -377,6 +377,94 @@ accounts = ["box", "ghost"]
 }
 
 #[test]
+fn config_imap_xoauth2_takes_a_google_credential_and_shares_its_token_source() {
+    let toml = r#"
+[[accounts]]
+id = "work"
+kind = "gmail"
+email = "me@example.com"
+client_id = "cid"
+client_secret = { value = "s3cret" }
+refresh_token = { value = "r1" }
+
+[[accounts]]
+id = "work-imap"
+kind = "imap"
+host = "imap.example.com"
+username = "me@example.com"
+client_id = "cid"
+client_secret = { value = "s3cret" }
+refresh_token = { value = "r1" }
+[accounts.imap]
+auth = "xoauth2"
+"#;
+    let c = load(toml).expect("valid");
+    let AccountSettings::Imap(m) = &c.accounts[1].settings else {
+        panic!("not imap: {:?}", c.accounts[1]);
+    };
+    assert_eq!(m.auth, ImapAuth::XOAuth2);
+    let ImapCredential::OAuth(auth) = &m.credential else {
+        panic!("no OAuth credential: {:?}", m.credential);
+    };
+    assert_eq!(auth.client_id, "cid");
+    assert_eq!(auth.token_url, "https://oauth2.googleapis.com/token");
+    let builder = crate::gmail_port::RestGmailBuilder::default();
+    let gmail = crate::accounts::GmailPortBuilder::token_source(&builder, &c.accounts[0]);
+    let imap = crate::accounts::GmailPortBuilder::token_source(&builder, &c.accounts[1]);
+    assert!(
+        std::sync::Arc::ptr_eq(&gmail.expect("gmail"), &imap.expect("imap")),
+        "one refresh serves the Gmail account and its IMAP twin"
+    );
+}
+
+#[test]
+fn config_imap_credentials_are_checked_without_showing_them() {
+    let base = "[[accounts]]\nid = \"b\"\nkind = \"imap\"\nhost = \"h\"\nusername = \"u\"\n";
+    // An OAuth credential without xoauth2.
+    let i = issues(load(&format!(
+        "{base}client_id = \"c\"\nclient_secret = {{ value = \"topsecret\" }}\nrefresh_token = {{ value = \"r\" }}\npassword = {{ value = \"pw\" }}\n"
+    )));
+    assert!(has_issue(&i, "accounts[0].client_id", "xoauth2"), "{i:?}");
+    // xoauth2 with neither a credential nor a fixed token.
+    let i = issues(load(&format!(
+        "{base}[accounts.imap]\nauth = \"xoauth2\"\n"
+    )));
+    assert!(
+        has_issue(&i, "accounts[0].client_id", "refresh_token"),
+        "{i:?}"
+    );
+    // Both.
+    let i = issues(load(&format!(
+        "{base}password = {{ value = \"tok\" }}\nclient_id = \"c\"\nclient_secret = {{ value = \"topsecret\" }}\nrefresh_token = {{ value = \"r\" }}\n[accounts.imap]\nauth = \"xoauth2\"\n"
+    )));
+    assert!(has_issue(&i, "accounts[0].password", "not both"), "{i:?}");
+    // A half credential names the missing key once.
+    let i = issues(load(&format!(
+        "{base}client_id = \"c\"\n[accounts.imap]\nauth = \"xoauth2\"\n"
+    )));
+    assert!(
+        has_issue(&i, "accounts[0].client_secret", "required"),
+        "{i:?}"
+    );
+    assert!(
+        !has_issue(&i, "accounts[0].client_id", "xoauth2 needs"),
+        "{i:?}"
+    );
+    for issue in &i {
+        assert!(!issue.reason.contains("topsecret"), "{issue:?}");
+    }
+    // A fixed token in password still works.
+    let c = load(&format!(
+        "{base}password = {{ value = \"tok\" }}\n[accounts.imap]\nauth = \"xoauth2\"\n"
+    ))
+    .expect("valid");
+    let AccountSettings::Imap(m) = &c.accounts[0].settings else {
+        panic!("not imap");
+    };
+    assert!(matches!(m.credential, ImapCredential::Password(_)));
+}
+
+#[test]
 fn config_env_overrides_file_values() -> Result<(), ConfigError> {
     let c = load_str_with_env(
         "data_dir = \"/from/file\"\n[sync]\nbatch_size = 10\n",

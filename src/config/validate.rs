@@ -905,17 +905,33 @@ fn account(
             let default_port = if tls == ImapTls::Implicit { 993 } else { 143 };
             let port = c.int(&format!("{key}.port"), ra.port, default_port, 1, 65_535) as u16;
             let username = c.required(&format!("{key}.username"), ra.username.as_ref());
-            let password = c.credential(&format!("{key}.password"), ra.password.as_ref());
+            let password = match ra.password.as_ref() {
+                None => imap::Given::Absent,
+                Some(p) => c
+                    .credential(&format!("{key}.password"), Some(p))
+                    .map_or(imap::Given::Invalid, imap::Given::Valid),
+            };
+            // The same OAuth keys a Gmail account has (XOAUTH2 with a Google credential).
+            let oauth = if ra.client_id.is_some()
+                || ra.client_secret.is_some()
+                || ra.refresh_token.is_some()
+                || ra.token_url.is_some()
+            {
+                google_auth(c, key, ra).map_or(imap::Given::Invalid, imap::Given::Valid)
+            } else {
+                imap::Given::Absent
+            };
             let mailboxes = c.list(&format!("{key}.mailboxes"), ra.mailboxes.as_ref(), &["*"]);
             imap::settings(
                 c,
                 key,
                 ra.imap.as_ref(),
                 imap::Base {
-                    host: host?,
+                    host,
                     port,
-                    username: username?,
-                    password: password?,
+                    username,
+                    password,
+                    oauth,
                     tls,
                     mailboxes,
                 },
@@ -940,6 +956,7 @@ fn account(
 /// Keys that belong to another kind are errors: they would silently do nothing.
 fn reject_foreign_keys(c: &mut Check<'_>, key: &str, kind: AccountKind, ra: &RawAccount) {
     let google = matches!(kind, AccountKind::Gmail | AccountKind::Calendar);
+    let imap = kind == AccountKind::Imap;
     let twin = kind == AccountKind::Gmail && ra.calendar == Some(true);
     let calendar_ok = kind == AccountKind::Calendar || twin;
     let present = [
@@ -951,11 +968,11 @@ fn reject_foreign_keys(c: &mut Check<'_>, key: &str, kind: AccountKind, ra: &Raw
         ("calendar_api_base", ra.calendar_api_base.is_some(), twin),
         ("email", ra.email.is_some(), google),
         ("api_base", ra.api_base.is_some(), google),
-        ("token_url", ra.token_url.is_some(), google),
+        ("token_url", ra.token_url.is_some(), google || imap),
         ("auth_url", ra.auth_url.is_some(), google),
-        ("client_id", ra.client_id.is_some(), google),
-        ("client_secret", ra.client_secret.is_some(), google),
-        ("refresh_token", ra.refresh_token.is_some(), google),
+        ("client_id", ra.client_id.is_some(), google || imap),
+        ("client_secret", ra.client_secret.is_some(), google || imap),
+        ("refresh_token", ra.refresh_token.is_some(), google || imap),
         ("calendar_ids", ra.calendar_ids.is_some(), calendar_ok),
         (
             "calendar_requests_per_minute",

@@ -64,6 +64,18 @@ impl BearerToken {
     pub fn generation(&self) -> u64 {
         self.generation
     }
+
+    /// The SASL XOAUTH2 initial response for `user` (before base64):
+    /// `user=<user>^Aauth=Bearer <token>^A^A`, for IMAP's `AUTHENTICATE XOAUTH2`.
+    pub fn xoauth2_response(&self, user: &str) -> Secret<Vec<u8>> {
+        let mut out = Vec::with_capacity(user.len() + self.header.len() + 16);
+        out.extend_from_slice(b"user=");
+        out.extend_from_slice(user.as_bytes());
+        out.extend_from_slice(b"\x01auth=");
+        out.extend_from_slice(self.header.as_bytes());
+        out.extend_from_slice(b"\x01\x01");
+        Secret::new(out)
+    }
 }
 
 impl fmt::Debug for BearerToken {

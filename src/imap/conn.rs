@@ -10,7 +10,6 @@
 //! contain a credential.
 
 use crate::imap::stream::{ImapStream, start_tls};
-use crate::secret::Secret;
 use async_imap::imap_proto::{
     AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, Status,
 };
@@ -45,9 +44,6 @@ pub enum AuthMethod {
     XOAuth2,
 }
 
-/// Fetches the password or access token (blocking: file, env or command).
-pub type SecretSource = Arc<dyn Fn() -> Result<Secret<String>, String> + Send + Sync>;
-
 /// Everything needed to open a connection.
 #[derive(Clone)]
 pub struct ConnSettings {
@@ -61,8 +57,8 @@ pub struct ConnSettings {
     pub username: String,
     /// Authentication mechanism.
     pub auth: AuthMethod,
-    /// The password (LOGIN, PLAIN) or access token (XOAUTH2).
-    pub secret: SecretSource,
+    /// The password or the access tokens.
+    pub credential: crate::imap::auth::Credential,
     /// Bound of connect + TLS + greeting + authentication.
     pub connect_timeout: Duration,
     /// Bound of one command.
@@ -77,7 +73,7 @@ fn cut(s: &str) -> String {
     out
 }
 
-fn err(class: ImapErrorClass, msg: impl AsRef<str>) -> ImapError {
+pub(crate) fn err(class: ImapErrorClass, msg: impl AsRef<str>) -> ImapError {
     ImapError::new(class, cut(msg.as_ref()))
 }
 
@@ -93,7 +89,7 @@ fn io_error(e: &std::io::Error) -> ImapError {
     }
 }
 
-fn lib_error(e: &async_imap::error::Error) -> ImapError {
+pub(crate) fn lib_error(e: &async_imap::error::Error) -> ImapError {
     use async_imap::error::Error as E;
     match e {
         E::Io(io) => io_error(io),
@@ -104,7 +100,7 @@ fn lib_error(e: &async_imap::error::Error) -> ImapError {
     }
 }
 
-fn classify_refusal(text: &str) -> ImapError {
+pub(crate) fn classify_refusal(text: &str) -> ImapError {
     let upper = text.to_ascii_uppercase();
     if ["THROTTLED", "[LIMIT]", "UNAVAILABLE", "TOO MANY"]
         .iter()
@@ -137,24 +133,6 @@ pub fn quote(name: &str) -> String {
     }
     out.push('"');
     out
-}
-
-struct Sasl {
-    payload: Vec<u8>,
-    sent: bool,
-}
-
-impl async_imap::Authenticator for Sasl {
-    type Response = Vec<u8>;
-    fn process(&mut self, _challenge: &[u8]) -> Vec<u8> {
-        // The first challenge gets the payload; a second one (XOAUTH2's error JSON) gets an
-        // empty answer, after which the server sends its tagged NO.
-        if self.sent {
-            return Vec::new();
-        }
-        self.sent = true;
-        std::mem::take(&mut self.payload)
-    }
 }
 
 /// An authenticated connection.
@@ -270,69 +248,7 @@ async fn connect_inner(s: &ConnSettings) -> Result<Conn, ImapError> {
             c
         }
     };
-    let secret_source = s.secret.clone();
-    let secret = tokio::task::spawn_blocking(move || secret_source())
-        .await
-        .map_err(|e| {
-            err(
-                ImapErrorClass::Auth,
-                format!("credential lookup failed: {e}"),
-            )
-        })?
-        .map_err(|e| err(ImapErrorClass::Auth, e))?;
-    let auth_err = |e: async_imap::error::Error| match e {
-        async_imap::error::Error::No(m) | async_imap::error::Error::Bad(m) => {
-            let c = classify_refusal(&m);
-            if c.class == ImapErrorClass::Throttle {
-                c
-            } else {
-                err(ImapErrorClass::Auth, m)
-            }
-        }
-        other => lib_error(&other),
-    };
-    let mut session = match s.auth {
-        AuthMethod::Login => client
-            .login(&s.username, secret.expose())
-            .await
-            .map_err(|(e, _)| auth_err(e))?,
-        AuthMethod::Plain => {
-            let mut payload = Vec::new();
-            payload.push(0);
-            payload.extend_from_slice(s.username.as_bytes());
-            payload.push(0);
-            payload.extend_from_slice(secret.expose().as_bytes());
-            client
-                .authenticate(
-                    "PLAIN",
-                    Sasl {
-                        payload,
-                        sent: false,
-                    },
-                )
-                .await
-                .map_err(|(e, _)| auth_err(e))?
-        }
-        AuthMethod::XOAuth2 => {
-            let payload = format!(
-                "user={}\x01auth=Bearer {}\x01\x01",
-                s.username,
-                secret.expose()
-            )
-            .into_bytes();
-            client
-                .authenticate(
-                    "XOAUTH2",
-                    Sasl {
-                        payload,
-                        sent: false,
-                    },
-                )
-                .await
-                .map_err(|(e, _)| auth_err(e))?
-        }
-    };
-    drop(secret);
+    let mut session = crate::imap::auth::authenticate(client, s).await?;
     let caps = session.capabilities().await.map_err(|e| lib_error(&e))?;
     let mut capabilities = Capabilities {
         condstore: caps.has_str("CONDSTORE") || caps.has_str("QRESYNC"),

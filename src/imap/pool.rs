@@ -173,6 +173,22 @@ impl ImapPort for Pool {
         self.inner.size
     }
 
+    fn reconnect(&self) -> ImapFuture<'_, ()> {
+        Box::pin(async move {
+            if let crate::imap::auth::Credential::OAuth(tokens) = &self.inner.settings.credential {
+                tokens.reconnect().await.map_err(|e| {
+                    ImapError::new(ImapErrorClass::Auth, format!("OAuth credential: {e}"))
+                })?;
+            }
+            *self
+                .inner
+                .breaker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Breaker::default();
+            Ok(())
+        })
+    }
+
     fn health(&self) -> String {
         let open = self.inner.open.load(Ordering::Relaxed);
         let idle = self

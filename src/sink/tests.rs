@@ -403,3 +403,48 @@ fn replayed_history_converges_to_the_mirror() {
         BTreeSet::from(["kept.mailsync:2,F".to_string()])
     );
 }
+
+#[test]
+fn a_batch_of_new_files_is_committed_together_and_reconcile_stages_in_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("data")).unwrap();
+    for i in 0..40 {
+        add(
+            &store,
+            "a",
+            &fetched(&format!("m{i:02}"), &["INBOX", "UNREAD"]),
+        );
+    }
+    relabel(&store, "a", "m05", &["STARRED"], &[], "h1");
+    delete(&store, "a", "m07");
+    let events = store.feed().read_after(0, 100).unwrap();
+    let root = dir.path().join("mail");
+    let mut w = maildir::MaildirWriter::new(store.clone(), root.clone());
+    w.apply_batch(&events).unwrap();
+    let names = cur_names(&root, "a");
+    assert_eq!(names.len(), 39, "{names:?}");
+    assert!(names.contains("m05.mailsync:2,F"), "{names:?}");
+    assert!(names.contains("m00.mailsync:2,"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("m07.")), "{names:?}");
+    let tmp: Vec<_> = std::fs::read_dir(root.join("a/tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "nothing left in tmp/: {tmp:?}");
+    let raw = std::fs::read(root.join("a/cur/m12.mailsync:2,")).unwrap();
+    assert!(String::from_utf8_lossy(&raw).contains("body m12"));
+
+    // A Maildir removed by hand is rebuilt by the start-up reconcile, more files than one
+    // staging round.
+    for i in 40..260 {
+        add(&store, "a", &fetched(&format!("m{i:03}"), &["INBOX"]));
+    }
+    std::fs::remove_dir_all(root.join("a")).unwrap();
+    let mut w = maildir::MaildirWriter::new(store.clone(), root.clone());
+    let report = w.reconcile("a", &CancellationToken::new()).unwrap();
+    assert_eq!(report.written, 259);
+    assert_eq!(cur_names(&root, "a").len(), 259);
+    assert!(
+        std::fs::read_dir(root.join("a/tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}

@@ -654,6 +654,15 @@ impl SyncSource for ImapSource {
         Some(s)
     }
 
+    fn reconnect(&self) -> SourceFuture<'_, ()> {
+        Box::pin(async move {
+            self.port
+                .reconnect()
+                .await
+                .map_err(|e| SyncError::Api(e.into()))
+        })
+    }
+
     fn last_sync_ms(&self, cx: &SourceCx<'_>) -> Option<u64> {
         store::account_state(cx.store, &cx.account.0)
             .ok()?

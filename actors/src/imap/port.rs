@@ -267,6 +267,12 @@ pub trait ImapPort: Send + Sync {
 
     /// Connection health in words (`2 open, 1 idle`, `circuit open for 8 s after: …`).
     fn health(&self) -> String;
+
+    /// Starts over after a person resumed the account or reloaded the config: credentials
+    /// are read again and the next checkout connects at once (the circuit is closed).
+    fn reconnect(&self) -> ImapFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Builds a compact UID set (`1:5,9,12:20`) from sorted UIDs.

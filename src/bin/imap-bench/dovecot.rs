@@ -1,4 +1,4 @@
-//! The bench's Dovecot: one user, its INBOX seeded with Maildir files, `mail_fsync = always`,
+//! The bench's Dovecot: its users' INBOXes seeded with Maildir files, `mail_fsync = always`,
 //! run in the foreground as our child and stopped by its pid.
 
 use std::os::unix::fs::PermissionsExt;
@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The user of the single-account runs.
 pub const USER: &str = "bench";
+/// Every user's password.
 pub const PASS: &str = "bench-pw";
 
 pub struct Dovecot {
@@ -52,15 +54,20 @@ fn seed(dir: &Path, n: u64) {
 }
 
 impl Dovecot {
-    pub fn start(work: &Path, n: u64) -> Dovecot {
+    /// Starts Dovecot with `users` (name, messages in INBOX), all with [`PASS`].
+    pub fn start(work: &Path, users: &[(String, u64)]) -> Dovecot {
         let dir = work.join("dovecot");
         std::fs::create_dir_all(&dir).expect("dir");
         let _ = std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o755));
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
         let mail: PathBuf = dir.join("mail");
-        seed(&mail.join(USER), n);
+        let mut lines = String::new();
+        for (user, n) in users {
+            seed(&mail.join(user), *n);
+            lines.push_str(&format!("{user}:{{PLAIN}}{PASS}\n"));
+        }
         chown_nobody(&mail);
-        std::fs::write(dir.join("users"), format!("{USER}:{{PLAIN}}{PASS}\n")).expect("users");
+        std::fs::write(dir.join("users"), lines).expect("users");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -81,6 +88,8 @@ disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{d}/mail/%u
 mail_fsync = always
+default_process_limit = 1000
+default_client_limit = 5000
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {d}/users
@@ -97,6 +106,12 @@ service imap-login {{
   inet_listener imaps {{
     port = 0
   }}
+}}
+service imap {{
+  process_limit = 1000
+}}
+protocol imap {{
+  mail_max_userip_connections = 20
 }}
 "#
             ),

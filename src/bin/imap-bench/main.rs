@@ -10,6 +10,7 @@
 //! a directory under /tmp that is removed at the end.
 
 mod dovecot;
+mod many;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
@@ -29,9 +30,17 @@ fn request(socket: &Path, line: &str) -> Option<Value> {
     serde_json::from_str(&reply).ok()
 }
 
-fn account(socket: &Path) -> Option<Value> {
-    let r = request(socket, r#"{"v":1,"cmd":"status"}"#)?;
-    r["data"]["accounts"].as_array()?.first().cloned()
+fn status(socket: &Path) -> Option<Value> {
+    request(socket, r#"{"v":1,"cmd":"status"}"#)
+}
+
+/// The Maildir sink's lag behind the feed (0 once every event is written and fsynced).
+fn maildir_lag(st: &Value) -> Option<u64> {
+    st["data"]["sinks"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == json!("maildir"))?["lag"]
+        .as_u64()
 }
 
 fn clk_tck() -> f64 {
@@ -68,13 +77,16 @@ struct Run {
     rss_mib: f64,
 }
 
+/// How often a single-account run asks the daemon's status.
+const POLL: Duration = Duration::from_millis(100);
+
 fn mailsync_bin() -> PathBuf {
     let me = std::env::current_exe().expect("current exe");
     me.with_file_name("mailsync")
 }
 
 /// Runs the daemon until `done(status)`, measuring it; then SIGTERM.
-fn run_daemon(dir: &Path, done: impl Fn(&Value) -> bool) -> Run {
+fn run_daemon(dir: &Path, poll: Duration, done: impl Fn(&Value) -> bool) -> Run {
     let socket = dir.join("control.sock");
     let started = Instant::now();
     let mut child = Command::new(mailsync_bin())
@@ -87,19 +99,33 @@ fn run_daemon(dir: &Path, done: impl Fn(&Value) -> bool) -> Run {
         .spawn()
         .expect("spawn mailsync (build it in release next to this binary)");
     let pid = child.id();
-    let mut last = (0.0, 0.0);
+    let trace = std::env::var_os("IMAP_BENCH_TRACE").is_some();
+    let mut traced = Instant::now();
     loop {
-        if let Some(a) = account(&socket)
-            && done(&a)
+        let st = status(&socket);
+        if trace
+            && traced.elapsed() >= Duration::from_secs(1)
+            && let Some(st) = &st
         {
+            traced = Instant::now();
+            let a = &st["data"]["accounts"][0];
+            let (cpu, rss) = proc_usage(pid);
+            eprintln!(
+                "{:6.1} s  phase {}  held {:?}  maildir lag {:?}  cpu {cpu:.1} s  rss {rss:.0} MiB",
+                started.elapsed().as_secs_f64(),
+                a["phase"],
+                held(a),
+                maildir_lag(st)
+            );
+        }
+        if st.as_ref().is_some_and(&done) {
             break;
         }
-        last = proc_usage(pid);
         assert!(
             started.elapsed() < Duration::from_secs(3_600),
             "no end in sight"
         );
-        std::thread::sleep(Duration::from_millis(25));
+        std::thread::sleep(poll);
     }
     let wall = started.elapsed().as_secs_f64();
     let (cpu, rss) = proc_usage(pid);
@@ -108,7 +134,6 @@ fn run_daemon(dir: &Path, done: impl Fn(&Value) -> bool) -> Run {
         .arg(pid.to_string())
         .status();
     let _ = child.wait();
-    let _ = last;
     Run {
         wall,
         cpu,
@@ -157,29 +182,18 @@ allow_plaintext = true
         ),
     )
     .expect("config");
-    let cold = run_daemon(&dir, |a| {
-        a["phase"] == json!("caught_up") && held(a) == Some(n)
+    // Cold: until the mirror holds every message and the Maildir sink has acknowledged
+    // every event (its files are fsynced by then), with the daemon still running.
+    let cold = run_daemon(&dir, POLL, |st| {
+        let a = &st["data"]["accounts"][0];
+        a["phase"] == json!("caught_up") && held(a) == Some(n) && maildir_lag(st) == Some(0)
     });
-    // The Maildir sink may still be writing when the status says caught up: wait for it in
-    // the cold number by counting files.
-    let t = Instant::now();
-    let cur = dir.join("maildir/bench/cur");
-    while std::fs::read_dir(&cur)
-        .map(|r| r.count() as u64)
-        .unwrap_or(0)
-        < n
-    {
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(
-            t.elapsed() < Duration::from_secs(600),
-            "maildir never filled"
-        );
-    }
     let start_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let noop = run_daemon(&dir, |a| {
+    let noop = run_daemon(&dir, POLL, |st| {
+        let a = &st["data"]["accounts"][0];
         a["phase"] == json!("caught_up")
             && a["last_sync_ms"].as_u64().is_some_and(|ms| ms > start_ms)
     });
@@ -227,8 +241,9 @@ Host 127.0.0.1
 Port {port}
 User {user}
 Pass {pass}
-TLSType None
+SSLType None
 AuthMechs LOGIN
+Timeout 300
 
 IMAPStore remote
 Account bench
@@ -259,39 +274,81 @@ SyncState *
     (cold, noop)
 }
 
-fn main() {
-    let sizes: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![10_000]
-    } else {
-        sizes
+/// Command-line options.
+struct Args {
+    sizes: Vec<u64>,
+    only: Option<String>,
+    accounts: Option<(usize, u64)>,
+}
+
+fn args() -> Args {
+    let mut out = Args {
+        sizes: Vec::new(),
+        only: None,
+        accounts: None,
     };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--only" => out.only = it.next(),
+            "--accounts" => {
+                let n = it.next().and_then(|v| v.parse().ok()).unwrap_or(200);
+                let per = it.next().and_then(|v| v.parse().ok()).unwrap_or(100);
+                out.accounts = Some((n, per));
+            }
+            other => match other.parse() {
+                Ok(n) => out.sizes.push(n),
+                Err(_) => panic!(
+                    "usage: imap-bench [SIZE…] [--only mailsync|mbsync] [--accounts N PER_ACCOUNT]"
+                ),
+            },
+        }
+    }
+    if out.sizes.is_empty() && out.accounts.is_none() {
+        out.sizes.push(10_000);
+    }
+    out
+}
+
+fn print_row(n: u64, tool: &str, cold: &Run, noop: &Run) {
     println!(
-        "| messages | tool | cold wall s | msg/s | cold CPU s | peak RSS MiB | no-change wall s | no-change CPU s |"
+        "| {n} | {tool} | {:.2} | {:.0} | {:.2} | {:.1} | {:.2} | {:.2} | {:.1} |",
+        cold.wall,
+        n as f64 / cold.wall,
+        cold.cpu,
+        cold.rss_mib,
+        noop.wall,
+        noop.cpu,
+        noop.rss_mib,
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
-    for n in sizes {
+}
+
+fn main() {
+    let args = args();
+    let wants = |tool: &str| args.only.as_deref().is_none_or(|o| o == tool);
+    if !args.sizes.is_empty() {
+        println!(
+            "| messages | tool | cold wall s | msg/s | cold CPU s | peak RSS MiB | no-change wall s | no-change CPU s | no-change RSS MiB |"
+        );
+        println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    }
+    for &n in &args.sizes {
         let work = std::env::temp_dir().join(format!("imap-bench-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).expect("work dir");
-        let dc = dovecot::Dovecot::start(&work, n);
-        let (ms_cold, ms_noop) = mailsync_cold_and_noop(&dc, &work, n);
-        let (mb_cold, mb_noop) = mbsync_cold_and_noop(&dc, &work);
-        for (tool, cold, noop) in [("mailsync", ms_cold, ms_noop), ("mbsync", mb_cold, mb_noop)] {
-            println!(
-                "| {n} | {tool} | {:.2} | {:.0} | {:.2} | {:.1} | {:.2} | {:.2} |",
-                cold.wall,
-                n as f64 / cold.wall,
-                cold.cpu,
-                cold.rss_mib,
-                noop.wall,
-                noop.cpu
-            );
+        let dc = dovecot::Dovecot::start(&work, &[(dovecot::USER.to_string(), n)]);
+        if wants("mailsync") {
+            let (cold, noop) = mailsync_cold_and_noop(&dc, &work, n);
+            print_row(n, "mailsync", &cold, &noop);
+        }
+        if wants("mbsync") {
+            let (cold, noop) = mbsync_cold_and_noop(&dc, &work);
+            print_row(n, "mbsync", &cold, &noop);
         }
         drop(dc);
         let _ = std::fs::remove_dir_all(&work);
+    }
+    if let Some((count, per)) = args.accounts {
+        many::run(count, per);
     }
 }

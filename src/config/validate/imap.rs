@@ -3,18 +3,35 @@
 //! `allow_plaintext = true`, the auth mechanism, pool size and timeouts.
 
 use super::super::raw::RawImap;
-use super::super::{AccountSettings, CredentialRef, ImapAuth, ImapSettings, ImapTls};
+use super::super::{
+    AccountSettings, CredentialRef, GoogleAuth, ImapAuth, ImapCredential, ImapSettings, ImapTls,
+};
 use super::Check;
 use std::time::Duration;
 
 /// The keys of the account table itself.
 pub(super) struct Base {
-    pub host: String,
+    /// `host` (`None`: missing, already reported).
+    pub host: Option<String>,
     pub port: u16,
-    pub username: String,
-    pub password: CredentialRef,
+    /// `username` (`None`: missing, already reported).
+    pub username: Option<String>,
+    /// `password`.
+    pub password: Given<CredentialRef>,
+    /// The Google OAuth keys (`client_id`, `client_secret`, `refresh_token`, `token_url`).
+    pub oauth: Given<GoogleAuth>,
     pub tls: ImapTls,
     pub mailboxes: Vec<String>,
+}
+
+/// A key (or group of keys) that is absent, valid, or present but invalid (already reported).
+pub(super) enum Given<T> {
+    /// Not in the file.
+    Absent,
+    /// Present and valid.
+    Valid(T),
+    /// Present, with its issue already recorded.
+    Invalid,
 }
 
 /// Whether `host` names this machine (an IP in 127/8, ::1, or `localhost`).
@@ -42,13 +59,10 @@ pub(super) fn settings(
                 &format!("{key}.tls"),
                 "\"none\" sends the password in clear; it needs imap.allow_plaintext = true (and a loopback host)",
             );
-        } else if !is_loopback_host(&base.host) {
+        } else if let Some(host) = base.host.as_deref().filter(|h| !is_loopback_host(h)) {
             c.issue(
                 &format!("{key}.tls"),
-                format!(
-                    "\"none\" is only allowed to a loopback host, not {:?}",
-                    base.host
-                ),
+                format!("\"none\" is only allowed to a loopback host, not {host:?}"),
             );
         }
     }
@@ -62,6 +76,41 @@ pub(super) fn settings(
                 format!("must be \"login\", \"plain\" or \"xoauth2\", got {other:?}"),
             );
             ImapAuth::Login
+        }
+    };
+    let credential = match (auth, base.password, base.oauth) {
+        (_, Given::Invalid, _) | (_, _, Given::Invalid) => None,
+        (ImapAuth::XOAuth2, Given::Absent, Given::Valid(oauth)) => {
+            Some(ImapCredential::OAuth(oauth))
+        }
+        (ImapAuth::XOAuth2, Given::Valid(_), Given::Valid(_)) => {
+            c.issue(
+                &format!("{key}.password"),
+                "give either password (a fixed access token) or client_id / client_secret / refresh_token, not both",
+            );
+            None
+        }
+        (_, _, Given::Valid(_)) => {
+            c.issue(
+                &format!("{key}.client_id"),
+                "an OAuth credential needs imap.auth = \"xoauth2\" (and no password)",
+            );
+            None
+        }
+        (_, Given::Valid(p), Given::Absent) => Some(ImapCredential::Password(p)),
+        (ImapAuth::XOAuth2, Given::Absent, Given::Absent) => {
+            c.issue(
+                &format!("{key}.client_id"),
+                "xoauth2 needs client_id, client_secret and refresh_token (or a fixed access token in password)",
+            );
+            None
+        }
+        (_, Given::Absent, Given::Absent) => {
+            c.issue(
+                &format!("{key}.password"),
+                "is required (a table with one of file, env or command)",
+            );
+            None
         }
     };
     let ca_file = raw
@@ -93,10 +142,10 @@ pub(super) fn settings(
     let timeout = Duration::from_secs(c.int(&k("timeout_secs"), raw.timeout_secs, 30, 1, 3600));
     let recent_first = c.int(&k("recent_first"), raw.recent_first, 1000, 0, 10_000_000);
     Some(AccountSettings::Imap(ImapSettings {
-        host: base.host,
+        host: base.host?,
         port: base.port,
-        username: base.username,
-        password: base.password,
+        username: base.username?,
+        credential: credential?,
         tls: base.tls,
         mailboxes: base.mailboxes,
         exclude,

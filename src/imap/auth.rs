@@ -1,0 +1,233 @@
+//! How an IMAP connection proves who it is: `LOGIN` or `AUTHENTICATE PLAIN` with a password,
+//! `AUTHENTICATE XOAUTH2` with a fixed access token (both read from their credential reference
+//! at every connect), or `AUTHENTICATE XOAUTH2` with access tokens of a Google OAuth credential
+//! ([`Credential::OAuth`], the token source a Gmail account on the same credential shares).
+//!
+//! A token the server refuses is refreshed ([`TokenSource::refresh_after_401`]) and tried once
+//! more on the same connection; a second refusal is an `auth` error with the server's words
+//! (its XOAUTH2 error JSON and the tagged NO), which marks the account `disconnected`. A token
+//! endpoint that refuses the refresh token disconnects the same way; one in trouble is a
+//! `network` error, retried with the pool's backoff. No secret reaches an error or a log line.
+
+use crate::google::auth::TokenSource;
+use crate::imap::conn::{AuthMethod, ConnSettings};
+use crate::imap::stream::ImapStream;
+use crate::secret::Secret;
+use mailsync_actors::error::ApiError;
+use mailsync_actors::imap::port::{ImapError, ImapErrorClass};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Fetches the password or fixed access token (blocking: file, env or command).
+pub type SecretSource = Arc<dyn Fn() -> Result<Secret<String>, String> + Send + Sync>;
+
+/// Where a connection's password or access token comes from.
+#[derive(Clone)]
+pub enum Credential {
+    /// Read at every connect: the password (LOGIN, PLAIN) or a fixed token (XOAUTH2).
+    Static(SecretSource),
+    /// Access tokens of a Google OAuth credential (XOAUTH2 only).
+    OAuth(Arc<TokenSource>),
+}
+
+type Client = async_imap::Client<ImapStream>;
+type Session = async_imap::Session<ImapStream>;
+
+/// Answers SASL challenges: the payload to the first, an empty line to a second one (the
+/// XOAUTH2 error JSON, kept in `said` for the error message), after which the server sends
+/// its tagged NO.
+struct Sasl {
+    payload: Secret<Vec<u8>>,
+    sent: bool,
+    said: Arc<Mutex<Option<String>>>,
+}
+
+impl async_imap::Authenticator for Sasl {
+    type Response = Vec<u8>;
+    fn process(&mut self, challenge: &[u8]) -> Vec<u8> {
+        if self.sent {
+            let text: String = String::from_utf8_lossy(challenge)
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect();
+            *self.said.lock().unwrap_or_else(PoisonError::into_inner) = Some(text);
+            return Vec::new();
+        }
+        self.sent = true;
+        self.payload.expose().clone()
+    }
+}
+
+/// The server's refusal of a login: throttling stays throttling, anything else is `auth`.
+fn refusal(e: async_imap::error::Error, said: Option<String>) -> ImapError {
+    use async_imap::error::Error as E;
+    match e {
+        E::No(m) | E::Bad(m) => {
+            let c = crate::imap::conn::classify_refusal(&m);
+            if c.class == ImapErrorClass::Throttle {
+                return c;
+            }
+            let text = match said.filter(|s| !s.is_empty()) {
+                Some(json) => format!("{m} (server said {json})"),
+                None => m,
+            };
+            crate::imap::conn::err(ImapErrorClass::Auth, text)
+        }
+        other => crate::imap::conn::lib_error(&other),
+    }
+}
+
+fn is_auth(e: &ImapError) -> bool {
+    e.class == ImapErrorClass::Auth
+}
+
+/// A token source's failure as an IMAP error: a refused refresh token disconnects the account,
+/// trouble at the token endpoint is retried like a network failure.
+fn token_error(e: ApiError) -> ImapError {
+    match e {
+        ApiError::Disconnected(reason) => crate::imap::conn::err(
+            ImapErrorClass::Auth,
+            format!("OAuth token refresh failed: {reason}"),
+        ),
+        other => crate::imap::conn::err(
+            ImapErrorClass::Network,
+            format!("no OAuth access token yet: {other}"),
+        ),
+    }
+}
+
+async fn sasl(
+    client: Client,
+    mechanism: &str,
+    payload: Secret<Vec<u8>>,
+) -> Result<Session, (ImapError, Client)> {
+    let said = Arc::new(Mutex::new(None));
+    let auth = Sasl {
+        payload,
+        sent: false,
+        said: said.clone(),
+    };
+    client
+        .authenticate(mechanism, auth)
+        .await
+        .map_err(|(e, c)| {
+            let said = said.lock().unwrap_or_else(PoisonError::into_inner).take();
+            (refusal(e, said), c)
+        })
+}
+
+fn xoauth2_static(user: &str, token: &Secret<String>) -> Secret<Vec<u8>> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"user=");
+    out.extend_from_slice(user.as_bytes());
+    out.extend_from_slice(b"\x01auth=Bearer ");
+    out.extend_from_slice(token.expose().as_bytes());
+    out.extend_from_slice(b"\x01\x01");
+    Secret::new(out)
+}
+
+/// Authenticates `client` as `s` says.
+pub(crate) async fn authenticate(client: Client, s: &ConnSettings) -> Result<Session, ImapError> {
+    let tokens = match &s.credential {
+        Credential::OAuth(tokens) => tokens.clone(),
+        Credential::Static(source) => {
+            let source = source.clone();
+            let secret = tokio::task::spawn_blocking(move || source())
+                .await
+                .map_err(|e| {
+                    crate::imap::conn::err(
+                        ImapErrorClass::Auth,
+                        format!("credential lookup failed: {e}"),
+                    )
+                })?
+                .map_err(|e| crate::imap::conn::err(ImapErrorClass::Auth, e))?;
+            return authenticate_static(client, s, &secret).await;
+        }
+    };
+    if s.auth != AuthMethod::XOAuth2 {
+        return Err(crate::imap::conn::err(
+            ImapErrorClass::Auth,
+            "an OAuth credential can only be used with auth = \"xoauth2\"",
+        ));
+    }
+    let token = tokens.access_token().await.map_err(token_error)?;
+    let client = match sasl(client, "XOAUTH2", token.xoauth2_response(&s.username)).await {
+        Ok(session) => return Ok(session),
+        Err((e, client)) if is_auth(&e) => {
+            tracing::info!(host = %s.host, error = %e, "XOAUTH2 token refused; refreshing it and trying once more.");
+            client
+        }
+        Err((e, _)) => return Err(e),
+    };
+    let fresh = tokens
+        .refresh_after_401(&token)
+        .await
+        .map_err(token_error)?;
+    sasl(client, "XOAUTH2", fresh.xoauth2_response(&s.username))
+        .await
+        .map_err(|(e, _)| e)
+}
+
+async fn authenticate_static(
+    client: Client,
+    s: &ConnSettings,
+    secret: &Secret<String>,
+) -> Result<Session, ImapError> {
+    match s.auth {
+        AuthMethod::Login => client
+            .login(&s.username, secret.expose())
+            .await
+            .map_err(|(e, _)| refusal(e, None)),
+        AuthMethod::Plain => {
+            let mut payload = vec![0];
+            payload.extend_from_slice(s.username.as_bytes());
+            payload.push(0);
+            payload.extend_from_slice(secret.expose().as_bytes());
+            sasl(client, "PLAIN", Secret::new(payload))
+                .await
+                .map_err(|(e, _)| e)
+        }
+        AuthMethod::XOAuth2 => sasl(client, "XOAUTH2", xoauth2_static(&s.username, secret))
+            .await
+            .map_err(|(e, _)| e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fixed_token_makes_the_xoauth2_response_and_is_never_printed() {
+        let p = xoauth2_static("me@example.org", &Secret::new("ya29.abc".into()));
+        assert_eq!(
+            p.expose().as_slice(),
+            b"user=me@example.org\x01auth=Bearer ya29.abc\x01\x01"
+        );
+        assert!(!format!("{p:?}").contains("ya29"));
+    }
+
+    #[test]
+    fn refusals_keep_the_servers_words_and_throttling() {
+        let e = refusal(
+            async_imap::error::Error::No("[AUTHENTICATIONFAILED] Authentication failed.".into()),
+            Some(r#"{"status":"401","schemes":"bearer"}"#.into()),
+        );
+        assert_eq!(e.class, ImapErrorClass::Auth);
+        assert!(e.message.contains("AUTHENTICATIONFAILED"), "{}", e.message);
+        assert!(e.message.contains(r#""status":"401""#), "{}", e.message);
+        let t = refusal(
+            async_imap::error::Error::No("[UNAVAILABLE] Temporary failure".into()),
+            None,
+        );
+        assert_eq!(t.class, ImapErrorClass::Throttle);
+    }
+
+    #[test]
+    fn a_refused_refresh_token_disconnects_and_endpoint_trouble_is_retried() {
+        let e = token_error(ApiError::Disconnected("invalid_grant: revoked".into()));
+        assert_eq!(e.class, ImapErrorClass::Auth);
+        let t = token_error(ApiError::Transient("token endpoint 503".into()));
+        assert_eq!(t.class, ImapErrorClass::Network);
+    }
+}
