@@ -4,9 +4,7 @@
 //! client in `google`.
 
 use crate::accounts::GmailPortBuilder;
-use crate::config::CredentialRef;
 use crate::config::{AccountConfig, AccountSettings, Config, QuotaProfile as CfgProfile};
-use crate::google::auth::CredentialHooks;
 use crate::google::{GmailClient, GmailClientConfig, TokenSource};
 use mailsync_actors::ports::GmailApi;
 use mailsync_actors::quota::{CostTable, ProjectQuotas, QuotaGate, QuotaLimits};
@@ -103,33 +101,10 @@ impl GmailPortBuilder for RestGmailBuilder {
         };
         let client =
             GmailClient::new(client_config, Arc::new(gate), tokens).map_err(|e| e.to_string())?;
-        client.tokens().set_hooks(credential_hooks(&g.auth));
+        client
+            .tokens()
+            .set_hooks(crate::token_sources::credential_hooks(&g.auth));
         Ok(Arc::new(client))
-    }
-}
-
-/// How an account's token source re-reads its credentials (`ctl resume`, `ctl reload`) and
-/// keeps a refresh token the endpoint rotated (written back when the reference is a file).
-pub(crate) fn credential_hooks(auth: &crate::config::GoogleAuth) -> CredentialHooks {
-    let secret = auth.client_secret.clone();
-    let refresh = auth.refresh_token.clone();
-    let persist: Option<Arc<crate::google::auth::Persist>> = match &auth.refresh_token {
-        CredentialRef::File(path) => {
-            let path = path.clone();
-            Some(Arc::new(move |token: &crate::secret::Secret<String>| {
-                crate::google::store_refresh_token(&path, token)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))
-            }))
-        }
-        _ => None,
-    };
-    CredentialHooks {
-        resolve: Arc::new(move || {
-            let s = secret.resolve().map_err(|e| e.to_string())?;
-            let r = refresh.resolve().map_err(|e| e.to_string())?;
-            Ok((s, r))
-        }),
-        persist,
     }
 }
 

@@ -6,7 +6,7 @@
 //! id and resolved secrets: the secrets themselves are never a key and never logged.
 
 use crate::config::{AccountConfig, AccountSettings, GoogleAuth};
-use crate::google::auth::{OAuthCredentials, TokenSource};
+use crate::google::auth::{CredentialHooks, OAuthCredentials, TokenSource};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,6 +66,31 @@ impl TokenSources {
         );
         map.insert(key, tokens.clone());
         Ok(tokens)
+    }
+}
+
+/// How an account's token source re-reads its credentials (`ctl resume`, `ctl reload`) and
+/// keeps a refresh token the endpoint rotated (written back when the reference is a file).
+pub fn credential_hooks(auth: &crate::config::GoogleAuth) -> CredentialHooks {
+    let secret = auth.client_secret.clone();
+    let refresh = auth.refresh_token.clone();
+    let persist: Option<Arc<crate::google::auth::Persist>> = match &auth.refresh_token {
+        crate::config::CredentialRef::File(path) => {
+            let path = path.clone();
+            Some(Arc::new(move |token: &crate::secret::Secret<String>| {
+                crate::google::store_refresh_token(&path, token)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))
+            }))
+        }
+        _ => None,
+    };
+    CredentialHooks {
+        resolve: Arc::new(move || {
+            let s = secret.resolve().map_err(|e| e.to_string())?;
+            let r = refresh.resolve().map_err(|e| e.to_string())?;
+            Ok((s, r))
+        }),
+        persist,
     }
 }
 

@@ -10,7 +10,7 @@
 //! `network` error, retried with the pool's backoff. No secret reaches an error or a log line.
 
 use crate::google::auth::TokenSource;
-use crate::imap::conn::{AuthMethod, ConnSettings};
+use crate::imap::errors::{classify_refusal, err, lib_error};
 use crate::imap::stream::ImapStream;
 use crate::secret::Secret;
 use mailsync_actors::error::ApiError;
@@ -27,6 +27,17 @@ pub enum Credential {
     Static(SecretSource),
     /// Access tokens of a Google OAuth credential (XOAUTH2 only).
     OAuth(Arc<TokenSource>),
+}
+
+/// How to authenticate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// `LOGIN user pass`.
+    Login,
+    /// `AUTHENTICATE PLAIN`.
+    Plain,
+    /// `AUTHENTICATE XOAUTH2` with a bearer token.
+    XOAuth2,
 }
 
 type Client = async_imap::Client<ImapStream>;
@@ -63,7 +74,7 @@ fn refusal(e: async_imap::error::Error, said: Option<String>) -> ImapError {
     use async_imap::error::Error as E;
     match e {
         E::No(m) | E::Bad(m) => {
-            let c = crate::imap::conn::classify_refusal(&m);
+            let c = classify_refusal(&m);
             if c.class == ImapErrorClass::Throttle {
                 return c;
             }
@@ -71,9 +82,9 @@ fn refusal(e: async_imap::error::Error, said: Option<String>) -> ImapError {
                 Some(json) => format!("{m} (server said {json})"),
                 None => m,
             };
-            crate::imap::conn::err(ImapErrorClass::Auth, text)
+            err(ImapErrorClass::Auth, text)
         }
-        other => crate::imap::conn::lib_error(&other),
+        other => lib_error(&other),
     }
 }
 
@@ -85,11 +96,11 @@ fn is_auth(e: &ImapError) -> bool {
 /// trouble at the token endpoint is retried like a network failure.
 fn token_error(e: ApiError) -> ImapError {
     match e {
-        ApiError::Disconnected(reason) => crate::imap::conn::err(
+        ApiError::Disconnected(reason) => err(
             ImapErrorClass::Auth,
             format!("OAuth token refresh failed: {reason}"),
         ),
-        other => crate::imap::conn::err(
+        other => err(
             ImapErrorClass::Network,
             format!("no OAuth access token yet: {other}"),
         ),
@@ -126,35 +137,41 @@ fn xoauth2_static(user: &str, token: &Secret<String>) -> Secret<Vec<u8>> {
     Secret::new(out)
 }
 
-/// Authenticates `client` as `s` says.
-pub(crate) async fn authenticate(client: Client, s: &ConnSettings) -> Result<Session, ImapError> {
-    let tokens = match &s.credential {
+/// Authenticates `client` as `username` with `method` and `credential` (`host` is for logs).
+pub(crate) async fn authenticate(
+    client: Client,
+    host: &str,
+    username: &str,
+    method: AuthMethod,
+    credential: &Credential,
+) -> Result<Session, ImapError> {
+    let tokens = match credential {
         Credential::OAuth(tokens) => tokens.clone(),
         Credential::Static(source) => {
             let source = source.clone();
             let secret = tokio::task::spawn_blocking(move || source())
                 .await
                 .map_err(|e| {
-                    crate::imap::conn::err(
+                    err(
                         ImapErrorClass::Auth,
                         format!("credential lookup failed: {e}"),
                     )
                 })?
-                .map_err(|e| crate::imap::conn::err(ImapErrorClass::Auth, e))?;
-            return authenticate_static(client, s, &secret).await;
+                .map_err(|e| err(ImapErrorClass::Auth, e))?;
+            return authenticate_static(client, username, method, &secret).await;
         }
     };
-    if s.auth != AuthMethod::XOAuth2 {
-        return Err(crate::imap::conn::err(
+    if method != AuthMethod::XOAuth2 {
+        return Err(err(
             ImapErrorClass::Auth,
             "an OAuth credential can only be used with auth = \"xoauth2\"",
         ));
     }
     let token = tokens.access_token().await.map_err(token_error)?;
-    let client = match sasl(client, "XOAUTH2", token.xoauth2_response(&s.username)).await {
+    let client = match sasl(client, "XOAUTH2", token.xoauth2_response(username)).await {
         Ok(session) => return Ok(session),
         Err((e, client)) if is_auth(&e) => {
-            tracing::info!(host = %s.host, error = %e, "XOAUTH2 token refused; refreshing it and trying once more.");
+            tracing::info!(host = %host, error = %e, "XOAUTH2 token refused; refreshing it and trying once more.");
             client
         }
         Err((e, _)) => return Err(e),
@@ -163,31 +180,32 @@ pub(crate) async fn authenticate(client: Client, s: &ConnSettings) -> Result<Ses
         .refresh_after_401(&token)
         .await
         .map_err(token_error)?;
-    sasl(client, "XOAUTH2", fresh.xoauth2_response(&s.username))
+    sasl(client, "XOAUTH2", fresh.xoauth2_response(username))
         .await
         .map_err(|(e, _)| e)
 }
 
 async fn authenticate_static(
     client: Client,
-    s: &ConnSettings,
+    username: &str,
+    method: AuthMethod,
     secret: &Secret<String>,
 ) -> Result<Session, ImapError> {
-    match s.auth {
+    match method {
         AuthMethod::Login => client
-            .login(&s.username, secret.expose())
+            .login(username, secret.expose())
             .await
             .map_err(|(e, _)| refusal(e, None)),
         AuthMethod::Plain => {
             let mut payload = vec![0];
-            payload.extend_from_slice(s.username.as_bytes());
+            payload.extend_from_slice(username.as_bytes());
             payload.push(0);
             payload.extend_from_slice(secret.expose().as_bytes());
             sasl(client, "PLAIN", Secret::new(payload))
                 .await
                 .map_err(|(e, _)| e)
         }
-        AuthMethod::XOAuth2 => sasl(client, "XOAUTH2", xoauth2_static(&s.username, secret))
+        AuthMethod::XOAuth2 => sasl(client, "XOAUTH2", xoauth2_static(username, secret))
             .await
             .map_err(|(e, _)| e),
     }

@@ -9,6 +9,7 @@
 //! is marked broken and is never reused. Error texts are cut to 300 characters and never
 //! contain a credential.
 
+use crate::imap::errors::{classify_refusal, err, io_error, lib_error};
 use crate::imap::stream::{ImapStream, start_tls};
 use async_imap::imap_proto::{
     AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, Status,
@@ -33,17 +34,6 @@ pub enum Security {
     Plain,
 }
 
-/// How to authenticate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// `LOGIN user pass`.
-    Login,
-    /// `AUTHENTICATE PLAIN`.
-    Plain,
-    /// `AUTHENTICATE XOAUTH2` with a bearer token.
-    XOAuth2,
-}
-
 /// Everything needed to open a connection.
 #[derive(Clone)]
 pub struct ConnSettings {
@@ -56,60 +46,13 @@ pub struct ConnSettings {
     /// Login name.
     pub username: String,
     /// Authentication mechanism.
-    pub auth: AuthMethod,
+    pub auth: crate::imap::auth::AuthMethod,
     /// The password or the access tokens.
     pub credential: crate::imap::auth::Credential,
     /// Bound of connect + TLS + greeting + authentication.
     pub connect_timeout: Duration,
     /// Bound of one command.
     pub op_timeout: Duration,
-}
-
-fn cut(s: &str) -> String {
-    let mut out: String = s.chars().take(300).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
-}
-
-pub(crate) fn err(class: ImapErrorClass, msg: impl AsRef<str>) -> ImapError {
-    ImapError::new(class, cut(msg.as_ref()))
-}
-
-fn io_error(e: &std::io::Error) -> ImapError {
-    let text = e.to_string();
-    if text.contains("during parsing") || text.contains("incoming data too large") {
-        err(
-            ImapErrorClass::Parse,
-            format!("unparseable server response: {text}"),
-        )
-    } else {
-        err(ImapErrorClass::Network, text)
-    }
-}
-
-pub(crate) fn lib_error(e: &async_imap::error::Error) -> ImapError {
-    use async_imap::error::Error as E;
-    match e {
-        E::Io(io) => io_error(io),
-        E::ConnectionLost => err(ImapErrorClass::Network, "connection lost"),
-        E::Parse(p) => err(ImapErrorClass::Parse, p.to_string()),
-        E::No(m) | E::Bad(m) => classify_refusal(m),
-        other => err(ImapErrorClass::Server, other.to_string()),
-    }
-}
-
-pub(crate) fn classify_refusal(text: &str) -> ImapError {
-    let upper = text.to_ascii_uppercase();
-    if ["THROTTLED", "[LIMIT]", "UNAVAILABLE", "TOO MANY"]
-        .iter()
-        .any(|w| upper.contains(w))
-    {
-        err(ImapErrorClass::Throttle, text)
-    } else {
-        err(ImapErrorClass::Server, text)
-    }
 }
 
 fn outcome_text(code: Option<&ResponseCode<'_>>, info: Option<&str>) -> String {
@@ -248,7 +191,9 @@ async fn connect_inner(s: &ConnSettings) -> Result<Conn, ImapError> {
             c
         }
     };
-    let mut session = crate::imap::auth::authenticate(client, s).await?;
+    let mut session =
+        crate::imap::auth::authenticate(client, &s.host, &s.username, s.auth, &s.credential)
+            .await?;
     let caps = session.capabilities().await.map_err(|e| lib_error(&e))?;
     let mut capabilities = Capabilities {
         condstore: caps.has_str("CONDSTORE") || caps.has_str("QRESYNC"),

@@ -14,13 +14,15 @@
 pub mod auth;
 pub mod conn;
 pub mod date;
+pub mod errors;
 pub mod pool;
 pub mod stream;
 
 use crate::config::{AccountConfig, GoogleAuth, ImapAuth, ImapCredential, ImapSettings, ImapTls};
 use crate::google::auth::{OAuthCredentials, TokenSource};
+use auth::AuthMethod;
 use auth::Credential;
-use conn::{AuthMethod, ConnSettings, Security};
+use conn::{ConnSettings, Security};
 use mailsync_actors::imap::{ImapOptions, ImapSource};
 use std::sync::Arc;
 
@@ -89,7 +91,7 @@ pub fn build_source(
                 Some(t) => t,
                 None => own_token_source(&account.id, auth)?,
             };
-            tokens.set_hooks(crate::gmail_port::credential_hooks(auth));
+            tokens.set_hooks(crate::token_sources::credential_hooks(auth));
             Some(tokens)
         }
     };
