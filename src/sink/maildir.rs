@@ -612,10 +612,10 @@ impl MaildirWriter {
                 Ok(Staging::Pending(file)) => {
                     staged.push(file);
                     report.written += 1;
-                    if staged.len() >= RECONCILE_STAGED {
-                        if let Err(e) = commit_staged(std::mem::take(&mut staged)) {
-                            failure = Some(e);
-                        }
+                    if staged.len() >= RECONCILE_STAGED
+                        && let Err(e) = commit_staged(std::mem::take(&mut staged))
+                    {
+                        failure = Some(e);
                     }
                 }
                 Ok(Staging::Done(FileOutcome::Renamed)) => report.renamed += 1,
