@@ -17,6 +17,7 @@
 //! - A newly configured sink is registered from seq 0, so it sees the feed's whole history.
 //! - Sinks wait on [`mailsync_actors::feed::Feed::subscribe`]; they never poll.
 
+mod file_sink;
 pub mod ics;
 pub mod maildir;
 pub mod maildir_folders;

@@ -28,7 +28,6 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use mailsync_actors::feed::FeedEvent;
 use mailsync_actors::mirror::{self, Change};
@@ -36,7 +35,8 @@ use mailsync_actors::model::{LabelId, MessageId};
 use mailsync_actors::store::{Store, decode};
 use tokio_util::sync::CancellationToken;
 
-use super::{ConsumerLoop, Deliver, MAILDIR_SINK, SinkError, maildir_folders};
+use super::file_sink::{FileSink, FileWriter};
+use super::{MAILDIR_SINK, SinkError, maildir_folders};
 
 /// The marker between the escaped id and the info part.
 const STEM_SUFFIX: &str = ".mailsync";
@@ -566,77 +566,30 @@ pub struct ReconcileReport {
     pub removed: u64,
 }
 
-/// The Maildir sink task.
-pub(crate) struct MaildirSink {
-    store: Store,
-    root: PathBuf,
-    accounts: Vec<String>,
-    writer: Option<MaildirWriter>,
-}
+/// The Maildir sink task: the file-sink driver over [`MaildirWriter`].
+pub(crate) type MaildirSink = FileSink<MaildirWriter>;
 
-impl MaildirSink {
-    pub(crate) fn new(store: Store, root: PathBuf, accounts: Vec<String>) -> Self {
-        Self {
-            store,
-            root,
-            accounts,
-            writer: None,
-        }
+impl FileWriter for MaildirWriter {
+    const NAME: &'static str = MAILDIR_SINK;
+
+    fn new(store: Store, root: PathBuf) -> Self {
+        MaildirWriter::new(store, root)
     }
 
-    /// Reconciles every configured account, then follows the feed until `cancel` fires.
-    pub(crate) async fn run(mut self, cancel: CancellationToken) {
-        let consumer = ConsumerLoop {
-            name: MAILDIR_SINK.to_string(),
-            store: self.store.clone(),
-            max_backoff: Duration::from_secs(300),
-        };
-        if let Err(e) = consumer.register() {
-            tracing::error!(sink = MAILDIR_SINK, error = %e, "Cannot register the Maildir sink.");
-        }
-        let mut writer = MaildirWriter::new(self.store.clone(), self.root.clone());
-        let accounts = self.accounts.clone();
-        let token = cancel.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            for account in &accounts {
-                match writer.reconcile(account, &token) {
-                    Ok(r) => tracing::info!(
-                        sink = MAILDIR_SINK,
-                        account = %account,
-                        written = r.written,
-                        renamed = r.renamed,
-                        removed = r.removed,
-                        "Maildir reconciled with the mirror."
-                    ),
-                    Err(e) => tracing::warn!(sink = MAILDIR_SINK, account = %account, error = %e, "Maildir reconcile failed; the feed will still be applied."),
-                }
-            }
-            writer
-        })
-        .await;
-        self.writer = joined.ok();
-        consumer.run(self, cancel).await;
-    }
-}
-
-impl Deliver for MaildirSink {
-    async fn deliver(
+    fn reconcile(
         &mut self,
-        events: Vec<FeedEvent>,
-        _cancel: &CancellationToken,
-    ) -> Result<u64, SinkError> {
-        let mut writer = self
-            .writer
-            .take()
-            .unwrap_or_else(|| MaildirWriter::new(self.store.clone(), self.root.clone()));
-        let (writer, result) = tokio::task::spawn_blocking(move || {
-            let r = writer.apply_batch(&events);
-            (writer, r)
-        })
-        .await
-        .map_err(|e| SinkError::Join(e.to_string()))?;
-        self.writer = Some(writer);
-        result
+        account: &str,
+        cancel: &CancellationToken,
+    ) -> Result<String, SinkError> {
+        let r = MaildirWriter::reconcile(self, account, cancel)?;
+        Ok(format!(
+            "{} written, {} renamed, {} removed",
+            r.written, r.renamed, r.removed
+        ))
+    }
+
+    fn apply_batch(&mut self, events: &[FeedEvent]) -> Result<u64, SinkError> {
+        MaildirWriter::apply_batch(self, events)
     }
 }
 
