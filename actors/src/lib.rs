@@ -15,10 +15,14 @@
 
 pub mod account;
 pub mod account_record;
+#[cfg(test)]
+mod account_tests;
 pub mod backfill;
 pub mod backoff;
 pub mod calendar;
 pub mod calendar_model;
+#[cfg(test)]
+mod child_tests;
 pub mod codec;
 pub mod disk_space;
 pub mod error;
