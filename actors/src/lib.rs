@@ -39,6 +39,8 @@ pub mod mailbox;
 mod mailbox_codec;
 pub mod mirror;
 mod mirror_codec;
+#[cfg(test)]
+mod mirror_idempotency_tests;
 pub mod model;
 pub mod outage;
 pub mod ports;
