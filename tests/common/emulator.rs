@@ -227,6 +227,34 @@ refresh_token = {{ file = "{refresh}" }}
         )
     }
 
+    /// Writes a daemon config for one gmail account on this emulator with the production
+    /// defaults of attempts and restarts (no `max_attempts`, no `[restart]`) and only the
+    /// retry delays shortened; `extra` follows the account block (more account keys).
+    pub fn write_production_config(&self, env: &TestEnv, extra: &str) {
+        let text = format!(
+            r#"data_dir = "{data}"
+socket_path = "{socket}"
+log_format = "json"
+log_level = "info,mailsync=debug,mailsync_actors=debug"
+shutdown_grace_secs = 10
+
+[sync]
+poll_interval_secs = 1
+batch_size = 10
+
+[retry]
+base_ms = 50
+cap_ms = 1000
+
+{account}{extra}
+"#,
+            data = env.data_dir.display(),
+            socket = env.socket.display(),
+            account = self.account_block(env),
+        );
+        std::fs::write(&env.config_path, text).expect("write config");
+    }
+
     /// Writes a complete daemon config for one gmail account on this emulator.
     pub fn write_config(&self, env: &TestEnv, max_attempts: u32) {
         let text = format!(
