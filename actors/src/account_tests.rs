@@ -7,12 +7,13 @@
 
 use crate::account::{AccountActor, AccountArgs, AccountCommand, AccountMsg};
 use crate::backoff::{RestartPolicy, RetryPolicy};
-use crate::jobs::{self, ChildKind};
-use crate::mailbox::Priority;
-use crate::spec::{mailbox_name, now_ms};
+use crate::jobs::ChildKind;
+use crate::spec::mailbox_name;
 use crate::status::{AccountState, AccountStatus};
 use crate::store::Store;
-use crate::test_support::{ScriptedSource, spec, temp_store, wait_until};
+use crate::test_support::{
+    ScriptedSource, enqueue_ingest, spec, temp_store, test_account, wait_until,
+};
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -34,15 +35,7 @@ async fn start(source: ScriptedSource, restart: RestartPolicy, ingest_items: &[&
         RetryPolicy::default(),
         restart,
     );
-    store
-        .transaction(|tx| {
-            for item in ingest_items {
-                jobs::enqueue_ingest_tx(tx, &spec.id, item, Priority::Backfill, now_ms())?;
-            }
-            Ok(())
-        })
-        .unwrap();
-    store.flush().unwrap();
+    enqueue_ingest(&store, &spec.id, ingest_items);
     let args = AccountArgs {
         spec,
         store: store.clone(),
@@ -79,7 +72,7 @@ impl Account {
     fn queue_len(&self, kind: ChildKind) -> usize {
         let d = self
             .store
-            .mailbox(&mailbox_name(&crate::model::AccountId("t".into()), kind))
+            .mailbox(&mailbox_name(&test_account(), kind))
             .depth()
             .unwrap();
         d.pending + d.leased + d.delayed + d.dead
@@ -207,18 +200,7 @@ async fn an_ingest_batch_that_panics_is_restarted_and_no_job_is_lost() {
             .contains("injected panic in an ingest batch")
     );
     // Work enqueued after the restarts is still picked up by the new Ingest.
-    acct.store
-        .transaction(|tx| {
-            jobs::enqueue_ingest_tx(
-                tx,
-                &crate::model::AccountId("t".into()),
-                "d",
-                Priority::RealTime,
-                now_ms(),
-            )
-        })
-        .unwrap();
-    acct.store.flush().unwrap();
+    enqueue_ingest(&acct.store, &test_account(), &["d"]);
     acct.command(AccountCommand::SyncNow);
     wait_until("the new job is recorded", || {
         acct.source.recorded().len() == 4
@@ -245,18 +227,7 @@ async fn pause_stops_every_child_and_resume_continues_where_each_was() {
     let calls = acct.source.calls.lock().unwrap().len();
     // Work arrives and someone pokes the account while it is paused: nothing runs, for ten
     // virtual minutes (step timers, poll timers and nudges all come due in that time).
-    acct.store
-        .transaction(|tx| {
-            jobs::enqueue_ingest_tx(
-                tx,
-                &crate::model::AccountId("t".into()),
-                "x",
-                Priority::RealTime,
-                now_ms(),
-            )
-        })
-        .unwrap();
-    acct.store.flush().unwrap();
+    enqueue_ingest(&acct.store, &test_account(), &["x"]);
     acct.command(AccountCommand::SyncNow);
     acct.actor.cast(AccountMsg::Nudge).unwrap();
     tokio::time::sleep(Duration::from_secs(600)).await;

@@ -14,7 +14,9 @@ use crate::report::ChildReport;
 use crate::source::{SourceCx, SyncSource};
 use crate::spec::{ChildArgs, mailbox_name};
 use crate::store::Store;
-use crate::test_support::{ScriptedSource, reporter, spec, temp_store, wait_until};
+use crate::test_support::{
+    ScriptedSource, enqueue_ingest, reporter, spec, temp_store, test_account, wait_until,
+};
 use ractor::Actor;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -189,10 +191,9 @@ async fn backfill_paused_holds_its_job_and_resumes_at_the_same_step() {
     actor.cast(BackfillMsg::WorkAvailable).unwrap();
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert_eq!(child.source.call_count(ChildKind::Backfill), 2);
-    let queue = child.store.mailbox(&mailbox_name(
-        &crate::model::AccountId("t".into()),
-        ChildKind::Backfill,
-    ));
+    let queue = child
+        .store
+        .mailbox(&mailbox_name(&test_account(), ChildKind::Backfill));
     assert_eq!(
         queue.depth().unwrap().leased,
         1,
@@ -237,10 +238,9 @@ async fn backfill_retries_a_failing_step_without_losing_or_counting_the_job() {
         child.source.steps_done.load(Ordering::SeqCst) == 3
     })
     .await;
-    let queue = child.store.mailbox(&mailbox_name(
-        &crate::model::AccountId("t".into()),
-        ChildKind::Backfill,
-    ));
+    let queue = child
+        .store
+        .mailbox(&mailbox_name(&test_account(), ChildKind::Backfill));
     wait_until("the job is acked", || {
         let d = queue.depth().unwrap();
         d.pending + d.leased + d.delayed + d.dead == 0
@@ -273,22 +273,7 @@ async fn ingest_paused_fetches_nothing_until_resumed() {
     // Let the start-up wake-up (queued before the pause, on an empty queue) and the pause be
     // handled before the work arrives.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    child
-        .store
-        .transaction(|tx| {
-            for item in ["a", "b"] {
-                crate::jobs::enqueue_ingest_tx(
-                    tx,
-                    &account,
-                    item,
-                    crate::mailbox::Priority::RealTime,
-                    crate::spec::now_ms(),
-                )?;
-            }
-            Ok(())
-        })
-        .unwrap();
-    child.store.flush().unwrap();
+    enqueue_ingest(&child.store, &account, &["a", "b"]);
     actor.cast(crate::ingest::IngestMsg::WorkAvailable).unwrap();
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert_eq!(child.source.call_count(ChildKind::Ingest), 0);

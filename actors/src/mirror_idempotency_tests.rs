@@ -16,15 +16,7 @@ use crate::test_support::temp_store;
 const ACCT: &str = "a";
 
 fn fetched(id: &str, hid: u64, labels: &[&str]) -> FetchedMessage {
-    FetchedMessage {
-        id: MessageId(id.into()),
-        thread_id: id.into(),
-        label_ids: labels.iter().map(|l| LabelId((*l).into())).collect(),
-        history_id: HistoryId(hid),
-        internal_date_ms: 1,
-        raw: format!("Subject: {id}\r\n\r\nbody").into_bytes(),
-        headers: Default::default(),
-    }
+    crate::test_support::fetched_message(id, hid, labels)
 }
 
 fn labels(l: &[&str]) -> Vec<LabelId> {

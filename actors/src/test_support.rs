@@ -5,8 +5,8 @@
 use crate::backoff::{RestartPolicy, RetryPolicy};
 use crate::error::{ApiError, SyncError};
 use crate::jobs::{self, BackfillJob, ChildKind};
-use crate::mailbox::Job;
-use crate::model::AccountId;
+use crate::mailbox::{Job, Priority};
+use crate::model::{AccountId, FetchedMessage, HistoryId, LabelId, MessageId};
 use crate::report::{ChildReport, Reporter};
 use crate::source::{
     BackfillNext, IncrementalPage, IngestBatch, SourceCx, SourceFuture, SourceKind, StartState,
@@ -288,7 +288,7 @@ pub fn spec(
     restart: RestartPolicy,
 ) -> AccountSpec {
     AccountSpec {
-        id: AccountId("t".into()),
+        id: test_account(),
         kind: SourceKind::Test,
         source,
         poll_interval,
@@ -296,5 +296,36 @@ pub fn spec(
         retry,
         restart,
         fingerprint: String::new(),
+    }
+}
+
+/// The account every [`spec`] runs.
+pub fn test_account() -> AccountId {
+    AccountId("t".into())
+}
+
+/// Durably enqueues fetch jobs for `items` of `account` (real-time priority).
+pub fn enqueue_ingest(store: &Store, account: &AccountId, items: &[&str]) {
+    store
+        .transaction(|tx| {
+            for item in items {
+                jobs::enqueue_ingest_tx(tx, account, item, Priority::RealTime, now_ms())?;
+            }
+            Ok(())
+        })
+        .expect("enqueue fetch jobs");
+    store.flush().expect("flush");
+}
+
+/// A fetched message `id` at history id `hid` with `labels` and a small raw body.
+pub fn fetched_message(id: &str, hid: u64, labels: &[&str]) -> FetchedMessage {
+    FetchedMessage {
+        id: MessageId(id.into()),
+        thread_id: id.into(),
+        label_ids: labels.iter().map(|l| LabelId((*l).into())).collect(),
+        history_id: HistoryId(hid),
+        internal_date_ms: 1,
+        raw: format!("Subject: {id}\r\n\r\nbody").into_bytes(),
+        headers: Default::default(),
     }
 }
