@@ -396,6 +396,7 @@ fn forged_pushes_are_refused_and_enqueue_nothing() {
         "oversized body"
     );
     // The JWKS was fetched, the unknown kid did not make it refetch on every request.
+    // That nothing is enqueued is the point: a short fixed interval, nothing to wait for.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(history_jobs(&d), 0, "a forged push was enqueued");
     assert!(
@@ -455,6 +456,7 @@ fn duplicated_and_reordered_pushes_make_no_duplicate_events() {
         "not every message arrived:\n{}",
         d.log_text()
     );
+    // The replays must add nothing more: a fixed interval for late duplicates is the point.
     std::thread::sleep(Duration::from_secs(2));
     let after = added_keys(&env);
     let new: Vec<&String> = after.iter().filter(|k| !before.contains(*k)).collect();
@@ -507,7 +509,16 @@ fn dropped_pushes_are_caught_by_polling_and_status_recovers() {
 fn the_watch_is_renewed_before_it_expires() {
     // A 4 s watch is renewed at half its life; pushes must keep flowing well past 4 s.
     let (emu, env, d, _) = start_push(|c| c.watch_ttl = Duration::from_secs(4), 3600, 600);
-    std::thread::sleep(Duration::from_secs(9));
+    assert!(
+        wait_until(Duration::from_secs(60), || log_lines(
+            &d,
+            "Gmail watch registered."
+        )
+        .len()
+            >= 3),
+        "the watch was not renewed:\n{}",
+        d.log_text()
+    );
     let regs = log_lines(&d, "Gmail watch registered.");
     assert!(regs.len() >= 3, "renewals: {}", regs.len());
     let exps: Vec<i64> = regs
@@ -667,6 +678,7 @@ test_hold_before_ack_ms = {hold_ms}
         "the watch notification was never pulled:\n{}",
         d.log_text()
     );
+    // Gmail (and the emulator) send at most one notification per second per mailbox.
     std::thread::sleep(Duration::from_millis(1_100));
     let holds_before = log_lines(
         &d,
@@ -709,6 +721,8 @@ test_hold_before_ack_ms = {hold_ms}
         "the message never reached the feed:\n{}",
         d.log_text()
     );
+    // A redelivery handled twice would add a second event late: a fixed interval for it is
+    // the point.
     std::thread::sleep(Duration::from_secs(2));
     let key = format!("message.added:gm:{id}:g0");
     let n = added_keys(&env).iter().filter(|k| **k == key).count();
