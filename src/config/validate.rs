@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{Env, RawAccount, RawConfig, RawCredential, RawPush, RawTest, RawWebhook};
+use super::raw::{Env, RawAccount, RawConfig, RawCredential, RawPush, RawTest};
 use super::*;
 use crate::secret::Secret;
 
 mod imap;
 mod service;
+mod webhook;
 
 /// Top-level keys that `MAILSYNC_<KEY>` variables may override; anything else is ignored.
 const ENV_OVERRIDABLE: &[&str] = &[
@@ -145,6 +146,26 @@ fn issue_from_config_error(err: config::ConfigError) -> ConfigIssue {
     }
 }
 
+/// A URL as error messages may show it: userinfo (`user:password@`) and the query (tokens)
+/// replaced by `[redacted]`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => (&url[..i + 3], &url[i + 3..]),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => format!("[redacted]@{}", &authority[at + 1..]),
+        None => authority.to_string(),
+    };
+    let tail = match tail.find('?') {
+        Some(q) => format!("{}?[redacted]", &tail[..q]),
+        None => tail.to_string(),
+    };
+    format!("{scheme}{authority}{tail}")
+}
+
 fn join_key(parent: &str, child: &str) -> String {
     match (parent.is_empty(), child.is_empty()) {
         (true, _) => child.to_string(),
@@ -249,7 +270,10 @@ impl Check<'_> {
             _ => {
                 self.issue(
                     key,
-                    format!("must be an http:// or https:// URL, got {url:?}"),
+                    format!(
+                        "must be an http:// or https:// URL, got {:?}",
+                        redact_url(url)
+                    ),
                 );
                 default.to_string()
             }
@@ -571,12 +595,7 @@ impl TryFrom<RawConfig> for Config {
             }
         }
 
-        let mut webhooks = Vec::new();
-        for (i, rw) in raw.webhooks.iter().enumerate() {
-            if let Some(w) = webhook(&mut c, &format!("webhooks[{i}]"), rw, &seen) {
-                webhooks.push(w);
-            }
-        }
+        let webhooks = webhook::webhooks(&mut c, &raw.webhooks, &seen);
 
         let maildir = raw.maildir.as_ref().map(|m| MaildirConfig {
             root: match &m.root {
@@ -1257,43 +1276,5 @@ fn test_settings(c: &mut Check<'_>, key: &str, rt: Option<&RawTest>) -> Option<T
             0,
             3_600_000,
         )),
-    })
-}
-
-fn webhook(
-    c: &mut Check<'_>,
-    key: &str,
-    rw: &RawWebhook,
-    account_ids: &HashMap<String, usize>,
-) -> Option<WebhookConfig> {
-    let url = match &rw.url {
-        Some(url) => Some(c.url(&format!("{key}.url"), Some(url), "")),
-        None => {
-            c.issue(&format!("{key}.url"), "is required");
-            None
-        }
-    };
-    let secret = match &rw.secret {
-        Some(secret) => Some(c.credential(&format!("{key}.secret"), Some(secret))?),
-        None => None,
-    };
-    if let Some(ids) = &rw.accounts {
-        for (j, id) in ids.iter().enumerate() {
-            if !account_ids.contains_key(id.trim()) {
-                c.issue(
-                    &format!("{key}.accounts[{j}]"),
-                    format!("no account with id {id:?}"),
-                );
-            }
-        }
-    }
-    Some(WebhookConfig {
-        url: url?,
-        secret,
-        accounts: rw
-            .accounts
-            .as_ref()
-            .map(|ids| ids.iter().map(|id| id.trim().to_string()).collect()),
-        max_attempts: c.int(&format!("{key}.max_attempts"), rw.max_attempts, 8, 1, 1000) as u32,
     })
 }
