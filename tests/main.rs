@@ -37,3 +37,4 @@ mod status_page;
 mod store_damage;
 mod store_recovery;
 mod supervision;
+mod webhook_names;

@@ -7,8 +7,8 @@
 //! rest dead, with the reason in the reply (the receiver is still down: try again later).
 //! Replayed events may arrive after newer ones; receivers dedupe and order by `key`/`seq`.
 
-use mailsync_actors::store::{Space, StoreError};
 use mailsync_actors::store::Store;
+use mailsync_actors::store::{Space, StoreError};
 use serde::Serialize;
 
 use super::webhook::{DeadLetter, Poster, dead_letters};

@@ -75,10 +75,7 @@ pub(super) fn render(data: &Value) -> String {
         text(data.get("remaining"))
     );
     if let Some(id) = data.get("failed").filter(|v| !v.is_null()) {
-        out.push_str(&format!(
-            "batch {id} failed: {}\n",
-            text(data.get("error"))
-        ));
+        out.push_str(&format!("batch {id} failed: {}\n", text(data.get("error"))));
     }
     out
 }
@@ -94,11 +91,11 @@ mod tests {
             {"id": 3, "last_seq": 9, "events": 4, "attempts": 8, "last_error": "HTTP status 500"}
         ]}));
         assert!(t.contains("3..9") && t.contains("HTTP status 500"), "{t}");
-        assert_eq!(
-            render(&json!({"dead": []})),
-            "no dead-lettered batches\n"
-        );
+        assert_eq!(render(&json!({"dead": []})), "no dead-lettered batches\n");
         let t = render(&json!({"replayed": 1, "remaining": 1, "failed": 7, "error": "x"}));
-        assert!(t.contains("replayed 1") && t.contains("batch 7 failed: x"), "{t}");
+        assert!(
+            t.contains("replayed 1") && t.contains("batch 7 failed: x"),
+            "{t}"
+        );
     }
 }
