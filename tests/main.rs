@@ -32,6 +32,7 @@ mod service_notify;
 mod service_units;
 mod signals;
 mod sinks;
+mod slow_credentials;
 mod socket_limits;
 mod status_page;
 mod store_damage;
