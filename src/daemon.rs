@@ -121,6 +121,8 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
             .map(|a| (a.id.clone(), a.kind.to_string()))
             .collect(),
     ));
+    // The accounts' watch duties record registrations from their first moment.
+    core.push_health().configure(&sink_config);
     let tasks = TaskTracker::new();
     tasks.spawn(crate::admin::serve(
         listener,
@@ -133,9 +135,16 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let mut shutdown_early = false;
     let build = {
         let (config, gmail, service) = (sink_config.clone(), opts.gmail.clone(), service.clone());
+        let (store, health) = (store.clone(), core.push_health_handle());
         tokio::task::spawn_blocking(move || {
-            let (specs, errors) =
-                accounts::build_all(&config, gmail.as_ref(), &|id, api| service.meter(id, api));
+            let (specs, errors) = accounts::build_all(
+                &config,
+                gmail.as_ref(),
+                &|id, api| service.meter(id, api),
+                &|account, api| {
+                    crate::gmail_watch::GmailWatch::for_account(&store, &health, account, api)
+                },
+            );
             for e in &errors {
                 tracing::error!(error = %e, "Account not started.");
             }

@@ -75,7 +75,7 @@ pub struct DaemonCore {
     /// Start failures, recent errors, metrics, the systemd notifier (`service`).
     service: Arc<crate::service::state::ServiceState>,
     /// Push health per account, written by the push tasks, read by status.
-    push_health: PushHealth,
+    push_health: Arc<PushHealth>,
     /// Tasks that follow config reloads (the Calendar channel keepers), registered by the
     /// tasks themselves, so this module names none of them.
     reload_followers: std::sync::Mutex<Vec<Arc<dyn ReloadFollower>>>,
@@ -130,7 +130,7 @@ impl DaemonCore {
             sinks: Mutex::new((CancellationToken::new(), TaskTracker::new())),
             cancel: p.cancel,
             service: p.service,
-            push_health: PushHealth::default(),
+            push_health: Arc::new(PushHealth::default()),
             reload_followers: std::sync::Mutex::new(Vec::new()),
             starting: std::sync::Mutex::new(None),
         }
@@ -147,6 +147,11 @@ impl DaemonCore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The push health, shared with the accounts' watch duties (`gmail_watch.rs`).
+    pub fn push_health_handle(&self) -> Arc<PushHealth> {
+        self.push_health.clone()
     }
 
     /// Push health per account (the push tasks write it; status reads it).
@@ -327,8 +332,15 @@ impl DaemonCore {
             }
         };
         let service = self.service.clone();
-        let (specs, errors) =
-            accounts::build_all(&new, self.gmail.as_ref(), &|id, api| service.meter(id, api));
+        // The accounts' watch duties write the push health of the new accounts at once.
+        self.push_health.configure(&new);
+        let (store, health) = (self.store.clone(), self.push_health.clone());
+        let (specs, errors) = accounts::build_all(
+            &new,
+            self.gmail.as_ref(),
+            &|id, api| service.meter(id, api),
+            &|account, api| crate::gmail_watch::GmailWatch::for_account(&store, &health, account, api),
+        );
         for e in &errors {
             tracing::error!(error = %e, "Account not started.");
         }

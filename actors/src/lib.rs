@@ -38,6 +38,7 @@ mod mirror_codec;
 pub mod model;
 pub mod outage;
 pub mod ports;
+pub mod push_watch;
 pub mod quota;
 pub mod report;
 pub mod root;
