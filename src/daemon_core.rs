@@ -339,7 +339,9 @@ impl DaemonCore {
             &new,
             self.gmail.as_ref(),
             &|id, api| service.meter(id, api),
-            &|account, api| crate::gmail_watch::GmailWatch::for_account(&store, &health, account, api),
+            &|account, api| {
+                crate::gmail_watch::GmailWatch::for_account(&store, &health, account, api)
+            },
         );
         for e in &errors {
             tracing::error!(error = %e, "Account not started.");

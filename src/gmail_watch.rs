@@ -115,7 +115,6 @@ pub fn renew_delay(expiration_ms: i64, now_ms: i64) -> Duration {
     delay.max(Duration::from_secs(1))
 }
 
-
 /// Whether a stored watch can be adopted instead of calling `users.watch` again.
 pub(crate) fn adoptable(w: &StoredWatch, push: &GmailPush, now_ms: i64) -> bool {
     let margin = i64::try_from(RENEW_MARGIN.as_millis()).unwrap_or(i64::MAX);

@@ -38,4 +38,5 @@ mod status_page;
 mod store_damage;
 mod store_recovery;
 mod supervision;
+mod watch_in_tree;
 mod webhook_names;

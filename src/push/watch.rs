@@ -62,7 +62,10 @@ pub async fn supervise(
         }
         let next = core.config_snapshot().await;
         let want = watched(&next);
-        for id in watched(&config).into_keys().filter(|id| !want.contains_key(id)) {
+        for id in watched(&config)
+            .into_keys()
+            .filter(|id| !want.contains_key(id))
+        {
             let core = core.clone();
             let old = config.clone();
             tasks.spawn(async move { stop(&core, &old, &id).await });
