@@ -117,6 +117,9 @@ impl Admin {
             | Request::Requeue { .. }
             | Request::Consumers
             | Request::Unregister { .. } => self.repair(req).await,
+            Request::WebhookDead { .. } | Request::WebhookReplay { .. } => {
+                self.webhook_dead_letters(req).await
+            }
             Request::Backup { path } => {
                 crate::cli::store_cmd::backup_reply(self.core.store(), path).await
             }
@@ -165,6 +168,30 @@ impl Admin {
                 Err(e) => fail(e),
             },
             _ => Response::error(ErrorCode::Internal, "not a repair command"),
+        }
+    }
+
+    /// `ctl webhook dead` / `replay` (`sink/webhook_replay.rs`), by the running config's names.
+    async fn webhook_dead_letters(&self, req: Request) -> Response {
+        use crate::sink::webhook_replay::{self, ReplayError};
+        let hooks = self.core.config_snapshot().await.webhooks;
+        let store = self.core.store();
+        let fail = |e: ReplayError| match e {
+            ReplayError::Sink(e) => Response::error(ErrorCode::Internal, e.to_string()),
+            other => Response::error(ErrorCode::BadRequest, other.to_string()),
+        };
+        match req {
+            Request::WebhookDead { name } => match webhook_replay::list(store, &hooks, &name) {
+                Ok(dead) => Response::ok(json!({ "webhook": name, "dead": dead })),
+                Err(e) => fail(e),
+            },
+            Request::WebhookReplay { name, id } => {
+                match webhook_replay::replay(store, &hooks, &name, id).await {
+                    Ok(outcome) => Response::ok(json!(outcome)),
+                    Err(e) => fail(e),
+                }
+            }
+            _ => Response::error(ErrorCode::Internal, "not a webhook command"),
         }
     }
 

@@ -458,6 +458,9 @@ pub struct TestSettings {
 /// One `[[webhooks]]` entry (delivery implemented in `sink`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct WebhookConfig {
+    /// The stable name (`[[webhooks]] name`): the sink's consumer is `webhook:<name>` and its
+    /// dead letters are kept under it, so reordering the file never swaps cursors.
+    pub name: String,
     /// Target URL (http or https).
     pub url: String,
     /// HMAC signing secret, if any.

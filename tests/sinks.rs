@@ -251,7 +251,7 @@ fn serve(conn: TcpStream, keys: &Mutex<HashMap<String, usize>>, bad: &Mutex<usiz
 }
 
 fn webhook_section(url: &str) -> String {
-    format!("[[webhooks]]\nurl = \"{url}\"\nsecret = {{ value = \"{SECRET}\" }}\n")
+    format!("[[webhooks]]\nname = \"hook\"\nurl = \"{url}\"\nsecret = {{ value = \"{SECRET}\" }}\n")
 }
 
 #[test]

@@ -44,6 +44,7 @@ mod mirror_idempotency_tests;
 pub mod model;
 pub mod outage;
 pub mod ports;
+pub mod push_watch;
 pub mod quota;
 pub mod report;
 pub mod root;

@@ -190,6 +190,7 @@ pub(crate) struct RawTest {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawWebhook {
+    pub(crate) name: Option<String>,
     pub(crate) url: Option<String>,
     pub(crate) secret: Option<RawCredential>,
     pub(crate) accounts: Option<Vec<String>>,

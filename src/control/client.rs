@@ -131,6 +131,9 @@ pub enum CtlArgs {
         /// Consumer name.
         consumer: String,
     },
+    /// A webhook's dead-lettered batches: list them, send them again.
+    #[command(subcommand)]
+    Webhook(webhook_cmd::WebhookCmd),
 }
 
 impl CtlArgs {
@@ -162,6 +165,7 @@ impl CtlArgs {
             CtlArgs::Requeue { account, job, .. } => Request::Requeue { account, job },
             CtlArgs::Consumers => Request::Consumers,
             CtlArgs::Unregister { consumer } => Request::Unregister { consumer },
+            CtlArgs::Webhook(cmd) => cmd.to_request(),
             CtlArgs::Backup { path } => Request::Backup {
                 path: std::path::absolute(&path)
                     .unwrap_or(path)
@@ -380,6 +384,7 @@ pub async fn run_ctl(
         CtlArgs::Reload => RELOAD_TIMEOUT,
         // A backup copies the whole store.
         CtlArgs::Backup { .. } => Duration::from_secs(3600),
+        CtlArgs::Webhook(ref cmd) => cmd.timeout().unwrap_or(DEFAULT_TIMEOUT),
         _ => DEFAULT_TIMEOUT,
     };
     let response = match request(socket, &args.to_request(), timeout).await {
@@ -437,6 +442,10 @@ pub async fn run_ctl(
         }
         CtlArgs::Dead { .. } | CtlArgs::Consumers if !json => {
             write!(out, "{}", render_repair(data))?;
+            return Ok(0);
+        }
+        CtlArgs::Webhook(_) if !json => {
+            write!(out, "{}", webhook_cmd::render(data))?;
             return Ok(0);
         }
         _ => {}
@@ -595,6 +604,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 mod status_view;
+mod webhook_cmd;
 
 #[cfg(test)]
 mod tests;

@@ -102,6 +102,19 @@ pub enum Request {
         /// Consumer name.
         consumer: String,
     },
+    /// The dead-lettered batches of one webhook (`sink/webhook_replay.rs`).
+    WebhookDead {
+        /// The webhook's `name`.
+        name: String,
+    },
+    /// Send one dead-lettered batch (`id`, its first seq) or all of a webhook's again.
+    WebhookReplay {
+        /// The webhook's `name`.
+        name: String,
+        /// The batch id; `None` replays every dead letter of the webhook.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
     /// Test hook, refused unless `[debug] allow_wedge`: block the supervision tree.
     DebugWedge {
         /// How long to block, in milliseconds.
@@ -128,6 +141,8 @@ pub const COMMANDS: &[&str] = &[
     "consumers",
     "unregister",
     "backup",
+    "webhook-dead",
+    "webhook-replay",
 ];
 
 impl Request {
@@ -151,6 +166,8 @@ impl Request {
             Request::Requeue { .. } => "requeue",
             Request::Consumers => "consumers",
             Request::Unregister { .. } => "unregister",
+            Request::WebhookDead { .. } => "webhook-dead",
+            Request::WebhookReplay { .. } => "webhook-replay",
         }
     }
 
