@@ -1006,6 +1006,7 @@ mod tests {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(4),
             max_attempts: 3,
+            ..RetryPolicy::default()
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         mb.enqueue(Priority::Normal, "k", b"p").unwrap();
@@ -1099,6 +1100,7 @@ mod tests {
             base: Duration::from_secs(10),
             cap: Duration::from_secs(10),
             max_attempts: 5,
+            ..RetryPolicy::default()
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let NackOutcome::Retry { not_before_ms } = mb

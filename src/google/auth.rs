@@ -20,7 +20,7 @@ use super::error::{classify_token, classify_transport, malformed_json, parse_ret
 use super::form::form_encode;
 use super::wire::WireTokenResponse;
 use crate::secret::Secret;
-use mailsync_actors::backoff::RetryPolicy;
+use mailsync_actors::backoff::{Jitter, RetryPolicy};
 use mailsync_actors::error::ApiError;
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use std::fmt;
@@ -109,11 +109,11 @@ pub struct CredentialHooks {
 
 /// The cool-down between refresh attempts while the endpoint fails transiently.
 fn cool_down_policy() -> RetryPolicy {
-    RetryPolicy {
-        base: Duration::from_secs(1),
-        cap: Duration::from_secs(60),
-        max_attempts: u32::MAX,
-    }
+    RetryPolicy::unlimited(
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+        Jitter::Full,
+    )
 }
 
 /// Hands out access tokens for one account. Cheap to share behind an `Arc`.

@@ -112,6 +112,19 @@ pub fn classify(
     }
 }
 
+/// Whether an answer is Google's per-user concurrency refusal (429, message "Too many
+/// concurrent requests for user", reference §3.3), as opposed to a rate limit.
+pub fn is_concurrency_refusal(status: u16, body: &[u8]) -> bool {
+    if status != 429 {
+        return false;
+    }
+    let parsed: Option<WireErrorBody> = serde_json::from_slice(body).ok();
+    parsed
+        .and_then(|b| b.error)
+        .and_then(|e| e.message)
+        .is_some_and(|m| m.contains("oo many concurrent requests"))
+}
+
 /// Classifies a non-2xx answer of the OAuth token endpoint. The body is never excerpted.
 pub fn classify_token(status: u16, retry_after: Option<Duration>, body: &[u8]) -> ApiError {
     let parsed: WireTokenError = serde_json::from_slice(body).unwrap_or_default();
