@@ -2,6 +2,7 @@
 //!
 //! - [`gmail`]: [`GmailClient`], the `GmailApi` port over REST (pacing, auth, retries).
 //! - [`auth`]: [`TokenSource`], access tokens from a refresh token; the only holder of secrets.
+//! - [`token_endpoint`]: the code exchange and refresh grant through the `oauth2` crate.
 //! - [`oauth_flow`]: the desktop loopback flow with PKCE that obtains a refresh token.
 //! - [`batch`]: the pure `multipart/mixed` batch codec.
 //! - [`concurrency`]: the parts-per-batch limit learnt from concurrency refusals.
@@ -26,6 +27,7 @@ mod form;
 pub mod gmail;
 pub mod oauth_flow;
 pub mod rest;
+pub mod token_endpoint;
 pub mod wire;
 
 pub use auth::{BearerToken, GOOGLE_TOKEN_URL, OAuthCredentials, TokenSource};

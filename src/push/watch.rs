@@ -12,10 +12,10 @@
 use super::now_ms;
 use crate::config::{AccountSettings, Config, GmailPush};
 use crate::daemon_core::DaemonCore;
+use mailsync_actors::backoff::{Jitter, RetryPolicy};
 use mailsync_actors::model::LabelId;
 use mailsync_actors::ports::GmailApi;
 use mailsync_actors::store::{Space, Store};
-use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -128,12 +128,7 @@ fn adoptable(w: &StoredWatch, push: &GmailPush, now_ms: i64) -> bool {
 
 /// Full-jitter backoff of the `attempt`-th consecutive failure (1-based).
 pub fn retry_delay(attempt: u32) -> Duration {
-    let ceiling = RETRY_BASE
-        .checked_mul(1u32 << attempt.saturating_sub(1).min(20))
-        .unwrap_or(RETRY_CAP)
-        .min(RETRY_CAP);
-    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::rng().random_range(ms / 2..=ms.max(1)))
+    RetryPolicy::unlimited(RETRY_BASE, RETRY_CAP, Jitter::Half).delay(attempt, &mut rand::rng())
 }
 
 /// Builds the Gmail port a keeper uses (the same REST client the account's actors use, with

@@ -10,6 +10,7 @@ use mailsync_actors::model::{HistoryChange, LabelId};
 use mailsync_actors::quota::QuotaLimits;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use tokio::time::Instant;
 
 const RAW_B64: &str = "RnJvbTogYkBleGFtcGxlLmNvbQ0KU3ViamVjdDogSGkNCg0KYm9keQ0K";
 
