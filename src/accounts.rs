@@ -186,6 +186,7 @@ fn spec(
             base: config.retry.base,
             cap: config.retry.cap,
             max_attempts: config.retry.max_attempts,
+            ..RetryPolicy::default()
         },
         restart: RestartPolicy {
             base: config.restart.base,

@@ -11,11 +11,11 @@
 
 use crate::config::{AccountConfig, AccountSettings, GmailPush};
 use crate::push_health::{PushHealth, now_ms};
+use mailsync_actors::backoff::{Jitter, RetryPolicy};
 use mailsync_actors::model::LabelId;
 use mailsync_actors::ports::GmailApi;
 use mailsync_actors::push_watch::{PushWatch, WatchFuture};
 use mailsync_actors::store::{Space, Store};
-use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,14 +123,10 @@ pub(crate) fn adoptable(w: &StoredWatch, push: &GmailPush, now_ms: i64) -> bool 
         && w.expiration_ms.saturating_sub(now_ms) > margin
 }
 
-/// Full-jitter backoff of the `attempt`-th consecutive failure (1-based).
+/// Backoff of the `attempt`-th consecutive failure (1-based): doubling from `RETRY_BASE` to
+/// `RETRY_CAP`, half jitter.
 pub fn retry_delay(attempt: u32) -> Duration {
-    let ceiling = RETRY_BASE
-        .checked_mul(1u32 << attempt.saturating_sub(1).min(20))
-        .unwrap_or(RETRY_CAP)
-        .min(RETRY_CAP);
-    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::rng().random_range(ms / 2..=ms.max(1)))
+    RetryPolicy::unlimited(RETRY_BASE, RETRY_CAP, Jitter::Half).delay(attempt, &mut rand::rng())
 }
 
 /// One Gmail account's watch, kept by its AccountActor.

@@ -34,6 +34,7 @@ pub mod webhook_replay;
 use std::future::Future;
 use std::time::Duration;
 
+use mailsync_actors::backoff::{Jitter, RetryPolicy};
 use mailsync_actors::feed::FeedEvent;
 use mailsync_actors::store::{Space, Store, StoreError};
 use serde::Serialize;
@@ -337,8 +338,9 @@ impl ConsumerLoop {
         failures: u32,
         cancel: &CancellationToken,
     ) {
-        let shift = failures.saturating_sub(1).min(16);
-        let mut delay = Duration::from_secs(1u64 << shift).min(self.max_backoff);
+        let mut delay =
+            RetryPolicy::unlimited(Duration::from_secs(1), self.max_backoff, Jitter::None)
+                .ceiling(failures);
         if is_disk_full(error) {
             // Transient and cheap to look at: continue within seconds once there is room.
             delay = mailsync_actors::disk_space::wait_delay(failures);

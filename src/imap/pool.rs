@@ -9,6 +9,7 @@
 //! server or a wrong password is not hammered by every folder, child and IDLE task.
 
 use crate::imap::conn::{Conn, ConnSettings, connect};
+use mailsync_actors::backoff::{Jitter, RetryPolicy};
 use mailsync_actors::imap::port::{
     Capabilities, FetchedBody, FetchedHeader, FolderInfo, IdleOutcome, ImapError, ImapErrorClass,
     ImapFuture, ImapPort, ImapSession, MessageMeta, QresyncParams, Selected,
@@ -50,9 +51,7 @@ pub struct Pool {
 /// The delay after `failures` consecutive failed connects: full jitter over 1 s · 2^(n-1),
 /// capped at 30 s.
 pub fn reconnect_delay(failures: u32, rng: &mut impl Rng) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    let ceiling = Duration::from_secs(1u64 << exp).min(BACKOFF_CAP);
-    ceiling.mul_f64(rng.random_range(0.0..=1.0))
+    RetryPolicy::unlimited(Duration::from_secs(1), BACKOFF_CAP, Jitter::Full).delay(failures, rng)
 }
 
 impl Pool {

@@ -340,6 +340,7 @@ impl WebhookSink {
                 base: retry.base,
                 cap: retry.cap,
                 max_attempts: config.max_attempts.max(1),
+                ..RetryPolicy::default()
             },
         })
     }

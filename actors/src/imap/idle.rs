@@ -5,6 +5,7 @@
 //! costs only latency (the poll timer still runs). Connection trouble backs off (1 s doubling
 //! to 30 s); the tasks end when the source is dropped or the account actor is gone.
 
+use crate::backoff::{Jitter, RetryPolicy};
 use crate::imap::port::{IdleOutcome, ImapPort};
 use crate::imap::stats::Stats;
 use crate::report::{ChildReport, Reporter};
@@ -59,15 +60,21 @@ async fn watch(
     idle_max: Duration,
     stats: Arc<Stats>,
 ) {
-    let mut backoff = Duration::from_secs(1);
+    // Reconnects double from 1 s to 30 s (no jitter: one watcher per account).
+    let policy = RetryPolicy::unlimited(
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+        Jitter::None,
+    );
+    let mut failures: u32 = 0;
     loop {
         let mut sess = match port.session().await {
             Ok(s) => s,
             Err(e) => {
                 stats.count(e.class);
                 tracing::debug!(folder = %folder, error = %e, "IDLE watcher cannot get a connection; retrying.");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                failures = failures.saturating_add(1);
+                tokio::time::sleep(policy.ceiling(failures)).await;
                 continue;
             }
         };
@@ -79,11 +86,11 @@ async fn watch(
             stats.count(e.class);
             tracing::debug!(folder = %folder, error = %e, "IDLE watcher cannot select the folder; retrying.");
             drop(sess);
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            failures = failures.saturating_add(1);
+            tokio::time::sleep(policy.ceiling(failures)).await;
             continue;
         }
-        backoff = Duration::from_secs(1);
+        failures = 0;
         loop {
             match sess.idle(idle_max).await {
                 Ok(IdleOutcome::News) => {

@@ -94,6 +94,7 @@ fn nack_delays_with_jitter_then_dead_letters_with_last_error() {
         base: Duration::from_secs(1),
         cap: Duration::from_secs(4),
         max_attempts: 3,
+        ..RetryPolicy::default()
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     mb.enqueue(Priority::Normal, "k", b"p").unwrap();
@@ -187,6 +188,7 @@ fn next_due_reports_the_earliest_delayed_job() {
         base: Duration::from_secs(10),
         cap: Duration::from_secs(10),
         max_attempts: 5,
+        ..RetryPolicy::default()
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let NackOutcome::Retry { not_before_ms } = mb
