@@ -296,6 +296,7 @@ pub fn spec(
         retry,
         restart,
         fingerprint: String::new(),
+        push_watch: None,
     }
 }
 
