@@ -110,7 +110,8 @@ pub fn replay(events: &[Value], account: &str) -> Replayed {
                 }
             }
             "message.deleted" => {
-                if out.messages.remove(&id).is_none() {
+                let was_there = out.messages.remove(&id).is_some();
+                if !was_there {
                     out.violations
                         .push(format!("seq {seq}: {id} deleted but not present"));
                 }
@@ -143,7 +144,8 @@ pub fn replay(events: &[Value], account: &str) -> Replayed {
                     .insert(lid, l["name"].as_str().unwrap_or("").to_owned());
             }
             "label.deleted" => {
-                if out.labels.remove(&id).is_none() {
+                let was_there = out.labels.remove(&id).is_some();
+                if !was_there {
                     out.violations
                         .push(format!("seq {seq}: unknown label {id} deleted"));
                 }
