@@ -170,15 +170,15 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
             },
         }
     };
-    if !shutdown_early {
-        if let Err(e) = ractor::call_t!(
+    if !shutdown_early
+        && let Err(e) = ractor::call_t!(
             root,
             mailsync_actors::root::RootMsg::Reconcile,
             60_000,
             specs
-        ) {
-            tracing::error!(error = %e, "Cannot hand the accounts to the supervision tree.");
-        }
+        )
+    {
+        tracing::error!(error = %e, "Cannot hand the accounts to the supervision tree.");
     }
     core.set_starting(None);
     if !shutdown_early {
@@ -194,24 +194,26 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
 
     // sled failing a write for lack of space keeps failing until restart: exit (status 4).
     let mut out_of_space = None;
-    while !shutdown_early {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            reason = store.wait_out_of_space() => {
-                out_of_space = Some(reason);
-                break;
-            }
-            ev = signals.recv() => match ev {
-                Some(crate::signals::SignalEvent::Reload) => {
-                    if let Ok(s) = core.reload().await {
-                        tracing::info!(added = ?s.added, removed = ?s.removed, restarted = ?s.restarted, "Reloaded on SIGHUP.");
-                    }
+    if !shutdown_early {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                reason = store.wait_out_of_space() => {
+                    out_of_space = Some(reason);
+                    break;
                 }
-                Some(crate::signals::SignalEvent::Shutdown) | None => break,
-            },
-            req = req_rx.recv() => match req {
-                Some(DaemonRequest::Shutdown) | None => break,
-            },
+                ev = signals.recv() => match ev {
+                    Some(crate::signals::SignalEvent::Reload) => {
+                        if let Ok(s) = core.reload().await {
+                            tracing::info!(added = ?s.added, removed = ?s.removed, restarted = ?s.restarted, "Reloaded on SIGHUP.");
+                        }
+                    }
+                    Some(crate::signals::SignalEvent::Shutdown) | None => break,
+                },
+                req = req_rx.recv() => match req {
+                    Some(DaemonRequest::Shutdown) | None => break,
+                },
+            }
         }
     }
 

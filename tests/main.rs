@@ -9,6 +9,7 @@ mod bad_input;
 mod calendar_crash_push;
 mod calendar_reload_push;
 mod calendar_sync;
+mod config_secrets;
 mod control_socket;
 mod crash_recovery;
 mod ctl_newcomer;

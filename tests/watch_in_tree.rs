@@ -52,7 +52,7 @@ fn watch_renewals_are_charged_to_the_accounts_quota_gate() {
         d.log_text()
     );
     let account = format!("account=\"{ACCOUNT}\"");
-    let watch = format!("method=\"watch\"");
+    let watch = "method=\"watch\"";
     let watches = |text: &str| {
         sample(
             text,

@@ -79,7 +79,9 @@ pub(super) fn issue_from_config_error(err: config::ConfigError) -> ConfigIssue {
             key,
         } => (
             key.unwrap_or_default(),
-            format!("expected {expected}, found {unexpected}"),
+            // The kind of value only (`a string`), never the value: an override may hold a
+            // secret that belongs to another key.
+            format!("expected {expected}, found {}", value_kind(&unexpected)),
             origin,
         ),
         config::ConfigError::At { error, origin, key } => {
@@ -139,6 +141,14 @@ pub(super) fn join_key(parent: &str, child: &str) -> String {
         (false, false) if child.starts_with('[') => format!("{parent}{child}"),
         (false, false) => format!("{parent}.{child}"),
     }
+}
+
+/// What kind of value `config` found (`string`, `integer`, ...), without the value: its
+/// `Display` is the kind followed by the value.
+fn value_kind(unexpected: &impl std::fmt::Display) -> String {
+    let text = unexpected.to_string();
+    let kind = text.split([' ', '`', '"']).next().unwrap_or("value");
+    format!("a {kind}")
 }
 
 /// Extracts `foo` from serde's "unknown field `foo`, expected ...".
