@@ -36,9 +36,13 @@ fn sync_and_compare(emu: &Emu, what: &str) -> Counters {
 #[test]
 fn strict_quota_without_retry_after_full_sync_completes() {
     let n = 600;
+    // The harshest reading of a per-second moving average: no second may hold more than the
+    // average rate (share 1/60). The client's limiter allows bursts above that, so it meets
+    // refusals its own arithmetic never predicts.
     let emu = Emu::start(EmulatorConfig {
         quota: QuotaMode::Strict,
         send_retry_after: false,
+        strict_second_share: 1.0 / 60.0,
         ..config(61, n, quota_scale(n, 8))
     });
     let c = sync_and_compare(&emu, "strict quota");
@@ -48,9 +52,15 @@ fn strict_quota_without_retry_after_full_sync_completes() {
         c.rate_limit_refusals, c.concurrency_refusals
     );
     assert!(total >= n as u64, "every message fetched: {c:?}");
-    // A bounded share: at most 5 % of the requests were refused.
     assert!(
-        c.rate_limit_refusals * 20 <= total,
+        c.rate_limit_refusals > 0,
+        "the strict windows were never reached, so the test proves nothing: {c:?}"
+    );
+    // A bounded share. The client's limiter lets a burst of 3 % of the minute through at once,
+    // more than one second's average, so refusals are expected (measured: 121 of 728 requests,
+    // 17 %, on a shared 2-core machine); at most a quarter of the requests may be refused.
+    assert!(
+        c.rate_limit_refusals * 4 <= total,
         "{} of {total} requests refused: {c:?}",
         c.rate_limit_refusals
     );

@@ -227,14 +227,13 @@ impl LoopbackFlow {
             .request_async(&http)
             .await
             .map_err(|e| LoopbackFlowError::Exchange(http.classify(&e)))?;
-        if let Some(granted) = answer.scopes() {
-            if let Some(missing) = self
+        if let Some(granted) = answer.scopes()
+            && let Some(missing) = self
                 .scopes
                 .iter()
                 .find(|s| !granted.iter().any(|g| g.as_str() == s.as_str()))
-            {
-                return Err(LoopbackFlowError::ScopeNotGranted(missing.clone()));
-            }
+        {
+            return Err(LoopbackFlowError::ScopeNotGranted(missing.clone()));
         }
         let refresh = answer
             .refresh_token()

@@ -83,36 +83,6 @@ fn parse(args: &[String]) -> Result<(EmulatorConfig, String, u16), String> {
     Ok((c, host, port))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| (*s).to_string()).collect()
-    }
-
-    #[test]
-    fn strict_mode_without_retry_after_and_a_concurrency_cap() {
-        let (c, _, _) = parse(&args(&[
-            "--quota",
-            "strict",
-            "--retry-after",
-            "off",
-            "--max-concurrent",
-            "4",
-            "--strict-second-share",
-            "0.25",
-        ]))
-        .expect("flags");
-        assert_eq!(c.quota, QuotaMode::Strict);
-        assert!(!c.send_retry_after);
-        assert_eq!(c.max_concurrent_per_user, 4);
-        assert_eq!(c.strict_second_share, 0.25);
-        assert!(parse(&args(&["--quota", "loose"])).is_err());
-        assert!(parse(&args(&["--retry-after", "maybe"])).is_err());
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -155,4 +125,34 @@ async fn main() -> ExitCode {
     }
     emu.shutdown().await;
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    #[test]
+    fn strict_mode_without_retry_after_and_a_concurrency_cap() {
+        let (c, _, _) = parse(&args(&[
+            "--quota",
+            "strict",
+            "--retry-after",
+            "off",
+            "--max-concurrent",
+            "4",
+            "--strict-second-share",
+            "0.25",
+        ]))
+        .expect("flags");
+        assert_eq!(c.quota, QuotaMode::Strict);
+        assert!(!c.send_retry_after);
+        assert_eq!(c.max_concurrent_per_user, 4);
+        assert_eq!(c.strict_second_share, 0.25);
+        assert!(parse(&args(&["--quota", "loose"])).is_err());
+        assert!(parse(&args(&["--retry-after", "maybe"])).is_err());
+    }
 }
