@@ -23,6 +23,7 @@ mod gmail_reconnect;
 mod gmail_sync;
 mod imap_crash;
 mod imap_faults;
+mod imap_folders;
 mod imap_many;
 mod imap_sync;
 mod migration_fixture;

@@ -502,17 +502,7 @@ fn render_repair(data: &Value) -> String {
     if list.is_empty() {
         return "no registered consumers\n".to_string();
     }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|c| {
-            vec![
-                text(c.get("consumer")),
-                text(c.get("acked")),
-                text(c.get("lag")),
-            ]
-        })
-        .collect();
-    table(&["CONSUMER", "ACKED", "LAG"], &rows)
+    status_view::consumers_table(&list)
 }
 
 fn text(value: Option<&Value>) -> String {

@@ -63,7 +63,7 @@ impl Step<'_> {
         &self.cx.account.0
     }
 
-    fn port<T>(&self, r: Result<T, ImapError>) -> Result<T, SyncError> {
+    pub(crate) fn port<T>(&self, r: Result<T, ImapError>) -> Result<T, SyncError> {
         r.map_err(|e| {
             self.stats.count(e.class);
             SyncError::Api(e.into())
@@ -106,6 +106,7 @@ pub(crate) async fn initial_step(
     if !needs_initial(&f) {
         return Ok(true);
     }
+    step.stats.select();
     let sel = step.port(sess.select(name, None).await)?;
     let Some(uv) = f.uidvalidity else {
         // First contact: the baseline of incremental sync, and the checkpoint at the top.
@@ -279,6 +280,7 @@ pub(crate) async fn incremental(
         }),
         _ => None,
     };
+    step.stats.select();
     let sel = step.port(sess.select(name, qparams.as_ref()).await)?;
     if Some(sel.uidvalidity) != f.uidvalidity {
         rematch(step, sess, &f, &sel).await?;

@@ -16,9 +16,12 @@
 //! * **Ingest**: nothing: bodies are fetched by the steps that list them.
 
 pub mod folder_sync;
+mod folders;
 mod idle;
+mod poll;
 pub mod port;
 pub mod stats;
+mod status_lines;
 pub mod store;
 #[cfg(test)]
 mod tests;
@@ -26,7 +29,6 @@ mod tests;
 use crate::error::{ApiError, SyncError};
 use crate::jobs::{self, BackfillJob};
 use crate::mailbox::Job;
-use crate::mirror::Change;
 use crate::report::{self, ChildReport};
 use crate::source::{
     BackfillNext, IncrementalPage, IngestBatch, SourceCx, SourceFuture, SourceKind, StartState,
@@ -58,6 +60,10 @@ pub struct ImapOptions {
     pub idle_folders: Vec<String>,
     /// How long one IDLE lasts before it is re-issued (at most 29 min).
     pub idle_max: Duration,
+    /// STATUS poll interval of a quiet folder: from this …
+    pub poll_min: Duration,
+    /// … doubling up to this (`poll.rs`).
+    pub poll_max: Duration,
 }
 
 impl Default for ImapOptions {
@@ -73,6 +79,8 @@ impl Default for ImapOptions {
             },
             idle_folders: vec!["INBOX".into()],
             idle_max: Duration::from_secs(25 * 60),
+            poll_min: Duration::from_secs(60),
+            poll_max: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -155,6 +163,7 @@ pub struct ImapSource {
     skipped: Mutex<HashSet<String>>,
     gap: Mutex<Option<VecDeque<String>>>,
     idle: idle::IdleHandle,
+    poll: Arc<poll::PollSchedule>,
 }
 
 impl ImapSource {
@@ -162,13 +171,14 @@ impl ImapSource {
     pub fn new(port: Arc<dyn ImapPort>, options: ImapOptions) -> ImapSource {
         ImapSource {
             port,
-            options,
+            options: options.clone(),
             stats: Arc::new(Stats::default()),
             round: Mutex::new(None),
             backfill_listed: Mutex::new(false),
             skipped: Mutex::new(HashSet::new()),
             gap: Mutex::new(None),
             idle: idle::IdleHandle::default(),
+            poll: Arc::new(poll::PollSchedule::new(options.poll_min, options.poll_max)),
         }
     }
 
@@ -207,84 +217,10 @@ impl ImapSource {
         })
     }
 
-    /// LIST and reconcile the folder set: new folders are added (`folder.created`), folders
-    /// gone from the server are removed with their messages (`folder.deleted`).
+    /// LIST and reconcile the folder set (`folders.rs`: created, deleted, renamed).
     async fn refresh_folders(&self, cx: &SourceCx<'_>) -> Result<(), SyncError> {
         let mut sess = self.session().await?;
-        let listed = sess.list().await.map_err(|e| {
-            self.stats.count(e.class);
-            SyncError::Api(e.into())
-        })?;
-        drop(sess);
-        let account = cx.account.0.as_str();
-        let wanted: Vec<&FolderInfo> = listed.iter().filter(|f| self.wanted(f)).collect();
-        let known = store::folders(cx.store, account).map_err(store_err)?;
-        let now = now_ms();
-        let added: Vec<&FolderInfo> = wanted
-            .iter()
-            .copied()
-            .filter(|w| !known.iter().any(|k| k.name == w.name))
-            .collect();
-        let gone: Vec<&FolderState> = known
-            .iter()
-            .filter(|k| !wanted.iter().any(|w| w.name == k.name))
-            .collect();
-        if added.is_empty() && gone.is_empty() {
-            return Ok(());
-        }
-        let mut gone_uids = Vec::new();
-        for g in &gone {
-            gone_uids.push(store::held_uids(cx.store, account, g.id).map_err(store_err)?);
-        }
-        cx.store
-            .transaction(|tx| {
-                let akey = store::account_key(account);
-                let mut st: store::ImapAccountState =
-                    store::load_tx(tx, &akey)?.unwrap_or_default();
-                for a in &added {
-                    st.next_folder_id += 1;
-                    let f = FolderState {
-                        id: st.next_folder_id,
-                        name: a.name.clone(),
-                        special_use: a.special_use().map(str::to_string),
-                        ..FolderState::default()
-                    };
-                    store::save_tx(tx, &store::folder_key(account, &a.name), &f)?;
-                    store::folder_event_tx(
-                        tx,
-                        account,
-                        &format!("{}:{}", a.name, f.id),
-                        &Change::FolderCreated {
-                            folder: a.name.clone(),
-                            special_use: f.special_use.clone(),
-                        },
-                        now,
-                    )?;
-                }
-                for (g, uids) in gone.iter().zip(&gone_uids) {
-                    for uid in uids {
-                        store::delete_uid_tx(tx, account, g, *uid, now)?;
-                    }
-                    tx.remove(
-                        crate::store::Space::Imap,
-                        &store::folder_key(account, &g.name),
-                    )?;
-                    store::folder_event_tx(
-                        tx,
-                        account,
-                        &format!("{}:{}", g.name, g.id),
-                        &Change::FolderDeleted {
-                            folder: g.name.clone(),
-                        },
-                        now,
-                    )?;
-                }
-                store::save_tx(tx, &akey, &st)
-            })
-            .map_err(store_err)?;
-        flush(cx.store).await?;
-        tracing::info!(account = %cx.account, added = added.len(), removed = gone.len(), "IMAP folder list changed.");
-        Ok(())
+        folders::refresh(&self.step(cx), sess.as_mut(), |f| self.wanted(f)).await
     }
 
     fn report_progress(&self, cx: &SourceCx<'_>, folders: &[FolderState]) {
@@ -470,6 +406,52 @@ impl ImapSource {
         Ok(BackfillNext::Continue)
     }
 
+    /// One folder of an incremental round: by the poll schedule (`poll.rs`) nothing, a STATUS
+    /// probe, or the full step (SELECT …) when STATUS differs from the stored cursor.
+    async fn poll_folder(&self, cx: &SourceCx<'_>, name: &str) -> Result<bool, SyncError> {
+        let key = store::folder_key(&cx.account.0, name);
+        let Some(f) = store::load::<FolderState>(cx.store, &key).map_err(store_err)? else {
+            return Ok(true);
+        };
+        let idle = self.options.idle_folders.iter().any(|i| i == name);
+        let now = std::time::Instant::now();
+        let mut sess = None;
+        let mut changed = true;
+        if !needs_initial(&f) {
+            let has_modseq = f.highest_modseq.is_some();
+            match self.poll.plan(name, idle, has_modseq, now) {
+                poll::Plan::Skip => return Ok(true),
+                poll::Plan::Full => {}
+                poll::Plan::Probe => {
+                    let mut s = self.session().await?;
+                    let st = self.step(cx).port(s.status(name).await)?;
+                    self.stats.status_probe();
+                    if poll::unchanged(&f, &st) {
+                        let forced = self.poll.plan(name, idle, st.highest_modseq.is_some(), now)
+                            == poll::Plan::Full;
+                        if !forced {
+                            self.stats.poll_skipped();
+                            self.poll.quiet(name, now);
+                            return Ok(true);
+                        }
+                        changed = false;
+                    }
+                    sess = Some(s);
+                }
+            }
+        }
+        let mut sess = match sess {
+            Some(s) => s,
+            None => self.session().await?,
+        };
+        let done =
+            folder_sync::incremental(&self.step(cx), sess.as_mut(), name, Mode::Best).await?;
+        if done {
+            self.poll.synced(name, changed, now);
+        }
+        Ok(done)
+    }
+
     fn folder_order(&self, cx: &SourceCx<'_>) -> Result<VecDeque<String>, SyncError> {
         let mut folders = store::folders(cx.store, &cx.account.0).map_err(store_err)?;
         folders.sort_by_key(|f| (folder_rank(f), f.name.clone()));
@@ -483,6 +465,7 @@ impl ImapSource {
             &self.options.idle_folders,
             self.options.idle_max,
             &self.stats,
+            &self.poll,
         );
         let listed = self
             .round
@@ -519,11 +502,7 @@ impl ImapSource {
                 acked: 0,
             });
         };
-        let result = async {
-            let mut sess = self.session().await?;
-            folder_sync::incremental(&self.step(cx), sess.as_mut(), &name, Mode::Best).await
-        }
-        .await;
+        let result = self.poll_folder(cx, &name).await;
         let done = match result {
             Ok(done) => done,
             Err(e) => match self.folder_failed(cx, &name, e).await {
@@ -654,60 +633,22 @@ impl SyncSource for ImapSource {
         Some(s)
     }
 
+    fn imap_status(&self, cx: &SourceCx<'_>) -> Option<crate::status_imap::ImapAccountStatus> {
+        status_lines::account_status(
+            cx.store,
+            &cx.account.0,
+            &self.stats,
+            &self.poll,
+            self.port.health(),
+            &self.options.idle_folders,
+            folder_rank,
+        )
+        .ok()
+    }
+
     fn last_sync_ms(&self, cx: &SourceCx<'_>) -> Option<u64> {
         store::account_state(cx.store, &cx.account.0)
             .ok()?
             .last_sync_ms
     }
-}
-
-/// Per-folder status lines: (folder, messages, state, last sync ms, progress done/total).
-pub fn folder_status(
-    store: &crate::store::Store,
-    account: &str,
-) -> Result<Vec<FolderStatus>, StoreError> {
-    Ok(store::folders(store, account)?
-        .into_iter()
-        .map(|f| FolderStatus {
-            state: if f.last_error.is_some() {
-                "error"
-            } else if needs_initial(&f) {
-                "initial_sync"
-            } else {
-                "synced"
-            }
-            .to_string(),
-            progress: f.initial.as_ref().map(|p| (p.fetched, p.total)),
-            name: f.name,
-            messages: f.messages,
-            uidvalidity: f.uidvalidity,
-            uidnext: f.uidnext,
-            highest_modseq: f.highest_modseq,
-            last_sync_ms: f.last_sync_ms,
-            last_error: f.last_error,
-        })
-        .collect())
-}
-
-/// The status of one folder.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FolderStatus {
-    /// Its name.
-    pub name: String,
-    /// Messages held.
-    pub messages: u64,
-    /// `initial_sync`, `synced` or `error`.
-    pub state: String,
-    /// Initial-sync progress (fetched, total).
-    pub progress: Option<(u64, u64)>,
-    /// UIDVALIDITY.
-    pub uidvalidity: Option<u32>,
-    /// UIDNEXT covered.
-    pub uidnext: u32,
-    /// HIGHESTMODSEQ covered.
-    pub highest_modseq: Option<u64>,
-    /// Last sync.
-    pub last_sync_ms: Option<u64>,
-    /// Last error.
-    pub last_error: Option<String>,
 }
