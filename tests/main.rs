@@ -22,6 +22,7 @@ mod gmail_outage;
 mod gmail_reconnect;
 mod gmail_sync;
 mod imap_crash;
+mod imap_deep_sync;
 mod imap_faults;
 mod imap_folders;
 mod imap_many;

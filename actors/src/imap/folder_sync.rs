@@ -175,14 +175,14 @@ fn top_of(sel: &Selected) -> u32 {
     }
 }
 
-fn sorted_uids(metas: &[&MessageMeta]) -> Vec<u32> {
+pub(crate) fn sorted_uids(metas: &[&MessageMeta]) -> Vec<u32> {
     let mut v: Vec<u32> = metas.iter().map(|m| m.uid).collect();
     v.sort_unstable();
     v
 }
 
 /// Splits messages into fetches of at most `chunk` messages and `chunk_bytes` bytes.
-fn chunks<'m>(todo: &[&'m MessageMeta], limits: Limits) -> Vec<Vec<&'m MessageMeta>> {
+pub(crate) fn chunks<'m>(todo: &[&'m MessageMeta], limits: Limits) -> Vec<Vec<&'m MessageMeta>> {
     let mut out: Vec<Vec<&MessageMeta>> = Vec::new();
     let mut cur: Vec<&MessageMeta> = Vec::new();
     let mut bytes = 0u64;
@@ -211,7 +211,7 @@ pub(crate) fn chunks_for_test<'m>(
 
 /// Records downloaded messages and updates the folder (`update` sees how many were new) in
 /// one transaction, then flushes.
-async fn record_bodies(
+pub(crate) async fn record_bodies(
     step: &Step<'_>,
     folder: &FolderState,
     bodies: &[FetchedBody],

@@ -15,9 +15,11 @@
 //!   round through [`ChildReport::IncrementalWork`].
 //! * **Ingest**: nothing: bodies are fetched by the steps that list them.
 
+pub mod deep_sync;
 pub mod folder_sync;
 mod folders;
 mod idle;
+mod options;
 mod poll;
 pub mod port;
 pub mod stats;
@@ -35,75 +37,17 @@ use crate::source::{
     SyncSource,
 };
 use crate::spec::now_ms;
-use crate::status::{Phase, Progress};
+use crate::status::Phase;
 use crate::store::StoreError;
-use folder_sync::{Limits, Mode, Step, flush, needs_initial, store_err};
+use folder_sync::{Mode, Step, flush, needs_initial, store_err};
 use port::{FolderInfo, ImapErrorClass, ImapPort};
 use stats::Stats;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 use store::FolderState;
 
-/// Options of an IMAP account.
-#[derive(Clone, Debug)]
-pub struct ImapOptions {
-    /// Folder patterns to sync (`*` any run, `%` any run without the hierarchy delimiter).
-    pub include: Vec<String>,
-    /// Folder patterns to leave out (win over `include`).
-    pub exclude: Vec<String>,
-    /// The newest messages of each folder synced before the rest of any folder.
-    pub recent_first: u64,
-    /// Bounds of a step.
-    pub limits: Limits,
-    /// IDLE on these folders (within the pool bound), when the server offers IDLE.
-    pub idle_folders: Vec<String>,
-    /// How long one IDLE lasts before it is re-issued (at most 29 min).
-    pub idle_max: Duration,
-    /// STATUS poll interval of a quiet folder: from this …
-    pub poll_min: Duration,
-    /// … doubling up to this (`poll.rs`).
-    pub poll_max: Duration,
-}
-
-impl Default for ImapOptions {
-    fn default() -> Self {
-        ImapOptions {
-            include: vec!["*".into()],
-            exclude: Vec::new(),
-            recent_first: 1_000,
-            limits: Limits {
-                page_uids: 500,
-                chunk: 100,
-                chunk_bytes: 20 * 1024 * 1024,
-            },
-            idle_folders: vec!["INBOX".into()],
-            idle_max: Duration::from_secs(25 * 60),
-            poll_min: Duration::from_secs(60),
-            poll_max: Duration::from_secs(15 * 60),
-        }
-    }
-}
-
-/// Matches an IMAP LIST-style pattern: `*` any run, `%` any run without `/` or `.`.
-pub fn folder_matches(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.split_first() {
-            None => n.is_empty(),
-            Some(('*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
-            Some(('%', rest)) => (0..=n.len())
-                .take_while(|i| *i == 0 || !matches!(n[i - 1], '/' | '.'))
-                .any(|i| go(rest, &n[i..])),
-            Some((c, rest)) => n.first().is_some_and(|x| x == c) && go(rest, &n[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    if pattern.eq_ignore_ascii_case("INBOX") {
-        return name.eq_ignore_ascii_case("INBOX");
-    }
-    go(&p, &n)
-}
+use options::folder_rank;
+pub use options::{ImapOptions, folder_matches};
 
 /// The Message-ID header's value in a header section (unfolded, trimmed), if any.
 pub fn message_id_of(header: &[u8]) -> Option<String> {
@@ -128,23 +72,6 @@ pub fn message_id_of(header: &[u8]) -> Option<String> {
         return Some(v.trim().to_string()).filter(|v| !v.is_empty());
     }
     None
-}
-
-/// Sync order: INBOX, flagged / important folders, others, junk and trash last.
-fn folder_rank(f: &FolderState) -> u8 {
-    if f.name.eq_ignore_ascii_case("INBOX") {
-        return 0;
-    }
-    match f
-        .special_use
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        Some("\\flagged") | Some("\\important") => 1,
-        Some("\\junk") | Some("\\trash") => 3,
-        _ => 2,
-    }
 }
 
 #[derive(Debug, Default)]
@@ -224,31 +151,11 @@ impl ImapSource {
     }
 
     fn report_progress(&self, cx: &SourceCx<'_>, folders: &[FolderState]) {
-        let done: u64 = folders
-            .iter()
-            .map(|f| f.initial.as_ref().map_or(f.messages, |p| p.fetched))
-            .sum();
-        let total: u64 = folders
-            .iter()
-            .map(|f| {
-                f.initial
-                    .as_ref()
-                    .map_or(f.messages, |p| p.total.max(p.fetched))
-            })
-            .sum();
-        let per_second = self.stats.rate();
-        let eta_seconds =
-            (per_second > 0.0 && total > done).then(|| ((total - done) as f64 / per_second) as u64);
         report::send(
             cx.report,
             ChildReport::Phase {
                 phase: Phase::Fetching,
-                progress: Some(Progress {
-                    done,
-                    total: Some(total),
-                    per_second,
-                    eta_seconds,
-                }),
+                progress: Some(status_lines::initial_progress(folders, self.stats.rate())),
             },
         );
     }
@@ -452,6 +359,45 @@ impl ImapSource {
         Ok(done)
     }
 
+    /// One step of a deep sync (`deep_sync.rs`): the next folder not yet covered.
+    async fn deep_sync_step(
+        &self,
+        cx: &SourceCx<'_>,
+        job: &Job,
+        since: Option<String>,
+        until: Option<String>,
+        only: Option<&str>,
+    ) -> Result<BackfillNext, SyncError> {
+        let step = self.step(cx);
+        let criteria = match deep_sync::search_criteria(since.as_deref(), until.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(account = %cx.account, job = %job.key, error = %e, "Dropping a deep-sync job with a bad range.");
+                deep_sync::finish(&step, job).await?;
+                return Ok(BackfillNext::Finished);
+            }
+        };
+        let done = deep_sync::progress(&step, &job.key)?.done;
+        let next = self
+            .folder_order(cx)?
+            .into_iter()
+            .filter(|n| only.is_none_or(|o| o == n))
+            .find(|n| !done.contains(n));
+        let Some(name) = next else {
+            deep_sync::finish(&step, job).await?;
+            return Ok(BackfillNext::Finished);
+        };
+        let mut sess = self.session().await?;
+        if let Err(e) =
+            deep_sync::folder_step(&step, sess.as_mut(), &job.key, &name, &criteria).await
+        {
+            // Refused by the server: skipped (kept with its error); anything else retries.
+            self.folder_failed(cx, &name, e).await?;
+            deep_sync::mark_done(&step, &job.key, &name, 0, 0).await?;
+        }
+        Ok(BackfillNext::Continue)
+    }
+
     fn folder_order(&self, cx: &SourceCx<'_>) -> Result<VecDeque<String>, SyncError> {
         let mut folders = store::folders(cx.store, &cx.account.0).map_err(store_err)?;
         folders.sort_by_key(|f| (folder_rank(f), f.name.clone()));
@@ -579,6 +525,14 @@ impl SyncSource for ImapSource {
             match BackfillJob::decode(job).map_err(store_err)? {
                 BackfillJob::FullSync => self.full_sync_step(cx, job).await,
                 BackfillJob::Gap => self.gap_step(cx, job).await,
+                BackfillJob::DeepSync {
+                    since,
+                    until,
+                    folder,
+                } => {
+                    self.deep_sync_step(cx, job, since, until, folder.as_deref())
+                        .await
+                }
                 BackfillJob::CalendarFull { .. } => {
                     cx.store.transaction(|tx| tx.ack(job)).map_err(store_err)?;
                     flush(cx.store).await?;

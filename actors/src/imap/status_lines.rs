@@ -8,6 +8,7 @@ use crate::imap::poll::PollSchedule;
 use crate::imap::port::ImapErrorClass;
 use crate::imap::stats::Stats;
 use crate::imap::store::{self as istore, FolderState};
+use crate::status::Progress;
 use crate::status_imap::{FolderLine, FolderProgress, ImapAccountStatus};
 use crate::store::{Store, StoreError};
 
@@ -40,6 +41,30 @@ fn line(f: FolderState, per_second: f64, idle: bool, poll: &PollSchedule) -> Fol
         highest_modseq: f.highest_modseq,
         idle,
         name: f.name,
+    }
+}
+
+/// The account's initial-sync progress over every folder (done / total, rate, ETA).
+pub(crate) fn initial_progress(folders: &[FolderState], per_second: f64) -> Progress {
+    let done: u64 = folders
+        .iter()
+        .map(|f| f.initial.as_ref().map_or(f.messages, |p| p.fetched))
+        .sum();
+    let total: u64 = folders
+        .iter()
+        .map(|f| {
+            f.initial
+                .as_ref()
+                .map_or(f.messages, |p| p.total.max(p.fetched))
+        })
+        .sum();
+    let eta_seconds =
+        (per_second > 0.0 && total > done).then(|| ((total - done) as f64 / per_second) as u64);
+    Progress {
+        done,
+        total: Some(total),
+        per_second,
+        eta_seconds,
     }
 }
 
