@@ -422,6 +422,31 @@ pub(crate) async fn incremental(
     Ok(true)
 }
 
+/// The Message-ID header's value in a header section (unfolded, trimmed), if any.
+pub fn message_id_of(header: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(header);
+    let mut lines = text.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if !name.trim().eq_ignore_ascii_case("message-id") {
+            continue;
+        }
+        let mut v = value.trim().to_string();
+        while let Some(next) = lines.peek() {
+            if next.starts_with(' ') || next.starts_with('\t') {
+                v.push_str(next.trim());
+                lines.next();
+            } else {
+                break;
+            }
+        }
+        return Some(v.trim().to_string()).filter(|v| !v.is_empty());
+    }
+    None
+}
+
 /// The hash that identifies a message's header section.
 pub fn header_hash(header: &[u8]) -> [u8; 32] {
     Sha256::digest(header).into()
@@ -460,11 +485,7 @@ pub(crate) async fn rematch(
         let raw = mirror::raw(step.cx.store, account, &id).map_err(store_err)?;
         if let (Some(m), Some(raw)) = (msg, raw) {
             let header = header_of(&raw);
-            let ident = (
-                crate::imap::message_id_of(header),
-                m.size,
-                header_hash(header),
-            );
+            let ident = (message_id_of(header), m.size, header_hash(header));
             by_identity.entry(ident).or_default().push((uid, e));
         }
     }
@@ -475,7 +496,7 @@ pub(crate) async fn rematch(
     for part in sorted.chunks(500) {
         let headers = step.port(sess.fetch_headers(&uid_set(part)).await)?;
         for h in headers {
-            let mid = crate::imap::message_id_of(&h.header);
+            let mid = message_id_of(&h.header);
             let ident = (mid, u64::from(h.size), header_hash(&h.header));
             if let Some(list) = by_identity.get_mut(&ident)
                 && let Some((_, e)) = list.pop()

@@ -7,12 +7,17 @@
 //!   folder (INBOX, then flagged / important folders, then the rest), then the remainder, one
 //!   page per step with a checkpoint per chunk. Finished → incremental rounds take over.
 //!   `Gap` (an admin's `resync`): a full UID/FLAGS diff of every folder.
-//! * **Incremental** (HistorySync): a round is a LIST (folders created / deleted) and then one
-//!   page per folder with the best algorithm the server offers. A folder whose step fails on
-//!   its own (NO/BAD) is skipped with its error kept; the others go on.
+//! * **Incremental** (HistorySync): a round is a LIST (folders created / deleted / renamed,
+//!   `folders.rs`) and then one folder per page: a STATUS probe when the poll schedule
+//!   (`poll.rs`) says the folder is due, and the full step with the best algorithm the server
+//!   offers only when STATUS differs from the stored cursor. A folder whose step fails on its
+//!   own (NO/BAD) is skipped with its error kept; the others go on.
 //! * **IDLE**: when the pool has room (≥ 2 connections) and the server offers IDLE, one
 //!   connection IDLEs on INBOX (re-issued every `idle_max`, at most 29 min) and news nudges a
 //!   round through [`ChildReport::IncrementalWork`].
+//! * **Deep sync** (Backfill `DeepSync`, `ctl deep-sync`): a date range, folder by folder
+//!   (`deep_sync.rs`).
+//! * **Status**: `status_lines.rs` (folders, connections, errors by class, rate).
 //! * **Ingest**: nothing: bodies are fetched by the steps that list them.
 
 pub mod deep_sync;
@@ -46,33 +51,9 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use store::FolderState;
 
+pub use folder_sync::message_id_of;
 use options::folder_rank;
 pub use options::{ImapOptions, folder_matches};
-
-/// The Message-ID header's value in a header section (unfolded, trimmed), if any.
-pub fn message_id_of(header: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(header);
-    let mut lines = text.split('\n').peekable();
-    while let Some(line) = lines.next() {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        if !name.trim().eq_ignore_ascii_case("message-id") {
-            continue;
-        }
-        let mut v = value.trim().to_string();
-        while let Some(next) = lines.peek() {
-            if next.starts_with(' ') || next.starts_with('\t') {
-                v.push_str(next.trim());
-                lines.next();
-            } else {
-                break;
-            }
-        }
-        return Some(v.trim().to_string()).filter(|v| !v.is_empty());
-    }
-    None
-}
 
 #[derive(Debug, Default)]
 struct Round {

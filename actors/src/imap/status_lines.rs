@@ -98,7 +98,7 @@ pub(crate) fn account_status(
         folders: folders
             .into_iter()
             .map(|f| {
-                let idle = idle_folders.iter().any(|i| *i == f.name);
+                let idle = idle_folders.contains(&f.name);
                 line(f, per_second, idle, poll)
             })
             .collect(),
