@@ -48,8 +48,11 @@ pub struct FolderLine {
     pub state: String,
     /// Initial-sync progress, while it runs.
     pub progress: Option<FolderProgress>,
-    /// When the folder was last synced (ms since the epoch).
+    /// When the folder was last synced (ms since the epoch; a step that changed something).
     pub last_sync_ms: Option<u64>,
+    /// When the server last confirmed the folder current (a quiet STATUS probe or a step),
+    /// since the daemon started.
+    pub last_checked_ms: Option<u64>,
     /// The last error of the folder's last step, if it failed.
     pub last_error: Option<String>,
     /// UIDVALIDITY.

@@ -37,6 +37,8 @@ struct FolderPoll {
     next_due: Instant,
     last_full: Instant,
     news: bool,
+    /// When the server last confirmed the folder current (ms since the epoch).
+    checked_ms: u64,
 }
 
 /// The poll schedule of one account's folders.
@@ -82,9 +84,11 @@ impl PollSchedule {
                 next_due: now,
                 last_full: now,
                 news: false,
+                checked_ms: 0,
             });
             p.interval = (p.interval * 2).clamp(min, max);
             p.next_due = now + p.interval;
+            p.checked_ms = crate::spec::now_ms();
         });
     }
 
@@ -97,9 +101,11 @@ impl PollSchedule {
                 next_due: now,
                 last_full: now,
                 news: false,
+                checked_ms: 0,
             });
             p.last_full = now;
             p.news = false;
+            p.checked_ms = crate::spec::now_ms();
             if changed {
                 p.interval = Duration::ZERO;
                 p.next_due = now;
@@ -121,12 +127,18 @@ impl PollSchedule {
                     next_due: now,
                     last_full: now,
                     news: true,
+                    checked_ms: 0,
                 })
                 .news = true;
             for other in m.values_mut() {
                 other.next_due = other.next_due.min(now);
             }
         });
+    }
+
+    /// When the server last confirmed the folder current (a quiet probe or a full step).
+    pub(crate) fn checked_ms(&self, folder: &str) -> Option<u64> {
+        self.with(|m| m.get(folder).map(|p| p.checked_ms).filter(|t| *t > 0))
     }
 
     /// Seconds until the folder is probed again (`None` before its first probe).

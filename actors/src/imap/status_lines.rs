@@ -31,6 +31,7 @@ fn line(f: FolderState, per_second: f64, idle: bool, poll: &PollSchedule) -> Fol
     });
     FolderLine {
         poll_interval_secs: poll.interval_secs(&f.name),
+        last_checked_ms: poll.checked_ms(&f.name),
         state: state.to_string(),
         progress,
         messages: f.messages,

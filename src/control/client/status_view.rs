@@ -286,6 +286,7 @@ fn imap_folders(imap: &Value, now: u64, detail: bool) -> String {
                 text(f.get("state")),
                 progress,
                 ago(now, f.get("last_sync_ms").and_then(Value::as_u64)),
+                ago(now, f.get("last_checked_ms").and_then(Value::as_u64)),
             ];
             if detail {
                 cells.push(text(f.get("uidvalidity")));
@@ -300,7 +301,14 @@ fn imap_folders(imap: &Value, now: u64, detail: bool) -> String {
             cells
         })
         .collect();
-    let mut header = vec!["FOLDER", "MESSAGES", "STATE", "PROGRESS", "LAST SYNC"];
+    let mut header = vec![
+        "FOLDER",
+        "MESSAGES",
+        "STATE",
+        "PROGRESS",
+        "LAST SYNC",
+        "CHECKED",
+    ];
     if detail {
         header.extend(["UIDVALIDITY", "UIDNEXT", "MODSEQ", "POLL", "LAST ERROR"]);
     }
