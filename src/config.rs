@@ -427,6 +427,10 @@ pub struct ImapSettings {
     pub timeout: Duration,
     /// Newest messages per folder synced before the rest (default 1000).
     pub recent_first: u64,
+    /// STATUS poll interval of a quiet folder, from (default 60 s) …
+    pub status_poll_min: Duration,
+    /// … doubling up to (default 15 min).
+    pub status_poll_max: Duration,
 }
 
 /// Which child of a test account fails on purpose.

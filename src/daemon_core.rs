@@ -469,5 +469,6 @@ fn placeholder(h: &AccountHandle, state: AccountState, error: Option<String>) ->
         last_gap_recovery_units: None,
         calendars: Vec::new(),
         degraded: None,
+        imap: None,
     }
 }

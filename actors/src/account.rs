@@ -656,6 +656,7 @@ impl AccountActorState {
             delivery: Some("polling".into()),
             last_gap_recovery_units: self.spec.source.last_resync_units(&cx),
             calendars: Vec::new(),
+            imap: self.spec.source.imap_status(&cx),
             degraded: self
                 .degraded
                 .iter()

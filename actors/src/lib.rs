@@ -51,6 +51,7 @@ pub mod root;
 pub mod source;
 pub mod spec;
 pub mod status;
+pub mod status_imap;
 pub mod store;
 pub mod store_backup;
 pub mod store_check;

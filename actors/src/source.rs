@@ -167,6 +167,11 @@ pub trait SyncSource: Send + Sync {
         None
     }
 
+    /// Status: the IMAP part of the account's status (folders, connections, errors by class).
+    fn imap_status(&self, _cx: &SourceCx<'_>) -> Option<crate::status_imap::ImapAccountStatus> {
+        None
+    }
+
     /// Status: quota units the last gap repair spent, if the source measures it.
     fn last_resync_units(&self, cx: &SourceCx<'_>) -> Option<u64> {
         let _ = cx;

@@ -141,6 +141,9 @@ pub struct AccountStatus {
     /// if it is; `None` once every child's calls succeed again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degraded: Option<String>,
+    /// IMAP accounts: connection health, errors by class, rate and one line per folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imap: Option<crate::status_imap::ImapAccountStatus>,
 }
 
 /// What `ctl status` shows for one calendar of a calendar account.

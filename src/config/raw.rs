@@ -173,6 +173,8 @@ pub(crate) struct RawImap {
     pub(crate) connect_timeout_secs: Option<i64>,
     pub(crate) timeout_secs: Option<i64>,
     pub(crate) recent_first: Option<i64>,
+    pub(crate) status_poll_min_secs: Option<i64>,
+    pub(crate) status_poll_max_secs: Option<i64>,
 }
 
 /// `[accounts.test]`.

@@ -74,6 +74,22 @@ pub enum CtlArgs {
         /// Account id.
         account: String,
     },
+    /// IMAP accounts: fetch what the mirror lacks in a date range and re-check flags, folder
+    /// by folder (`UID SEARCH SINCE/BEFORE`), as a durable job that resumes after a crash.
+    /// Other account kinds are refused (use `resync`).
+    DeepSync {
+        /// Account id.
+        account: String,
+        /// First day, YYYY-MM-DD (inclusive; by the server's INTERNALDATE).
+        #[arg(long)]
+        since: Option<String>,
+        /// End day, YYYY-MM-DD (exclusive).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this folder.
+        #[arg(long)]
+        folder: Option<String>,
+    },
     /// Re-read the config file and apply account changes.
     Reload,
     /// Stop the daemon gracefully.
@@ -148,6 +164,17 @@ impl CtlArgs {
             CtlArgs::Resume { account } => Request::Resume { account },
             CtlArgs::SyncNow { account } => Request::SyncNow { account },
             CtlArgs::Resync { account } => Request::Resync { account },
+            CtlArgs::DeepSync {
+                account,
+                since,
+                until,
+                folder,
+            } => Request::DeepSync {
+                account,
+                since,
+                until,
+                folder,
+            },
             CtlArgs::Reload => Request::Reload,
             CtlArgs::Shutdown => Request::Shutdown,
             CtlArgs::Events {
@@ -511,17 +538,7 @@ fn render_repair(data: &Value) -> String {
     if list.is_empty() {
         return "no registered consumers\n".to_string();
     }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|c| {
-            vec![
-                text(c.get("consumer")),
-                text(c.get("acked")),
-                text(c.get("lag")),
-            ]
-        })
-        .collect();
-    table(&["CONSUMER", "ACKED", "LAG"], &rows)
+    status_view::consumers_table(&list)
 }
 
 fn text(value: Option<&Value>) -> String {

@@ -52,6 +52,21 @@ pub enum Request {
         /// Account id.
         account: String,
     },
+    /// IMAP: a deep sync of a date range (see `ctl deep-sync`), run as a durable backfill
+    /// job; refused for other account kinds.
+    DeepSync {
+        /// Account id.
+        account: String,
+        /// First day, `YYYY-MM-DD` (inclusive).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<String>,
+        /// Last day, `YYYY-MM-DD` (exclusive).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
+        /// Only this folder.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        folder: Option<String>,
+    },
     /// Re-read the config file and apply account changes.
     Reload,
     /// Stop the daemon gracefully.
@@ -130,6 +145,7 @@ pub const COMMANDS: &[&str] = &[
     "resume",
     "sync-now",
     "resync",
+    "deep-sync",
     "reload",
     "shutdown",
     "events",
@@ -155,6 +171,7 @@ impl Request {
             Request::Resume { .. } => "resume",
             Request::SyncNow { .. } => "sync-now",
             Request::Resync { .. } => "resync",
+            Request::DeepSync { .. } => "deep-sync",
             Request::Reload => "reload",
             Request::Shutdown => "shutdown",
             Request::Events { .. } => "events",
@@ -178,6 +195,7 @@ impl Request {
             | Request::Resume { account }
             | Request::SyncNow { account }
             | Request::Resync { account }
+            | Request::DeepSync { account, .. }
             | Request::Dead { account }
             | Request::Requeue { account, .. } => Some(account),
             _ => None,
@@ -440,6 +458,12 @@ mod tests {
             Request::Resume { account: account() },
             Request::SyncNow { account: account() },
             Request::Resync { account: account() },
+            Request::DeepSync {
+                account: account(),
+                since: Some("2025-01-01".into()),
+                until: None,
+                folder: Some("INBOX".into()),
+            },
             Request::Reload,
             Request::Shutdown,
             Request::Backup {

@@ -12,7 +12,7 @@ use crate::imap::conn::{Conn, ConnSettings, connect};
 use mailsync_actors::backoff::{Jitter, RetryPolicy};
 use mailsync_actors::imap::port::{
     Capabilities, FetchedBody, FetchedHeader, FolderInfo, IdleOutcome, ImapError, ImapErrorClass,
-    ImapFuture, ImapPort, ImapSession, MessageMeta, QresyncParams, Selected,
+    ImapFuture, ImapPort, ImapSession, MailboxStatus, MessageMeta, QresyncParams, Selected,
 };
 use rand::Rng;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -253,6 +253,14 @@ impl ImapSession for PooledSession {
 
     fn uid_search_all(&mut self) -> ImapFuture<'_, Vec<u32>> {
         self.conn().uid_search_all()
+    }
+
+    fn uid_search<'a>(&'a mut self, criteria: &'a str) -> ImapFuture<'a, Vec<u32>> {
+        self.conn().uid_search(criteria)
+    }
+
+    fn status<'a>(&'a mut self, folder: &'a str) -> ImapFuture<'a, MailboxStatus> {
+        self.conn().status(folder)
     }
 
     fn fetch_meta<'a>(

@@ -227,6 +227,7 @@ mod tests {
             last_gap_recovery_units: None,
             calendars: Vec::new(),
             degraded: None,
+            imap: None,
         }
     }
 

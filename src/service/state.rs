@@ -142,6 +142,7 @@ impl ServiceState {
                 last_gap_recovery_units: None,
                 calendars: Vec::new(),
                 degraded: None,
+                imap: None,
             })
             .collect()
     }

@@ -406,6 +406,30 @@ impl MaildirWriter {
         }
     }
 
+    /// An IMAP folder was renamed: its Maildir moves to the new name (the mirror's folder labels
+    /// moved in the same transaction as the event), and the metadata index is rewritten from
+    /// the mirror so its label sets follow. Returns the account's Maildir (to fsync).
+    fn rename_folder(&mut self, account: &str, from: &str, to: &str) -> Result<Maildir, SinkError> {
+        let root = self.maildir(account)?;
+        self.opened.remove(&format!("{account}\0{from}"));
+        self.opened.remove(&format!("{account}\0{to}"));
+        let moved = maildir_folders::rename_folder_dir(root.path(), from, to)
+            .map_err(io_err("renaming a folder in", root.path()))?;
+        tracing::info!(
+            sink = MAILDIR_SINK,
+            account,
+            from,
+            to,
+            moved,
+            "IMAP folder renamed; its Maildir follows."
+        );
+        self.indexes
+            .entry(account.to_string())
+            .or_insert_with(|| super::maildir_index::MaildirIndex::new(root.path()))
+            .rewrite(&self.store, account)?;
+        Ok(root)
+    }
+
     /// Applies a batch and fsyncs every touched Maildir; returns the last seq.
     pub(crate) fn apply_batch(&mut self, events: &[FeedEvent]) -> Result<u64, SinkError> {
         self.space_floor()?;
@@ -444,6 +468,10 @@ impl MaildirWriter {
                     for md in self.remove_everywhere(&ev.account, &id)? {
                         touched.insert(md.path().to_path_buf(), md);
                     }
+                }
+                Change::FolderRenamed { from, to } => {
+                    let md = self.rename_folder(&ev.account, &from, &to)?;
+                    touched.insert(md.path().to_path_buf(), md);
                 }
                 Change::LabelCreated { .. }
                 | Change::LabelUpdated { .. }

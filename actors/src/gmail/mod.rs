@@ -447,9 +447,9 @@ impl SyncSource for GmailSource {
             match BackfillJob::decode(job).map_err(store_err)? {
                 BackfillJob::FullSync => step.full_sync().await,
                 BackfillJob::Gap => step.gap().await,
-                BackfillJob::CalendarFull { .. } => {
+                BackfillJob::CalendarFull { .. } | BackfillJob::DeepSync { .. } => {
                     // Not a Gmail job (a config changed kinds under a data dir): drop it.
-                    tracing::warn!(account = %cx.account, job = %job.key, "Ignoring a calendar job on a Gmail account.");
+                    tracing::warn!(account = %cx.account, job = %job.key, "Ignoring a calendar or IMAP job on a Gmail account.");
                     step.finish_job()?;
                     Ok(BackfillNext::Finished)
                 }

@@ -2,10 +2,12 @@
 //! connection in IDLE (so it counts against the pool bound) and re-issuing IDLE every
 //! `idle_max` (≤ 29 min). Any news (EXISTS, EXPUNGE, FETCH, VANISHED) nudges an incremental
 //! round through [`ChildReport::IncrementalWork`]; the round does the work, so a lost nudge
-//! costs only latency (the poll timer still runs). Connection trouble backs off (1 s doubling
+//! costs only latency (the poll timer still runs). News also marks the folder in the poll
+//! schedule (`poll.rs`), so its next round does the full step whatever STATUS says. Connection trouble backs off (1 s doubling
 //! to 30 s); the tasks end when the source is dropped or the account actor is gone.
 
 use crate::backoff::{Jitter, RetryPolicy};
+use crate::imap::poll::PollSchedule;
 use crate::imap::port::{IdleOutcome, ImapPort};
 use crate::imap::stats::Stats;
 use crate::report::{ChildReport, Reporter};
@@ -28,6 +30,7 @@ impl IdleHandle {
         folders: &[String],
         idle_max: Duration,
         stats: &Arc<Stats>,
+        poll: &Arc<PollSchedule>,
     ) {
         let mut guard = self.guard.lock().unwrap_or_else(PoisonError::into_inner);
         if guard.is_some() {
@@ -40,12 +43,13 @@ impl IdleHandle {
             let report = report.clone();
             let folder = folder.clone();
             let stats = stats.clone();
+            let poll = poll.clone();
             let cancel = token.clone();
             let idle_max = idle_max.min(Duration::from_secs(29 * 60));
             tokio::spawn(async move {
                 tokio::select! {
                     _ = cancel.cancelled() => {}
-                    _ = watch(port, report, folder, idle_max, stats) => {}
+                    _ = watch(port, report, folder, idle_max, stats, poll) => {}
                 }
             });
         }
@@ -59,6 +63,7 @@ async fn watch(
     folder: String,
     idle_max: Duration,
     stats: Arc<Stats>,
+    poll: Arc<PollSchedule>,
 ) {
     // Reconnects double from 1 s to 30 s (no jitter: one watcher per account).
     let policy = RetryPolicy::unlimited(
@@ -95,6 +100,7 @@ async fn watch(
             match sess.idle(idle_max).await {
                 Ok(IdleOutcome::News) => {
                     tracing::debug!(folder = %folder, "IDLE: news; nudging a round.");
+                    poll.news(&folder, std::time::Instant::now());
                     if report.send_message(ChildReport::IncrementalWork).is_err() {
                         return;
                     }
