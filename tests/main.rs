@@ -20,6 +20,7 @@ mod gmail_crash;
 mod gmail_maildir;
 mod gmail_outage;
 mod gmail_reconnect;
+mod gmail_scale;
 mod gmail_sync;
 mod imap_crash;
 mod imap_faults;
