@@ -164,7 +164,7 @@ impl Steps<'_> {
                 fs.listed.saturating_sub(outstanding),
                 Some(fs.listed),
             );
-            return Ok(BackfillNext::WaitThen(Duration::from_millis(500)));
+            return Ok(BackfillNext::WaitThen(drain_check_interval(outstanding)));
         }
         let mirrored = mirror::message_count(self.cx.store, &account);
         let now = now_ms();
@@ -196,5 +196,27 @@ impl Steps<'_> {
             .mailbox(&jobs::mailbox_name(self.cx.account, ChildKind::Backfill))
             .ack(self.job)
             .map_err(store_err)
+    }
+}
+
+/// How long the full sync waits before it counts the Ingest queue again: counting scans the
+/// queue, so a deep queue is counted less often (2 s at 100,000 jobs, at most 5 s) and a
+/// nearly drained one every 500 ms, keeping the scans' cost per message flat.
+fn drain_check_interval(outstanding: u64) -> Duration {
+    Duration::from_micros(outstanding.saturating_mul(20))
+        .clamp(Duration::from_millis(500), Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::drain_check_interval;
+    use std::time::Duration;
+
+    #[test]
+    fn a_deep_queue_is_counted_less_often() {
+        assert_eq!(drain_check_interval(0), Duration::from_millis(500));
+        assert_eq!(drain_check_interval(10_000), Duration::from_millis(500));
+        assert_eq!(drain_check_interval(100_000), Duration::from_secs(2));
+        assert_eq!(drain_check_interval(10_000_000), Duration::from_secs(5));
     }
 }
