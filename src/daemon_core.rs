@@ -467,6 +467,7 @@ fn placeholder(h: &AccountHandle, state: AccountState, error: Option<String>) ->
         dead_lettered: 0,
         delivery: None,
         last_gap_recovery_units: None,
+        last_gap_working_set: None,
         calendars: Vec::new(),
         degraded: None,
         imap: None,

@@ -21,6 +21,7 @@ mod gmail_crash;
 mod gmail_maildir;
 mod gmail_outage;
 mod gmail_reconnect;
+mod gmail_scale;
 mod gmail_strict_quota;
 mod gmail_sync;
 mod imap_crash;

@@ -655,6 +655,7 @@ impl AccountActorState {
             dead_lettered: dead,
             delivery: Some("polling".into()),
             last_gap_recovery_units: self.spec.source.last_resync_units(&cx),
+            last_gap_working_set: self.spec.source.last_resync_working_set(&cx),
             calendars: Vec::new(),
             imap: self.spec.source.imap_status(&cx),
             degraded: self

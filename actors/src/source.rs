@@ -178,6 +178,13 @@ pub trait SyncSource: Send + Sync {
         None
     }
 
+    /// Status: the most ids or markers the last gap repair held in memory at once (its
+    /// working set, bounded by a chunk size whatever the mailbox size).
+    fn last_resync_working_set(&self, cx: &SourceCx<'_>) -> Option<u64> {
+        let _ = cx;
+        None
+    }
+
     /// Starts the provider credentials over (see [`crate::ports::GmailApi::reconnect`]):
     /// called when a person resumes the account or reloads the config. Sources without
     /// credentials keep the default.

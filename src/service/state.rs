@@ -140,6 +140,7 @@ impl ServiceState {
                 dead_lettered: 0,
                 delivery: None,
                 last_gap_recovery_units: None,
+                last_gap_working_set: None,
                 calendars: Vec::new(),
                 degraded: None,
                 imap: None,

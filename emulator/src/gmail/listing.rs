@@ -106,16 +106,15 @@ pub(super) fn list_messages(
         .map(decode_page_token)
         .transpose()?;
     let matches = |m: &MsgMeta| filter.matches(mb, m);
-    let mut total = 0u32;
+    let total = list_total(mb, &filter, &matches);
     let mut page = Vec::new();
     let mut last = None;
     let mut more = false;
-    for (id, m) in mb.messages.iter().rev() {
+    // Only the page itself is walked (from the cursor down), so listing a mailbox of N
+    // messages costs O(N) in all, not O(N) per page.
+    let upper = cursor.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+    for (id, m) in mb.messages.range((std::ops::Bound::Unbounded, upper)).rev() {
         if !matches(m) {
-            continue;
-        }
-        total += 1;
-        if cursor.is_some_and(|c| *id >= c) {
             continue;
         }
         if page.len() < max {
@@ -127,6 +126,7 @@ pub(super) fn list_messages(
             last = Some(*id);
         } else {
             more = true;
+            break;
         }
     }
     Ok(ApiResponse::json(&wire::ListMessages {
@@ -138,6 +138,30 @@ pub(super) fn list_messages(
         },
         result_size_estimate: total,
     }))
+}
+
+/// `resultSizeEstimate` of a `messages.list` (exact here): without `q` the count only changes
+/// with the mailbox, so it is remembered per filter until the next change.
+fn list_total(mb: &Mailbox, filter: &ListFilter, matches: &dyn Fn(&MsgMeta) -> bool) -> u32 {
+    let count = || mb.messages.values().filter(|m| matches(m)).count() as u32;
+    if filter.q.is_some() {
+        return count();
+    }
+    let key = format!("{}|{}", filter.hide_spam_trash, filter.label_ids.join(","));
+    let mut cache = mb
+        .list_total
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((k, h, n, total)) = cache.as_ref()
+        && *k == key
+        && *h == mb.history_id
+        && *n == mb.messages.len()
+    {
+        return *total;
+    }
+    let total = count();
+    *cache = Some((key, mb.history_id, mb.messages.len(), total));
+    total
 }
 
 pub(super) fn list_history(mb: &Mailbox, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
