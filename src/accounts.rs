@@ -10,6 +10,7 @@ use mailsync_actors::calendar::{CalendarOptions, CalendarSource};
 use mailsync_actors::gmail::{GmailOptions, GmailSource};
 use mailsync_actors::model::AccountId;
 use mailsync_actors::ports::GmailApi;
+use mailsync_actors::push_watch::PushWatch;
 use mailsync_actors::source::{SourceKind, SyncSource};
 use mailsync_actors::spec::AccountSpec;
 use std::sync::Arc;
@@ -48,15 +49,17 @@ impl AccountBuildError {
 /// Builds the specs of every enabled account; accounts that cannot be built are returned as
 /// errors next to the specs, so one bad account never stops the others.
 /// `decorate` wraps each Gmail-shaped port (the service layer meters them).
+/// `watch` gives a Gmail account with push its watch duty over the (decorated) port.
 pub fn build_all(
     config: &Config,
     gmail: &dyn GmailPortBuilder,
     decorate: &PortDecorator<'_>,
+    watch: &WatchMaker<'_>,
 ) -> (Vec<AccountSpec>, Vec<AccountBuildError>) {
     let mut specs = Vec::new();
     let mut errors = Vec::new();
     for account in config.accounts.iter().filter(|a| a.enabled) {
-        match build(config, account, gmail, decorate) {
+        match build(config, account, gmail, decorate, watch) {
             Ok(spec) => specs.push(spec),
             Err(e) => errors.push(e),
         }
@@ -66,6 +69,11 @@ pub fn build_all(
 
 /// Wraps an account's port before its source is built (metering); `&|_, api| api` for none.
 pub type PortDecorator<'a> = dyn Fn(&str, Arc<dyn GmailApi>) -> Arc<dyn GmailApi> + 'a;
+
+/// The push-watch duty of an account over its port (`gmail_watch.rs`), `None` without push;
+/// `&|_, _| None` for none.
+pub type WatchMaker<'a> =
+    dyn Fn(&AccountConfig, &Arc<dyn GmailApi>) -> Option<Arc<dyn PushWatch>> + 'a;
 
 /// Builds the Gmail port of an account; implemented over the REST client in `google`.
 pub trait GmailPortBuilder: Send + Sync {
@@ -87,6 +95,7 @@ fn build(
     account: &AccountConfig,
     gmail: &dyn GmailPortBuilder,
     decorate: &PortDecorator<'_>,
+    watch: &WatchMaker<'_>,
 ) -> Result<AccountSpec, AccountBuildError> {
     if let AccountSettings::Imap(settings) = &account.settings {
         let shared = match &settings.credential {
@@ -157,8 +166,12 @@ fn build(
         initial_query: account.initial_query.clone(),
         list_page_size,
     };
-    let source = Arc::new(GmailSource::new(kind, decorate(&account.id, api), options));
-    Ok(spec(config, account, kind, source))
+    let api = decorate(&account.id, api);
+    let push_watch = watch(account, &api);
+    let source = Arc::new(GmailSource::new(kind, api, options));
+    let mut spec = spec(config, account, kind, source);
+    spec.push_watch = push_watch;
+    Ok(spec)
 }
 
 /// The spec of `account` driving `source`.
@@ -178,6 +191,7 @@ fn spec(
             base: config.retry.base,
             cap: config.retry.cap,
             max_attempts: config.retry.max_attempts,
+            ..RetryPolicy::default()
         },
         restart: RestartPolicy {
             base: config.restart.base,
@@ -188,5 +202,6 @@ fn spec(
         // Debug output never contains secrets (credential refs print their source only), so
         // it is a safe and complete fingerprint of what the account was built from.
         fingerprint: format!("{account:?}|{:?}|{:?}", config.retry, config.restart),
+        push_watch: None,
     }
 }

@@ -97,6 +97,60 @@ impl Admin {
             Request::Resume { account } => cmd(&account, AccountCommand::Resume).await,
             Request::SyncNow { account } => cmd(&account, AccountCommand::SyncNow).await,
             Request::Resync { account } => cmd(&account, AccountCommand::Resync).await,
+            Request::DeepSync {
+                account,
+                since,
+                until,
+                folder,
+            } => {
+                match self.core.accounts().await {
+                    Ok(list) => match list.iter().find(|(id, _)| *id == account) {
+                        None => {
+                            return admin_error(AdminError::UnknownAccount(account));
+                        }
+                        Some((_, kind)) if kind != "imap" => {
+                            return Response::error(
+                                ErrorCode::BadRequest,
+                                format!(
+                                    "deep-sync is for IMAP accounts; {account:?} is a {kind} account (use resync)"
+                                ),
+                            );
+                        }
+                        Some(_) => {}
+                    },
+                    Err(e) => return admin_error(e),
+                }
+                if let Err(e) = mailsync_actors::imap::deep_sync::search_criteria(
+                    since.as_deref(),
+                    until.as_deref(),
+                ) {
+                    return Response::error(ErrorCode::BadRequest, e);
+                }
+                let job = mailsync_actors::jobs::BackfillJob::DeepSync {
+                    since,
+                    until,
+                    folder,
+                };
+                // Durable before the reply: the job is in the account's backfill mailbox (a
+                // crash from here on resumes it), then Backfill is woken.
+                let id = mailsync_actors::model::AccountId(account.clone());
+                let key = job.key(&id);
+                let store = self.core.store();
+                let now = mailsync_actors::spec::now_ms();
+                let queued = store
+                    .transaction(|tx| {
+                        mailsync_actors::jobs::enqueue_backfill_tx(tx, &id, job.clone(), now)
+                    })
+                    .and_then(|()| store.flush());
+                if let Err(e) = queued {
+                    return Response::error(ErrorCode::Internal, e.to_string());
+                }
+                tracing::info!(account = %account, job = %key, "Deep sync queued.");
+                match self.core.command(&account, AccountCommand::SyncNow).await {
+                    Ok(()) | Err(AdminError::NotRunning(..)) => Response::ok(json!({ "job": key })),
+                    Err(e) => admin_error(e),
+                }
+            }
             Request::Reload => match self.core.reload().await {
                 Ok(s) => Response::ok(json!({
                     "added": s.added, "removed": s.removed, "restarted": s.restarted
@@ -117,6 +171,9 @@ impl Admin {
             | Request::Requeue { .. }
             | Request::Consumers
             | Request::Unregister { .. } => self.repair(req).await,
+            Request::WebhookDead { .. } | Request::WebhookReplay { .. } => {
+                self.webhook_dead_letters(req).await
+            }
             Request::Backup { path } => {
                 crate::cli::store_cmd::backup_reply(self.core.store(), path).await
             }
@@ -165,6 +222,30 @@ impl Admin {
                 Err(e) => fail(e),
             },
             _ => Response::error(ErrorCode::Internal, "not a repair command"),
+        }
+    }
+
+    /// `ctl webhook dead` / `replay` (`sink/webhook_replay.rs`), by the running config's names.
+    async fn webhook_dead_letters(&self, req: Request) -> Response {
+        use crate::sink::webhook_replay::{self, ReplayError};
+        let hooks = self.core.config_snapshot().await.webhooks;
+        let store = self.core.store();
+        let fail = |e: ReplayError| match e {
+            ReplayError::Sink(e) => Response::error(ErrorCode::Internal, e.to_string()),
+            other => Response::error(ErrorCode::BadRequest, other.to_string()),
+        };
+        match req {
+            Request::WebhookDead { name } => match webhook_replay::list(store, &hooks, &name) {
+                Ok(dead) => Response::ok(json!({ "webhook": name, "dead": dead })),
+                Err(e) => fail(e),
+            },
+            Request::WebhookReplay { name, id } => {
+                match webhook_replay::replay(store, &hooks, &name, id).await {
+                    Ok(outcome) => Response::ok(json!(outcome)),
+                    Err(e) => fail(e),
+                }
+            }
+            _ => Response::error(ErrorCode::Internal, "not a webhook command"),
         }
     }
 

@@ -438,6 +438,10 @@ pub struct ImapSettings {
     pub timeout: Duration,
     /// Newest messages per folder synced before the rest (default 1000).
     pub recent_first: u64,
+    /// STATUS poll interval of a quiet folder, from (default 60 s) …
+    pub status_poll_min: Duration,
+    /// … doubling up to (default 15 min).
+    pub status_poll_max: Duration,
 }
 
 /// Which child of a test account fails on purpose.
@@ -469,6 +473,9 @@ pub struct TestSettings {
 /// One `[[webhooks]]` entry (delivery implemented in `sink`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct WebhookConfig {
+    /// The stable name (`[[webhooks]] name`): the sink's consumer is `webhook:<name>` and its
+    /// dead letters are kept under it, so reordering the file never swaps cursors.
+    pub name: String,
     /// Target URL (http or https).
     pub url: String,
     /// HMAC signing secret, if any.

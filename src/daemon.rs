@@ -85,19 +85,14 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let mut signals = crate::signals::listen().map_err(DaemonError::Signals)?;
 
     let service = Arc::new(crate::service::ServiceState::new());
-    let (specs, errors) = accounts::build_all(&config, opts.gmail.as_ref(), &|id, api| {
-        service.meter(id, api)
-    });
-    for e in &errors {
-        tracing::error!(error = %e, "Account not started.");
-    }
-    let specs = service.adopt(&config, specs, &errors);
+    // The tree starts empty: the accounts join it once their credentials are resolved (a
+    // credential `command` may take seconds), while the socket already answers.
     let (root, root_done) = Actor::spawn(
         None,
         RootSupervisor,
         RootArgs {
             store: store.clone(),
-            accounts: specs,
+            accounts: Vec::new(),
         },
     )
     .await
@@ -113,46 +108,112 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
         store: store.clone(),
         config_path: opts.config_path,
         config,
-        gmail: opts.gmail,
+        gmail: opts.gmail.clone(),
         requests: req_tx,
         cancel: cancel.clone(),
-        service,
+        service: service.clone(),
     }));
+    core.set_starting(Some(
+        sink_config
+            .accounts
+            .iter()
+            .filter(|a| a.enabled)
+            .map(|a| (a.id.clone(), a.kind.to_string()))
+            .collect(),
+    ));
+    // The accounts' watch duties record registrations from their first moment.
+    core.push_health().configure(&sink_config);
     let tasks = TaskTracker::new();
-    core.start_sinks(&sink_config).await;
-    crate::push::spawn_all(core.clone(), &sink_config, cancel.child_token(), &tasks);
     tasks.spawn(crate::admin::serve(
         listener,
         core.clone(),
         cancel.child_token(),
         tasks.clone(),
     ));
-    tracing::info!(socket = %socket_path.display(), pid = std::process::id(), "mailsync daemon running.");
-    crate::service::monitor::start(core.clone(), &sink_config, cancel.child_token(), &tasks).await;
-    if let Some(f) = opts.on_ready {
-        f(core.clone());
+    tracing::info!(socket = %socket_path.display(), pid = std::process::id(), "Control socket answering; starting the accounts.");
+
+    let mut shutdown_early = false;
+    let build = {
+        let (config, gmail, service) = (sink_config.clone(), opts.gmail.clone(), service.clone());
+        let (store, health) = (store.clone(), core.push_health_handle());
+        tokio::task::spawn_blocking(move || {
+            let (specs, errors) = accounts::build_all(
+                &config,
+                gmail.as_ref(),
+                &|id, api| service.meter(id, api),
+                &|account, api| {
+                    crate::gmail_watch::GmailWatch::for_account(&store, &health, account, api)
+                },
+            );
+            for e in &errors {
+                tracing::error!(error = %e, "Account not started.");
+            }
+            service.adopt(&config, specs, &errors)
+        })
+    };
+    tokio::pin!(build);
+    let specs = loop {
+        tokio::select! {
+            built = &mut build => break built.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "Building the accounts failed.");
+                Vec::new()
+            }),
+            _ = cancel.cancelled() => { shutdown_early = true; break Vec::new(); }
+            ev = signals.recv() => match ev {
+                Some(crate::signals::SignalEvent::Reload) => {
+                    tracing::warn!("SIGHUP while starting: ignored; send it again once the daemon runs.");
+                }
+                Some(crate::signals::SignalEvent::Shutdown) | None => { shutdown_early = true; break Vec::new(); }
+            },
+            req = req_rx.recv() => match req {
+                Some(DaemonRequest::Shutdown) | None => { shutdown_early = true; break Vec::new(); }
+            },
+        }
+    };
+    if !shutdown_early
+        && let Err(e) = ractor::call_t!(
+            root,
+            mailsync_actors::root::RootMsg::Reconcile,
+            60_000,
+            specs
+        )
+    {
+        tracing::error!(error = %e, "Cannot hand the accounts to the supervision tree.");
+    }
+    core.set_starting(None);
+    if !shutdown_early {
+        core.start_sinks(&sink_config).await;
+        crate::push::spawn_all(core.clone(), &sink_config, cancel.child_token(), &tasks);
+        tracing::info!(socket = %socket_path.display(), pid = std::process::id(), "mailsync daemon running.");
+        crate::service::monitor::start(core.clone(), &sink_config, cancel.child_token(), &tasks)
+            .await;
+        if let Some(f) = opts.on_ready {
+            f(core.clone());
+        }
     }
 
     // sled failing a write for lack of space keeps failing until restart: exit (status 4).
     let mut out_of_space = None;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            reason = store.wait_out_of_space() => {
-                out_of_space = Some(reason);
-                break;
-            }
-            ev = signals.recv() => match ev {
-                Some(crate::signals::SignalEvent::Reload) => {
-                    if let Ok(s) = core.reload().await {
-                        tracing::info!(added = ?s.added, removed = ?s.removed, restarted = ?s.restarted, "Reloaded on SIGHUP.");
-                    }
+    if !shutdown_early {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                reason = store.wait_out_of_space() => {
+                    out_of_space = Some(reason);
+                    break;
                 }
-                Some(crate::signals::SignalEvent::Shutdown) | None => break,
-            },
-            req = req_rx.recv() => match req {
-                Some(DaemonRequest::Shutdown) | None => break,
-            },
+                ev = signals.recv() => match ev {
+                    Some(crate::signals::SignalEvent::Reload) => {
+                        if let Ok(s) = core.reload().await {
+                            tracing::info!(added = ?s.added, removed = ?s.removed, restarted = ?s.restarted, "Reloaded on SIGHUP.");
+                        }
+                    }
+                    Some(crate::signals::SignalEvent::Shutdown) | None => break,
+                },
+                req = req_rx.recv() => match req {
+                    Some(DaemonRequest::Shutdown) | None => break,
+                },
+            }
         }
     }
 

@@ -75,10 +75,13 @@ pub struct DaemonCore {
     /// Start failures, recent errors, metrics, the systemd notifier (`service`).
     service: Arc<crate::service::state::ServiceState>,
     /// Push health per account, written by the push tasks, read by status.
-    push_health: PushHealth,
+    push_health: Arc<PushHealth>,
     /// Tasks that follow config reloads (the Calendar channel keepers), registered by the
     /// tasks themselves, so this module names none of them.
     reload_followers: std::sync::Mutex<Vec<Arc<dyn ReloadFollower>>>,
+    /// While the daemon starts (credentials resolving, before the tree has its accounts): the
+    /// configured accounts as `(id, kind)`, shown `starting`; `None` once they run.
+    starting: std::sync::Mutex<Option<Vec<(String, String)>>>,
 }
 
 /// A task outside the actor tree that must follow a config reload (e.g. start or stop the
@@ -127,9 +130,28 @@ impl DaemonCore {
             sinks: Mutex::new((CancellationToken::new(), TaskTracker::new())),
             cancel: p.cancel,
             service: p.service,
-            push_health: PushHealth::default(),
+            push_health: Arc::new(PushHealth::default()),
             reload_followers: std::sync::Mutex::new(Vec::new()),
+            starting: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Marks the daemon as starting with these `(id, kind)` accounts (`Some`), or as started
+    /// (`None`): until then status shows them `starting` and reloads are refused.
+    pub fn set_starting(&self, accounts: Option<Vec<(String, String)>>) {
+        *self.starting.lock().unwrap_or_else(|p| p.into_inner()) = accounts;
+    }
+
+    fn starting_accounts(&self) -> Option<Vec<(String, String)>> {
+        self.starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The push health, shared with the accounts' watch duties (`gmail_watch.rs`).
+    pub fn push_health_handle(&self) -> Arc<PushHealth> {
+        self.push_health.clone()
     }
 
     /// Push health per account (the push tasks write it; status reads it).
@@ -204,6 +226,19 @@ impl DaemonCore {
             }
         });
         let mut accounts = futures_util::future::join_all(futures).await;
+        for (id, kind) in self.starting_accounts().unwrap_or_default() {
+            if !accounts.iter().any(|a| a.account == id) {
+                let h = AccountHandle {
+                    id,
+                    kind,
+                    actor: None,
+                    down_reason: None,
+                };
+                let mut s = placeholder(&h, AccountState::Starting, None);
+                s.phase = "resolving_credentials".into();
+                accounts.push(s);
+            }
+        }
         accounts.extend(self.service.start_failures());
         accounts.sort_by(|a, b| a.account.cmp(&b.account));
         let now = crate::push_health::now_ms();
@@ -283,6 +318,12 @@ impl DaemonCore {
     }
 
     async fn reload_config(&self) -> Result<ReloadSummary, AdminError> {
+        if self.starting_accounts().is_some() {
+            return Err(AdminError::NotRunning(
+                "daemon".into(),
+                "still starting (resolving credentials); reload again once it runs".into(),
+            ));
+        }
         let new = match config::load(&self.config_path) {
             Ok(c) => c,
             Err(e) => {
@@ -291,8 +332,17 @@ impl DaemonCore {
             }
         };
         let service = self.service.clone();
-        let (specs, errors) =
-            accounts::build_all(&new, self.gmail.as_ref(), &|id, api| service.meter(id, api));
+        // The accounts' watch duties write the push health of the new accounts at once.
+        self.push_health.configure(&new);
+        let (store, health) = (self.store.clone(), self.push_health.clone());
+        let (specs, errors) = accounts::build_all(
+            &new,
+            self.gmail.as_ref(),
+            &|id, api| service.meter(id, api),
+            &|account, api| {
+                crate::gmail_watch::GmailWatch::for_account(&store, &health, account, api)
+            },
+        );
         for e in &errors {
             tracing::error!(error = %e, "Account not started.");
         }
@@ -417,7 +467,9 @@ fn placeholder(h: &AccountHandle, state: AccountState, error: Option<String>) ->
         dead_lettered: 0,
         delivery: None,
         last_gap_recovery_units: None,
+        last_gap_working_set: None,
         calendars: Vec::new(),
         degraded: None,
+        imap: None,
     }
 }

@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod daemon_core;
 pub mod events;
 pub mod gmail_port;
+pub mod gmail_watch;
 pub mod google;
 pub mod imap;
 pub mod metrics;

@@ -72,6 +72,10 @@ pub struct Metrics {
     pub(crate) uptime: Gauges,
     /// 1 while writing waits for space in the data directory (`degraded (disk full)`).
     pub(crate) disk_full: Gauges,
+    /// IMAP: messages held per folder.
+    pub(crate) imap_folder_messages: Gauges,
+    /// IMAP: messages of a folder's initial sync still to fetch.
+    pub(crate) imap_folder_remaining: Gauges,
     /// What the collector remembers between scrapes.
     pub(crate) cursor: Mutex<collect::ScrapeCursor>,
     /// The ports, for their quota gates (weak: a removed account's port is dropped).
@@ -191,6 +195,16 @@ impl Metrics {
             "mailsync_disk_full",
             "1 while writing waits for free space in the data directory (below the [store] floor, or out of space), else 0.",
         );
+        let imap_folder_messages = gauges(
+            r,
+            "mailsync_imap_folder_messages",
+            "IMAP: messages held in the mirror, by account and folder.",
+        );
+        let imap_folder_remaining = gauges(
+            r,
+            "mailsync_imap_folder_initial_remaining",
+            "IMAP: messages of a folder's initial sync not fetched yet (0 once synced), by account and folder.",
+        );
         let uptime = gauges(
             r,
             "mailsync_uptime_seconds",
@@ -226,6 +240,8 @@ impl Metrics {
             restarts,
             uptime,
             disk_full,
+            imap_folder_messages,
+            imap_folder_remaining,
             cursor: Mutex::new(collect::ScrapeCursor::default()),
             ports: Mutex::new(Vec::new()),
         }

@@ -3,7 +3,7 @@
 //! ([`vdir`], text from [`ics`]), signed webhook batches ([`webhook`]) — plus the
 //! scheduled pruning of the change feed ([`retention`]).
 //!
-//! This module owns the sink consumer names (`maildir`, `webhook:<index>`), their cursors'
+//! This module owns the sink consumer names (`maildir`, `webhook:<name>`), their cursors'
 //! lifecycle, the shared "wait for the feed, deliver, then ack" loop ([`ConsumerLoop`]) and the
 //! sink state kept in `Space::Sinks` (dead letters under `deadletter/<sink>/<seq:be>`, the last
 //! error under `error/<sink>`).
@@ -17,6 +17,7 @@
 //! - A newly configured sink is registered from seq 0, so it sees the feed's whole history.
 //! - Sinks wait on [`mailsync_actors::feed::Feed::subscribe`]; they never poll.
 
+mod file_sink;
 pub mod ics;
 pub mod maildir;
 pub mod maildir_folders;
@@ -27,10 +28,13 @@ pub mod vdir_sink;
 #[cfg(test)]
 mod vdir_tests;
 pub mod webhook;
+pub mod webhook_names;
+pub mod webhook_replay;
 
 use std::future::Future;
 use std::time::Duration;
 
+use mailsync_actors::backoff::{Jitter, RetryPolicy};
 use mailsync_actors::feed::FeedEvent;
 use mailsync_actors::store::{Space, Store, StoreError};
 use serde::Serialize;
@@ -45,7 +49,7 @@ pub const BATCH_EVENTS: usize = 100;
 /// The consumer name of the Maildir sink.
 pub const MAILDIR_SINK: &str = "maildir";
 
-/// The prefix of every webhook sink's consumer name (`webhook:<index>`).
+/// The prefix of every webhook sink's consumer name (`webhook:<name>`).
 pub const WEBHOOK_SINK_PREFIX: &str = "webhook:";
 
 /// Prefix of dead-letter keys in `Space::Sinks`: `deadletter/<sink>/<first seq:be>`.
@@ -108,14 +112,15 @@ pub struct SinkStatus {
     pub last_error: Option<String>,
 }
 
-/// The consumer name of the webhook at `index` in `config.webhooks`.
-pub fn webhook_sink_name(index: usize) -> String {
-    format!("{WEBHOOK_SINK_PREFIX}{index}")
+/// The consumer name of the webhook named `name` (`[[webhooks]] name`).
+pub fn webhook_sink_name(name: &str) -> String {
+    format!("{WEBHOOK_SINK_PREFIX}{name}")
 }
 
 /// Starts every configured sink as a task on `tasks`; each stops when `cancel` fires.
 pub fn spawn_all(store: &Store, config: &Config, cancel: CancellationToken, tasks: &TaskTracker) {
-    forget_removed_webhooks(store, config);
+    webhook_names::migrate_position_keys(store, config);
+    webhook_names::forget_removed(store, config);
     if let Some(m) = config.maildir.as_ref().filter(|m| m.enabled) {
         let accounts = config.accounts.iter().map(|a| a.id.clone()).collect();
         let sink = maildir::MaildirSink::new(store.clone(), m.root.clone(), accounts);
@@ -131,13 +136,13 @@ pub fn spawn_all(store: &Store, config: &Config, cancel: CancellationToken, task
         let sink = vdir_sink::VdirSink::new(store.clone(), v.root.clone(), accounts);
         tasks.spawn(sink.run(cancel.clone()));
     }
-    for (index, hook) in config.webhooks.iter().enumerate() {
-        match webhook::WebhookSink::new(store.clone(), index, hook, &config.retry) {
+    for hook in &config.webhooks {
+        match webhook::WebhookSink::new(store.clone(), hook, &config.retry) {
             Ok(sink) => {
                 tasks.spawn(sink.run(cancel.clone()));
             }
             Err(e) => {
-                tracing::error!(sink = %webhook_sink_name(index), error = %e, "Cannot start the webhook sink.");
+                tracing::error!(sink = %webhook_sink_name(&hook.name), error = %e, "Cannot start the webhook sink.");
             }
         }
     }
@@ -157,8 +162,8 @@ pub fn sink_status(store: &Store, config: &Config) -> Vec<SinkStatus> {
     if let Some(v) = &config.vdir {
         names.push((vdir_sink::VDIR_SINK.to_string(), v.enabled));
     }
-    for index in 0..config.webhooks.len() {
-        names.push((webhook_sink_name(index), true));
+    for hook in &config.webhooks {
+        names.push((webhook_sink_name(&hook.name), true));
     }
     let feed = store.feed();
     let last = feed.last_seq().unwrap_or(0);
@@ -180,36 +185,7 @@ pub fn sink_status(store: &Store, config: &Config) -> Vec<SinkStatus> {
         .collect()
 }
 
-/// Unregisters `webhook:<i>` consumers whose webhook is no longer configured, so a removed
-/// webhook does not hold back feed pruning forever. Other consumers are not touched.
-fn forget_removed_webhooks(store: &Store, config: &Config) {
-    let feed = store.feed();
-    let consumers = match feed.consumers() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "Cannot list feed consumers.");
-            return;
-        }
-    };
-    for (name, _) in consumers {
-        let Some(index) = name.strip_prefix(WEBHOOK_SINK_PREFIX) else {
-            continue;
-        };
-        let removed = index
-            .parse::<usize>()
-            .map_or(true, |i| i >= config.webhooks.len());
-        if removed {
-            match feed.unregister_consumer(&name) {
-                Ok(()) => tracing::info!(sink = %name, "Forgot the cursor of a removed webhook."),
-                Err(e) => {
-                    tracing::warn!(sink = %name, error = %e, "Cannot forget a removed webhook.")
-                }
-            }
-        }
-    }
-}
-
-fn deadletter_prefix(sink: &str) -> Vec<u8> {
+pub(crate) fn deadletter_prefix(sink: &str) -> Vec<u8> {
     format!("{DEADLETTER_PREFIX}{sink}/").into_bytes()
 }
 
@@ -220,7 +196,7 @@ pub(crate) fn deadletter_key(sink: &str, seq: u64) -> Vec<u8> {
     k
 }
 
-fn dead_letter_counts(store: &Store, sink: &str) -> (u64, u64) {
+pub(crate) fn dead_letter_counts(store: &Store, sink: &str) -> (u64, u64) {
     let mut batches = 0;
     let mut events = 0;
     for item in store.kv(Space::Sinks).scan_prefix(deadletter_prefix(sink)) {
@@ -362,8 +338,9 @@ impl ConsumerLoop {
         failures: u32,
         cancel: &CancellationToken,
     ) {
-        let shift = failures.saturating_sub(1).min(16);
-        let mut delay = Duration::from_secs(1u64 << shift).min(self.max_backoff);
+        let mut delay =
+            RetryPolicy::unlimited(Duration::from_secs(1), self.max_backoff, Jitter::None)
+                .ceiling(failures);
         if is_disk_full(error) {
             // Transient and cheap to look at: continue within seconds once there is room.
             delay = mailsync_actors::disk_space::wait_delay(failures);

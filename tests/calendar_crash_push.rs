@@ -45,6 +45,8 @@ fn kill_9_during_calendar_full_and_incremental_sync_loses_and_duplicates_nothing
                     created.push(emu.cal_create(&primary, json!({"summary": format!("c{round}"), "start": "2026-06-03T10:00:00Z", "end": "2026-06-03T11:00:00Z"})));
                 }
             }
+            // Paces the changes over the daemon's random lifetime (the point: changes land at
+            // every stage of the sync before the kill).
             std::thread::sleep(Duration::from_millis(60));
         }
         d.kill9();

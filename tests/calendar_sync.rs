@@ -274,6 +274,8 @@ fn pages_with_empty_pages_and_calendars_added_and_removed() {
     assert!(
         wait_until(Duration::from_secs(60), || {
             let _ = d.try_request(&json!({"v":1,"cmd":"sync-now","account":CAL_ACCOUNT}));
+            // Paces the sync-now pokes inside the condition wait (a poke every 50 ms would
+            // keep restarting rounds); the wait itself is on the condition below.
             std::thread::sleep(Duration::from_millis(300));
             let a = account(&d);
             let ids: Vec<&str> = a["calendars"]

@@ -1,7 +1,9 @@
 //! kill -9 while jobs are leased: after restarts every job completes, none is lost, and the
-//! feed holds exactly one event per idempotency key. The oracle reads sled directly after the
-//! daemon has exited, independent of the socket protocol.
+//! feed holds exactly one event per idempotency key. Two oracles: the feed read over the
+//! socket and replayed as a consumer would (`common/feed_oracle.rs`), and sled read directly
+//! after the daemon has exited, independent of the socket protocol.
 
+use crate::common::feed_oracle::{read_feed, replay};
 use crate::common::*;
 use mailsync_actors::mirror::Change;
 use mailsync_actors::store::{Store, decode};
@@ -49,6 +51,18 @@ fn kill_9_while_jobs_are_leased_loses_nothing_and_duplicates_nothing_downstream(
             == json!("caught_up")),
         "never caught up: {}",
         d.status()
+    );
+    // A consumer reading the feed over the socket rebuilds every message exactly once.
+    let replayed = replay(&read_feed(&d), "crashy");
+    assert!(
+        replayed.violations.is_empty(),
+        "feed replay: {:?}",
+        replayed.violations
+    );
+    assert_eq!(
+        replayed.messages.len(),
+        MESSAGES,
+        "feed replay misses messages"
     );
     d.stop();
 

@@ -164,7 +164,7 @@ fn socket_and_webhook_carry_the_same_bytes_per_event() {
     let env = TestEnv::new();
     let (url, bodies) = body_receiver();
     env.write_config(&format!(
-        "{}\n[[webhooks]]\nurl = \"{url}\"\n",
+        "{}\n[[webhooks]]\nname = \"schema\"\nurl = \"{url}\"\n",
         test_account("bytes", "messages = 12")
     ));
     let d = env.start();

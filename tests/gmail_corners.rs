@@ -8,28 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 fn write_config(emu: &Emu, env: &TestEnv, extra: &str) {
-    let text = format!(
-        r#"data_dir = "{data}"
-socket_path = "{socket}"
-log_format = "json"
-log_level = "info,mailsync=debug,mailsync_actors=debug"
-shutdown_grace_secs = 10
-
-[sync]
-poll_interval_secs = 1
-batch_size = 10
-
-[retry]
-base_ms = 50
-cap_ms = 1000
-
-{account}{extra}
-"#,
-        data = env.data_dir.display(),
-        socket = env.socket.display(),
-        account = emu.account_block(env),
-    );
-    std::fs::write(&env.config_path, text).expect("write config");
+    emu.write_production_config(env, extra);
 }
 
 /// Every feed event as JSON, read over the socket without registering anything.

@@ -6,6 +6,7 @@
 //! upstream exactly one `message.deleted`, and no key appears twice.
 
 use crate::common::emulator::*;
+use crate::common::feed_oracle::assert_feed_replays_to_emulator;
 use crate::common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -62,6 +63,7 @@ fn kill_9_during_gmail_full_and_partial_sync_loses_and_duplicates_nothing() {
                 mutate_once(&emu, &mut ids, &mut rng);
                 mutations += 1;
             }
+            // Random pacing of the changes within the daemon's random lifetime: the point.
             std::thread::sleep(Duration::from_millis(rng.random_range(20..150)));
         }
         let a = d.account(ACCOUNT);
@@ -86,6 +88,7 @@ fn kill_9_during_gmail_full_and_partial_sync_loses_and_duplicates_nothing() {
     );
     let a = d.account(ACCOUNT);
     assert_eq!(a["dead_lettered"], serde_json::json!(0), "{a}");
+    assert_feed_replays_to_emulator(&d, &emu);
     d.stop();
 
     assert_mirror_equals(&env.data_dir, &emu);

@@ -12,36 +12,15 @@
 //!   fixed, `ctl requeue` brings it in and the account is `caught_up`.
 
 use crate::common::emulator::*;
+use crate::common::feed_oracle::assert_feed_replays_to_emulator;
 use crate::common::*;
 use mailsync_emulator::FaultRule;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// A daemon config with production attempts and restarts (no `max_attempts`, no
-/// `[restart]`), short retry delays.
+/// Production attempts and restarts, short retry delays.
 fn write_config(emu: &Emu, env: &TestEnv) {
-    let text = format!(
-        r#"data_dir = "{data}"
-socket_path = "{socket}"
-log_format = "json"
-log_level = "info,mailsync=debug,mailsync_actors=debug"
-shutdown_grace_secs = 10
-
-[sync]
-poll_interval_secs = 1
-batch_size = 10
-
-[retry]
-base_ms = 50
-cap_ms = 1000
-
-{account}
-"#,
-        data = env.data_dir.display(),
-        socket = env.socket.display(),
-        account = emu.account_block(env),
-    );
-    std::fs::write(&env.config_path, text).expect("write config");
+    emu.write_production_config(env, "");
 }
 
 fn outage_rules() -> Vec<FaultRule> {
@@ -153,6 +132,7 @@ fn a_30_minute_outage_during_full_and_partial_sync_heals_without_holes() {
     );
     let a = d.account(ACCOUNT);
     assert_eq!(a["dead_lettered"], json!(0), "{a}");
+    assert_feed_replays_to_emulator(&d, &emu);
     d.stop();
     assert_mirror_equals(&env.data_dir, &emu);
     let truth = truth(&emu.snapshot());
@@ -206,6 +186,7 @@ fn a_message_malformed_on_every_fetch_is_dead_and_requeued_after_the_fix() {
     );
     let (_, out, _) = ctl(&env, &["dead", ACCOUNT]);
     assert!(out.contains("no dead-lettered jobs"), "{out}");
+    assert_feed_replays_to_emulator(&d, &emu);
     d.stop();
     assert_mirror_equals(&env.data_dir, &emu);
 }

@@ -7,6 +7,7 @@
 //! under a minute in a debug build on two cores.
 
 use crate::common::emulator::*;
+use crate::common::feed_oracle::{assert_feed_replays_to_emulator, read_feed};
 use crate::common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -109,6 +110,7 @@ fn full_sync_mirror_equals_emulator() {
     let t = Instant::now();
     let d = synced(&emu, &env, 8, Duration::from_secs(240));
     let took = t.elapsed();
+    assert_feed_replays_to_emulator(&d, &emu);
     d.stop();
     let truth = truth(&emu.snapshot());
     assert_eq!(truth.len(), n);
@@ -157,6 +159,7 @@ fn mutations_then_partial_sync_converge() {
         "poll did not converge: {}",
         d.account(ACCOUNT)
     );
+    assert_feed_replays_to_emulator(&d, &emu);
     d.stop();
     assert_mirror_equals(&env.data_dir, &emu);
     let after = truth(&emu.snapshot());
@@ -235,16 +238,25 @@ fn history_expiry_triggers_gap_recovery_and_converges() {
     );
     let took = t.elapsed();
     let c = emu.counters();
-    let log = d.log_text();
+    // Status and the feed say what happened: the account went `resyncing` because the
+    // history id expired, and the finished gap recovery reports what it spent.
+    let a = d.account(ACCOUNT);
+    assert!(
+        a["last_gap_recovery_units"].as_u64().is_some_and(|u| u > 0),
+        "no finished gap recovery in status: {a}"
+    );
+    let why: Vec<String> = read_feed(&d)
+        .iter()
+        .filter(|e| e["kind"] == json!("account.state_changed"))
+        .filter(|e| e["change"]["state"] == json!("resyncing"))
+        .map(|e| e["change"]["reason"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(
+        why.iter().any(|r| r.contains("history id expired")),
+        "no resyncing state for the expired history id in the feed: {why:?}"
+    );
+    assert_feed_replays_to_emulator(&d, &emu);
     d.stop();
-    assert!(
-        log.contains("History id expired") || log.contains("History gap detected"),
-        "no gap warning in the log"
-    );
-    assert!(
-        log.contains("Gap recovery finished"),
-        "no gap recovery in the log"
-    );
     assert_mirror_equals(&env.data_dir, &emu);
     let truth = truth(&emu.snapshot());
     let feed = feed_summary(&env.data_dir);
@@ -307,6 +319,7 @@ fn expired_access_token_mid_sync_recovers() {
     assert!(ok, "sync did not finish: {}", d.account(ACCOUNT));
     let a = d.account(ACCOUNT);
     assert_eq!(a["state"], json!("running"), "{a}");
+    assert_feed_replays_to_emulator(&d, &emu);
     d.stop();
     assert_mirror_equals(&env.data_dir, &emu);
     let c = emu.counters();
@@ -356,6 +369,7 @@ fn revoked_refresh_token_marks_account_disconnected() {
     );
     let total = |c: &mailsync_emulator::Counters| c.requests.values().sum::<u64>() + c.status_401;
     let before = total(&emu.counters());
+    // Nothing to wait for: that no request comes during a fixed interval is the point.
     std::thread::sleep(Duration::from_secs(4));
     let after = total(&emu.counters());
     assert_eq!(before, after, "requests kept coming after disconnect");
@@ -383,6 +397,7 @@ fn faults_full_and_partial_sync_converge_exactly() {
     );
     let a = d.account(ACCOUNT);
     assert_eq!(a["dead_lettered"], json!(0), "{a}");
+    assert_feed_replays_to_emulator(&d, &emu);
     d.stop();
     assert_mirror_equals(&env.data_dir, &emu);
     assert_feed_complete(&feed_summary(&env.data_dir), &truth(&emu.snapshot()));

@@ -180,6 +180,7 @@ fn notify_ready_watchdog_status_reload_wedge_and_stop() {
         l.watchdogs_since(quiet_from).is_empty(),
         "WATCHDOG=1 while the tree is wedged"
     );
+    // The tree is wedged, so status cannot answer: the log is the only place to say it.
     assert!(
         d.log_text().contains("does not answer"),
         "no log line about the wedge"

@@ -131,8 +131,12 @@ fn sigkill_during_maildir_writes_leaves_one_file_per_message() {
         cur_files(&root, "crashy").len(),
         d.log_text()
     );
-    // Give the sink a moment to ack its last batch, then stop cleanly.
-    std::thread::sleep(Duration::from_millis(300));
+    // The sink has acked its last batch, then stop cleanly.
+    assert!(
+        wait_consumers_caught_up(&d, Duration::from_secs(30)),
+        "{}",
+        d.request(json!({"v":1,"cmd":"consumers"}))
+    );
     d.stop();
     assert_one_file_per_message(&root, "crashy", N);
 }
@@ -247,7 +251,7 @@ fn serve(conn: TcpStream, keys: &Mutex<HashMap<String, usize>>, bad: &Mutex<usiz
 }
 
 fn webhook_section(url: &str) -> String {
-    format!("[[webhooks]]\nurl = \"{url}\"\nsecret = {{ value = \"{SECRET}\" }}\n")
+    format!("[[webhooks]]\nname = \"hook\"\nurl = \"{url}\"\nsecret = {{ value = \"{SECRET}\" }}\n")
 }
 
 #[test]
@@ -275,7 +279,11 @@ fn webhook_sees_every_event_once_after_dedupe_across_sigkill() {
         rx.distinct().len(),
         d.log_text()
     );
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        wait_consumers_caught_up(&d, Duration::from_secs(30)),
+        "{}",
+        d.request(json!({"v":1,"cmd":"consumers"}))
+    );
     d.stop();
     assert_eq!(*rx.bad_signatures.lock().expect("lock"), 0);
     let expected = feed_keys(&env.data_dir);

@@ -157,7 +157,13 @@ fn damaged_stores_give_a_clear_error_with_status_3_and_store_check_reports_each(
     )
     .expect("snap");
     let d = env.start();
-    assert_eq!(d.account(ACCOUNT)["state"], serde_json::json!("running"));
+    // Accounts show `starting` until their credentials are resolved, then `running`.
+    assert!(
+        wait_until(Duration::from_secs(60), || d.account(ACCOUNT)["state"]
+            == serde_json::json!("running")),
+        "{}",
+        d.status()
+    );
     d.stop();
     assert_mirror_equals(&env.data_dir, &emu);
 }

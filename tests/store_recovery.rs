@@ -55,14 +55,24 @@ fn backup_during_a_sync_then_kill_9_then_restore_catches_up_to_the_emulator() {
     let (code, out) = cli(&env, &["ctl", "backup", backup.to_str().expect("utf-8")]);
     assert_eq!(code, 0, "ctl backup: {out}");
     assert!(backup.exists());
-    let phase = d.account(ACCOUNT)["phase"].clone();
+    let at_backup = d.account(ACCOUNT);
     assert_ne!(
-        phase,
+        at_backup["phase"],
         json!("caught_up"),
         "the backup was taken during the sync"
     );
-    // More happens after the backup: the sync goes on, mail arrives and changes.
-    std::thread::sleep(Duration::from_millis(1500));
+    // More happens after the backup: the sync goes on (more messages fetched than the backup
+    // holds), mail arrives and changes.
+    let done_at_backup = at_backup["progress"]["done"].as_u64().unwrap_or(0);
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let a = d.account(ACCOUNT);
+            a["progress"]["done"].as_u64().unwrap_or(0) > done_at_backup + 100
+                || a["phase"] == json!("caught_up")
+        }),
+        "the sync did not go on after the backup: {}",
+        d.account(ACCOUNT)
+    );
     let ids: Vec<String> = emu
         .snapshot()
         .messages

@@ -104,6 +104,8 @@ pub struct AccountActorState {
     degraded: std::collections::BTreeMap<&'static str, String>,
     /// Looks at a full disk since the last successful one (backoff of the disk wait).
     disk_waits: u32,
+    /// The push-watch duty's task (`push_watch.rs`), aborted when the account stops.
+    watch_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn store_err(e: impl std::fmt::Display) -> ActorProcessingErr {
@@ -139,6 +141,7 @@ impl Actor for AccountActor {
             stopping: false,
             degraded: std::collections::BTreeMap::new(),
             disk_waits: 0,
+            watch_task: None,
         })
     }
 
@@ -155,6 +158,9 @@ impl Actor for AccountActor {
             .map_err(store_err)?;
         for kind in ChildKind::ALL {
             st.spawn_child(&myself, kind).await?;
+        }
+        if let Some(watch) = st.spec.push_watch.clone() {
+            st.watch_task = Some(tokio::spawn(crate::push_watch::keep(watch, reporter)));
         }
         // A resync interrupted by a restart resumes; say so from the start.
         if start == StartState::Resyncing {
@@ -176,6 +182,9 @@ impl Actor for AccountActor {
         st: &mut AccountActorState,
     ) -> Result<(), ActorProcessingErr> {
         st.stopping = true;
+        if let Some(task) = st.watch_task.take() {
+            task.abort();
+        }
         myself
             .stop_children_and_wait(
                 Some("account stopping".into()),
@@ -322,6 +331,15 @@ impl AccountActorState {
             ChildReport::Recovered { child } => {
                 if self.degraded.remove(child.name()).is_some() {
                     tracing::info!(account = %self.spec.id, child = child.name(), "Provider answers again; no longer degraded.");
+                }
+            }
+            ChildReport::WatchFailed(reason) => {
+                self.last_error = Some(format!("watch: {reason}"));
+                self.degraded.insert("watch", reason);
+            }
+            ChildReport::WatchOk => {
+                if self.degraded.remove("watch").is_some() {
+                    tracing::info!(account = %self.spec.id, "Push watch registered again.");
                 }
             }
             ChildReport::Disconnected(reason) => {
@@ -637,7 +655,9 @@ impl AccountActorState {
             dead_lettered: dead,
             delivery: Some("polling".into()),
             last_gap_recovery_units: self.spec.source.last_resync_units(&cx),
+            last_gap_working_set: self.spec.source.last_resync_working_set(&cx),
             calendars: Vec::new(),
+            imap: self.spec.source.imap_status(&cx),
             degraded: self
                 .degraded
                 .iter()

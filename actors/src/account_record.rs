@@ -53,8 +53,20 @@ pub enum GapStep {
         /// Next page token of the head label.
         next_page_token: Option<String>,
     },
-    /// Applying the differences (deletions and label sets) to the mirror.
+    /// Applying the differences with the schema-1 marker layout (a gap recovery started by an
+    /// older build; it is restarted with the current layout).
     Apply,
+    /// Walking the mirror in id order, one chunk per step: each message without a marker is
+    /// deleted, each with one gets the listed labels, and its marker is removed.
+    Reconcile {
+        /// With an `initial_query`: messages dated before this edge aged out of the window
+        /// and are kept (computed once, before any marker is removed).
+        floor: Option<i64>,
+        /// The last mirrored id reconciled (`None` before the first chunk).
+        after: Option<String>,
+        /// The mirror walk is done; the markers left (listed ids not mirrored) are cleared.
+        clearing: bool,
+    },
 }
 
 /// Progress of a gap recovery.
@@ -72,6 +84,13 @@ pub struct GapState {
     pub vanished: u64,
     /// Messages whose label set changed during the gap.
     pub relabeled: u64,
+    /// How the listing markers are laid out (0: schema 1, one marker per id and one per id ×
+    /// label; 1: one marker per id holding its labels). A gap with another layout restarts.
+    #[serde(default)]
+    pub marker_layout: u32,
+    /// The most ids or markers a single step held in memory (the reconcile's working set).
+    #[serde(default)]
+    pub peak_buffered: u64,
 }
 
 /// The durable sync state of one account.
@@ -96,13 +115,15 @@ pub struct AccountRecord {
     pub gap: Option<GapState>,
     /// Quota-relevant calls spent by the last finished gap recovery.
     pub last_gap_list_calls: Option<u64>,
+    /// The last finished gap recovery's working set ([`GapState::peak_buffered`]).
+    pub last_gap_peak_buffered: Option<u64>,
 }
 
 /// Schema-1 shapes, frozen (bincode is positional): add fields to the current types instead.
 mod v1 {
-    use serde::Deserialize;
+    use serde::{Deserialize, Serialize};
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     pub(super) struct FullSyncState {
         pub start_history_id: u64,
         pub next_page_token: Option<String>,
@@ -112,14 +133,14 @@ mod v1 {
         pub listing_done: bool,
     }
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     pub(super) struct HistoryRound {
         pub start: u64,
         pub next_page_token: Option<String>,
         pub pages: u64,
     }
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     pub(super) enum GapStep {
         ListIds {
             next_page_token: Option<String>,
@@ -131,7 +152,7 @@ mod v1 {
         Apply,
     }
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     pub(super) struct GapState {
         pub start_history_id: u64,
         pub step: GapStep,
@@ -141,7 +162,7 @@ mod v1 {
         pub relabeled: u64,
     }
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     pub(super) struct AccountRecord {
         pub history_id: Option<u64>,
         pub initial_sync_completed: bool,
@@ -195,8 +216,11 @@ impl From<v1::AccountRecord> for AccountRecord {
                 appeared: g.appeared,
                 vanished: g.vanished,
                 relabeled: g.relabeled,
+                marker_layout: 0,
+                peak_buffered: 0,
             }),
             last_gap_list_calls: r.last_gap_list_calls,
+            last_gap_peak_buffered: None,
         }
     }
 }
@@ -244,9 +268,38 @@ mod tests {
     use super::*;
     use crate::codec::{self, FORMAT_LEGACY};
 
-    /// A record in the middle of a gap recovery, as schema 1 wrote it, reads back whole.
+    /// A record in the middle of a gap recovery, as schema 1 wrote it, reads back whole (the
+    /// gap marked as using the schema-1 marker layout, so it restarts).
     #[test]
     fn a_schema_1_record_with_a_gap_in_progress_reads_back() {
+        let old = v1::AccountRecord {
+            history_id: Some(42),
+            initial_sync_completed: true,
+            label_sync_completed: false,
+            last_full_sync_at_ms: None,
+            last_incremental_sync_at_ms: None,
+            full_sync: Some(v1::FullSyncState {
+                start_history_id: 7,
+                next_page_token: Some("p".into()),
+                pages: 3,
+                listed: 1500,
+                estimate: 2000,
+                listing_done: false,
+            }),
+            history_round: None,
+            gap: Some(v1::GapState {
+                start_history_id: 40,
+                step: v1::GapStep::ListLabel {
+                    remaining: vec!["INBOX".into()],
+                    next_page_token: None,
+                },
+                list_calls: 4,
+                appeared: 1,
+                vanished: 2,
+                relabeled: 3,
+            }),
+            last_gap_list_calls: Some(9),
+        };
         let rec = AccountRecord {
             history_id: Some(HistoryId(42)),
             initial_sync_completed: true,
@@ -268,15 +321,52 @@ mod tests {
                 appeared: 1,
                 vanished: 2,
                 relabeled: 3,
+                marker_layout: 0,
+                peak_buffered: 0,
             }),
             last_gap_list_calls: Some(9),
             ..AccountRecord::default()
         };
-        // Today's shapes are still the schema-1 shapes, so bincode of them is a schema-1 value.
         let mut legacy = vec![FORMAT_LEGACY];
-        bincode::serde::encode_into_std_write(&rec, &mut legacy, bincode::config::standard())
+        bincode::serde::encode_into_std_write(&old, &mut legacy, bincode::config::standard())
             .unwrap();
         assert_eq!(codec::decode::<AccountRecord>(&legacy).unwrap(), rec);
         assert_eq!(codec::decode::<AccountRecord>(&encode(&rec)).unwrap(), rec);
+    }
+
+    /// A gap state written before the marker layout existed (tagged format, no new fields)
+    /// reads back with layout 0, so the recovery restarts rather than misreading its markers.
+    #[test]
+    fn a_gap_state_without_a_marker_layout_reads_as_layout_0() {
+        #[derive(Serialize)]
+        struct OldGap {
+            start_history_id: HistoryId,
+            step: GapStep,
+            list_calls: u64,
+            appeared: u64,
+            vanished: u64,
+            relabeled: u64,
+        }
+        #[derive(Serialize)]
+        struct OldRecord {
+            gap: Option<OldGap>,
+        }
+        let old = OldRecord {
+            gap: Some(OldGap {
+                start_history_id: HistoryId(5),
+                step: GapStep::Apply,
+                list_calls: 1,
+                appeared: 0,
+                vanished: 0,
+                relabeled: 0,
+            }),
+        };
+        let mut bytes = vec![codec::FORMAT_TAGGED];
+        bytes.extend_from_slice(&AccountRecord::VERSION.to_be_bytes());
+        ciborium::into_writer(&old, &mut bytes).unwrap();
+        let rec = codec::decode::<AccountRecord>(&bytes).unwrap();
+        let gap = rec.gap.unwrap();
+        assert_eq!((gap.marker_layout, gap.peak_buffered), (0, 0));
+        assert_eq!(gap.step, GapStep::Apply);
     }
 }

@@ -1,27 +1,51 @@
-//! Pure retry and restart policies: jittered exponential backoff for failed jobs
-//! ([`RetryPolicy`]) and a sliding-window restart budget for supervised children
-//! ([`RestartBudget`]).
+//! Pure retry and restart policies: [`RetryPolicy`], the one backoff type of the whole
+//! program (job retries, the Gmail and Calendar clients, the token source's cool-down,
+//! sinks, watch keepers, outages, IMAP reconnects and IDLE restarts, the restart delays of
+//! supervised children), and a sliding-window restart budget ([`RestartBudget`]).
 //!
 //! Invariants:
 //! - No clock inside: every function takes `now` (or an attempt number) from the caller, and
 //!   randomness comes from a caller-supplied [`rand::Rng`], so the policies are deterministic
-//!   under a seeded RNG and under tokio's paused time.
-//! - [`RetryPolicy::delay`] is always within `[0, RetryPolicy::ceiling(attempt)]`, and the
-//!   ceiling doubles per attempt from `base` until it reaches `cap`.
+//!   under a seeded RNG and under tokio's paused time. (Crates such as `backon` own their
+//!   iteration state and random source; our callers keep the attempt count in sled or in an
+//!   actor and need `delay(attempt)` as a pure function, so the type is ours.)
+//! - [`RetryPolicy::delay`] is always within `[0, RetryPolicy::ceiling(attempt)]` (within
+//!   `[ceiling / 2, ceiling]` for [`Jitter::Half`], exactly the ceiling for [`Jitter::None`]),
+//!   and the ceiling grows by `factor` per attempt from `base` until it reaches `cap`.
 //! - [`RestartBudget::next_delay`] returns `None` once more than `max_restarts` restarts would
 //!   fall inside `window`; it never sleeps and never panics on overflow (all arithmetic saturates).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// Backoff for a failed job: full jitter over an exponentially growing, capped ceiling.
+/// How a delay is drawn below its ceiling.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Jitter {
+    /// Uniform in `[0, ceiling]` ("full jitter"): many failing callers spread out.
+    #[default]
+    Full,
+    /// Uniform in `[ceiling / 2, ceiling]`: spread, but never much earlier than the ceiling.
+    Half,
+    /// Exactly the ceiling (deterministic delays, e.g. supervisor restarts).
+    None,
+}
+
+/// `max_attempts` value meaning "retry for ever".
+pub const UNLIMITED: u32 = u32::MAX;
+
+/// Exponential backoff: a ceiling of `base × factor^(attempt − 1)` capped at `cap`, a jitter
+/// below it, and an attempt budget (or [`UNLIMITED`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Ceiling of the first retry's delay (attempt 1).
     pub base: Duration,
     /// Largest ceiling, whatever the attempt number.
     pub cap: Duration,
-    /// A job that has failed this many times is moved to the dead-letter list.
+    /// Growth of the ceiling per attempt (2 = doubling; 1 = constant).
+    pub factor: u32,
+    /// How the delay is drawn below the ceiling.
+    pub jitter: Jitter,
+    /// Attempts before giving up (a job is then dead-lettered); [`UNLIMITED`] never gives up.
     pub max_attempts: u32,
 }
 
@@ -30,38 +54,54 @@ impl Default for RetryPolicy {
         Self {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(30),
+            factor: 2,
+            jitter: Jitter::Full,
             max_attempts: 8,
         }
     }
 }
 
 impl RetryPolicy {
-    /// The largest delay for `attempt` (1-based; 0 is treated as 1):
-    /// `min(cap, base * 2^(attempt - 1))`.
-    pub fn ceiling(&self, attempt: u32) -> Duration {
-        exp_ceiling(self.base, self.cap, attempt)
+    /// Doubling from `base` to `cap` with `jitter`, never giving up.
+    pub fn unlimited(base: Duration, cap: Duration, jitter: Jitter) -> Self {
+        Self {
+            base,
+            cap,
+            factor: 2,
+            jitter,
+            max_attempts: UNLIMITED,
+        }
     }
 
-    /// A delay drawn uniformly from `[0, ceiling(attempt)]` ("full jitter"), so that many jobs
-    /// failing together do not retry together.
+    /// The largest delay for `attempt` (1-based; 0 is treated as 1):
+    /// `min(cap, base × factor^(attempt − 1))`.
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let mut d = self.base.min(self.cap);
+        let factor = self.factor.max(1);
+        for _ in 1..attempt.max(1) {
+            if d >= self.cap || factor == 1 {
+                break;
+            }
+            d = d.checked_mul(factor).unwrap_or(self.cap).min(self.cap);
+        }
+        d
+    }
+
+    /// The delay before retry `attempt`, drawn below [`RetryPolicy::ceiling`] by the jitter,
+    /// so that many callers failing together do not retry together.
     pub fn delay(&self, attempt: u32, rng: &mut impl rand::Rng) -> Duration {
         let ceiling = u64::try_from(self.ceiling(attempt).as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rng.random_range(0..=ceiling))
+        let nanos = match self.jitter {
+            Jitter::Full => rng.random_range(0..=ceiling),
+            Jitter::Half => rng.random_range(ceiling / 2..=ceiling),
+            Jitter::None => ceiling,
+        };
+        Duration::from_nanos(nanos)
     }
 
-    /// Whether a job that has now failed `attempts` times should be dead-lettered.
+    /// Whether a job that has now failed `attempts` times should be given up (dead-lettered).
     pub fn exhausted(&self, attempts: u32) -> bool {
-        attempts >= self.max_attempts
-    }
-}
-
-/// `min(cap, base * 2^(attempt - 1))`, saturating.
-fn exp_ceiling(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let shift = attempt.saturating_sub(1);
-    let factor = 1u32.checked_shl(shift).filter(|_| shift < 32);
-    match factor.and_then(|f| base.checked_mul(f)) {
-        Some(d) => d.min(cap),
-        None => cap,
+        self.max_attempts != UNLIMITED && attempts >= self.max_attempts
     }
 }
 
@@ -86,6 +126,13 @@ impl Default for RestartPolicy {
             max_restarts: 5,
             window: Duration::from_secs(60),
         }
+    }
+}
+
+impl RestartPolicy {
+    /// The delays between restarts: doubling from `base` to `cap`, no jitter.
+    pub fn backoff(&self) -> RetryPolicy {
+        RetryPolicy::unlimited(self.base, self.cap, Jitter::None)
     }
 }
 
@@ -124,11 +171,7 @@ impl RestartBudget {
         }
         self.recent.push_back(now);
         self.total = self.total.saturating_add(1);
-        Some(exp_ceiling(
-            self.policy.base,
-            self.policy.cap,
-            in_window.saturating_add(1),
-        ))
+        Some(self.policy.backoff().ceiling(in_window.saturating_add(1)))
     }
 
     /// Restarts recorded inside the window as of the last [`RestartBudget::next_delay`] call.
@@ -200,6 +243,33 @@ mod tests {
         let p = RetryPolicy::default();
         assert!(!p.exhausted(7));
         assert!(p.exhausted(8));
+        let forever = RetryPolicy::unlimited(secs(1), secs(30), Jitter::Full);
+        assert!(!forever.exhausted(u32::MAX - 1));
+    }
+
+    #[test]
+    fn factor_and_jitter_kinds() {
+        let p = RetryPolicy {
+            base: Duration::from_millis(100),
+            cap: secs(10),
+            factor: 3,
+            jitter: Jitter::None,
+            max_attempts: UNLIMITED,
+        };
+        let got: Vec<u64> = (1..=7).map(|a| p.ceiling(a).as_millis() as u64).collect();
+        assert_eq!(got, vec![100, 300, 900, 2700, 8100, 10_000, 10_000]);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        assert_eq!(p.delay(3, &mut rng), Duration::from_millis(900));
+        let half = RetryPolicy {
+            jitter: Jitter::Half,
+            ..p.clone()
+        };
+        for _ in 0..200 {
+            let d = half.delay(3, &mut rng);
+            assert!(d >= Duration::from_millis(450) && d <= Duration::from_millis(900));
+        }
+        let constant = RetryPolicy { factor: 1, ..p };
+        assert_eq!(constant.ceiling(9), Duration::from_millis(100));
     }
 
     #[test]

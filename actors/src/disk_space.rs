@@ -216,7 +216,13 @@ pub fn degraded_phase(reason: &str) -> String {
 /// How long an account waits before it looks at the disk again after `attempt` failed looks:
 /// 250 ms doubling up to 5 s, so space that returns is noticed within seconds.
 pub fn wait_delay(attempt: u32) -> std::time::Duration {
-    std::time::Duration::from_millis((250u64 << attempt.min(5)).min(5_000))
+    use crate::backoff::{Jitter, RetryPolicy};
+    RetryPolicy::unlimited(
+        std::time::Duration::from_millis(250),
+        std::time::Duration::from_secs(5),
+        Jitter::None,
+    )
+    .ceiling(attempt.saturating_add(1))
 }
 
 /// Whether an I/O error means "no room to write" (ENOSPC, EDQUOT, EROFS).

@@ -128,6 +128,7 @@ async fn start(fake: Fake, retry: RetryPolicy, items: &[&str]) -> Run {
         retry,
         restart: RestartPolicy::default(),
         fingerprint: String::new(),
+        push_watch: None,
     };
     let (parent, reports) = crate::test_support::reporter().await;
     let args = ChildArgs {

@@ -7,7 +7,7 @@
 //! | `<acct>/ingest` | `ingest:<acct>:<item id>` | the item id (UTF-8) | Backfill, HistorySync → Ingest |
 //! | `<acct>/history_sync` | `history:<acct>:<historyId>` | historyId (u64, big-endian) | Gmail push → HistorySync |
 //! | `<acct>/history_sync` | `calendar-push:<acct>:<calendar id>` | calendar id (UTF-8) | Calendar push → HistorySync |
-//! | `<acct>/backfill` | `fullsync:<acct>`, `gap:<acct>`, `calendar-full:<acct>:<calendar id>` | [`BackfillJob`] (codec) | AccountActor, sources → Backfill |
+//! | `<acct>/backfill` | `fullsync:<acct>`, `gap:<acct>`, `calendar-full:<acct>:<calendar id>`, `deepsync:<acct>:<since>:<until>:<folder>` | [`BackfillJob`] (codec) | AccountActor, sources → Backfill |
 //!
 //! A key dedupes while its job is pending, so a burst of pushes for one calendar is one job.
 
@@ -62,6 +62,17 @@ pub enum BackfillJob {
         /// The calendar.
         calendar_id: String,
     },
+    /// IMAP: a deep sync of a date range on demand (`ctl deep-sync`): per folder, the
+    /// messages the server holds in the range that the mirror lacks are fetched and the flags
+    /// of those it holds re-checked.
+    DeepSync {
+        /// First day (`YYYY-MM-DD`, inclusive), if bounded.
+        since: Option<String>,
+        /// Last day (`YYYY-MM-DD`, exclusive), if bounded.
+        until: Option<String>,
+        /// Only this folder, if given.
+        folder: Option<String>,
+    },
 }
 
 impl crate::codec::Versioned for BackfillJob {
@@ -88,6 +99,16 @@ impl BackfillJob {
             BackfillJob::CalendarFull { calendar_id } => {
                 format!("calendar-full:{account}:{calendar_id}")
             }
+            BackfillJob::DeepSync {
+                since,
+                until,
+                folder,
+            } => format!(
+                "deepsync:{account}:{}:{}:{}",
+                since.as_deref().unwrap_or(""),
+                until.as_deref().unwrap_or(""),
+                folder.as_deref().unwrap_or("")
+            ),
         }
     }
 

@@ -15,10 +15,14 @@
 
 pub mod account;
 pub mod account_record;
+#[cfg(test)]
+mod account_tests;
 pub mod backfill;
 pub mod backoff;
 pub mod calendar;
 pub mod calendar_model;
+#[cfg(test)]
+mod child_tests;
 pub mod codec;
 pub mod disk_space;
 pub mod error;
@@ -35,15 +39,19 @@ pub mod mailbox;
 mod mailbox_codec;
 pub mod mirror;
 mod mirror_codec;
+#[cfg(test)]
+mod mirror_idempotency_tests;
 pub mod model;
 pub mod outage;
 pub mod ports;
+pub mod push_watch;
 pub mod quota;
 pub mod report;
 pub mod root;
 pub mod source;
 pub mod spec;
 pub mod status;
+pub mod status_imap;
 pub mod store;
 pub mod store_backup;
 pub mod store_check;

@@ -617,12 +617,7 @@ pub fn message_count(store: &Store, account: &str) -> u64 {
 /// Hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(bytes);
-    let mut s = String::with_capacity(64);
-    for b in digest {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 #[cfg(test)]

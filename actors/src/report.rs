@@ -53,6 +53,11 @@ pub enum ChildReport {
         /// Which child.
         child: crate::jobs::ChildKind,
     },
+    /// The push-watch duty (`push_watch.rs`) could not register or renew (secret-free
+    /// reason): polling covers the account; status shows it until [`ChildReport::WatchOk`].
+    WatchFailed(String),
+    /// The push watch is registered again after [`ChildReport::WatchFailed`].
+    WatchOk,
 }
 
 /// The line from a child (or the source it drives) to its parent.

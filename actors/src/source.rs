@@ -167,8 +167,20 @@ pub trait SyncSource: Send + Sync {
         None
     }
 
+    /// Status: the IMAP part of the account's status (folders, connections, errors by class).
+    fn imap_status(&self, _cx: &SourceCx<'_>) -> Option<crate::status_imap::ImapAccountStatus> {
+        None
+    }
+
     /// Status: quota units the last gap repair spent, if the source measures it.
     fn last_resync_units(&self, cx: &SourceCx<'_>) -> Option<u64> {
+        let _ = cx;
+        None
+    }
+
+    /// Status: the most ids or markers the last gap repair held in memory at once (its
+    /// working set, bounded by a chunk size whatever the mailbox size).
+    fn last_resync_working_set(&self, cx: &SourceCx<'_>) -> Option<u64> {
         let _ = cx;
         None
     }

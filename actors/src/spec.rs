@@ -29,6 +29,9 @@ pub struct AccountSpec {
     pub restart: RestartPolicy,
     /// Changes whenever the account's config changes (a reload restarts it then).
     pub fingerprint: String,
+    /// The account's push channel, kept by the AccountActor (`push_watch.rs`); `None` when
+    /// push is not configured for it.
+    pub push_watch: Option<Arc<dyn crate::push_watch::PushWatch>>,
 }
 
 impl std::fmt::Debug for AccountSpec {
@@ -38,6 +41,7 @@ impl std::fmt::Debug for AccountSpec {
             .field("kind", &self.kind)
             .field("poll_interval", &self.poll_interval)
             .field("fingerprint", &self.fingerprint)
+            .field("push_watch", &self.push_watch.is_some())
             .finish_non_exhaustive()
     }
 }

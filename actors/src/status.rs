@@ -134,6 +134,10 @@ pub struct AccountStatus {
     /// labels calls); compare with messages × 20 for a full re-fetch.
     #[serde(default)]
     pub last_gap_recovery_units: Option<u64>,
+    /// The most ids or markers the last gap recovery held in memory at once (one listing page
+    /// or one reconcile chunk, whatever the mailbox size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_gap_working_set: Option<u64>,
     /// Calendar accounts: one line per synced calendar.
     #[serde(default)]
     pub calendars: Vec<CalendarLine>,
@@ -141,6 +145,9 @@ pub struct AccountStatus {
     /// if it is; `None` once every child's calls succeed again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degraded: Option<String>,
+    /// IMAP accounts: connection health, errors by class, rate and one line per folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imap: Option<crate::status_imap::ImapAccountStatus>,
 }
 
 /// What `ctl status` shows for one calendar of a calendar account.

@@ -111,6 +111,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         base: Duration::from_millis(500),
         cap: Duration::from_secs(2),
         max_attempts: 3,
+        ..RetryPolicy::default()
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let mut store = Some(Store::open(dir.path()).unwrap());

@@ -13,6 +13,17 @@ pub enum QuotaMode {
     On,
     /// No limits at all (raw-speed benchmarks). Costs are still counted.
     Off,
+    /// Per-user and per-project limits as sliding windows over the log of actual request
+    /// times, with a per-second sub-limit and refused requests counted (`quota_strict.rs`);
+    /// concurrency as in `On`. Shares no arithmetic with the client's limiter.
+    Strict,
+}
+
+impl QuotaMode {
+    /// Whether any limit (rate or concurrency) is enforced.
+    pub fn enforced(self) -> bool {
+        self != QuotaMode::Off
+    }
 }
 
 /// Which generation of Gmail's published quota numbers to apply.
@@ -97,6 +108,9 @@ pub struct EmulatorConfig {
     /// Send `Retry-After` with rate-limit answers (Google often does not; `false` tests the
     /// client's own pacing and fallbacks).
     pub send_retry_after: bool,
+    /// Strict mode: the per-second sub-limit as a share of the per-minute limit
+    /// (default 1/6: one second may hold ten seconds' worth of the average rate).
+    pub strict_second_share: f64,
     pub access_token_ttl: Duration,
     /// When set, refresh tokens expire this long after issue (Google's 7-day "Testing" rule).
     pub refresh_token_ttl: Option<Duration>,
@@ -157,6 +171,7 @@ impl Default for EmulatorConfig {
             rate_limit_status: 429,
             calendar_rate_limit_status: 403,
             send_retry_after: true,
+            strict_second_share: 1.0 / 6.0,
             access_token_ttl: Duration::from_secs(3600),
             refresh_token_ttl: None,
             history_retention_records: 1_000_000,

@@ -217,13 +217,24 @@ pub fn plan_mailbox(
     anchor_ms: i64,
     span_days: u32,
 ) -> Vec<Planned> {
+    plan_messages(ah, account, n, anchor_ms, span_days).collect()
+}
+
+/// [`plan_mailbox`] one message at a time, so a mailbox of a million messages is generated
+/// without a second copy of its plan.
+pub fn plan_messages(
+    ah: u64,
+    account: &str,
+    n: usize,
+    anchor_ms: i64,
+    span_days: u32,
+) -> impl Iterator<Item = Planned> + '_ {
     let mut r = rng_for(ah, 4, 0);
     let span_ms = i64::from(span_days.max(1)) * 86_400_000;
     let start = anchor_ms - span_ms;
     let step = (span_ms / (n.max(1) as i64)).max(1);
-    let mut out: Vec<Planned> = Vec::with_capacity(n);
     let mut recent_roots: Vec<(u32, u32)> = Vec::new(); // (root, count)
-    for i in 0..n {
+    (0..n).map(move |i| {
         let idx = i as u32;
         let date = start + step * i as i64 + r.random_range(0..step.max(2) / 2);
         let (root, pos) = if !recent_roots.is_empty() && r.random_bool(0.35) {
@@ -238,7 +249,7 @@ pub fn plan_mailbox(
             (idx, 0)
         };
         let t = traits(ah, idx);
-        out.push(Planned {
+        Planned {
             info: GenInfo {
                 index: idx,
                 thread_root: root,
@@ -248,9 +259,8 @@ pub fn plan_mailbox(
             labels: seeded_labels(ah, idx, &t),
             from: from_address(&t, account),
             has_attachment: t.variant.has_attachment(),
-        });
-    }
-    out
+        }
+    })
 }
 
 /// RFC 2047 encoded word for non-ASCII text (B or Q chosen by `use_b`).

@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod pubsub;
 pub mod query;
 pub mod quota;
+pub mod quota_strict;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -115,9 +115,8 @@ pub struct OAuthStore {
 }
 
 pub(crate) fn hex_token(rng: &mut ChaCha8Rng, n: usize) -> String {
-    (0..n)
-        .map(|_| format!("{:02x}", rng.random::<u8>()))
-        .collect()
+    let bytes: Vec<u8> = (0..n).map(|_| rng.random::<u8>()).collect();
+    hex::encode(bytes)
 }
 
 impl OAuthStore {

@@ -88,14 +88,17 @@ pub fn prepare(st: &EmulatorState, req: ApiRequest) -> Result<Prepared, ApiRespo
             }
         }
     };
-    let slot = if st.config.quota == QuotaMode::On {
+    let slot = if st.config.quota.enforced() {
         match st
             .quota
             .try_slot(&principal.email, st.config.max_concurrent_per_user)
         {
             Some(s) => Some(s),
             None => {
-                st.with_counters(|c| c.status_429 += 1);
+                st.with_counters(|c| {
+                    c.status_429 += 1;
+                    c.concurrency_refusals += 1;
+                });
                 let mut e = ApiError::new(
                     429,
                     "rateLimitExceeded",
@@ -190,7 +193,7 @@ pub async fn run(st: &Arc<EmulatorState>, p: Prepared) -> ApiResponse {
             FaultKind::Truncated | FaultKind::Malformed => {}
         }
     }
-    if st.config.quota == QuotaMode::On {
+    if st.config.quota.enforced() {
         let units = cost(st, &p.route);
         let limits = match p.route.api {
             Api::Gmail => Limits {
@@ -204,15 +207,16 @@ pub async fn run(st: &Arc<EmulatorState>, p: Prepared) -> ApiResponse {
                 project_per_minute: st.config.calendar_project_requests_per_minute as f64,
             },
         };
-        if let Err(refused) = st.quota.charge(
-            p.route.api,
-            &p.principal.client_id,
-            &p.principal.email,
-            units,
-            limits,
-        ) {
+        let (api, project, user) = (p.route.api, &p.principal.client_id, &p.principal.email);
+        let decision = if st.config.quota == QuotaMode::Strict {
+            st.strict_quota.charge(api, project, user, units, limits)
+        } else {
+            st.quota.charge(api, project, user, units, limits)
+        };
+        if let Err(refused) = decision {
             let e = rate_limit_error(st, p.route.api, refused.kind, refused.retry_after_secs);
             st.with_counters(|c| {
+                c.rate_limit_refusals += 1;
                 if e.code == 429 {
                     c.status_429 += 1
                 } else {

@@ -15,6 +15,7 @@ use crate::faults::Faults;
 use crate::notification::{Outbound, SigningKey};
 use crate::oauth_store::OAuthStore;
 use crate::quota::Quota;
+use crate::quota_strict::StrictQuota;
 use crate::store::Mailbox;
 use crate::util::lock;
 
@@ -37,6 +38,11 @@ pub struct Counters {
     pub batch_requests: u64,
     pub status_429: u64,
     pub status_403_rate_limit: u64,
+    /// Refusals for too many concurrent requests (also counted in `status429`).
+    pub concurrency_refusals: u64,
+    /// Refusals by the per-user / per-project rate limits (also in `status429` or
+    /// `status403RateLimit`).
+    pub rate_limit_refusals: u64,
     pub status_401: u64,
     pub faults_injected: u64,
     pub faults_by_kind: BTreeMap<String, u64>,
@@ -54,6 +60,8 @@ pub struct EmulatorState {
     pub accounts: Mutex<HashMap<String, Account>>,
     pub oauth: Mutex<OAuthStore>,
     pub quota: Quota,
+    /// The sliding-window state of [`crate::QuotaMode::Strict`].
+    pub strict_quota: StrictQuota,
     pub faults: Mutex<Faults>,
     pub counters: Mutex<Counters>,
     pub outbound: mpsc::UnboundedSender<Outbound>,
@@ -79,6 +87,7 @@ impl EmulatorState {
             accounts: Mutex::new(HashMap::new()),
             oauth: Mutex::new(OAuthStore::new(config.seed, config.auto_consent)),
             quota: Quota::default(),
+            strict_quota: StrictQuota::new(config.strict_second_share),
             faults: Mutex::new(Faults::new(
                 fault_seed,
                 config.faults.clone(),

@@ -115,6 +115,9 @@ pub struct Mailbox {
     id_seq: u64,
     /// The id the next inserted message takes (control API: re-deliver under an old id).
     reuse_id: Option<u64>,
+    /// The last `messages.list` total counted without `q`: (filter, history id, message
+    /// count, total). Paging a large mailbox then costs one page per request, not a full scan.
+    pub list_total: std::sync::Mutex<Option<(String, u64, usize, u32)>>,
 }
 
 /// Snapshot of one message (the truth a mirror is compared against).
@@ -221,10 +224,11 @@ impl Mailbox {
             retention_ms,
             id_seq: 0,
             reuse_id: None,
+            list_total: std::sync::Mutex::new(None),
         };
         let mut hid: u64 = 1_000 + rng.random_range(0..100_000u64);
         mb.history_floor = hid;
-        let plan = generator::plan_mailbox(ah, email, n, anchor_ms, span_days);
+        let plan = generator::plan_messages(ah, email, n, anchor_ms, span_days);
         let mut root_ids: BTreeMap<u32, u64> = BTreeMap::new();
         for p in plan {
             hid += rng.random_range(1..=40u64);

@@ -47,12 +47,7 @@ pub fn b64_decode_any(s: &str) -> Option<Vec<u8>> {
 
 /// Lowercase hex of a SHA-256 digest.
 pub fn sha256_hex(data: &[u8]) -> String {
-    let d = Sha256::digest(data);
-    let mut s = String::with_capacity(64);
-    for b in d {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    hex::encode(Sha256::digest(data))
 }
 
 /// A stable 64-bit hash (first 8 bytes of SHA-256) used to derive seeds and ids.

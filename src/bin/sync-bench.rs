@@ -10,7 +10,9 @@
 //!   scaled by k so it takes about SECS (default 60): units/s as a percentage of the ceiling
 //!   (whole run and steady state), 429/403 counts, k.
 //! * `gap [N]` — gap recovery on an N-message mailbox (default 100,000): full sync (quota off),
-//!   stop, mutate, expire history, restart: quota units spent vs a full re-fetch (N × 20).
+//!   stop, mutate, expire history, restart: quota units spent vs a full re-fetch (N × 20). Also
+//!   prints the full sync's own figures (the first daemon's CPU and peak RSS), so one command
+//!   per size gives both peak RSS figures.
 //!
 //! Run: `cargo build --release -p mailsync --bins && target/release/sync-bench raw 100000`
 //! (or `cargo run --release -p mailsync --bin sync-bench -- raw 100000` once `mailsync` is
@@ -349,8 +351,14 @@ fn gap(n: usize) {
     b.write_config("2026", 1_000_000.0, 1_000_000_000);
     let child = b.start_daemon();
     let secs = b.wait_synced(|_| {});
-    b.stop_daemon(child);
-    eprintln!("  full sync of {n} done in {secs:.1} s; mutating and expiring history");
+    let (full_cpu, full_hwm) = b.stop_daemon(child);
+    println!(
+        "full sync of {n} messages: {secs:.1} s = {:.0} messages/s; daemon CPU {full_cpu:.1} s \
+         ({:.3} ms/message), peak RSS {full_hwm:.0} MiB",
+        n as f64 / secs,
+        full_cpu * 1000.0 / n as f64
+    );
+    eprintln!("  mutating and expiring history");
     let email = b.email.clone();
     let ids: Vec<String> = b
         .emu()

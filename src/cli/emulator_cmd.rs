@@ -47,6 +47,12 @@ pub struct EmulatorArgs {
     /// Send no `Retry-After` with rate-limit refusals (tests the client's own pacing).
     #[arg(long)]
     pub no_retry_after: bool,
+    /// Strict mode: the per-second sub-limit as a share of the per-minute limit.
+    #[arg(long, default_value_t = 1.0 / 6.0)]
+    pub strict_second_share: f64,
+    /// Requests in flight per user before 429 "Too many concurrent requests for user".
+    #[arg(long, default_value_t = 50)]
+    pub max_concurrent: usize,
 }
 
 fn parse_rate_limit_status(v: &str) -> Result<u16, String> {
@@ -64,6 +70,9 @@ pub enum QuotaArg {
     On,
     /// No quota (raw-speed benchmarks).
     Off,
+    /// Sliding windows of actual request times with a per-second sub-limit, refused
+    /// requests counted (independent of the client's limiter).
+    Strict,
 }
 
 /// `--quota-profile`.
@@ -85,6 +94,7 @@ impl EmulatorArgs {
             quota: match self.quota {
                 QuotaArg::On => QuotaMode::On,
                 QuotaArg::Off => QuotaMode::Off,
+                QuotaArg::Strict => QuotaMode::Strict,
             },
             quota_profile: match self.quota_profile {
                 ProfileArg::P2026 => QuotaProfile::Y2026,
@@ -97,6 +107,8 @@ impl EmulatorArgs {
             access_token_ttl: Duration::from_secs(self.access_token_ttl_secs),
             rate_limit_status: self.rate_limit_status,
             send_retry_after: !self.no_retry_after,
+            strict_second_share: self.strict_second_share,
+            max_concurrent_per_user: self.max_concurrent.max(1),
             ..EmulatorConfig::default()
         }
     }
@@ -167,5 +179,24 @@ mod tests {
         assert_eq!(c.args.config().rate_limit_status, 429);
         assert!(c.args.config().send_retry_after);
         assert!(Cmd::try_parse_from(["x", "--rate-limit-status", "500"]).is_err());
+    }
+
+    #[test]
+    fn strict_quota_and_concurrency_flags() {
+        let c = Cmd::parse_from([
+            "x",
+            "--quota",
+            "strict",
+            "--no-retry-after",
+            "--max-concurrent",
+            "3",
+        ]);
+        let config = c.args.config();
+        assert_eq!(config.quota, QuotaMode::Strict);
+        assert!(!config.send_retry_after);
+        assert_eq!(config.max_concurrent_per_user, 3);
+        let d = Cmd::parse_from(["x"]).args.config();
+        assert_eq!(d.quota, QuotaMode::On);
+        assert_eq!(d.max_concurrent_per_user, 50);
     }
 }

@@ -173,6 +173,8 @@ pub(crate) struct RawImap {
     pub(crate) connect_timeout_secs: Option<i64>,
     pub(crate) timeout_secs: Option<i64>,
     pub(crate) recent_first: Option<i64>,
+    pub(crate) status_poll_min_secs: Option<i64>,
+    pub(crate) status_poll_max_secs: Option<i64>,
 }
 
 /// `[accounts.test]`.
@@ -190,6 +192,7 @@ pub(crate) struct RawTest {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawWebhook {
+    pub(crate) name: Option<String>,
     pub(crate) url: Option<String>,
     pub(crate) secret: Option<RawCredential>,
     pub(crate) accounts: Option<Vec<String>>,

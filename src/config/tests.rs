@@ -359,6 +359,7 @@ kind = "imap"
 port = 70000
 tls = "maybe"
 [[webhooks]]
+name = "hook"
 url = "ftp://x"
 accounts = ["box", "ghost"]
 "#;

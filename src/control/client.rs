@@ -74,6 +74,22 @@ pub enum CtlArgs {
         /// Account id.
         account: String,
     },
+    /// IMAP accounts: fetch what the mirror lacks in a date range and re-check flags, folder
+    /// by folder (`UID SEARCH SINCE/BEFORE`), as a durable job that resumes after a crash.
+    /// Other account kinds are refused (use `resync`).
+    DeepSync {
+        /// Account id.
+        account: String,
+        /// First day, YYYY-MM-DD (inclusive; by the server's INTERNALDATE).
+        #[arg(long)]
+        since: Option<String>,
+        /// End day, YYYY-MM-DD (exclusive).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this folder.
+        #[arg(long)]
+        folder: Option<String>,
+    },
     /// Re-read the config file and apply account changes.
     Reload,
     /// Stop the daemon gracefully.
@@ -131,6 +147,9 @@ pub enum CtlArgs {
         /// Consumer name.
         consumer: String,
     },
+    /// A webhook's dead-lettered batches: list them, send them again.
+    #[command(subcommand)]
+    Webhook(webhook_cmd::WebhookCmd),
 }
 
 impl CtlArgs {
@@ -145,6 +164,17 @@ impl CtlArgs {
             CtlArgs::Resume { account } => Request::Resume { account },
             CtlArgs::SyncNow { account } => Request::SyncNow { account },
             CtlArgs::Resync { account } => Request::Resync { account },
+            CtlArgs::DeepSync {
+                account,
+                since,
+                until,
+                folder,
+            } => Request::DeepSync {
+                account,
+                since,
+                until,
+                folder,
+            },
             CtlArgs::Reload => Request::Reload,
             CtlArgs::Shutdown => Request::Shutdown,
             CtlArgs::Events {
@@ -162,6 +192,7 @@ impl CtlArgs {
             CtlArgs::Requeue { account, job, .. } => Request::Requeue { account, job },
             CtlArgs::Consumers => Request::Consumers,
             CtlArgs::Unregister { consumer } => Request::Unregister { consumer },
+            CtlArgs::Webhook(cmd) => cmd.to_request(),
             CtlArgs::Backup { path } => Request::Backup {
                 path: std::path::absolute(&path)
                     .unwrap_or(path)
@@ -380,6 +411,7 @@ pub async fn run_ctl(
         CtlArgs::Reload => RELOAD_TIMEOUT,
         // A backup copies the whole store.
         CtlArgs::Backup { .. } => Duration::from_secs(3600),
+        CtlArgs::Webhook(ref cmd) => cmd.timeout().unwrap_or(DEFAULT_TIMEOUT),
         _ => DEFAULT_TIMEOUT,
     };
     let response = match request(socket, &args.to_request(), timeout).await {
@@ -437,6 +469,10 @@ pub async fn run_ctl(
         }
         CtlArgs::Dead { .. } | CtlArgs::Consumers if !json => {
             write!(out, "{}", render_repair(data))?;
+            return Ok(0);
+        }
+        CtlArgs::Webhook(_) if !json => {
+            write!(out, "{}", webhook_cmd::render(data))?;
             return Ok(0);
         }
         _ => {}
@@ -502,17 +538,7 @@ fn render_repair(data: &Value) -> String {
     if list.is_empty() {
         return "no registered consumers\n".to_string();
     }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|c| {
-            vec![
-                text(c.get("consumer")),
-                text(c.get("acked")),
-                text(c.get("lag")),
-            ]
-        })
-        .collect();
-    table(&["CONSUMER", "ACKED", "LAG"], &rows)
+    status_view::consumers_table(&list)
 }
 
 fn text(value: Option<&Value>) -> String {
@@ -595,6 +621,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 mod status_view;
+mod webhook_cmd;
 
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,21 @@ pub enum Request {
         /// Account id.
         account: String,
     },
+    /// IMAP: a deep sync of a date range (see `ctl deep-sync`), run as a durable backfill
+    /// job; refused for other account kinds.
+    DeepSync {
+        /// Account id.
+        account: String,
+        /// First day, `YYYY-MM-DD` (inclusive).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<String>,
+        /// Last day, `YYYY-MM-DD` (exclusive).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
+        /// Only this folder.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        folder: Option<String>,
+    },
     /// Re-read the config file and apply account changes.
     Reload,
     /// Stop the daemon gracefully.
@@ -102,6 +117,19 @@ pub enum Request {
         /// Consumer name.
         consumer: String,
     },
+    /// The dead-lettered batches of one webhook (`sink/webhook_replay.rs`).
+    WebhookDead {
+        /// The webhook's `name`.
+        name: String,
+    },
+    /// Send one dead-lettered batch (`id`, its first seq) or all of a webhook's again.
+    WebhookReplay {
+        /// The webhook's `name`.
+        name: String,
+        /// The batch id; `None` replays every dead letter of the webhook.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
     /// Test hook, refused unless `[debug] allow_wedge`: block the supervision tree.
     DebugWedge {
         /// How long to block, in milliseconds.
@@ -117,6 +145,7 @@ pub const COMMANDS: &[&str] = &[
     "resume",
     "sync-now",
     "resync",
+    "deep-sync",
     "reload",
     "shutdown",
     "events",
@@ -128,6 +157,8 @@ pub const COMMANDS: &[&str] = &[
     "consumers",
     "unregister",
     "backup",
+    "webhook-dead",
+    "webhook-replay",
 ];
 
 impl Request {
@@ -140,6 +171,7 @@ impl Request {
             Request::Resume { .. } => "resume",
             Request::SyncNow { .. } => "sync-now",
             Request::Resync { .. } => "resync",
+            Request::DeepSync { .. } => "deep-sync",
             Request::Reload => "reload",
             Request::Shutdown => "shutdown",
             Request::Events { .. } => "events",
@@ -151,6 +183,8 @@ impl Request {
             Request::Requeue { .. } => "requeue",
             Request::Consumers => "consumers",
             Request::Unregister { .. } => "unregister",
+            Request::WebhookDead { .. } => "webhook-dead",
+            Request::WebhookReplay { .. } => "webhook-replay",
         }
     }
 
@@ -161,6 +195,7 @@ impl Request {
             | Request::Resume { account }
             | Request::SyncNow { account }
             | Request::Resync { account }
+            | Request::DeepSync { account, .. }
             | Request::Dead { account }
             | Request::Requeue { account, .. } => Some(account),
             _ => None,
@@ -423,6 +458,12 @@ mod tests {
             Request::Resume { account: account() },
             Request::SyncNow { account: account() },
             Request::Resync { account: account() },
+            Request::DeepSync {
+                account: account(),
+                since: Some("2025-01-01".into()),
+                until: None,
+                folder: Some("INBOX".into()),
+            },
             Request::Reload,
             Request::Shutdown,
             Request::Backup {

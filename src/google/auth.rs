@@ -16,13 +16,12 @@
 //! the error is handed to callers meanwhile, which shows the account `degraded`. A refresh
 //! token the endpoint rotates is handed to the hooks to be persisted.
 
-use super::error::{classify_token, classify_transport, malformed_json, parse_retry_after};
-use super::form::form_encode;
-use super::wire::WireTokenResponse;
+use super::token_endpoint::{TokenHttp, token_client};
 use crate::secret::Secret;
-use mailsync_actors::backoff::RetryPolicy;
+use mailsync_actors::backoff::{Jitter, RetryPolicy};
 use mailsync_actors::error::ApiError;
-use reqwest::header::{HeaderValue, RETRY_AFTER};
+use oauth2::{RefreshToken, TokenResponse as _};
+use reqwest::header::HeaderValue;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -121,11 +120,11 @@ pub struct CredentialHooks {
 
 /// The cool-down between refresh attempts while the endpoint fails transiently.
 fn cool_down_policy() -> RetryPolicy {
-    RetryPolicy {
-        base: Duration::from_secs(1),
-        cap: Duration::from_secs(60),
-        max_attempts: u32::MAX,
-    }
+    RetryPolicy::unlimited(
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+        Jitter::Full,
+    )
 }
 
 /// Hands out access tokens for one account. Cheap to share behind an `Arc`.
@@ -159,6 +158,7 @@ impl TokenSource {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ApiError::Internal(format!("building the HTTP client: {e}")))?;
         Ok(Self::with_http(account, credentials, token_url, http))
@@ -294,57 +294,49 @@ impl TokenSource {
 
     async fn refresh_now(&self, state: &mut State) -> Result<BearerToken, ApiError> {
         let started = Instant::now();
-        let body = form_encode(&[
-            ("client_id", self.client_id.as_str()),
-            ("client_secret", state.client_secret.expose().as_str()),
-            ("refresh_token", state.refresh_token.expose().as_str()),
-            ("grant_type", "refresh_token"),
-        ]);
-        let response = self
-            .http
-            .post(&self.token_url)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .header(reqwest::header::ACCEPT, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| classify_transport(&e))?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let bytes = response.bytes().await.map_err(|e| classify_transport(&e))?;
-        if !(200..300).contains(&status) {
-            let err = classify_token(status, retry_after, &bytes);
-            tracing::warn!(
-                account = %self.account,
-                method = "oauth2.token.refresh",
-                status,
-                error = %err,
-                "access token refresh failed"
-            );
-            if let ApiError::Disconnected(reason) = &err {
-                state.disconnected = Some(reason.clone());
-                state.current = None;
+        let client = token_client(
+            &self.client_id,
+            Some(state.client_secret.expose().as_str()),
+            &self.token_url,
+        )?;
+        let http = TokenHttp::new(self.http.clone());
+        let refresh = RefreshToken::new(state.refresh_token.expose().clone());
+        let answer = client
+            .exchange_refresh_token(&refresh)
+            .request_async(&http)
+            .await;
+        let status = http.last_status();
+        let parsed = match answer {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let err = http.classify(&e);
+                if status != 0 && !(200..300).contains(&status) {
+                    tracing::warn!(
+                        account = %self.account,
+                        method = "oauth2.token.refresh",
+                        status,
+                        error = %err,
+                        "access token refresh failed"
+                    );
+                }
+                if let ApiError::Disconnected(reason) = &err {
+                    state.disconnected = Some(reason.clone());
+                    state.current = None;
+                }
+                return Err(err);
             }
-            return Err(err);
-        }
-        let parsed: WireTokenResponse = serde_json::from_slice(&bytes)
-            // No excerpt: a token response body holds the token.
-            .map_err(|e| malformed_json("token response", &e, b""))?;
-        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3_599));
+        };
+        let lifetime = parsed.expires_in().unwrap_or(Duration::from_secs(3_599));
         let margin = REFRESH_MARGIN.min(lifetime / 10);
-        let mut header = HeaderValue::from_str(&format!("Bearer {}", parsed.access_token))
-            .map_err(|_| {
-                ApiError::Malformed("token response: access token is not header-safe".into())
-            })?;
+        let mut header =
+            HeaderValue::from_str(&format!("Bearer {}", parsed.access_token().secret())).map_err(
+                |_| ApiError::Malformed("token response: access token is not header-safe".into()),
+            )?;
         header.set_sensitive(true);
-        if let Some(rotated) = parsed.refresh_token.filter(|t| !t.is_empty())
+        if let Some(rotated) = parsed
+            .refresh_token()
+            .map(|t| t.secret().clone())
+            .filter(|t| !t.is_empty())
             && rotated != *state.refresh_token.expose()
         {
             let rotated = Secret::new(rotated);
@@ -430,7 +422,7 @@ mod tests {
             "broken" => (StatusCode::OK, r#"{"access_token":"ya29.cut"#.into()),
             "rotate" => (
                 StatusCode::OK,
-                format!(r#"{{"access_token":"ya29.tok{n}","expires_in":3599,"refresh_token":"1//0gROTATED"}}"#),
+                format!(r#"{{"access_token":"ya29.tok{n}","expires_in":3599,"token_type":"Bearer","refresh_token":"1//0gROTATED"}}"#),
             ),
             _ => (StatusCode::SERVICE_UNAVAILABLE, "down".into()),
         }

@@ -8,10 +8,10 @@
 //! Google's 600 requests/min/user. Calendar's quota is separate from Gmail's, so a Google
 //! account with both has two gates but one [`TokenSource`].
 //!
-//! Errors: a 401 refreshes the token once and retries; rate limits (403/429 `usageLimits`)
-//! pause the account's gate and retry; 5xx and transport failures retry with full-jitter
-//! exponential backoff; after [`RetryConfig::max_attempts`] the classified error goes to the
-//! caller. A 410 on a listing is [`ApiError::SyncTokenExpired`] (Google's `fullSyncRequired`
+//! Errors (the shared request loop, `google::rest`): a 401 refreshes the token once and
+//! retries; rate limits (403/429 `usageLimits`) pause the account's gate and retry; 5xx and
+//! transport failures retry under the [`RetryPolicy`]; after `max_attempts` the classified
+//! error goes to the caller. A 410 on a listing is [`ApiError::SyncTokenExpired`] (Google's `fullSyncRequired`
 //! and relatives; reference §4 says to key on the status). Everything else follows the
 //! generic Google rules in `google::error`.
 //!
@@ -19,13 +19,14 @@
 //! `singleEvents=false`, the configured `maxResults`), with or without a sync token, as the
 //! reference requires; page requests repeat the sync token.
 
-use super::auth::{BearerToken, TokenSource};
+use super::auth::TokenSource;
 use super::calendar_wire::{
     WireCalendarList, WireChannel, WireChannelParams, WireEvents, WireStopRequest, WireWatchRequest,
 };
-use super::error::{GmailMethod, classify, classify_transport, malformed_json, parse_retry_after};
+use super::error::{GmailMethod, classify, malformed_json};
 use super::form::path_segment;
-use super::gmail::RetryConfig;
+use super::rest::{self, Answer, RestCaller};
+use mailsync_actors::backoff::RetryPolicy;
 use mailsync_actors::calendar::port::{CalendarApi, ChannelRequest};
 use mailsync_actors::calendar_model::{
     CalendarListPage, ChannelRegistration, EventPage, EventsQuery,
@@ -33,12 +34,10 @@ use mailsync_actors::calendar_model::{
 use mailsync_actors::error::ApiError;
 use mailsync_actors::ports::PortFuture;
 use mailsync_actors::quota::{ProjectQuota, QuotaError, QuotaGate, QuotaLimits, QuotaStats};
-use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// Google's API root (Calendar lives under `/calendar/v3`).
 pub const CALENDAR_API_BASE: &str = "https://www.googleapis.com";
@@ -114,7 +113,7 @@ pub struct CalendarClientConfig {
     /// Whole-request timeout.
     pub request_timeout: Duration,
     /// Retry policy for rate limits and transient failures.
-    pub retry: RetryConfig,
+    pub retry: RetryPolicy,
 }
 
 impl Default for CalendarClientConfig {
@@ -125,7 +124,7 @@ impl Default for CalendarClientConfig {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             page_size: MAX_EVENTS_PAGE,
             request_timeout: Duration::from_secs(60),
-            retry: RetryConfig::default(),
+            retry: rest::default_retry(),
         }
     }
 }
@@ -157,27 +156,9 @@ impl CalendarClientConfig {
 pub struct CalendarClient {
     config: CalendarClientConfig,
     base: Url,
-    account: String,
     http: reqwest::Client,
-    gate: Arc<QuotaGate>,
-    tokens: Arc<TokenSource>,
-}
-
-struct Answer {
-    status: u16,
-    retry_after: Option<Duration>,
-    body: bytes::Bytes,
-}
-
-fn quota_failure(e: QuotaError) -> ApiError {
-    match e {
-        QuotaError::Closed => ApiError::Transient("quota gate closed (shutting down)".into()),
-        other => ApiError::Internal(format!("quota gate: {other}")),
-    }
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    /// Gate, tokens and retry policy of the shared request loop.
+    rest: RestCaller,
 }
 
 impl CalendarClient {
@@ -187,42 +168,31 @@ impl CalendarClient {
         gate: Arc<QuotaGate>,
         tokens: Arc<TokenSource>,
     ) -> Result<Self, ApiError> {
-        let trimmed = config.api_base.trim_end_matches('/');
-        let base = Url::parse(&format!("{trimmed}/")).map_err(|e| {
-            ApiError::Internal(format!("invalid api_base {:?}: {e}", config.api_base))
-        })?;
-        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
-            return Err(ApiError::Internal(format!(
-                "api_base must be an http(s) URL, not {:?}",
-                config.api_base
-            )));
-        }
+        let base = rest::parse_api_base(&config.api_base)?;
         config.page_size = config.page_size.clamp(1, MAX_EVENTS_PAGE);
         config.retry.max_attempts = config.retry.max_attempts.max(1);
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(15)))
-            .user_agent(concat!("mailsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ApiError::Internal(format!("building the HTTP client: {e}")))?;
+        let http = rest::http_client(config.request_timeout)?;
         Ok(Self {
-            account: gate.account().to_owned(),
+            rest: RestCaller {
+                account: gate.account().to_owned(),
+                gate,
+                tokens,
+                retry: config.retry.clone(),
+            },
             config,
             base,
             http,
-            gate,
-            tokens,
         })
     }
 
     /// The account's Calendar gate.
     pub fn gate(&self) -> &Arc<QuotaGate> {
-        &self.gate
+        &self.rest.gate
     }
 
     /// The quota counters.
     pub fn quota_stats(&self) -> QuotaStats {
-        self.gate.stats()
+        self.rest.gate.stats()
     }
 
     /// The configuration in force (after clamping).
@@ -249,95 +219,18 @@ impl CalendarClient {
         url
     }
 
-    /// One exchange with pacing, auth and retries; the 2xx answer.
+    /// One exchange through the shared request loop (1 unit, 1 slot); the 2xx answer.
     async fn execute(
         &self,
         method: CalendarMethod,
-        build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
+        build: rest::Build<'_>,
     ) -> Result<Answer, ApiError> {
-        let retry = self.config.retry;
-        let mut attempt: u32 = 0;
-        let mut refreshed = false;
-        loop {
-            attempt += 1;
-            self.gate.charge(1).await.map_err(quota_failure)?;
-            let slot = self.gate.enter(1).await.map_err(quota_failure)?;
-            let outcome = match self.tokens.access_token().await {
-                Ok(token) => self.send(method, build, &token).await.map(|a| (a, token)),
-                Err(e) => Err(e),
-            };
-            drop(slot);
-            let err = match outcome {
-                Ok((answer, _)) if (200..300).contains(&answer.status) => return Ok(answer),
-                Ok((answer, token)) if answer.status == 401 && !refreshed => {
-                    refreshed = true;
-                    tracing::info!(account = %self.account, method = method.name(),
-                        "access token rejected; refreshing once");
-                    match self.tokens.refresh_after_401(&token).await {
-                        Ok(_) => {
-                            attempt -= 1;
-                            continue;
-                        }
-                        Err(e) => e,
-                    }
-                }
-                Ok((answer, _)) => {
-                    classify_calendar(method, answer.status, answer.retry_after, &answer.body)
-                }
-                Err(e) => e,
-            };
-            if attempt >= retry.max_attempts
-                || !matches!(err, ApiError::RateLimited { .. } | ApiError::Transient(_))
-            {
-                if err.is_retryable() {
-                    tracing::warn!(account = %self.account, method = method.name(), attempt,
-                        error = %err, "calendar call failed; giving up");
-                }
-                return Err(err);
-            }
-            match &err {
-                ApiError::RateLimited { retry_after } => {
-                    let pause = retry_after.unwrap_or_else(|| retry.rate_limit_pause(attempt));
-                    self.gate.slow_down(pause);
-                    tracing::warn!(account = %self.account, method = method.name(),
-                        retry_after_ms = ms(pause), attempt, "rate limited; pausing the account");
-                }
-                _ => {
-                    let pause = retry.backoff(attempt);
-                    tracing::info!(account = %self.account, method = method.name(), attempt,
-                        retry_after_ms = ms(pause), error = %err, "transient failure; retrying");
-                    tokio::time::sleep(pause).await;
-                }
-            }
-        }
-    }
-
-    async fn send(
-        &self,
-        method: CalendarMethod,
-        build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
-        token: &BearerToken,
-    ) -> Result<Answer, ApiError> {
-        let started = Instant::now();
-        let response = build()
-            .header(AUTHORIZATION, token.header_value())
-            .send()
-            .await
-            .map_err(|e| classify_transport(&e))?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let body = response.bytes().await.map_err(|e| classify_transport(&e))?;
-        tracing::debug!(account = %self.account, method = method.name(), status,
-            bytes = body.len(), elapsed_ms = ms(started.elapsed()), "calendar call");
-        Ok(Answer {
-            status,
-            retry_after,
-            body,
-        })
+        let classify = |a: &Answer| classify_calendar(method, a.status, a.retry_after(), &a.body);
+        let (answer, _) = self
+            .rest
+            .execute(method.name(), &[1], 1, build, &classify)
+            .await?;
+        Ok(answer)
     }
 
     async fn get_json<T: DeserializeOwned>(

@@ -5,8 +5,8 @@
 
 use super::auth::{OAuthCredentials, TokenSource};
 use super::calendar::{CalendarClient, CalendarClientConfig};
-use super::gmail::RetryConfig;
 use crate::secret::Secret;
+use mailsync_actors::backoff::RetryPolicy;
 use mailsync_actors::calendar_model::{
     CalendarEvent, CalendarListPage, EventStatus, EventTime, EventsQuery, PageCursor,
 };
@@ -35,10 +35,11 @@ pub(crate) fn client(emu: &EmulatorHandle, config: CalendarClientConfig) -> Cale
     let tokens = TokenSource::new(ACCOUNT, credentials, format!("{base}/token")).expect("tokens");
     let config = CalendarClientConfig {
         api_base: base,
-        retry: RetryConfig {
+        retry: RetryPolicy {
             max_attempts: 6,
             base: Duration::from_millis(20),
             cap: Duration::from_millis(200),
+            ..RetryPolicy::default()
         },
         ..config
     };

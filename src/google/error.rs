@@ -112,6 +112,19 @@ pub fn classify(
     }
 }
 
+/// Whether an answer is Google's per-user concurrency refusal (429, message "Too many
+/// concurrent requests for user", reference §3.3), as opposed to a rate limit.
+pub fn is_concurrency_refusal(status: u16, body: &[u8]) -> bool {
+    if status != 429 {
+        return false;
+    }
+    let parsed: Option<WireErrorBody> = serde_json::from_slice(body).ok();
+    parsed
+        .and_then(|b| b.error)
+        .and_then(|e| e.message)
+        .is_some_and(|m| m.contains("oo many concurrent requests"))
+}
+
 /// Classifies a non-2xx answer of the OAuth token endpoint. The body is never excerpted.
 pub fn classify_token(status: u16, retry_after: Option<Duration>, body: &[u8]) -> ApiError {
     let parsed: WireTokenError = serde_json::from_slice(body).unwrap_or_default();
@@ -213,82 +226,20 @@ fn until(at_unix_ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(delta).unwrap_or(0))
 }
 
-/// Days from 1970-01-01 to a civil date (proleptic Gregorian).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn to_unix_ms(year: i64, month: u32, day: u32, h: u32, mi: u32, s: u32, ms: u32) -> Option<i64> {
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + i64::from(h) * 3_600 + i64::from(mi) * 60 + i64::from(s);
-    Some(secs * 1_000 + i64::from(ms))
-}
-
-/// `2026-05-02T10:11:12.345Z` (UTC only, which is what Google sends).
+/// `2026-05-02T10:11:12.345Z` → Unix ms (chrono's RFC 3339 parser; a trailing `.` or `,`
+/// of the surrounding sentence is ignored).
 fn parse_rfc3339_utc(s: &str) -> Option<i64> {
     let s = s.trim_end_matches(['.', ',']);
-    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.split('-');
-    let year: i64 = d.next()?.parse().ok()?;
-    let month: u32 = d.next()?.parse().ok()?;
-    let day: u32 = d.next()?.parse().ok()?;
-    let (hms, frac) = match time.split_once('.') {
-        Some((hms, frac)) => (hms, frac),
-        None => (time, ""),
-    };
-    let mut t = hms.split(':');
-    let h: u32 = t.next()?.parse().ok()?;
-    let mi: u32 = t.next()?.parse().ok()?;
-    let sec: u32 = t.next()?.parse().ok()?;
-    let ms: u32 = if frac.is_empty() {
-        0
-    } else {
-        let digits: String = frac.chars().take(3).collect();
-        let padded = format!("{digits:0<3}");
-        padded.parse().ok()?
-    };
-    to_unix_ms(year, month, day, h, mi, sec, ms)
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
-/// `Sun, 06 Nov 1994 08:49:37 GMT`.
+/// An HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`) → Unix ms, with the `httpdate` crate.
 fn parse_imf_fixdate(s: &str) -> Option<i64> {
-    let (_, rest) = s.split_once(", ")?;
-    let mut parts = rest.split_whitespace();
-    let day: u32 = parts.next()?.parse().ok()?;
-    let month = match parts.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = parts.next()?.parse().ok()?;
-    let mut t = parts.next()?.split(':');
-    let h: u32 = t.next()?.parse().ok()?;
-    let mi: u32 = t.next()?.parse().ok()?;
-    let sec: u32 = t.next()?.parse().ok()?;
-    if parts.next()? != "GMT" {
-        return None;
-    }
-    to_unix_ms(year, month, day, h, mi, sec, 0)
+    let t = httpdate::parse_http_date(s).ok()?;
+    let d = t.duration_since(UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_millis()).ok()
 }
 
 fn truncate_chars(s: &str, max: usize) -> String {
@@ -392,25 +343,9 @@ mod tests {
     #[test]
     fn retry_after_in_the_message_is_used_when_no_header() {
         let future = SystemTime::now() + Duration::from_secs(30);
-        let secs = future.duration_since(UNIX_EPOCH).expect("epoch").as_secs() as i64;
-        let days = secs.div_euclid(86_400);
-        // civil_from_days, inverse of days_from_civil, to format the stamp.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        let sod = secs.rem_euclid(86_400);
-        let stamp = format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
-            sod / 3600,
-            (sod / 60) % 60,
-            sod % 60
-        );
+        let stamp = chrono::DateTime::<chrono::Utc>::from(future)
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string();
         let b = body(
             403,
             "userRateLimitExceeded",

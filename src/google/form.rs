@@ -1,38 +1,19 @@
-//! Percent-encoding helpers the Google adapters need without pulling in reqwest's optional
-//! `form`/`query` features: `application/x-www-form-urlencoded` bodies and URL path segments.
+//! Percent-encoding of URL path segments for the Google adapters (`percent-encoding`; form
+//! bodies of the token endpoint are built by the `oauth2` crate, query strings by `url`).
 
-/// Encodes `pairs` as an `application/x-www-form-urlencoded` body.
-pub fn form_encode(pairs: &[(&str, &str)]) -> String {
-    let mut out = String::new();
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        encode_into(&mut out, k, true);
-        out.push('=');
-        encode_into(&mut out, v, true);
-    }
-    out
-}
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// Bytes encoded in a path segment: everything but RFC 3986 unreserved characters and `@`.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'@');
 
 /// Encodes one URL path segment (keeps RFC 3986 unreserved characters and `@`).
 pub fn path_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    encode_into(&mut out, segment, false);
-    out
-}
-
-fn encode_into(out: &mut String, s: &str, form: bool) {
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(char::from(b));
-            }
-            b'@' if !form => out.push('@'),
-            b' ' if form => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
+    utf8_percent_encode(segment, PATH_SEGMENT).to_string()
 }
 
 #[cfg(test)]
@@ -40,12 +21,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn form_and_path_encoding() {
-        assert_eq!(
-            form_encode(&[("refresh_token", "1//0g x"), ("a", "b&c=d")]),
-            "refresh_token=1%2F%2F0g+x&a=b%26c%3Dd"
-        );
+    fn path_encoding() {
         assert_eq!(path_segment("alice@example.com"), "alice@example.com");
         assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(path_segment("Família#1~"), "Fam%C3%ADlia%231~");
     }
 }

@@ -1,37 +1,40 @@
 //! The desktop loopback OAuth flow with PKCE (reference gmail-api.md §5.2) that turns a
 //! person's consent into a refresh token, and the 0600 file the token is kept in.
 //!
-//! [`LoopbackFlow::run`] listens on `127.0.0.1:0`, builds the authorization URL (S256 code
-//! challenge, random `state`, `access_type=offline`, `prompt=consent`), hands it to a callback
-//! (the CLI prints it or opens a browser; tests follow it with an HTTP GET), accepts the
-//! browser's redirect, checks `state`, exchanges the code with the verifier at the token
-//! endpoint and returns the refresh token as a [`Secret`]. Nothing here logs a code, verifier
-//! or token.
+//! [`LoopbackFlow::run`] listens on `127.0.0.1:0` (an axum router), builds the authorization
+//! URL with the `oauth2` crate (S256 code challenge, random `state`, `access_type=offline`,
+//! `prompt=consent`), hands it to a callback (the CLI prints it or opens a browser; tests
+//! follow it with an HTTP GET), accepts the browser's redirect, checks `state`, exchanges the
+//! code with the verifier at the token endpoint (`token_endpoint.rs`, classified like every
+//! token answer) and returns the refresh token as a [`Secret`]. Nothing here logs a code,
+//! verifier or token.
 
-use super::error::{classify_token, classify_transport, malformed_json, parse_retry_after};
-use super::form::form_encode;
-use super::wire::WireTokenResponse;
+use super::token_endpoint::{TokenHttp, grant_http};
 use crate::secret::Secret;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Html;
 use mailsync_actors::error::ApiError;
+use oauth2::basic::BasicClient;
+use oauth2::{
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse as _, TokenUrl,
+};
 use rand::Rng as _;
-use reqwest::Url;
-use reqwest::header::RETRY_AFTER;
-use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::future::IntoFuture as _;
 use std::io::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Google's authorization endpoint.
 pub const GOOGLE_AUTH_URL: &str = "https://accounts.google.com/o/oauth2/v2/auth";
 /// Read-only Gmail access (the default scope).
 pub const GMAIL_READONLY_SCOPE: &str = "https://www.googleapis.com/auth/gmail.readonly";
-
-/// Longest redirect request head we read from the browser.
-const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
 /// Why the flow did not produce a refresh token.
 #[derive(Debug, thiserror::Error)]
@@ -84,28 +87,14 @@ pub struct LoopbackFlow {
     pub login_hint: Option<String>,
 }
 
-/// PKCE pair: a 64-character verifier and its S256 challenge.
-struct Pkce {
-    verifier: Secret<String>,
-    challenge: String,
-}
+/// What the loopback listener hands the flow: the code, or why there is none.
+type Outcome = Result<Secret<String>, LoopbackFlowError>;
 
-const UNRESERVED: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~";
-
-fn random_unreserved(len: usize) -> String {
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| char::from(UNRESERVED[rng.random_range(0..UNRESERVED.len())]))
-        .collect()
-}
-
-fn pkce() -> Pkce {
-    let verifier = random_unreserved(64);
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    Pkce {
-        verifier: Secret::new(verifier),
-        challenge,
-    }
+/// The loopback listener's state: the flow's `state` and where outcomes go.
+#[derive(Clone)]
+struct Redirects {
+    expected_state: Arc<String>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
 }
 
 impl LoopbackFlow {
@@ -123,31 +112,35 @@ impl LoopbackFlow {
         }
     }
 
-    /// The authorization URL for a redirect URI, PKCE challenge and state.
-    fn authorization_url(
+    /// The `oauth2` client of this flow for a redirect URI.
+    fn client(
         &self,
         redirect_uri: &str,
-        challenge: &str,
-        state: &str,
-    ) -> Result<Url, LoopbackFlowError> {
-        let mut url = Url::parse(&self.auth_url)
+    ) -> Result<
+        BasicClient<
+            oauth2::EndpointSet,
+            oauth2::EndpointNotSet,
+            oauth2::EndpointNotSet,
+            oauth2::EndpointNotSet,
+            oauth2::EndpointSet,
+        >,
+        LoopbackFlowError,
+    > {
+        let auth_url = AuthUrl::new(self.auth_url.clone())
             .map_err(|e| LoopbackFlowError::AuthUrl(format!("{}: {e}", self.auth_url)))?;
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("client_id", &self.client_id)
-                .append_pair("redirect_uri", redirect_uri)
-                .append_pair("response_type", "code")
-                .append_pair("scope", &self.scopes.join(" "))
-                .append_pair("code_challenge", challenge)
-                .append_pair("code_challenge_method", "S256")
-                .append_pair("state", state)
-                .append_pair("access_type", "offline")
-                .append_pair("prompt", "consent");
-            if let Some(hint) = &self.login_hint {
-                q.append_pair("login_hint", hint);
-            }
+        let token_url = TokenUrl::new(self.token_url.clone())
+            .map_err(|e| ApiError::Internal(format!("invalid token_url: {e}")))?;
+        let redirect = RedirectUrl::new(redirect_uri.to_owned())
+            .map_err(|e| ApiError::Internal(format!("invalid redirect URI: {e}")))?;
+        let mut client = BasicClient::new(ClientId::new(self.client_id.clone()))
+            .set_auth_type(AuthType::RequestBody)
+            .set_auth_uri(auth_url)
+            .set_token_uri(token_url)
+            .set_redirect_uri(redirect);
+        if let Some(secret) = &self.client_secret {
+            client = client.set_client_secret(ClientSecret::new(secret.expose().clone()));
         }
-        Ok(url)
+        Ok(client)
     }
 
     /// Runs the flow: `open` receives the authorization URL to show the person. Returns the
@@ -164,71 +157,87 @@ impl LoopbackFlow {
             .map_err(LoopbackFlowError::Listen)?
             .port();
         let redirect_uri = format!("http://127.0.0.1:{port}");
-        let pkce = pkce();
-        let state = random_unreserved(32);
-        let url = self.authorization_url(&redirect_uri, &pkce.challenge, &state)?;
+        let client = self.client(&redirect_uri)?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client
+            .authorize_url(CsrfToken::new_random)
+            .add_scopes(self.scopes.iter().cloned().map(Scope::new))
+            .set_pkce_challenge(challenge)
+            .add_extra_param("access_type", "offline")
+            .add_extra_param("prompt", "consent");
+        if let Some(hint) = &self.login_hint {
+            request = request.add_extra_param("login_hint", hint.clone());
+        }
+        let (url, state) = request.url();
+        let (outcomes, mut received) = mpsc::unbounded_channel();
+        let redirects = Redirects {
+            expected_state: Arc::new(state.secret().clone()),
+            outcomes,
+        };
+        let app = axum::Router::new().fallback(redirect).with_state(redirects);
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future(),
+        );
         tracing::info!(
             port,
             "waiting for the OAuth redirect on the loopback interface"
         );
         open(url.as_str());
-        let code = tokio::time::timeout(self.timeout, accept_redirect(&listener, &state))
+        let outcome = tokio::time::timeout(self.timeout, received.recv()).await;
+        stop.cancel();
+        // The answer page is written before the outcome is read; a browser's idle keep-alive
+        // connection must not hold the flow, so the server gets a moment, then goes.
+        if tokio::time::timeout(Duration::from_secs(2), server)
             .await
-            .map_err(|_| LoopbackFlowError::Timeout(self.timeout))??;
-        self.exchange(&code, &pkce.verifier, &redirect_uri).await
+            .is_err()
+        {
+            tracing::debug!("loopback listener still had a connection open; dropped it");
+        }
+        let code = match outcome {
+            Err(_) => return Err(LoopbackFlowError::Timeout(self.timeout)),
+            Ok(None) => {
+                return Err(LoopbackFlowError::Redirect(
+                    "the loopback listener stopped".into(),
+                ));
+            }
+            Ok(Some(outcome)) => outcome?,
+        };
+        self.exchange(&client, code, verifier).await
     }
 
     async fn exchange(
         &self,
-        code: &Secret<String>,
-        verifier: &Secret<String>,
-        redirect_uri: &str,
+        client: &BasicClient<
+            oauth2::EndpointSet,
+            oauth2::EndpointNotSet,
+            oauth2::EndpointNotSet,
+            oauth2::EndpointNotSet,
+            oauth2::EndpointSet,
+        >,
+        code: Secret<String>,
+        verifier: PkceCodeVerifier,
     ) -> Result<Secret<String>, LoopbackFlowError> {
-        let mut pairs: Vec<(&str, &str)> = vec![
-            ("client_id", self.client_id.as_str()),
-            ("code", code.expose().as_str()),
-            ("code_verifier", verifier.expose().as_str()),
-            ("grant_type", "authorization_code"),
-            ("redirect_uri", redirect_uri),
-        ];
-        if let Some(secret) = &self.client_secret {
-            pairs.push(("client_secret", secret.expose().as_str()));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| ApiError::Internal(format!("building the HTTP client: {e}")))?;
-        let response = http
-            .post(&self.token_url)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .header(reqwest::header::ACCEPT, "application/json")
-            .body(form_encode(&pairs))
-            .send()
+        let http = TokenHttp::new(grant_http(Duration::from_secs(30))?);
+        let answer = client
+            .exchange_code(AuthorizationCode::new(code.expose().clone()))
+            .set_pkce_verifier(verifier)
+            .request_async(&http)
             .await
-            .map_err(|e| classify_transport(&e))?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let body = response.bytes().await.map_err(|e| classify_transport(&e))?;
-        if !(200..300).contains(&status) {
-            return Err(classify_token(status, retry_after, &body).into());
+            .map_err(|e| LoopbackFlowError::Exchange(http.classify(&e)))?;
+        if let Some(granted) = answer.scopes()
+            && let Some(missing) = self
+                .scopes
+                .iter()
+                .find(|s| !granted.iter().any(|g| g.as_str() == s.as_str()))
+        {
+            return Err(LoopbackFlowError::ScopeNotGranted(missing.clone()));
         }
-        let parsed: WireTokenResponse =
-            serde_json::from_slice(&body).map_err(|e| malformed_json("token response", &e, b""))?;
-        if let Some(granted) = &parsed.scope {
-            let granted: Vec<&str> = granted.split_whitespace().collect();
-            if let Some(missing) = self.scopes.iter().find(|s| !granted.contains(&s.as_str())) {
-                return Err(LoopbackFlowError::ScopeNotGranted(missing.clone()));
-            }
-        }
-        let refresh = parsed
-            .refresh_token
+        let refresh = answer
+            .refresh_token()
+            .map(|t| t.secret().clone())
             .filter(|t| !t.is_empty())
             .ok_or(LoopbackFlowError::NoRefreshToken)?;
         tracing::info!("OAuth code exchanged for a refresh token");
@@ -236,120 +245,47 @@ impl LoopbackFlow {
     }
 }
 
-/// Accepts connections until one carries the flow's redirect and returns its code (an
-/// `error` redirect becomes `Denied`); other requests (a browser's `/favicon.ico`) get a 404
-/// and are ignored.
-async fn accept_redirect(
-    listener: &TcpListener,
-    expected_state: &str,
-) -> Result<Secret<String>, LoopbackFlowError> {
-    loop {
-        let (mut stream, _) = listener
-            .accept()
-            .await
-            .map_err(|e| LoopbackFlowError::Redirect(e.to_string()))?;
-        let target = match read_request_target(&mut stream).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::debug!(error = %e, "ignoring an unreadable loopback request");
-                continue;
-            }
-        };
-        let Ok(url) = Url::parse(&format!("http://127.0.0.1{target}")) else {
-            respond(&mut stream, 400, "Bad request.").await;
-            continue;
-        };
-        let mut code = None;
-        let mut state = None;
-        let mut error = None;
-        for (k, v) in url.query_pairs() {
-            match k.as_ref() {
-                "code" => code = Some(Secret::new(v.into_owned())),
-                "state" => state = Some(v.into_owned()),
-                "error" => error = Some(v.into_owned()),
-                _ => {}
-            }
-        }
-        if code.is_none() && error.is_none() {
-            respond(&mut stream, 404, "Not found.").await;
-            continue;
-        }
-        if state.as_deref() != Some(expected_state) {
-            respond(
-                &mut stream,
-                400,
-                "This sign-in link does not belong to the running mailsync flow. Start again.",
-            )
-            .await;
-            return Err(LoopbackFlowError::StateMismatch);
-        }
-        if let Some(error) = error {
-            respond(
-                &mut stream,
-                200,
-                "Authorization was not granted. You can close this tab.",
-            )
-            .await;
-            let short: String = error.chars().take(64).collect();
-            return Err(LoopbackFlowError::Denied(short));
-        }
-        if let Some(code) = code {
-            respond(
-                &mut stream,
-                200,
-                "mailsync is authorized. You can close this tab.",
-            )
-            .await;
-            return Ok(code);
-        }
-    }
-}
-
-/// Reads an HTTP/1 request head and returns the request target of a `GET`.
-async fn read_request_target(stream: &mut TcpStream) -> Result<String, String> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-            .await
-            .map_err(|_| "timed out reading the request".to_owned())?
-            .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("connection closed before the request head ended".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
-            break;
-        }
-        if buf.len() > MAX_REQUEST_HEAD {
-            return Err("request head too large".into());
-        }
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let line = head.lines().next().unwrap_or_default();
-    let mut words = line.split_whitespace();
-    match (words.next(), words.next()) {
-        (Some("GET"), Some(target)) if target.starts_with('/') => Ok(target.to_owned()),
-        _ => Err("not a GET with an origin-form target".into()),
-    }
-}
-
-async fn respond(stream: &mut TcpStream, status: u16, text: &str) {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        _ => "Not Found",
+/// The loopback listener's one handler (axum): a request carrying `code` or `error` is the
+/// flow's redirect; anything else (a browser's `/favicon.ico`) gets a 404 and is ignored.
+async fn redirect(
+    State(r): State<Redirects>,
+    Query(q): Query<HashMap<String, String>>,
+) -> (StatusCode, Html<String>) {
+    let page = |status: StatusCode, text: &str| {
+        (
+            status,
+            Html(format!(
+                "<!doctype html><html><head><title>mailsync</title></head><body><p>{text}</p></body></html>"
+            )),
+        )
     };
-    let body = format!(
-        "<!doctype html><html><head><title>mailsync</title></head><body><p>{text}</p></body></html>"
-    );
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/html; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    let (code, error) = (q.get("code"), q.get("error"));
+    if code.is_none() && error.is_none() {
+        return page(StatusCode::NOT_FOUND, "Not found.");
+    }
+    let outcome: Outcome;
+    let answer = if q.get("state").map(String::as_str) != Some(r.expected_state.as_str()) {
+        outcome = Err(LoopbackFlowError::StateMismatch);
+        page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in link does not belong to the running mailsync flow. Start again.",
+        )
+    } else if let Some(error) = error {
+        outcome = Err(LoopbackFlowError::Denied(error.chars().take(64).collect()));
+        page(
+            StatusCode::OK,
+            "Authorization was not granted. You can close this tab.",
+        )
+    } else {
+        outcome = Ok(Secret::new(code.cloned().unwrap_or_default()));
+        page(
+            StatusCode::OK,
+            "mailsync is authorized. You can close this tab.",
+        )
+    };
+    // The flow takes the first outcome; later ones (a reload of the tab) are dropped.
+    let _ = r.outcomes.send(outcome);
+    answer
 }
 
 /// Writes `token` to `path` with mode 0600 (atomically: a temp file in the same directory,
@@ -421,12 +357,14 @@ pub fn load_refresh_token(path: &Path) -> std::io::Result<Secret<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::extract::{Query, State};
-    use axum::http::{StatusCode, header};
+    use axum::http::header;
     use axum::response::{IntoResponse, Response};
     use axum::routing::{get, post};
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use reqwest::Url;
+    use sha2::{Digest, Sha256};
+    use std::sync::Mutex;
 
     #[derive(Clone, Default)]
     struct FakeGoogle {
@@ -611,18 +549,21 @@ mod tests {
 
     #[test]
     fn pkce_challenge_is_s256_of_the_verifier() {
-        let p = pkce();
-        assert_eq!(p.verifier.expose().len(), 64);
-        assert!(p.verifier.expose().bytes().all(|b| UNRESERVED.contains(&b)));
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        assert_eq!(challenge.method().as_str(), "S256");
+        assert!((43..=128).contains(&verifier.secret().len()));
         assert_eq!(
-            p.challenge,
-            URL_SAFE_NO_PAD.encode(Sha256::digest(p.verifier.expose().as_bytes()))
+            challenge.as_str(),
+            URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.secret().as_bytes()))
         );
         // RFC 7636 appendix B.
-        let known = URL_SAFE_NO_PAD.encode(Sha256::digest(
-            b"dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+        let known = PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into(),
         ));
-        assert_eq!(known, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        assert_eq!(
+            known.as_str(),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
     }
 
     #[test]

@@ -252,26 +252,6 @@ pub struct WireTokenError {
     pub error_description: Option<String>,
 }
 
-/// The token endpoint's success body (refresh and code exchange). Only `auth.rs` and
-/// `oauth_flow.rs` read it; it is deliberately not `Debug`, so it cannot be logged.
-#[derive(Clone, Deserialize)]
-pub struct WireTokenResponse {
-    /// The bearer token.
-    pub access_token: String,
-    /// Seconds until expiry (typically 3599).
-    #[serde(default)]
-    pub expires_in: Option<u64>,
-    /// Always `Bearer`.
-    #[serde(default)]
-    pub token_type: Option<String>,
-    /// Granted scopes, space-delimited.
-    #[serde(default)]
-    pub scope: Option<String>,
-    /// Present on a code exchange; normally absent on a refresh.
-    #[serde(default)]
-    pub refresh_token: Option<String>,
-}
-
 /// Parses a uint64 history id sent as a string (or a bare number, for tolerance).
 pub fn parse_history_id(value: &str, field: &str) -> Result<HistoryId, ApiError> {
     value

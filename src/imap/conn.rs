@@ -12,11 +12,11 @@
 use crate::imap::errors::{classify_refusal, err, io_error, lib_error};
 use crate::imap::stream::{ImapStream, start_tls};
 use async_imap::imap_proto::{
-    AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, Status,
+    AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, Status, StatusAttribute,
 };
 use mailsync_actors::imap::port::{
     Capabilities, FetchedBody, FetchedHeader, FolderInfo, IdleOutcome, ImapError, ImapErrorClass,
-    ImapFuture, ImapSession, MessageMeta, QresyncParams, Selected,
+    ImapFuture, ImapSession, MailboxStatus, MessageMeta, QresyncParams, Selected,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -409,6 +409,45 @@ impl Conn {
         Ok(out)
     }
 
+    async fn do_search(&mut self, criteria: &str) -> Result<Vec<u32>, ImapError> {
+        let mut out = Vec::new();
+        self.command(&format!("UID SEARCH {criteria}"), |r| {
+            if let Response::MailboxData(MailboxDatum::Search(uids)) = r {
+                out.extend_from_slice(uids);
+            }
+        })
+        .await?;
+        Ok(out)
+    }
+
+    async fn do_status(&mut self, folder: &str) -> Result<MailboxStatus, ImapError> {
+        let modseq = if self.caps.condstore {
+            " HIGHESTMODSEQ"
+        } else {
+            ""
+        };
+        let cmd = format!(
+            "STATUS {} (MESSAGES UIDNEXT UIDVALIDITY{modseq})",
+            quote(folder)
+        );
+        let mut st = MailboxStatus::default();
+        self.command(&cmd, |r| {
+            if let Response::MailboxData(MailboxDatum::Status { status, .. }) = r {
+                for a in status {
+                    match a {
+                        StatusAttribute::Messages(n) => st.messages = *n,
+                        StatusAttribute::UidNext(n) => st.uidnext = *n,
+                        StatusAttribute::UidValidity(n) => st.uidvalidity = *n,
+                        StatusAttribute::HighestModSeq(n) => st.highest_modseq = Some(*n),
+                        _ => {}
+                    }
+                }
+            }
+        })
+        .await?;
+        Ok(st)
+    }
+
     async fn do_fetch_meta(
         &mut self,
         set: &str,
@@ -631,6 +670,14 @@ impl ImapSession for Conn {
 
     fn uid_search_all(&mut self) -> ImapFuture<'_, Vec<u32>> {
         Box::pin(self.do_search_all())
+    }
+
+    fn uid_search<'a>(&'a mut self, criteria: &'a str) -> ImapFuture<'a, Vec<u32>> {
+        Box::pin(self.do_search(criteria))
+    }
+
+    fn status<'a>(&'a mut self, folder: &'a str) -> ImapFuture<'a, MailboxStatus> {
+        Box::pin(self.do_status(folder))
     }
 
     fn fetch_meta<'a>(

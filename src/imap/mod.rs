@@ -102,6 +102,8 @@ pub fn build_source(
         recent_first: s.recent_first,
         idle_folders: s.idle.clone(),
         idle_max: s.idle_max,
+        poll_min: s.status_poll_min,
+        poll_max: s.status_poll_max,
         ..ImapOptions::default()
     };
     Ok(ImapSource::new(Arc::new(pool), options))

@@ -9,9 +9,10 @@
 //! server or a wrong password is not hammered by every folder, child and IDLE task.
 
 use crate::imap::conn::{Conn, ConnSettings, connect};
+use mailsync_actors::backoff::{Jitter, RetryPolicy};
 use mailsync_actors::imap::port::{
     Capabilities, FetchedBody, FetchedHeader, FolderInfo, IdleOutcome, ImapError, ImapErrorClass,
-    ImapFuture, ImapPort, ImapSession, MessageMeta, QresyncParams, Selected,
+    ImapFuture, ImapPort, ImapSession, MailboxStatus, MessageMeta, QresyncParams, Selected,
 };
 use rand::Rng;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,9 +51,7 @@ pub struct Pool {
 /// The delay after `failures` consecutive failed connects: full jitter over 1 s · 2^(n-1),
 /// capped at 30 s.
 pub fn reconnect_delay(failures: u32, rng: &mut impl Rng) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    let ceiling = Duration::from_secs(1u64 << exp).min(BACKOFF_CAP);
-    ceiling.mul_f64(rng.random_range(0.0..=1.0))
+    RetryPolicy::unlimited(Duration::from_secs(1), BACKOFF_CAP, Jitter::Full).delay(failures, rng)
 }
 
 impl Pool {
@@ -270,6 +269,14 @@ impl ImapSession for PooledSession {
 
     fn uid_search_all(&mut self) -> ImapFuture<'_, Vec<u32>> {
         self.conn().uid_search_all()
+    }
+
+    fn uid_search<'a>(&'a mut self, criteria: &'a str) -> ImapFuture<'a, Vec<u32>> {
+        self.conn().uid_search(criteria)
+    }
+
+    fn status<'a>(&'a mut self, folder: &'a str) -> ImapFuture<'a, MailboxStatus> {
+        self.conn().status(folder)
     }
 
     fn fetch_meta<'a>(

@@ -144,6 +144,8 @@ impl Metrics {
         self.delivery.clear();
         self.account_health.clear();
         self.consumer_lag.clear();
+        self.imap_folder_messages.clear();
+        self.imap_folder_remaining.clear();
         self.uptime
             .get_or_create(&Vec::new())
             .set(i64::try_from(status.uptime_seconds).unwrap_or(i64::MAX));
@@ -205,6 +207,19 @@ impl Metrics {
             }
             // The status counts restarts within the budget window; it may drop back.
             *seen = a.restarts;
+            for f in a.imap.iter().flat_map(|i| &i.folders) {
+                let l = labels(&[("account", id), ("folder", &f.name)]);
+                self.imap_folder_messages
+                    .get_or_create(&l)
+                    .set(i64::try_from(f.messages).unwrap_or(i64::MAX));
+                let remaining = f
+                    .progress
+                    .as_ref()
+                    .map_or(0, |p| p.total.saturating_sub(p.done));
+                self.imap_folder_remaining
+                    .get_or_create(&l)
+                    .set(i64::try_from(remaining).unwrap_or(i64::MAX));
+            }
         }
         drop(cursor);
         if let Some(list) = crate::service::status_json::consumers_json(core).as_array() {

@@ -12,6 +12,7 @@
 
 use super::calendar::CalendarPushTarget;
 use super::calendar_channels::{ChannelStore, StoredChannel, token_digest};
+use mailsync_actors::backoff::{Jitter, RetryPolicy};
 use mailsync_actors::calendar::port::{CalendarApi, ChannelRequest};
 use mailsync_actors::error::ApiError;
 use rand::Rng as _;
@@ -89,7 +90,7 @@ pub struct ChannelKeeper {
 
 fn random_token() -> String {
     let bytes: [u8; 32] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 fn ms(d: Duration) -> i64 {
@@ -212,10 +213,12 @@ impl ChannelKeeper {
                         let mut st = self.state();
                         let s = st.entry(cal.clone()).or_default();
                         s.failures = s.failures.saturating_add(1);
-                        let shift = s.failures.saturating_sub(1).min(16);
-                        let ceiling =
-                            Duration::from_secs(1u64 << shift).min(self.config.max_backoff);
-                        let wait = rand::rng().random_range(ceiling / 2..=ceiling);
+                        let wait = RetryPolicy::unlimited(
+                            Duration::from_secs(1),
+                            self.config.max_backoff,
+                            Jitter::Half,
+                        )
+                        .delay(s.failures, &mut rand::rng());
                         s.retry_at_ms = now + ms(wait);
                         s.disconnected = matches!(e, ApiError::Disconnected(_));
                         s.last_error = Some(e.to_string());

@@ -1,5 +1,6 @@
 //! Verification of Pub/Sub push OIDC tokens (reference gmail-api.md §6.5): RS256 against the
-//! JWKS (Google's certs by default), `iss` accounts.google.com (with or without `https://`),
+//! JWKS (Google's certs by default; parsed and searched by kid with `jsonwebtoken`'s JWK
+//! support), `iss` accounts.google.com (with or without `https://`),
 //! `aud` = the configured audience, `email` = the configured push service account with
 //! `email_verified`, `exp` not passed (60 s leeway). Owns the JWKS cache: keys are kept for the
 //! document's `Cache-Control: max-age` (1 h without it), refetched on an unknown `kid`, and
@@ -8,9 +9,9 @@
 //! Tokens are never logged; errors name the failed check only.
 
 use crate::config::PushJwt;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -92,28 +93,9 @@ struct Claims {
     email_verified: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
-struct Jwks {
-    keys: Vec<Jwk>,
-}
-
-#[derive(Deserialize)]
-struct Jwk {
-    #[serde(default)]
-    kid: Option<String>,
-    #[serde(default)]
-    kty: Option<String>,
-    #[serde(default)]
-    alg: Option<String>,
-    #[serde(default)]
-    n: Option<String>,
-    #[serde(default)]
-    e: Option<String>,
-}
-
 #[derive(Default)]
 struct Cache {
-    keys: HashMap<String, DecodingKey>,
+    keys: JwkSet,
     fetched_at: Option<Instant>,
     expires_at: Option<Instant>,
     fetches: u64,
@@ -221,8 +203,8 @@ impl JwtVerifier {
         let mut cache = self.cache.lock().await;
         let now = Instant::now();
         let fresh = cache.expires_at.is_some_and(|t| now < t);
-        if fresh && let Some(k) = cache.keys.get(kid) {
-            return Ok(k.clone());
+        if fresh && let Some(k) = signing_key(&cache.keys, kid) {
+            return Ok(k);
         }
         let may_fetch = cache
             .fetched_at
@@ -233,7 +215,7 @@ impl JwtVerifier {
             match self.fetch().await {
                 Ok((keys, max_age)) => {
                     tracing::debug!(
-                        keys = keys.len(),
+                        keys = keys.keys.len(),
                         max_age_s = max_age.as_secs(),
                         "Fetched push signing keys."
                     );
@@ -243,18 +225,18 @@ impl JwtVerifier {
                 Err(e) => {
                     // Keep serving the old keys: a Google hiccup should not reject pushes
                     // signed with keys we already trust.
-                    if let Some(k) = cache.keys.get(kid) {
+                    if let Some(k) = signing_key(&cache.keys, kid) {
                         tracing::warn!(error = %e, "Cannot refresh push signing keys; using the cached ones.");
-                        return Ok(k.clone());
+                        return Ok(k);
                     }
                     return Err(AuthError::Jwks(e));
                 }
             }
         }
-        cache.keys.get(kid).cloned().ok_or(AuthError::UnknownKid)
+        signing_key(&cache.keys, kid).ok_or(AuthError::UnknownKid)
     }
 
-    async fn fetch(&self) -> Result<(HashMap<String, DecodingKey>, Duration), String> {
+    async fn fetch(&self) -> Result<(JwkSet, Duration), String> {
         let resp = self
             .http
             .get(&self.cfg.jwks_url)
@@ -289,30 +271,38 @@ fn max_age(value: &str) -> Option<Duration> {
     })
 }
 
-/// The RSA signing keys of a JWKS document, by kid.
-fn parse_jwks(body: &[u8]) -> Result<HashMap<String, DecodingKey>, String> {
-    let jwks: Jwks = serde_json::from_slice(body).map_err(|e| format!("invalid JWKS: {e}"))?;
-    let mut keys = HashMap::new();
-    for k in jwks.keys {
-        let usable =
-            k.kty.as_deref() == Some("RSA") && k.alg.as_deref().is_none_or(|a| a == "RS256");
-        let (Some(kid), Some(n), Some(e)) = (k.kid, k.n, k.e) else {
-            continue;
-        };
-        if !usable {
-            continue;
-        }
-        match DecodingKey::from_rsa_components(&n, &e) {
-            Ok(key) => {
-                keys.insert(kid, key);
-            }
-            Err(err) => tracing::warn!(kid = %kid, error = %err, "Skipping an unusable JWKS key."),
+/// Whether a JWK can verify our tokens: an RSA key for RS256 (or without `alg`).
+fn is_rs256(jwk: &Jwk) -> bool {
+    matches!(jwk.algorithm, AlgorithmParameters::RSA(_))
+        && jwk
+            .common
+            .key_algorithm
+            .is_none_or(|a| a == KeyAlgorithm::RS256)
+}
+
+/// The RS256 key with `kid` from the set (`JwkSet::find` + `DecodingKey::from_jwk`).
+fn signing_key(set: &JwkSet, kid: &str) -> Option<DecodingKey> {
+    let jwk = set.find(kid).filter(|k| is_rs256(k))?;
+    match DecodingKey::from_jwk(jwk) {
+        Ok(key) => Some(key),
+        Err(err) => {
+            tracing::warn!(kid = %kid, error = %err, "Skipping an unusable JWKS key.");
+            None
         }
     }
-    if keys.is_empty() {
+}
+
+/// A JWKS document; it must hold at least one RS256 key with a kid.
+fn parse_jwks(body: &[u8]) -> Result<JwkSet, String> {
+    let set: JwkSet = serde_json::from_slice(body).map_err(|e| format!("invalid JWKS: {e}"))?;
+    let usable = set
+        .keys
+        .iter()
+        .any(|k| is_rs256(k) && k.common.key_id.is_some());
+    if !usable {
         return Err("the JWKS holds no RS256 key".into());
     }
-    Ok(keys)
+    Ok(set)
 }
 
 #[cfg(test)]
@@ -332,6 +322,28 @@ mod tests {
     fn jwks_without_rsa_keys_is_an_error() {
         assert!(parse_jwks(br#"{"keys":[{"kty":"EC","kid":"a","crv":"P-256"}]}"#).is_err());
         assert!(parse_jwks(b"not json").is_err());
+        let ec_only = br#"{"keys":[{"kty":"EC","kid":"a","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+        assert!(
+            parse_jwks(ec_only).is_err(),
+            "an EC key cannot verify RS256"
+        );
+    }
+
+    #[test]
+    fn keys_are_selected_by_kid_and_algorithm() {
+        let set = parse_jwks(
+            br#"{"keys":[
+              {"kty":"RSA","kid":"one","alg":"RS256","use":"sig","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"},
+              {"kty":"RSA","kid":"two","alg":"RS512","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}
+            ]}"#,
+        )
+        .expect("a JWKS with an RS256 key");
+        assert!(signing_key(&set, "one").is_some());
+        assert!(
+            signing_key(&set, "two").is_none(),
+            "RS512 keys are not ours"
+        );
+        assert!(signing_key(&set, "three").is_none());
     }
 
     #[test]

@@ -98,10 +98,10 @@ fn token_param(query: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Compares two digests without an early exit.
+/// Compares two digests in constant time (`subtle`).
 pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
+    use subtle::ConstantTimeEq as _;
+    bool::from(a.ct_eq(b))
 }
 
 struct Shared {

@@ -140,8 +140,10 @@ impl ServiceState {
                 dead_lettered: 0,
                 delivery: None,
                 last_gap_recovery_units: None,
+                last_gap_working_set: None,
                 calendars: Vec::new(),
                 degraded: None,
+                imap: None,
             })
             .collect()
     }

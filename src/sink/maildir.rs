@@ -28,7 +28,6 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use mailsync_actors::feed::FeedEvent;
 use mailsync_actors::mirror::{self, Change};
@@ -36,7 +35,8 @@ use mailsync_actors::model::{LabelId, MessageId};
 use mailsync_actors::store::{Store, decode};
 use tokio_util::sync::CancellationToken;
 
-use super::{ConsumerLoop, Deliver, MAILDIR_SINK, SinkError, maildir_folders};
+use super::file_sink::{FileSink, FileWriter};
+use super::{MAILDIR_SINK, SinkError, maildir_folders};
 
 /// The marker between the escaped id and the info part.
 const STEM_SUFFIX: &str = ".mailsync";
@@ -497,6 +497,30 @@ impl MaildirWriter {
         Ok(md)
     }
 
+    /// An IMAP folder was renamed: its Maildir moves to the new name (the mirror's folder labels
+    /// moved in the same transaction as the event), and the metadata index is rewritten from
+    /// the mirror so its label sets follow. Returns the account's Maildir (to fsync).
+    fn rename_folder(&mut self, account: &str, from: &str, to: &str) -> Result<Maildir, SinkError> {
+        let root = self.maildir(account)?;
+        self.opened.remove(&format!("{account}\0{from}"));
+        self.opened.remove(&format!("{account}\0{to}"));
+        let moved = maildir_folders::rename_folder_dir(root.path(), from, to)
+            .map_err(io_err("renaming a folder in", root.path()))?;
+        tracing::info!(
+            sink = MAILDIR_SINK,
+            account,
+            from,
+            to,
+            moved,
+            "IMAP folder renamed; its Maildir follows."
+        );
+        self.indexes
+            .entry(account.to_string())
+            .or_insert_with(|| super::maildir_index::MaildirIndex::new(root.path()))
+            .rewrite(&self.store, account)?;
+        Ok(root)
+    }
+
     /// Applies a batch and fsyncs every touched Maildir; returns the last seq.
     ///
     /// New files are staged in `tmp/` and committed together (fsynced several at a time,
@@ -554,6 +578,10 @@ impl MaildirWriter {
                     for md in self.remove_everywhere(&ev.account, &id)? {
                         touched.insert(md.path().to_path_buf(), md);
                     }
+                }
+                Change::FolderRenamed { from, to } => {
+                    let md = self.rename_folder(&ev.account, &from, &to)?;
+                    touched.insert(md.path().to_path_buf(), md);
                 }
                 Change::LabelCreated { .. }
                 | Change::LabelUpdated { .. }
@@ -689,77 +717,30 @@ pub struct ReconcileReport {
     pub removed: u64,
 }
 
-/// The Maildir sink task.
-pub(crate) struct MaildirSink {
-    store: Store,
-    root: PathBuf,
-    accounts: Vec<String>,
-    writer: Option<MaildirWriter>,
-}
+/// The Maildir sink task: the file-sink driver over [`MaildirWriter`].
+pub(crate) type MaildirSink = FileSink<MaildirWriter>;
 
-impl MaildirSink {
-    pub(crate) fn new(store: Store, root: PathBuf, accounts: Vec<String>) -> Self {
-        Self {
-            store,
-            root,
-            accounts,
-            writer: None,
-        }
+impl FileWriter for MaildirWriter {
+    const NAME: &'static str = MAILDIR_SINK;
+
+    fn new(store: Store, root: PathBuf) -> Self {
+        MaildirWriter::new(store, root)
     }
 
-    /// Reconciles every configured account, then follows the feed until `cancel` fires.
-    pub(crate) async fn run(mut self, cancel: CancellationToken) {
-        let consumer = ConsumerLoop {
-            name: MAILDIR_SINK.to_string(),
-            store: self.store.clone(),
-            max_backoff: Duration::from_secs(300),
-        };
-        if let Err(e) = consumer.register() {
-            tracing::error!(sink = MAILDIR_SINK, error = %e, "Cannot register the Maildir sink.");
-        }
-        let mut writer = MaildirWriter::new(self.store.clone(), self.root.clone());
-        let accounts = self.accounts.clone();
-        let token = cancel.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            for account in &accounts {
-                match writer.reconcile(account, &token) {
-                    Ok(r) => tracing::info!(
-                        sink = MAILDIR_SINK,
-                        account = %account,
-                        written = r.written,
-                        renamed = r.renamed,
-                        removed = r.removed,
-                        "Maildir reconciled with the mirror."
-                    ),
-                    Err(e) => tracing::warn!(sink = MAILDIR_SINK, account = %account, error = %e, "Maildir reconcile failed; the feed will still be applied."),
-                }
-            }
-            writer
-        })
-        .await;
-        self.writer = joined.ok();
-        consumer.run(self, cancel).await;
-    }
-}
-
-impl Deliver for MaildirSink {
-    async fn deliver(
+    fn reconcile(
         &mut self,
-        events: Vec<FeedEvent>,
-        _cancel: &CancellationToken,
-    ) -> Result<u64, SinkError> {
-        let mut writer = self
-            .writer
-            .take()
-            .unwrap_or_else(|| MaildirWriter::new(self.store.clone(), self.root.clone()));
-        let (writer, result) = tokio::task::spawn_blocking(move || {
-            let r = writer.apply_batch(&events);
-            (writer, r)
-        })
-        .await
-        .map_err(|e| SinkError::Join(e.to_string()))?;
-        self.writer = Some(writer);
-        result
+        account: &str,
+        cancel: &CancellationToken,
+    ) -> Result<String, SinkError> {
+        let r = MaildirWriter::reconcile(self, account, cancel)?;
+        Ok(format!(
+            "{} written, {} renamed, {} removed",
+            r.written, r.renamed, r.removed
+        ))
+    }
+
+    fn apply_batch(&mut self, events: &[FeedEvent]) -> Result<u64, SinkError> {
+        MaildirWriter::apply_batch(self, events)
     }
 }
 

@@ -63,6 +63,37 @@ pub fn folder_dir(account_dir: &Path, folder: &str) -> PathBuf {
     }
 }
 
+/// Moves a renamed folder's Maildir to its new name (idempotent: nothing to move when the old
+/// directory is gone). When the new directory exists already, the files are moved into it one
+/// by one (same file system, so each `rename` is atomic) and the old directory is removed.
+/// INBOX is never moved (renaming INBOX moves its messages, which their own events carry).
+/// Returns whether anything moved; the caller fsyncs the account directory.
+pub fn rename_folder_dir(account_dir: &Path, from: &str, to: &str) -> std::io::Result<bool> {
+    let (Some(_), Some(_)) = (folder_dir_name(from), folder_dir_name(to)) else {
+        return Ok(false);
+    };
+    let src = folder_dir(account_dir, from);
+    let dst = folder_dir(account_dir, to);
+    if !src.is_dir() {
+        return Ok(false);
+    }
+    if !dst.exists() {
+        std::fs::rename(&src, &dst)?;
+        return Ok(true);
+    }
+    for sub in ["cur", "new"] {
+        let Ok(entries) = std::fs::read_dir(src.join(sub)) else {
+            continue;
+        };
+        std::fs::create_dir_all(dst.join(sub))?;
+        for e in entries.flatten() {
+            std::fs::rename(e.path(), dst.join(sub).join(e.file_name()))?;
+        }
+    }
+    std::fs::remove_dir_all(&src)?;
+    Ok(true)
+}
+
 /// The folder Maildirs that exist below an account directory (not the account's own).
 pub fn existing_folder_dirs(account_dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(account_dir) else {
@@ -113,5 +144,26 @@ mod tests {
             Some("Sent")
         );
         assert_eq!(imap_folder(&l(&["UNREAD"])), None);
+    }
+
+    #[test]
+    fn renamed_folders_move_their_maildir() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let old = folder_dir(root.path(), "Projects");
+        std::fs::create_dir_all(old.join("cur")).expect("mkdir");
+        std::fs::write(old.join("cur").join("a:2,S"), b"x").expect("write");
+        assert!(rename_folder_dir(root.path(), "Projects", "Work/Projects").expect("rename"));
+        let new = folder_dir(root.path(), "Work/Projects");
+        assert!(new.join("cur").join("a:2,S").is_file());
+        assert!(!old.exists());
+        // Replayed: nothing left to move.
+        assert!(!rename_folder_dir(root.path(), "Projects", "Work/Projects").expect("again"));
+        // Into an existing directory: merged file by file.
+        std::fs::create_dir_all(old.join("cur")).expect("mkdir");
+        std::fs::write(old.join("cur").join("b:2,"), b"y").expect("write");
+        assert!(rename_folder_dir(root.path(), "Projects", "Work/Projects").expect("merge"));
+        assert!(new.join("cur").join("b:2,").is_file() && new.join("cur").join("a:2,S").is_file());
+        assert!(!old.exists());
+        assert!(!rename_folder_dir(root.path(), "INBOX", "Old").expect("inbox"));
     }
 }

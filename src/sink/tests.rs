@@ -187,9 +187,8 @@ fn delivered_keys(seen: &Shared) -> (usize, HashSet<String>, bool) {
 }
 
 #[test]
-fn webhook_names_are_stable_by_index() {
-    assert_eq!(webhook_sink_name(0), "webhook:0");
-    assert_eq!(webhook_sink_name(12), "webhook:12");
+fn webhook_consumers_are_named_by_the_configured_name() {
+    assert_eq!(webhook_sink_name("indexer"), "webhook:indexer");
 }
 
 #[test]
@@ -213,15 +212,19 @@ async fn sinks_deliver_history_and_new_events_independently() {
         &format!(
             r#"
 [[webhooks]]
+name = "hook1"
 url = "{hole}"
 [[webhooks]]
+name = "hook2"
 url = "{ok_url}"
 secret = {{ value = "{SECRET}" }}
 [[webhooks]]
+name = "hook3"
 url = "{b_url}"
 secret = {{ value = "{SECRET}" }}
 accounts = ["b"]
 [[webhooks]]
+name = "hook4"
 url = "{bad_url}"
 max_attempts = 2
 "#
@@ -268,7 +271,7 @@ max_attempts = 2
         BTreeSet::from(["m3.mailsync:2,D".to_string(), "m4.mailsync:2,S".to_string()])
     );
 
-    // webhook:1 (all accounts) saw every key, signed; webhook:2 only account b.
+    // webhook:hook2 (all accounts) saw every key, signed; webhook:hook3 only account b.
     let all_keys: HashSet<String> = store
         .feed()
         .read_after(0, 1000)
@@ -276,9 +279,9 @@ max_attempts = 2
         .into_iter()
         .map(|e| e.key)
         .collect();
-    eventually("webhook:1 caught up", || {
-        store.feed().consumer_cursor("webhook:1").unwrap() == Some(last)
-            && store.feed().consumer_cursor("webhook:2").unwrap() == Some(last)
+    eventually("webhook:hook2 caught up", || {
+        store.feed().consumer_cursor("webhook:hook2").unwrap() == Some(last)
+            && store.feed().consumer_cursor("webhook:hook3").unwrap() == Some(last)
     })
     .await;
     let (_, keys, signed) = delivered_keys(&ok_seen);
@@ -292,15 +295,15 @@ max_attempts = 2
         .cloned()
         .collect();
     assert!(!b_all.is_empty());
-    assert_eq!(b_keys, b_all, "webhook:2 gets account b only");
+    assert_eq!(b_keys, b_all, "webhook:hook3 gets account b only");
 
-    // webhook:3 answers 500: its batches are dead-lettered after 2 attempts and it moves on.
-    eventually("webhook:3 dead-lettered and moved on", || {
-        store.feed().consumer_cursor("webhook:3").unwrap() == Some(last)
+    // webhook:hook4 answers 500: its batches are dead-lettered after 2 attempts and it moves on.
+    eventually("webhook:hook4 dead-lettered and moved on", || {
+        store.feed().consumer_cursor("webhook:hook4").unwrap() == Some(last)
     })
     .await;
     assert!(bad_seen.lock().unwrap().requests.len() >= 2);
-    let letters = webhook::dead_letters(&store, "webhook:3").unwrap();
+    let letters = webhook::dead_letters(&store, "webhook:hook4").unwrap();
     assert!(!letters.is_empty());
     assert!(
         letters
@@ -310,17 +313,17 @@ max_attempts = 2
     let dead_events: u64 = letters.iter().map(|l| l.events).sum();
     assert_eq!(dead_events, all_keys.len() as u64);
 
-    // The black hole (webhook:0) is stuck on its first batch and held nobody up.
+    // The black hole (webhook:hook1) is stuck on its first batch and held nobody up.
     let status = sink_status(&store, &cfg);
     let by_name = |n: &str| status.iter().find(|s| s.name == n).cloned().unwrap();
     assert_eq!(status.len(), 5);
     assert_eq!(by_name("maildir").lag, 0);
-    assert_eq!(by_name("webhook:0").cursor, Some(0));
-    assert_eq!(by_name("webhook:0").lag, last);
-    assert_eq!(by_name("webhook:1").lag, 0);
-    assert_eq!(by_name("webhook:3").dead_letters, letters.len() as u64);
-    assert_eq!(by_name("webhook:3").dead_lettered_events, dead_events);
-    assert!(by_name("webhook:3").last_error.is_some());
+    assert_eq!(by_name("webhook:hook1").cursor, Some(0));
+    assert_eq!(by_name("webhook:hook1").lag, last);
+    assert_eq!(by_name("webhook:hook2").lag, 0);
+    assert_eq!(by_name("webhook:hook4").dead_letters, letters.len() as u64);
+    assert_eq!(by_name("webhook:hook4").dead_lettered_events, dead_events);
+    assert!(by_name("webhook:hook4").last_error.is_some());
     let json = serde_json::to_string(&status).unwrap();
     assert!(!json.contains(SECRET));
 

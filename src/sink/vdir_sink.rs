@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use mailsync_actors::calendar::store as cal_store;
 use mailsync_actors::feed::FeedEvent;
@@ -16,8 +15,9 @@ use mailsync_actors::mirror::Change;
 use mailsync_actors::store::{Store, decode};
 use tokio_util::sync::CancellationToken;
 
+use super::SinkError;
+use super::file_sink::{FileSink, FileWriter};
 use super::vdir::Vdir;
-use super::{ConsumerLoop, Deliver, SinkError};
 
 /// The consumer name of the vdir sink.
 pub const VDIR_SINK: &str = "vdir";
@@ -132,67 +132,26 @@ impl VdirWriter {
     }
 }
 
-/// The sink task.
-pub(crate) struct VdirSink {
-    store: Store,
-    root: PathBuf,
-    accounts: Vec<String>,
-    writer: Option<VdirWriter>,
-}
+/// The sink task: the file-sink driver over [`VdirWriter`].
+pub(crate) type VdirSink = FileSink<VdirWriter>;
 
-impl VdirSink {
-    pub(crate) fn new(store: Store, root: PathBuf, accounts: Vec<String>) -> Self {
-        Self {
-            store,
-            root,
-            accounts,
-            writer: None,
-        }
+impl FileWriter for VdirWriter {
+    const NAME: &'static str = VDIR_SINK;
+
+    fn new(store: Store, root: PathBuf) -> Self {
+        VdirWriter::new(store, root)
     }
 
-    /// Reconciles every calendar account, then follows the feed until `cancel` fires.
-    pub(crate) async fn run(mut self, cancel: CancellationToken) {
-        let consumer = ConsumerLoop {
-            name: VDIR_SINK.to_string(),
-            store: self.store.clone(),
-            max_backoff: Duration::from_secs(300),
-        };
-        if let Err(e) = consumer.register() {
-            tracing::error!(sink = VDIR_SINK, error = %e, "Cannot register the vdir sink.");
-        }
-        let mut writer = VdirWriter::new(self.store.clone(), self.root.clone());
-        let accounts = self.accounts.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            for account in &accounts {
-                if let Err(e) = writer.reconcile(account) {
-                    tracing::warn!(sink = VDIR_SINK, account = %account, error = %e, "vdir reconcile failed; the feed will still be applied.");
-                }
-            }
-            writer
-        })
-        .await;
-        self.writer = joined.ok();
-        consumer.run(self, cancel).await;
-    }
-}
-
-impl Deliver for VdirSink {
-    async fn deliver(
+    fn reconcile(
         &mut self,
-        events: Vec<FeedEvent>,
+        account: &str,
         _cancel: &CancellationToken,
-    ) -> Result<u64, SinkError> {
-        let mut writer = self
-            .writer
-            .take()
-            .unwrap_or_else(|| VdirWriter::new(self.store.clone(), self.root.clone()));
-        let (writer, result) = tokio::task::spawn_blocking(move || {
-            let r = writer.apply_batch(&events);
-            (writer, r)
-        })
-        .await
-        .map_err(|e| SinkError::Join(e.to_string()))?;
-        self.writer = Some(writer);
-        result
+    ) -> Result<String, SinkError> {
+        VdirWriter::reconcile(self, account)?;
+        Ok("calendars match the store".to_string())
+    }
+
+    fn apply_batch(&mut self, events: &[FeedEvent]) -> Result<u64, SinkError> {
+        VdirWriter::apply_batch(self, events)
     }
 }

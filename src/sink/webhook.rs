@@ -223,26 +223,18 @@ pub fn dead_letters(store: &Store, sink: &str) -> Result<Vec<DeadLetter>, SinkEr
     Ok(out)
 }
 
-/// One webhook sink task.
-pub(crate) struct WebhookSink {
-    name: String,
-    store: Store,
+/// One webhook endpoint: its HTTP client, URL and signing secret (resolved on first use and
+/// kept). The sink and `ctl webhook replay` both post through it.
+pub(crate) struct Poster {
     url: String,
     secret_ref: Option<CredentialRef>,
     secret: Option<Secret<String>>,
-    accounts: Option<Vec<String>>,
-    policy: RetryPolicy,
     http: reqwest::Client,
 }
 
-impl WebhookSink {
-    /// The sink for `config.webhooks[index]`.
-    pub(crate) fn new(
-        store: Store,
-        index: usize,
-        config: &WebhookConfig,
-        retry: &RetryConfig,
-    ) -> Result<Self, SinkError> {
+impl Poster {
+    /// The poster of one `[[webhooks]]` entry.
+    pub(crate) fn new(config: &WebhookConfig) -> Result<Self, SinkError> {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
@@ -250,41 +242,15 @@ impl WebhookSink {
             .build()
             .map_err(|e| SinkError::Delivery(format!("building the HTTP client: {e}")))?;
         Ok(Self {
-            name: webhook_sink_name(index),
-            store,
             url: config.url.clone(),
             secret_ref: config.secret.clone(),
             secret: None,
-            accounts: config.accounts.clone(),
-            policy: RetryPolicy {
-                base: retry.base,
-                cap: retry.cap,
-                max_attempts: config.max_attempts.max(1),
-            },
             http,
         })
     }
 
-    /// Follows the feed until `cancel` fires.
-    pub(crate) async fn run(self, cancel: CancellationToken) {
-        let consumer = ConsumerLoop {
-            name: self.name.clone(),
-            store: self.store.clone(),
-            max_backoff: self.policy.cap.max(Duration::from_secs(1)),
-        };
-        if let Err(e) = consumer.register() {
-            tracing::error!(sink = %self.name, error = %e, "Cannot register the webhook sink.");
-        }
-        consumer.run(self, cancel).await;
-    }
-
-    fn wants(&self, account: &str) -> bool {
-        self.accounts
-            .as_ref()
-            .is_none_or(|ids| ids.iter().any(|a| a == account))
-    }
-
-    async fn secret(&mut self) -> Result<Option<Secret<String>>, SinkError> {
+    /// The signing secret, resolved once (off the async threads: it may run a command).
+    pub(crate) async fn secret(&mut self) -> Result<Option<Secret<String>>, SinkError> {
         let Some(reference) = self.secret_ref.clone() else {
             return Ok(None);
         };
@@ -299,7 +265,12 @@ impl WebhookSink {
         Ok(Some(resolved))
     }
 
-    async fn post_once(&self, body: &[u8], secret: Option<&Secret<String>>) -> Result<(), String> {
+    /// One signed POST of `body`; `Err` is a secret- and URL-free reason.
+    pub(crate) async fn post_once(
+        &self,
+        body: &[u8],
+        secret: Option<&Secret<String>>,
+    ) -> Result<(), String> {
         let ts = (now_ms() / 1000).to_string();
         let mut req = self
             .http
@@ -344,6 +315,56 @@ impl WebhookSink {
     }
 }
 
+/// One webhook sink task.
+pub(crate) struct WebhookSink {
+    name: String,
+    store: Store,
+    poster: Poster,
+    accounts: Option<Vec<String>>,
+    policy: RetryPolicy,
+}
+
+impl WebhookSink {
+    /// The sink of one `[[webhooks]]` entry.
+    pub(crate) fn new(
+        store: Store,
+        config: &WebhookConfig,
+        retry: &RetryConfig,
+    ) -> Result<Self, SinkError> {
+        Ok(Self {
+            name: webhook_sink_name(&config.name),
+            store,
+            poster: Poster::new(config)?,
+            accounts: config.accounts.clone(),
+            policy: RetryPolicy {
+                base: retry.base,
+                cap: retry.cap,
+                max_attempts: config.max_attempts.max(1),
+                ..RetryPolicy::default()
+            },
+        })
+    }
+
+    /// Follows the feed until `cancel` fires.
+    pub(crate) async fn run(self, cancel: CancellationToken) {
+        let consumer = ConsumerLoop {
+            name: self.name.clone(),
+            store: self.store.clone(),
+            max_backoff: self.policy.cap.max(Duration::from_secs(1)),
+        };
+        if let Err(e) = consumer.register() {
+            tracing::error!(sink = %self.name, error = %e, "Cannot register the webhook sink.");
+        }
+        consumer.run(self, cancel).await;
+    }
+
+    fn wants(&self, account: &str) -> bool {
+        self.accounts
+            .as_ref()
+            .is_none_or(|ids| ids.iter().any(|a| a == account))
+    }
+}
+
 impl Deliver for WebhookSink {
     async fn deliver(
         &mut self,
@@ -365,11 +386,11 @@ impl Deliver for WebhookSink {
         let count = selected.len() as u64;
         let body = batch_body(&selected)
             .map_err(|e| SinkError::Delivery(format!("encoding the batch: {e}")))?;
-        let secret = self.secret().await?;
+        let secret = self.poster.secret().await?;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let error = match self.post_once(&body, secret.as_ref()).await {
+            let error = match self.poster.post_once(&body, secret.as_ref()).await {
                 Ok(()) => {
                     tracing::debug!(sink = %self.name, seq = last, events = count, attempt, "Webhook batch delivered.");
                     return Ok(last);

@@ -227,8 +227,24 @@ refresh_token = {{ file = "{refresh}" }}
         )
     }
 
+    /// Writes a daemon config for one gmail account on this emulator with the production
+    /// defaults of attempts and restarts (no `max_attempts`, no `[restart]`) and only the
+    /// retry delays shortened; `extra` follows the account block (more account keys).
+    pub fn write_production_config(&self, env: &TestEnv, extra: &str) {
+        self.write_daemon_config(env, 10, "", extra);
+    }
+
     /// Writes a complete daemon config for one gmail account on this emulator.
     pub fn write_config(&self, env: &TestEnv, max_attempts: u32) {
+        let tuning = format!(
+            "max_attempts = {max_attempts}\n\n[restart]\nbase_ms = 100\ncap_ms = 800\nmax_restarts = 20\nwindow_secs = 60\n"
+        );
+        self.write_daemon_config(env, 50, &tuning, "");
+    }
+
+    /// The config both writers share: short retry delays, `tuning` after them (more
+    /// `[retry]` keys and later sections), the account block, then `extra`.
+    fn write_daemon_config(&self, env: &TestEnv, batch_size: usize, tuning: &str, extra: &str) {
         let text = format!(
             r#"data_dir = "{data}"
 socket_path = "{socket}"
@@ -238,20 +254,13 @@ shutdown_grace_secs = 10
 
 [sync]
 poll_interval_secs = 1
-batch_size = 50
+batch_size = {batch_size}
 
 [retry]
 base_ms = 50
 cap_ms = 1000
-max_attempts = {max_attempts}
-
-[restart]
-base_ms = 100
-cap_ms = 800
-max_restarts = 20
-window_secs = 60
-
-{account}
+{tuning}
+{account}{extra}
 "#,
             data = env.data_dir.display(),
             socket = env.socket.display(),

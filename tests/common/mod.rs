@@ -10,6 +10,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// Waits until every registered feed consumer (sinks included) has acknowledged the newest
+/// event (`consumers` over the socket: lag 0).
+pub fn wait_consumers_caught_up(d: &Daemon, timeout: Duration) -> bool {
+    wait_until(timeout, || {
+        d.try_request(&json!({"v":1,"cmd":"consumers"}))
+            .ok()
+            .and_then(|v| v["data"]["consumers"].as_array().cloned())
+            .is_some_and(|l| l.iter().all(|c| c["lag"] == json!(0)))
+    })
+}
+
 /// Path of the binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_mailsync")
@@ -256,6 +267,7 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
 pub mod calendar;
 pub mod dovecot;
 pub mod emulator;
+pub mod feed_oracle;
 pub mod http;
 pub mod tmpfs;
 

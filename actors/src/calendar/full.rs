@@ -34,6 +34,13 @@ pub(super) async fn step(
         BackfillJob::CalendarFull { calendar_id } => {
             calendar_step(source, cx, job, &calendar_id).await
         }
+        BackfillJob::DeepSync { .. } => {
+            // An IMAP job (a config changed kinds under a data dir): drop it.
+            tracing::warn!(account = %cx.account, job = %job.key, "Ignoring an IMAP job on a calendar account.");
+            cx.store.transaction(|tx| tx.ack(job)).map_err(store_err)?;
+            cx.store.flush().map_err(store_err)?;
+            Ok(BackfillNext::Finished)
+        }
     }
 }
 

@@ -71,6 +71,16 @@ pub struct CalendarSource {
     round: Mutex<Option<Round>>,
 }
 
+/// What one page of a calendar's event changes left to do.
+enum EventsPage {
+    /// The calendar's token moved: done with it this round.
+    Last,
+    /// More pages follow.
+    More,
+    /// Google answered 404: the calendar is gone (the list will say so).
+    CalendarGone,
+}
+
 pub(crate) fn store_err(e: impl std::fmt::Display) -> SyncError {
     SyncError::Store(e.to_string())
 }
@@ -141,10 +151,18 @@ impl CalendarSource {
             });
         };
         match self.events_changes_page(cx, &calendar).await {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(EventsPage::Last) => {}
+            Ok(EventsPage::More) => {
                 if let Some(r) = self.round().as_mut() {
                     r.remaining.push_front(calendar);
+                }
+            }
+            Ok(EventsPage::CalendarGone) => {
+                // The calendar went away after this round read the list (404 on its events):
+                // read the list again, which removes it, instead of retrying it for ever.
+                tracing::info!(account = %cx.account, calendar = %calendar, "Calendar not found; reading the calendar list again.");
+                if let Some(r) = self.round().as_mut() {
+                    r.list_done = false;
                 }
             }
             Err(e) => {
@@ -255,21 +273,21 @@ impl CalendarSource {
         Ok(out)
     }
 
-    /// One page of one calendar's event changes; true when its token moved (last page).
+    /// One page of one calendar's event changes.
     async fn events_changes_page(
         &self,
         cx: &SourceCx<'_>,
         calendar: &str,
-    ) -> Result<bool, SyncError> {
+    ) -> Result<EventsPage, SyncError> {
         let account = &cx.account.0;
         let Some(state) =
             store::load::<CalendarState>(cx.store, &store::calendar_key(account, calendar))
                 .map_err(store_err)?
         else {
-            return Ok(true);
+            return Ok(EventsPage::Last);
         };
         let Some(token) = state.sync_token.clone().filter(|_| state.full.is_none()) else {
-            return Ok(true);
+            return Ok(EventsPage::Last);
         };
         let query = EventsQuery {
             sync_token: Some(token),
@@ -280,8 +298,9 @@ impl CalendarSource {
             Err(ApiError::SyncTokenExpired) => {
                 self.start_resync(cx, calendar, "sync token expired (410)")
                     .await?;
-                return Ok(true);
+                return Ok(EventsPage::Last);
             }
+            Err(ApiError::NotFound) => return Ok(EventsPage::CalendarGone),
             Err(e) => return Err(e.into()),
         };
         let series_keys = deleted_series_keys(cx, calendar, &page.events)?;
@@ -306,7 +325,10 @@ impl CalendarSource {
             })
             .map_err(store_err)?;
         cx.store.flush_async().await.map_err(store_err)?;
-        Ok(matches!(page.next, PageCursor::SyncToken(_)))
+        Ok(match page.next {
+            PageCursor::SyncToken(_) => EventsPage::Last,
+            PageCursor::NextPage(_) => EventsPage::More,
+        })
     }
 
     /// Drops a calendar's token, marks it resyncing and enqueues its full sync.

@@ -607,6 +607,39 @@ async fn calendars_added_and_removed_from_the_list_are_noticed() {
 }
 
 #[tokio::test]
+async fn a_calendar_removed_after_the_round_read_the_list_is_not_retried_for_ever() {
+    let fake = Arc::new(Fake::default());
+    fake.add_calendar("a");
+    fake.add_calendar("b");
+    let h = Harness::new(fake.clone(), CalendarOptions::default()).await;
+    h.sync().await;
+    let mark = h.last_seq();
+    // The round reads the (unchanged) list first ...
+    let pushes = Vec::new();
+    let first = h.source.incremental_page(&h.cx(), &pushes).await.unwrap();
+    assert!(!first.round_done);
+    // ... then the calendar goes away: its events answer 404 for good.
+    fake.remove_calendar("b");
+    fake.with(|s| s.events.remove("b"));
+    for _ in 0..20 {
+        let page = h
+            .source
+            .incremental_page(&h.cx(), &pushes)
+            .await
+            .expect("a 404 on a removed calendar re-reads the list, it is no error");
+        if page.round_done {
+            let kinds = h.kinds_after(mark);
+            assert_eq!(
+                kinds,
+                vec![("calendar.removed".to_string(), "b".to_string())]
+            );
+            return;
+        }
+    }
+    panic!("the round never finished");
+}
+
+#[tokio::test]
 async fn config_selects_calendars() {
     let fake = Arc::new(Fake::default());
     fake.add_calendar("a");

@@ -22,15 +22,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 fn fetched(id: &str, hid: u64, labels: &[&str]) -> FetchedMessage {
-    FetchedMessage {
-        id: MessageId(id.into()),
-        thread_id: id.into(),
-        label_ids: labels.iter().map(|l| LabelId((*l).into())).collect(),
-        history_id: HistoryId(hid),
-        internal_date_ms: 1,
-        raw: format!("Subject: {id}\r\n\r\nbody").into_bytes(),
-        headers: Default::default(),
-    }
+    crate::test_support::fetched_message(id, hid, labels)
 }
 
 /// Answers `get_messages` from a script; the first answer waits for `go` after telling

@@ -6,11 +6,14 @@
 //!   the cursor and acks the pushes it covers, in the same transaction.
 //! * backfill (`backfill.rs`): full sync (labels, H0 *before* listing, `messages.list` pages →
 //!   fetch jobs, cursor ← H0 once Ingest drained) and gap recovery (id and per-label listings
-//!   → reconcile).
+//!   → reconcile, in bounded chunks: `gap.rs`).
 //! * ingest (this file): one batched `messages.get` per step; one transaction records the
 //!   messages and their feed events and acks the jobs; a 404 part is a deletion.
 
 mod backfill;
+mod gap;
+
+pub use gap::{GapMarker, RECONCILE_CHUNK};
 
 use crate::account_record::{AccountRecord, HistoryRound};
 use crate::error::{ApiError, SyncError};
@@ -447,9 +450,9 @@ impl SyncSource for GmailSource {
             match BackfillJob::decode(job).map_err(store_err)? {
                 BackfillJob::FullSync => step.full_sync().await,
                 BackfillJob::Gap => step.gap().await,
-                BackfillJob::CalendarFull { .. } => {
+                BackfillJob::CalendarFull { .. } | BackfillJob::DeepSync { .. } => {
                     // Not a Gmail job (a config changed kinds under a data dir): drop it.
-                    tracing::warn!(account = %cx.account, job = %job.key, "Ignoring a calendar job on a Gmail account.");
+                    tracing::warn!(account = %cx.account, job = %job.key, "Ignoring a calendar or IMAP job on a Gmail account.");
                     step.finish_job()?;
                     Ok(BackfillNext::Finished)
                 }
@@ -487,5 +490,11 @@ impl SyncSource for GmailSource {
             .ok()
             .and_then(|r| r.last_gap_list_calls)
             .map(|calls| calls * 5 + 2)
+    }
+
+    fn last_resync_working_set(&self, cx: &SourceCx<'_>) -> Option<u64> {
+        AccountRecord::load(cx.store, &cx.account.0)
+            .ok()
+            .and_then(|r| r.last_gap_peak_buffered)
     }
 }

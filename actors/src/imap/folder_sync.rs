@@ -63,7 +63,7 @@ impl Step<'_> {
         &self.cx.account.0
     }
 
-    fn port<T>(&self, r: Result<T, ImapError>) -> Result<T, SyncError> {
+    pub(crate) fn port<T>(&self, r: Result<T, ImapError>) -> Result<T, SyncError> {
         r.map_err(|e| {
             self.stats.count(e.class);
             SyncError::Api(e.into())
@@ -106,6 +106,7 @@ pub(crate) async fn initial_step(
     if !needs_initial(&f) {
         return Ok(true);
     }
+    step.stats.select();
     let sel = step.port(sess.select(name, None).await)?;
     let Some(uv) = f.uidvalidity else {
         // First contact: the baseline of incremental sync, and the checkpoint at the top.
@@ -197,14 +198,14 @@ fn top_of(sel: &Selected) -> u32 {
     }
 }
 
-fn sorted_uids(metas: &[&MessageMeta]) -> Vec<u32> {
+pub(crate) fn sorted_uids(metas: &[&MessageMeta]) -> Vec<u32> {
     let mut v: Vec<u32> = metas.iter().map(|m| m.uid).collect();
     v.sort_unstable();
     v
 }
 
 /// Splits messages into fetches of at most `chunk` messages and `chunk_bytes` bytes.
-fn chunks<'m>(todo: &[&'m MessageMeta], limits: Limits) -> Vec<Vec<&'m MessageMeta>> {
+pub(crate) fn chunks<'m>(todo: &[&'m MessageMeta], limits: Limits) -> Vec<Vec<&'m MessageMeta>> {
     let mut out: Vec<Vec<&MessageMeta>> = Vec::new();
     let mut cur: Vec<&MessageMeta> = Vec::new();
     let mut bytes = 0u64;
@@ -233,7 +234,7 @@ pub(crate) fn chunks_for_test<'m>(
 
 /// Records downloaded messages and updates the folder (`update` sees how many were new) in
 /// one transaction, then flushes.
-async fn record_bodies(
+pub(crate) async fn record_bodies(
     step: &Step<'_>,
     folder: &FolderState,
     bodies: &[FetchedBody],
@@ -302,6 +303,7 @@ pub(crate) async fn incremental(
         }),
         _ => None,
     };
+    step.stats.select();
     let sel = step.port(sess.select(name, qparams.as_ref()).await)?;
     if Some(sel.uidvalidity) != f.uidvalidity {
         rematch(step, sess, &f, &sel).await?;
@@ -443,6 +445,31 @@ pub(crate) async fn incremental(
     Ok(true)
 }
 
+/// The Message-ID header's value in a header section (unfolded, trimmed), if any.
+pub fn message_id_of(header: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(header);
+    let mut lines = text.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if !name.trim().eq_ignore_ascii_case("message-id") {
+            continue;
+        }
+        let mut v = value.trim().to_string();
+        while let Some(next) = lines.peek() {
+            if next.starts_with(' ') || next.starts_with('\t') {
+                v.push_str(next.trim());
+                lines.next();
+            } else {
+                break;
+            }
+        }
+        return Some(v.trim().to_string()).filter(|v| !v.is_empty());
+    }
+    None
+}
+
 /// The hash that identifies a message's header section.
 pub fn header_hash(header: &[u8]) -> [u8; 32] {
     Sha256::digest(header).into()
@@ -481,11 +508,7 @@ pub(crate) async fn rematch(
         let raw = mirror::raw(step.cx.store, account, &id).map_err(store_err)?;
         if let (Some(m), Some(raw)) = (msg, raw) {
             let header = header_of(&raw);
-            let ident = (
-                crate::imap::message_id_of(header),
-                m.size,
-                header_hash(header),
-            );
+            let ident = (message_id_of(header), m.size, header_hash(header));
             by_identity.entry(ident).or_default().push((uid, e));
         }
     }
@@ -496,7 +519,7 @@ pub(crate) async fn rematch(
     for part in sorted.chunks(500) {
         let headers = step.port(sess.fetch_headers(&uid_set(part)).await)?;
         for h in headers {
-            let mid = crate::imap::message_id_of(&h.header);
+            let mid = message_id_of(&h.header);
             let ident = (mid, u64::from(h.size), header_hash(&h.header));
             if let Some(list) = by_identity.get_mut(&ident)
                 && let Some((_, e)) = list.pop()

@@ -7,18 +7,28 @@
 //!   folder (INBOX, then flagged / important folders, then the rest), then the remainder, one
 //!   page per step with a checkpoint per chunk. Finished → incremental rounds take over.
 //!   `Gap` (an admin's `resync`): a full UID/FLAGS diff of every folder.
-//! * **Incremental** (HistorySync): a round is a LIST (folders created / deleted) and then one
-//!   page per folder with the best algorithm the server offers. A folder whose step fails on
-//!   its own (NO/BAD) is skipped with its error kept; the others go on.
+//! * **Incremental** (HistorySync): a round is a LIST (folders created / deleted / renamed,
+//!   `folders.rs`) and then one folder per page: a STATUS probe when the poll schedule
+//!   (`poll.rs`) says the folder is due, and the full step with the best algorithm the server
+//!   offers only when STATUS differs from the stored cursor. A folder whose step fails on its
+//!   own (NO/BAD) is skipped with its error kept; the others go on.
 //! * **IDLE**: when the pool has room (≥ 2 connections) and the server offers IDLE, one
 //!   connection IDLEs on INBOX (re-issued every `idle_max`, at most 29 min) and news nudges a
 //!   round through [`ChildReport::IncrementalWork`].
+//! * **Deep sync** (Backfill `DeepSync`, `ctl deep-sync`): a date range, folder by folder
+//!   (`deep_sync.rs`).
+//! * **Status**: `status_lines.rs` (folders, connections, errors by class, rate).
 //! * **Ingest**: nothing: bodies are fetched by the steps that list them.
 
+pub mod deep_sync;
 pub mod folder_sync;
+mod folders;
 mod idle;
+mod options;
+mod poll;
 pub mod port;
 pub mod stats;
+mod status_lines;
 pub mod store;
 #[cfg(test)]
 mod tests;
@@ -26,118 +36,24 @@ mod tests;
 use crate::error::{ApiError, SyncError};
 use crate::jobs::{self, BackfillJob};
 use crate::mailbox::Job;
-use crate::mirror::Change;
 use crate::report::{self, ChildReport};
 use crate::source::{
     BackfillNext, IncrementalPage, IngestBatch, SourceCx, SourceFuture, SourceKind, StartState,
     SyncSource,
 };
 use crate::spec::now_ms;
-use crate::status::{Phase, Progress};
+use crate::status::Phase;
 use crate::store::StoreError;
-use folder_sync::{Limits, Mode, Step, flush, needs_initial, store_err};
+use folder_sync::{Mode, Step, flush, needs_initial, store_err};
 use port::{FolderInfo, ImapErrorClass, ImapPort};
 use stats::Stats;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 use store::FolderState;
 
-/// Options of an IMAP account.
-#[derive(Clone, Debug)]
-pub struct ImapOptions {
-    /// Folder patterns to sync (`*` any run, `%` any run without the hierarchy delimiter).
-    pub include: Vec<String>,
-    /// Folder patterns to leave out (win over `include`).
-    pub exclude: Vec<String>,
-    /// The newest messages of each folder synced before the rest of any folder.
-    pub recent_first: u64,
-    /// Bounds of a step.
-    pub limits: Limits,
-    /// IDLE on these folders (within the pool bound), when the server offers IDLE.
-    pub idle_folders: Vec<String>,
-    /// How long one IDLE lasts before it is re-issued (at most 29 min).
-    pub idle_max: Duration,
-}
-
-impl Default for ImapOptions {
-    fn default() -> Self {
-        ImapOptions {
-            include: vec!["*".into()],
-            exclude: Vec::new(),
-            recent_first: 1_000,
-            limits: Limits {
-                page_uids: 500,
-                chunk: 100,
-                chunk_bytes: 20 * 1024 * 1024,
-            },
-            idle_folders: vec!["INBOX".into()],
-            idle_max: Duration::from_secs(25 * 60),
-        }
-    }
-}
-
-/// Matches an IMAP LIST-style pattern: `*` any run, `%` any run without `/` or `.`.
-pub fn folder_matches(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.split_first() {
-            None => n.is_empty(),
-            Some(('*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
-            Some(('%', rest)) => (0..=n.len())
-                .take_while(|i| *i == 0 || !matches!(n[i - 1], '/' | '.'))
-                .any(|i| go(rest, &n[i..])),
-            Some((c, rest)) => n.first().is_some_and(|x| x == c) && go(rest, &n[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    if pattern.eq_ignore_ascii_case("INBOX") {
-        return name.eq_ignore_ascii_case("INBOX");
-    }
-    go(&p, &n)
-}
-
-/// The Message-ID header's value in a header section (unfolded, trimmed), if any.
-pub fn message_id_of(header: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(header);
-    let mut lines = text.split('\n').peekable();
-    while let Some(line) = lines.next() {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        if !name.trim().eq_ignore_ascii_case("message-id") {
-            continue;
-        }
-        let mut v = value.trim().to_string();
-        while let Some(next) = lines.peek() {
-            if next.starts_with(' ') || next.starts_with('\t') {
-                v.push_str(next.trim());
-                lines.next();
-            } else {
-                break;
-            }
-        }
-        return Some(v.trim().to_string()).filter(|v| !v.is_empty());
-    }
-    None
-}
-
-/// Sync order: INBOX, flagged / important folders, others, junk and trash last.
-fn folder_rank(f: &FolderState) -> u8 {
-    if f.name.eq_ignore_ascii_case("INBOX") {
-        return 0;
-    }
-    match f
-        .special_use
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        Some("\\flagged") | Some("\\important") => 1,
-        Some("\\junk") | Some("\\trash") => 3,
-        _ => 2,
-    }
-}
+pub use folder_sync::message_id_of;
+use options::folder_rank;
+pub use options::{ImapOptions, folder_matches};
 
 #[derive(Debug, Default)]
 struct Round {
@@ -155,6 +71,7 @@ pub struct ImapSource {
     skipped: Mutex<HashSet<String>>,
     gap: Mutex<Option<VecDeque<String>>>,
     idle: idle::IdleHandle,
+    poll: Arc<poll::PollSchedule>,
 }
 
 impl ImapSource {
@@ -162,13 +79,14 @@ impl ImapSource {
     pub fn new(port: Arc<dyn ImapPort>, options: ImapOptions) -> ImapSource {
         ImapSource {
             port,
-            options,
+            options: options.clone(),
             stats: Arc::new(Stats::default()),
             round: Mutex::new(None),
             backfill_listed: Mutex::new(false),
             skipped: Mutex::new(HashSet::new()),
             gap: Mutex::new(None),
             idle: idle::IdleHandle::default(),
+            poll: Arc::new(poll::PollSchedule::new(options.poll_min, options.poll_max)),
         }
     }
 
@@ -207,112 +125,18 @@ impl ImapSource {
         })
     }
 
-    /// LIST and reconcile the folder set: new folders are added (`folder.created`), folders
-    /// gone from the server are removed with their messages (`folder.deleted`).
+    /// LIST and reconcile the folder set (`folders.rs`: created, deleted, renamed).
     async fn refresh_folders(&self, cx: &SourceCx<'_>) -> Result<(), SyncError> {
         let mut sess = self.session().await?;
-        let listed = sess.list().await.map_err(|e| {
-            self.stats.count(e.class);
-            SyncError::Api(e.into())
-        })?;
-        drop(sess);
-        let account = cx.account.0.as_str();
-        let wanted: Vec<&FolderInfo> = listed.iter().filter(|f| self.wanted(f)).collect();
-        let known = store::folders(cx.store, account).map_err(store_err)?;
-        let now = now_ms();
-        let added: Vec<&FolderInfo> = wanted
-            .iter()
-            .copied()
-            .filter(|w| !known.iter().any(|k| k.name == w.name))
-            .collect();
-        let gone: Vec<&FolderState> = known
-            .iter()
-            .filter(|k| !wanted.iter().any(|w| w.name == k.name))
-            .collect();
-        if added.is_empty() && gone.is_empty() {
-            return Ok(());
-        }
-        let mut gone_uids = Vec::new();
-        for g in &gone {
-            gone_uids.push(store::held_uids(cx.store, account, g.id).map_err(store_err)?);
-        }
-        cx.store
-            .transaction(|tx| {
-                let akey = store::account_key(account);
-                let mut st: store::ImapAccountState =
-                    store::load_tx(tx, &akey)?.unwrap_or_default();
-                for a in &added {
-                    st.next_folder_id += 1;
-                    let f = FolderState {
-                        id: st.next_folder_id,
-                        name: a.name.clone(),
-                        special_use: a.special_use().map(str::to_string),
-                        ..FolderState::default()
-                    };
-                    store::save_tx(tx, &store::folder_key(account, &a.name), &f)?;
-                    store::folder_event_tx(
-                        tx,
-                        account,
-                        &format!("{}:{}", a.name, f.id),
-                        &Change::FolderCreated {
-                            folder: a.name.clone(),
-                            special_use: f.special_use.clone(),
-                        },
-                        now,
-                    )?;
-                }
-                for (g, uids) in gone.iter().zip(&gone_uids) {
-                    for uid in uids {
-                        store::delete_uid_tx(tx, account, g, *uid, now)?;
-                    }
-                    tx.remove(
-                        crate::store::Space::Imap,
-                        &store::folder_key(account, &g.name),
-                    )?;
-                    store::folder_event_tx(
-                        tx,
-                        account,
-                        &format!("{}:{}", g.name, g.id),
-                        &Change::FolderDeleted {
-                            folder: g.name.clone(),
-                        },
-                        now,
-                    )?;
-                }
-                store::save_tx(tx, &akey, &st)
-            })
-            .map_err(store_err)?;
-        flush(cx.store).await?;
-        tracing::info!(account = %cx.account, added = added.len(), removed = gone.len(), "IMAP folder list changed.");
-        Ok(())
+        folders::refresh(&self.step(cx), sess.as_mut(), |f| self.wanted(f)).await
     }
 
     fn report_progress(&self, cx: &SourceCx<'_>, folders: &[FolderState]) {
-        let done: u64 = folders
-            .iter()
-            .map(|f| f.initial.as_ref().map_or(f.messages, |p| p.fetched))
-            .sum();
-        let total: u64 = folders
-            .iter()
-            .map(|f| {
-                f.initial
-                    .as_ref()
-                    .map_or(f.messages, |p| p.total.max(p.fetched))
-            })
-            .sum();
-        let per_second = self.stats.rate();
-        let eta_seconds =
-            (per_second > 0.0 && total > done).then(|| ((total - done) as f64 / per_second) as u64);
         report::send(
             cx.report,
             ChildReport::Phase {
                 phase: Phase::Fetching,
-                progress: Some(Progress {
-                    done,
-                    total: Some(total),
-                    per_second,
-                    eta_seconds,
-                }),
+                progress: Some(status_lines::initial_progress(folders, self.stats.rate())),
             },
         );
     }
@@ -470,6 +294,91 @@ impl ImapSource {
         Ok(BackfillNext::Continue)
     }
 
+    /// One folder of an incremental round: by the poll schedule (`poll.rs`) nothing, a STATUS
+    /// probe, or the full step (SELECT …) when STATUS differs from the stored cursor.
+    async fn poll_folder(&self, cx: &SourceCx<'_>, name: &str) -> Result<bool, SyncError> {
+        let key = store::folder_key(&cx.account.0, name);
+        let Some(f) = store::load::<FolderState>(cx.store, &key).map_err(store_err)? else {
+            return Ok(true);
+        };
+        let idle = self.options.idle_folders.iter().any(|i| i == name);
+        let now = std::time::Instant::now();
+        let mut sess = None;
+        let mut changed = true;
+        if !needs_initial(&f) {
+            let has_modseq = f.highest_modseq.is_some();
+            match self.poll.plan(name, idle, has_modseq, now) {
+                poll::Plan::Skip => return Ok(true),
+                poll::Plan::Full => {}
+                poll::Plan::Probe => {
+                    let mut s = self.session().await?;
+                    let st = self.step(cx).port(s.status(name).await)?;
+                    self.stats.status_probe();
+                    if poll::unchanged(&f, &st) {
+                        let forced = self.poll.plan(name, idle, st.highest_modseq.is_some(), now)
+                            == poll::Plan::Full;
+                        if !forced {
+                            self.stats.poll_skipped();
+                            self.poll.quiet(name, now);
+                            return Ok(true);
+                        }
+                        changed = false;
+                    }
+                    sess = Some(s);
+                }
+            }
+        }
+        let mut sess = match sess {
+            Some(s) => s,
+            None => self.session().await?,
+        };
+        let done =
+            folder_sync::incremental(&self.step(cx), sess.as_mut(), name, Mode::Best).await?;
+        if done {
+            self.poll.synced(name, changed, now);
+        }
+        Ok(done)
+    }
+
+    /// One step of a deep sync (`deep_sync.rs`): the next folder not yet covered.
+    async fn deep_sync_step(
+        &self,
+        cx: &SourceCx<'_>,
+        job: &Job,
+        since: Option<String>,
+        until: Option<String>,
+        only: Option<&str>,
+    ) -> Result<BackfillNext, SyncError> {
+        let step = self.step(cx);
+        let criteria = match deep_sync::search_criteria(since.as_deref(), until.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(account = %cx.account, job = %job.key, error = %e, "Dropping a deep-sync job with a bad range.");
+                deep_sync::finish(&step, job).await?;
+                return Ok(BackfillNext::Finished);
+            }
+        };
+        let done = deep_sync::progress(&step, &job.key)?.done;
+        let next = self
+            .folder_order(cx)?
+            .into_iter()
+            .filter(|n| only.is_none_or(|o| o == n))
+            .find(|n| !done.contains(n));
+        let Some(name) = next else {
+            deep_sync::finish(&step, job).await?;
+            return Ok(BackfillNext::Finished);
+        };
+        let mut sess = self.session().await?;
+        if let Err(e) =
+            deep_sync::folder_step(&step, sess.as_mut(), &job.key, &name, &criteria).await
+        {
+            // Refused by the server: skipped (kept with its error); anything else retries.
+            self.folder_failed(cx, &name, e).await?;
+            deep_sync::mark_done(&step, &job.key, &name, 0, 0).await?;
+        }
+        Ok(BackfillNext::Continue)
+    }
+
     fn folder_order(&self, cx: &SourceCx<'_>) -> Result<VecDeque<String>, SyncError> {
         let mut folders = store::folders(cx.store, &cx.account.0).map_err(store_err)?;
         folders.sort_by_key(|f| (folder_rank(f), f.name.clone()));
@@ -483,6 +392,7 @@ impl ImapSource {
             &self.options.idle_folders,
             self.options.idle_max,
             &self.stats,
+            &self.poll,
         );
         let listed = self
             .round
@@ -519,11 +429,7 @@ impl ImapSource {
                 acked: 0,
             });
         };
-        let result = async {
-            let mut sess = self.session().await?;
-            folder_sync::incremental(&self.step(cx), sess.as_mut(), &name, Mode::Best).await
-        }
-        .await;
+        let result = self.poll_folder(cx, &name).await;
         let done = match result {
             Ok(done) => done,
             Err(e) => match self.folder_failed(cx, &name, e).await {
@@ -600,6 +506,14 @@ impl SyncSource for ImapSource {
             match BackfillJob::decode(job).map_err(store_err)? {
                 BackfillJob::FullSync => self.full_sync_step(cx, job).await,
                 BackfillJob::Gap => self.gap_step(cx, job).await,
+                BackfillJob::DeepSync {
+                    since,
+                    until,
+                    folder,
+                } => {
+                    self.deep_sync_step(cx, job, since, until, folder.as_deref())
+                        .await
+                }
                 BackfillJob::CalendarFull { .. } => {
                     cx.store.transaction(|tx| tx.ack(job)).map_err(store_err)?;
                     flush(cx.store).await?;
@@ -663,60 +577,22 @@ impl SyncSource for ImapSource {
         })
     }
 
+    fn imap_status(&self, cx: &SourceCx<'_>) -> Option<crate::status_imap::ImapAccountStatus> {
+        status_lines::account_status(
+            cx.store,
+            &cx.account.0,
+            &self.stats,
+            &self.poll,
+            self.port.health(),
+            &self.options.idle_folders,
+            folder_rank,
+        )
+        .ok()
+    }
+
     fn last_sync_ms(&self, cx: &SourceCx<'_>) -> Option<u64> {
         store::account_state(cx.store, &cx.account.0)
             .ok()?
             .last_sync_ms
     }
-}
-
-/// Per-folder status lines: (folder, messages, state, last sync ms, progress done/total).
-pub fn folder_status(
-    store: &crate::store::Store,
-    account: &str,
-) -> Result<Vec<FolderStatus>, StoreError> {
-    Ok(store::folders(store, account)?
-        .into_iter()
-        .map(|f| FolderStatus {
-            state: if f.last_error.is_some() {
-                "error"
-            } else if needs_initial(&f) {
-                "initial_sync"
-            } else {
-                "synced"
-            }
-            .to_string(),
-            progress: f.initial.as_ref().map(|p| (p.fetched, p.total)),
-            name: f.name,
-            messages: f.messages,
-            uidvalidity: f.uidvalidity,
-            uidnext: f.uidnext,
-            highest_modseq: f.highest_modseq,
-            last_sync_ms: f.last_sync_ms,
-            last_error: f.last_error,
-        })
-        .collect())
-}
-
-/// The status of one folder.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FolderStatus {
-    /// Its name.
-    pub name: String,
-    /// Messages held.
-    pub messages: u64,
-    /// `initial_sync`, `synced` or `error`.
-    pub state: String,
-    /// Initial-sync progress (fetched, total).
-    pub progress: Option<(u64, u64)>,
-    /// UIDVALIDITY.
-    pub uidvalidity: Option<u32>,
-    /// UIDNEXT covered.
-    pub uidnext: u32,
-    /// HIGHESTMODSEQ covered.
-    pub highest_modseq: Option<u64>,
-    /// Last sync.
-    pub last_sync_ms: Option<u64>,
-    /// Last error.
-    pub last_error: Option<String>,
 }

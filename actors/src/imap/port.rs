@@ -181,6 +181,20 @@ pub struct Selected {
     pub changed: Vec<MessageMeta>,
 }
 
+/// The answer to `STATUS folder (MESSAGES UIDNEXT UIDVALIDITY [HIGHESTMODSEQ])`: the cheap
+/// "did anything change?" probe of a folder that is not selected.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MailboxStatus {
+    /// MESSAGES.
+    pub messages: u32,
+    /// UIDNEXT (0 when the server did not say).
+    pub uidnext: u32,
+    /// UIDVALIDITY (0 when the server did not say).
+    pub uidvalidity: u32,
+    /// HIGHESTMODSEQ (`None` without CONDSTORE).
+    pub highest_modseq: Option<u64>,
+}
+
 /// One fetched message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FetchedBody {
@@ -238,6 +252,13 @@ pub trait ImapSession: Send {
 
     /// `UID SEARCH ALL` in the selected folder.
     fn uid_search_all(&mut self) -> ImapFuture<'_, Vec<u32>>;
+
+    /// `UID SEARCH <criteria>` in the selected folder (criteria built by the caller from
+    /// trusted parts only: `SINCE 1-Feb-2026 BEFORE 3-Mar-2026`).
+    fn uid_search<'a>(&'a mut self, criteria: &'a str) -> ImapFuture<'a, Vec<u32>>;
+
+    /// `STATUS folder (MESSAGES UIDNEXT UIDVALIDITY [HIGHESTMODSEQ])` (no SELECT).
+    fn status<'a>(&'a mut self, folder: &'a str) -> ImapFuture<'a, MailboxStatus>;
 
     /// `UID FETCH set (UID FLAGS RFC822.SIZE [MODSEQ]) [(CHANGEDSINCE n)]`.
     fn fetch_meta<'a>(

@@ -1,8 +1,9 @@
-//! In-memory counters of one IMAP account for status: errors by class, messages downloaded
-//! and the download rate since the source started. Lost on restart by design (the durable
+//! In-memory counters of one IMAP account for status: errors by class, messages downloaded,
+//! the download rate, and the SELECT / STATUS commands the sync sent since the source started. Lost on restart by design (the durable
 //! numbers — messages per folder, checkpoints — are in the store).
 
 use crate::imap::port::ImapErrorClass;
+use crate::status_imap::CommandCounts;
 use std::sync::Mutex;
 use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +14,9 @@ use std::time::Instant;
 pub struct Stats {
     errors: [AtomicU64; 6],
     fetched: AtomicU64,
+    selects: AtomicU64,
+    status_probes: AtomicU64,
+    polls_skipped: AtomicU64,
     started: Instant,
     last_error: Mutex<Option<String>>,
 }
@@ -22,6 +26,9 @@ impl Default for Stats {
         Stats {
             errors: Default::default(),
             fetched: AtomicU64::new(0),
+            selects: AtomicU64::new(0),
+            status_probes: AtomicU64::new(0),
+            polls_skipped: AtomicU64::new(0),
             started: Instant::now(),
             last_error: Mutex::new(None),
         }
@@ -70,5 +77,29 @@ impl Stats {
     /// Messages downloaded since start.
     pub fn total_fetched(&self) -> u64 {
         self.fetched.load(Ordering::Relaxed)
+    }
+
+    /// Counts one SELECT sent by a sync step.
+    pub fn select(&self) {
+        self.selects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one STATUS probe answered.
+    pub fn status_probe(&self) {
+        self.status_probes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one folder poll that STATUS showed unchanged (no SELECT sent).
+    pub fn poll_skipped(&self) {
+        self.polls_skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The command counters since start.
+    pub fn commands(&self) -> CommandCounts {
+        CommandCounts {
+            selects: self.selects.load(Ordering::Relaxed),
+            status_probes: self.status_probes.load(Ordering::Relaxed),
+            polls_skipped: self.polls_skipped.load(Ordering::Relaxed),
+        }
     }
 }

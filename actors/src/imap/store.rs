@@ -425,3 +425,44 @@ pub fn folder_event_tx(
     )?;
     Ok(())
 }
+
+/// Renames a folder in place (same UIDVALIDITY under a new name): its state moves to the new
+/// name's key, every held message's folder label follows (`keys`: the mirror keys of its UID
+/// map), and one `folder.renamed` event is appended — no message is deleted or added.
+pub fn rename_folder_tx(
+    tx: &StoreTx<'_>,
+    account: &str,
+    folder: &FolderState,
+    to: &str,
+    special_use: Option<String>,
+    keys: &[String],
+    now_ms: u64,
+) -> Result<(), TxError> {
+    let from = folder.name.clone();
+    let old_label = folder_label(&from);
+    let new_label = folder_label(to);
+    for key in keys {
+        let id = MessageId(key.clone());
+        if let Some(mut msg) = mirror::get_message_tx(tx, account, &id)? {
+            msg.label_ids.retain(|l| *l != old_label);
+            msg.label_ids.push(new_label.clone());
+            msg.label_ids.sort();
+            write_message_tx(tx, account, &msg)?;
+        }
+    }
+    let mut moved = folder.clone();
+    moved.name = to.to_string();
+    moved.special_use = special_use;
+    tx.remove(Space::Imap, &folder_key(account, &from))?;
+    save_tx(tx, &folder_key(account, to), &moved)?;
+    folder_event_tx(
+        tx,
+        account,
+        &format!("{from}:{to}:{}:{now_ms}", folder.id),
+        &Change::FolderRenamed {
+            from,
+            to: to.to_string(),
+        },
+        now_ms,
+    )
+}

@@ -7,7 +7,8 @@ use std::time::Duration;
 use mailsync_emulator::{Emulator, EmulatorConfig, QuotaMode, QuotaProfile};
 
 const USAGE: &str = "usage: mailsync-emulator [--host 127.0.0.1] [--port 0] [--seed N] [--messages N] [--account EMAIL]
-  [--quota on|off] [--quota-profile 2026|legacy] [--user-rate-scale F] [--max-concurrent N]
+  [--quota on|off|strict] [--strict-second-share F] [--quota-profile 2026|legacy]
+  [--user-rate-scale F] [--max-concurrent N]
   [--rate-limit-status 429|403] [--calendar-rate-limit-status 403|429] [--retry-after on|off]
   [--access-token-ttl SECS] [--history-retention-records N]
   [--pubsub-endpoint URL] [--push-endpoint URL] [--push-audience AUD] [--mutation-rate PER_SEC]
@@ -46,7 +47,8 @@ fn parse(args: &[String]) -> Result<(EmulatorConfig, String, u16), String> {
                 c.quota = match v.as_str() {
                     "on" => QuotaMode::On,
                     "off" => QuotaMode::Off,
-                    _ => return Err("--quota on|off".into()),
+                    "strict" => QuotaMode::Strict,
+                    _ => return Err("--quota on|off|strict".into()),
                 }
             }
             "--quota-profile" => {
@@ -57,10 +59,17 @@ fn parse(args: &[String]) -> Result<(EmulatorConfig, String, u16), String> {
                 }
             }
             "--user-rate-scale" => c.user_rate_scale = num(&v)?,
+            "--strict-second-share" => c.strict_second_share = num(&v)?,
             "--max-concurrent" => c.max_concurrent_per_user = num(&v)? as usize,
             "--rate-limit-status" => c.rate_limit_status = num(&v)? as u16,
             "--calendar-rate-limit-status" => c.calendar_rate_limit_status = num(&v)? as u16,
-            "--retry-after" => c.send_retry_after = v != "off",
+            "--retry-after" => {
+                c.send_retry_after = match v.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err("--retry-after on|off".into()),
+                }
+            }
             "--access-token-ttl" => c.access_token_ttl = Duration::from_secs_f64(num(&v)?),
             "--history-retention-records" => c.history_retention_records = num(&v)? as usize,
             "--pubsub-endpoint" => c.pubsub_endpoint = Some(v),
@@ -116,4 +125,34 @@ async fn main() -> ExitCode {
     }
     emu.shutdown().await;
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    #[test]
+    fn strict_mode_without_retry_after_and_a_concurrency_cap() {
+        let (c, _, _) = parse(&args(&[
+            "--quota",
+            "strict",
+            "--retry-after",
+            "off",
+            "--max-concurrent",
+            "4",
+            "--strict-second-share",
+            "0.25",
+        ]))
+        .expect("flags");
+        assert_eq!(c.quota, QuotaMode::Strict);
+        assert!(!c.send_retry_after);
+        assert_eq!(c.max_concurrent_per_user, 4);
+        assert_eq!(c.strict_second_share, 0.25);
+        assert!(parse(&args(&["--quota", "loose"])).is_err());
+        assert!(parse(&args(&["--retry-after", "maybe"])).is_err());
+    }
 }

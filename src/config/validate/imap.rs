@@ -141,6 +141,21 @@ pub(super) fn settings(
     ));
     let timeout = Duration::from_secs(c.int(&k("timeout_secs"), raw.timeout_secs, 30, 1, 3600));
     let recent_first = c.int(&k("recent_first"), raw.recent_first, 1000, 0, 10_000_000);
+    let status_poll_min = Duration::from_secs(c.int(
+        &k("status_poll_min_secs"),
+        raw.status_poll_min_secs,
+        60,
+        1,
+        86_400,
+    ));
+    let status_poll_max = Duration::from_secs(c.int(
+        &k("status_poll_max_secs"),
+        raw.status_poll_max_secs,
+        900,
+        1,
+        86_400,
+    ))
+    .max(status_poll_min);
     Some(AccountSettings::Imap(ImapSettings {
         host: base.host?,
         port: base.port,
@@ -158,6 +173,8 @@ pub(super) fn settings(
         connect_timeout,
         timeout,
         recent_first,
+        status_poll_min,
+        status_poll_max,
     }))
 }
 

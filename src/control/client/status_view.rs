@@ -1,8 +1,8 @@
 //! How `ctl status`, `ctl status ACCOUNT` and `ctl health` read, modelled on
 //! `systemctl status`: a header line for the daemon (version, pid, uptime, data dir, socket,
 //! health), then one block per account (state and health, phase with progress and ETA,
-//! cursor and its age, queue depths, delivery mode, last error), then the feed consumers and
-//! the sinks.
+//! cursor and its age, queue depths, delivery mode, last error; for IMAP accounts connection
+//! health, errors by class, rate and a folder table), then the feed consumers and the sinks.
 //! Works on the `status` JSON so it renders whatever daemon version answers.
 
 use serde_json::Value;
@@ -136,6 +136,11 @@ fn account_block(a: &Value, now: u64, detail: bool) -> String {
         text(a.get("account")),
         text(a.get("kind")),
     );
+    let folder_table = a
+        .get("imap")
+        .filter(|i| i.is_object())
+        .map(|i| imap_folders(i, now, detail))
+        .unwrap_or_default();
     let mut row = |label: &str, value: String| {
         out.push_str(&format!("{label:>12}: {value}\n"));
     };
@@ -156,6 +161,9 @@ fn account_block(a: &Value, now: u64, detail: bool) -> String {
     row("Delivery", text(a.get("delivery")));
     row("Restarts", text(a.get("restarts")));
     row("Last error", text(a.get("last_error")));
+    if let Some(imap) = a.get("imap").filter(|i| i.is_object()) {
+        imap_rows(imap, &mut row);
+    }
     if detail {
         if let Some(queues) = a.get("queues").and_then(Value::as_array) {
             for q in queues {
@@ -192,7 +200,137 @@ fn account_block(a: &Value, now: u64, detail: bool) -> String {
             }
         }
     }
+    out.push_str(&folder_table);
     out
+}
+
+/// An IMAP account's connection health, errors by class, rate and command counters.
+fn imap_rows(imap: &Value, row: &mut impl FnMut(&str, String)) {
+    row("Connections", text(imap.get("connections")));
+    let errors: Vec<String> = imap
+        .get("errors")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                .map(|(class, n)| format!("{class} {n}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    row(
+        "Errors",
+        if errors.is_empty() {
+            "none".into()
+        } else {
+            errors.join(", ")
+        },
+    );
+    row(
+        "Rate",
+        format!(
+            "{:.1} msg/s ({} downloaded since start)",
+            imap.get("per_second")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
+            u64_field(imap, "fetched")
+        ),
+    );
+    if let Some(c) = imap.get("commands") {
+        row(
+            "Commands",
+            format!(
+                "{} SELECT, {} STATUS ({} unchanged)",
+                u64_field(c, "selects"),
+                u64_field(c, "status_probes"),
+                u64_field(c, "polls_skipped")
+            ),
+        );
+    }
+}
+
+/// An IMAP account's folders as a table (with the cursor and poll columns in detail).
+fn imap_folders(imap: &Value, now: u64, detail: bool) -> String {
+    let Some(folders) = imap
+        .get("folders")
+        .and_then(Value::as_array)
+        .filter(|f| !f.is_empty())
+    else {
+        return String::new();
+    };
+    let rows: Vec<Vec<String>> = folders
+        .iter()
+        .map(|f| {
+            let progress = match f.get("progress").filter(|p| p.is_object()) {
+                Some(p) => {
+                    let (done, total) = (u64_field(p, "done"), u64_field(p, "total"));
+                    let eta = p
+                        .get("eta_seconds")
+                        .and_then(Value::as_u64)
+                        .map(|e| format!(", ETA {}", format_uptime(e)))
+                        .unwrap_or_default();
+                    format!("{done}/{total}{eta}")
+                }
+                None => "-".into(),
+            };
+            let mut cells = vec![
+                format!(
+                    "{}{}",
+                    text(f.get("name")),
+                    if f.get("idle") == Some(&Value::Bool(true)) {
+                        " (idle)"
+                    } else {
+                        ""
+                    }
+                ),
+                text(f.get("messages")),
+                text(f.get("state")),
+                progress,
+                ago(now, f.get("last_sync_ms").and_then(Value::as_u64)),
+                ago(now, f.get("last_checked_ms").and_then(Value::as_u64)),
+            ];
+            if detail {
+                cells.push(text(f.get("uidvalidity")));
+                cells.push(text(f.get("uidnext")));
+                cells.push(text(f.get("highest_modseq")));
+                cells.push(match f.get("poll_interval_secs").and_then(Value::as_u64) {
+                    Some(s) => format_uptime(s),
+                    None => "-".into(),
+                });
+                cells.push(text(f.get("last_error")));
+            }
+            cells
+        })
+        .collect();
+    let mut header = vec![
+        "FOLDER",
+        "MESSAGES",
+        "STATE",
+        "PROGRESS",
+        "LAST SYNC",
+        "CHECKED",
+    ];
+    if detail {
+        header.extend(["UIDVALIDITY", "UIDNEXT", "MODSEQ", "POLL", "LAST ERROR"]);
+    }
+    table(&header, &rows)
+        .lines()
+        .map(|l| format!("  {l}\n"))
+        .collect()
+}
+
+/// The feed consumers as a table (`ctl status` and `ctl consumers`).
+pub fn consumers_table(consumers: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = consumers
+        .iter()
+        .map(|c| {
+            vec![
+                text(c.get("consumer")),
+                text(c.get("acked")),
+                text(c.get("lag")),
+            ]
+        })
+        .collect();
+    table(&["CONSUMER", "ACKED", "LAG"], &rows)
 }
 
 /// `ctl status`: the header, every account, the feed consumers.
@@ -211,18 +349,8 @@ pub fn render_status(data: &Value, accounts: &[Value]) -> String {
         .and_then(Value::as_array)
         .filter(|c| !c.is_empty())
     {
-        let rows: Vec<Vec<String>> = consumers
-            .iter()
-            .map(|c| {
-                vec![
-                    text(c.get("consumer")),
-                    text(c.get("acked")),
-                    text(c.get("lag")),
-                ]
-            })
-            .collect();
         out.push('\n');
-        out.push_str(&table(&["CONSUMER", "ACKED", "LAG"], &rows));
+        out.push_str(&consumers_table(consumers));
     }
     if let Some(sinks) = data
         .get("sinks")

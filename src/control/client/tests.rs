@@ -394,6 +394,51 @@ fn client_ctl_args_parse_like_the_docs() -> Result<(), clap::Error> {
             seq: 9
         }
     );
+    assert_eq!(
+        parse(&[
+            "deep-sync",
+            "mail",
+            "--since",
+            "2025-01-01",
+            "--folder",
+            "INBOX"
+        ])?
+        .to_request(),
+        Request::DeepSync {
+            account: "mail".into(),
+            since: Some("2025-01-01".into()),
+            until: None,
+            folder: Some("INBOX".into()),
+        }
+    );
     assert!(parse(&["pause"]).is_err());
     Ok(())
+}
+
+#[test]
+fn client_render_imap_folders() {
+    let data = json!({"version": "1", "pid": 1, "uptime_seconds": 0, "data_dir": "/d",
+    "accounts": [{"account": "mail", "kind": "imap", "state": "running", "phase": "fetching",
+    "imap": {"connections": "2 open, 1 idle", "errors": {"network": 2, "auth": 0},
+        "per_second": 12.5, "fetched": 40,
+        "commands": {"selects": 3, "status_probes": 9, "polls_skipped": 6},
+        "folders": [
+            {"name": "INBOX", "messages": 40, "state": "initial_sync", "idle": true,
+             "progress": {"done": 40, "total": 100, "eta_seconds": 5}, "uidvalidity": 7},
+            {"name": "Sent", "messages": 3, "state": "synced", "poll_interval_secs": 120}
+        ]}}]});
+    let accounts = data["accounts"].as_array().cloned().unwrap_or_default();
+    let out = status_view::render_status(&data, &accounts);
+    assert!(out.contains("Errors: network 2"), "{out}");
+    assert!(out.contains("3 SELECT, 9 STATUS (6 unchanged)"), "{out}");
+    assert!(
+        out.contains("INBOX (idle)") && out.contains("40/100, ETA 5s"),
+        "{out}"
+    );
+    assert!(!out.contains("UIDVALIDITY"), "{out}");
+    let detail = status_view::render_account(&data, "mail").unwrap_or_default();
+    assert!(
+        detail.contains("UIDVALIDITY") && detail.contains("2m0s"),
+        "{detail}"
+    );
 }

@@ -1,0 +1,184 @@
+//! Unit tests of the store: codec, transactions, schema, locks.
+
+use super::*;
+use crate::mailbox::Priority;
+
+#[test]
+fn encode_decode_roundtrip_and_corrupt_values_are_errors() {
+    let v = "x".to_string();
+    let bytes = encode(&v);
+    assert_eq!(bytes[0], codec::FORMAT_TAGGED);
+    let back: String = decode(&bytes).unwrap();
+    assert_eq!(back, v);
+    assert!(matches!(
+        decode::<u64>(&[]),
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        decode::<u64>(&[9, 1]),
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        decode::<String>(&bytes[..3]),
+        Err(StoreError::Corrupt { .. })
+    ));
+    let mut trailing = encode(&1u64);
+    trailing.push(0);
+    assert!(matches!(
+        decode::<u64>(&trailing),
+        Err(StoreError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn open_same_dir_twice_in_process_is_locked_with_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("another mailsync daemon is using")
+            && msg.contains(&*dir.path().to_string_lossy()),
+        "{msg}"
+    );
+    drop(store);
+    Store::open(dir.path()).expect("the lock is released with the last handle");
+}
+
+#[test]
+fn open_writes_schema_version_and_rejects_newer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v: u32 = decode(
+        &store
+            .kv(Space::Meta)
+            .get(SCHEMA_VERSION_KEY)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+    store
+        .kv(Space::Meta)
+        .insert(SCHEMA_VERSION_KEY, encode(&(SCHEMA_VERSION + 1)))
+        .unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found, .. } if found == SCHEMA_VERSION + 1),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn open_runs_migrations_in_order() {
+    fn to_v2(db: &sled::Db) -> Result<(), String> {
+        db.insert(b"m", b"2".to_vec()).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+    fn to_v3(db: &sled::Db) -> Result<(), String> {
+        let prev = db.get(b"m").map_err(|e| e.to_string())?;
+        if prev.as_deref() != Some(b"2") {
+            return Err("v2 migration did not run first".into());
+        }
+        db.insert(b"m", b"3".to_vec()).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+    fn broken(_: &sled::Db) -> Result<(), String> {
+        Err("boom".into())
+    }
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open_with(dir.path(), &[], &StoreOptions::default()).unwrap()); // v1
+    let store = Store::open_with(dir.path(), &[to_v2, to_v3], &StoreOptions::default()).unwrap();
+    let v: u32 = decode(
+        &store
+            .kv(Space::Meta)
+            .get(SCHEMA_VERSION_KEY)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v, 3);
+    assert_eq!(
+        store.inner.db.get(b"m").unwrap().as_deref(),
+        Some(&b"3"[..])
+    );
+    drop(store);
+    let err = Store::open_with(
+        dir.path(),
+        &[to_v2, to_v3, broken],
+        &StoreOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Migration { from: 3, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn store_calls_inside_a_transaction_fail_instead_of_deadlocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mb = store.mailbox("m");
+    let feed = store.feed();
+    let err = store
+        .transaction(|_| {
+            mb.depth()?;
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::InsideTransaction { .. }),
+        "{err:?}"
+    );
+    let err = store
+        .transaction(|_| store.transaction(|_| Ok(())).map_err(TxError::from))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::InsideTransaction { .. }),
+        "{err:?}"
+    );
+    let err = store
+        .transaction(|_| {
+            feed.read_after(0, 1)?;
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::InsideTransaction { .. }),
+        "{err:?}"
+    );
+    // The mark is gone afterwards.
+    mb.enqueue(Priority::Normal, "k", b"").unwrap();
+    assert_eq!(mb.lease(1, 0).unwrap().len(), 1);
+}
+
+#[test]
+fn transaction_abort_commits_nothing_and_carries_reason() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("nope")]
+    struct Nope;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let err = store
+        .transaction(|tx| {
+            tx.insert(Space::Cursors, b"c", b"1")?;
+            Err::<(), _>(TxError::abort(Nope))
+        })
+        .unwrap_err();
+    match err {
+        StoreError::Aborted(reason) => assert!(reason.downcast_ref::<Nope>().is_some()),
+        other => panic!("{other:?}"),
+    }
+    assert!(store.kv(Space::Cursors).get(b"c").unwrap().is_none());
+    let got = store
+        .transaction(|tx| {
+            tx.insert(Space::Cursors, b"c", b"1")?;
+            tx.get(Space::Cursors, b"c")
+        })
+        .unwrap();
+    assert_eq!(got.as_deref(), Some(&b"1"[..]));
+}
