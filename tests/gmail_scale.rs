@@ -92,12 +92,9 @@ fn gap_recovery_holds_at_most_one_chunk_whatever_the_mailbox_size() {
         d.account(ACCOUNT)
     );
     let a = d.account(ACCOUNT);
-    let log = d.log_text();
     d.stop();
-    assert!(
-        log.contains("Gap recovery finished"),
-        "no gap recovery in the log"
-    );
+    // Status says the recovery finished (only a finished one reports its working set); the
+    // log cannot: the daemon that finished it may be one a kill -9 ended.
     let held = a["last_gap_working_set"]
         .as_u64()
         .unwrap_or_else(|| panic!("no last_gap_working_set in status: {a}"));
