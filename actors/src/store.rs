@@ -345,10 +345,7 @@ impl Store {
     pub async fn flush_async(&self) -> Result<(), StoreError> {
         not_in_tx("Store::flush_async")?;
         let store = self.clone();
-        self.inner
-            .group_flush
-            .flush(move || store.flush())
-            .await
+        self.inner.group_flush.flush(move || store.flush()).await
     }
 
     /// A sled error as a store error; running out of space becomes [`StoreError::DiskFull`]

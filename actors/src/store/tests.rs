@@ -182,3 +182,40 @@ fn transaction_abort_commits_nothing_and_carries_reason() {
         .unwrap();
     assert_eq!(got.as_deref(), Some(&b"1"[..]));
 }
+
+/// Issue 13: 200 accounts calling `flush_async` at once once deadlocked sled's I/O pool. They
+/// all return now, and every write is there when the store is opened again.
+#[test]
+fn many_concurrent_flush_async_calls_all_return_and_keep_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..200u32)
+                .map(|i| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        for round in 0..5u32 {
+                            let key = format!("k{i:03}-{round}");
+                            store
+                                .kv(Space::Cursors)
+                                .insert(key.as_bytes(), &i.to_be_bytes())
+                                .unwrap();
+                            store.flush_async().await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            let all = futures_util::future::join_all(tasks);
+            let done = tokio::time::timeout(std::time::Duration::from_secs(300), all).await;
+            assert!(done.is_ok(), "flush_async calls did not all return");
+        });
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.kv(Space::Cursors).len(), 1000);
+}
