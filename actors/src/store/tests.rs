@@ -183,8 +183,9 @@ fn transaction_abort_commits_nothing_and_carries_reason() {
     assert_eq!(got.as_deref(), Some(&b"1"[..]));
 }
 
-/// Issue 13: 200 accounts calling `flush_async` at once once deadlocked sled's I/O pool. They
-/// all return now, and every write is there when the store is opened again.
+/// The group flush under many concurrent callers: every call returns and every write is there
+/// when the store is opened again. (This does not reproduce the sled pool deadlock of issue 13,
+/// which needed the daemon's full load; `gmail_scale::two_hundred_gmail_accounts_…` guards that.)
 #[test]
 fn many_concurrent_flush_async_calls_all_return_and_keep_every_write() {
     let dir = tempfile::tempdir().unwrap();
