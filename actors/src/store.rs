@@ -230,6 +230,8 @@ struct Inner {
     space: crate::disk_space::DiskSpace,
     /// Transactions hold it shared; a backup holds it exclusively (`store_backup`).
     gate: std::sync::RwLock<()>,
+    /// Shares one blocking flush among concurrent [`Store::flush_async`] callers.
+    group_flush: group_flush::GroupFlush,
     /// Writes the seal once sled's handles above are gone (`store::open`).
     _seal: open::SealOnClose,
     _lock: File,
@@ -311,6 +313,7 @@ impl Store {
                 durable_feed,
                 space,
                 gate: std::sync::RwLock::new(()),
+                group_flush: group_flush::GroupFlush::default(),
                 _seal: open::SealOnClose {
                     dir: dir.to_path_buf(),
                 },
@@ -336,17 +339,13 @@ impl Store {
         Ok(())
     }
 
-    /// [`Store::flush`] without blocking the runtime thread.
+    /// [`Store::flush`] without blocking the runtime thread: the flush runs on tokio's
+    /// blocking pool, and callers arriving while one runs share the next (`store/group_flush.rs`;
+    /// not sled's own `flush_async`, whose small pool deadlocks under many concurrent callers).
     pub async fn flush_async(&self) -> Result<(), StoreError> {
         not_in_tx("Store::flush_async")?;
-        let committed = self.inner.committed_feed_seq.load(Ordering::Acquire);
-        self.inner
-            .db
-            .flush_async()
-            .await
-            .map_err(|e| self.storage_error("flushing", e))?;
-        self.publish_durable(committed);
-        Ok(())
+        let store = self.clone();
+        self.inner.group_flush.flush(move || store.flush()).await
     }
 
     /// A sled error as a store error; running out of space becomes [`StoreError::DiskFull`]
@@ -530,6 +529,7 @@ fn read_counter(tree: &sled::Tree, name: &[u8]) -> Result<u64, StoreError> {
 }
 
 mod error;
+mod group_flush;
 mod lock;
 mod schema;
 #[cfg(test)]

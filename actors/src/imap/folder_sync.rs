@@ -40,15 +40,10 @@ pub(crate) fn store_err(e: impl std::fmt::Display) -> SyncError {
     SyncError::Store(e.to_string())
 }
 
-/// Makes the store durable from a blocking thread. Not `flush_async`: sled 0.34 runs those on
-/// its own small thread pool, where many concurrent ones (200 accounts) wait for buffer writes
-/// queued behind them on the same pool and never return.
+/// Makes the store durable ([`crate::store::Store::flush_async`]: a blocking flush shared with
+/// concurrent callers, never sled's own `flush_async`, which deadlocks with many accounts).
 pub(crate) async fn flush(store: &crate::store::Store) -> Result<(), SyncError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || store.flush())
-        .await
-        .map_err(store_err)?
-        .map_err(store_err)
+    store.flush_async().await.map_err(store_err)
 }
 
 /// Everything a step needs.

@@ -182,3 +182,41 @@ fn transaction_abort_commits_nothing_and_carries_reason() {
         .unwrap();
     assert_eq!(got.as_deref(), Some(&b"1"[..]));
 }
+
+/// The group flush under many concurrent callers: every call returns and every write is there
+/// when the store is opened again. (This does not reproduce the sled pool deadlock of issue 13,
+/// which needed the daemon's full load; `gmail_scale::two_hundred_gmail_accounts_…` guards that.)
+#[test]
+fn many_concurrent_flush_async_calls_all_return_and_keep_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..200u32)
+                .map(|i| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        for round in 0..5u32 {
+                            let key = format!("k{i:03}-{round}");
+                            store
+                                .kv(Space::Cursors)
+                                .insert(key.as_bytes(), &i.to_be_bytes())
+                                .unwrap();
+                            store.flush_async().await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            let all = futures_util::future::join_all(tasks);
+            let done = tokio::time::timeout(std::time::Duration::from_secs(300), all).await;
+            assert!(done.is_ok(), "flush_async calls did not all return");
+        });
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.kv(Space::Cursors).len(), 1000);
+}
