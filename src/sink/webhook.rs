@@ -73,32 +73,12 @@ fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> HmacSha256 {
     mac
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    s
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// The `X-Mailsync-Signature` value for a body signed at `timestamp`: `v1=<hex HMAC-SHA256(
 /// secret, "<timestamp>.<body>")>`.
 pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     format!(
         "v1={}",
-        hex(&mac(secret, timestamp, body).finalize().into_bytes())
+        hex::encode(mac(secret, timestamp, body).finalize().into_bytes())
     )
 }
 
@@ -123,7 +103,11 @@ pub fn verify_signature(
     }
     let mut any = false;
     for part in header.split(',') {
-        let Some(sig) = part.trim().strip_prefix("v1=").and_then(unhex) else {
+        let Some(sig) = part
+            .trim()
+            .strip_prefix("v1=")
+            .and_then(|h| hex::decode(h).ok())
+        else {
             continue;
         };
         any = true;
@@ -512,10 +496,10 @@ mod tests {
             m
         };
         assert_eq!(
-            hex(&m.finalize().into_bytes()),
+            hex::encode(m.finalize().into_bytes()),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-        assert_eq!(unhex("00ff10"), Some(vec![0, 255, 16]));
-        assert_eq!(unhex("0"), None);
+        assert_eq!(hex::decode("00ff10").ok(), Some(vec![0, 255, 16]));
+        assert!(hex::decode("0").is_err());
     }
 }
