@@ -506,6 +506,8 @@ pub struct StoreConfig {
     /// How long opening the store may take before it is declared damaged (default 120 s;
     /// sled loops forever on some damaged logs).
     pub open_timeout: std::time::Duration,
+    /// sled's page cache in MiB (default 24): most of the daemon's memory on a large mirror.
+    pub cache_mb: u64,
 }
 
 impl StoreConfig {
@@ -517,6 +519,7 @@ impl StoreConfig {
                 min_free_percent: self.min_free_percent as f64,
             },
             open_timeout: self.open_timeout,
+            cache_capacity_bytes: self.cache_mb * 1024 * 1024,
         }
     }
 }

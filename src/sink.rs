@@ -253,6 +253,8 @@ pub(crate) struct ConsumerLoop {
     pub(crate) store: Store,
     /// Delay ceiling after a failed round (grows ×2 per consecutive failure from 1 s).
     pub(crate) max_backoff: Duration,
+    /// The most events one delivery carries.
+    pub(crate) batch: usize,
 }
 
 impl ConsumerLoop {
@@ -328,7 +330,7 @@ impl ConsumerLoop {
                 0
             }
         };
-        Ok(feed.read_after(cursor, BATCH_EVENTS)?)
+        Ok(feed.read_after(cursor, self.batch)?)
     }
 
     async fn failed(

@@ -74,8 +74,8 @@ pub(crate) fn decode_in<T: Versioned>(context: &str, bytes: &[u8]) -> Result<T, 
     codec::decode(bytes).map_err(|e| StoreError::corrupt(context, e))
 }
 
-/// sled's page cache size.
-pub const CACHE_CAPACITY_BYTES: u64 = 128 * 1024 * 1024;
+/// sled's page cache size unless the options say otherwise (`[store] cache_mb`).
+pub const CACHE_CAPACITY_BYTES: u64 = 24 * 1024 * 1024;
 
 /// How a store is opened.
 #[derive(Clone, Debug)]
@@ -84,6 +84,9 @@ pub struct StoreOptions {
     pub floor: crate::disk_space::FreeSpaceFloor,
     /// How long sled may take to open before the store is declared damaged.
     pub open_timeout: Duration,
+    /// sled's page cache in bytes: the largest part of the daemon's memory once the mirror
+    /// outgrows it (the OS page cache still holds hot data beyond it).
+    pub cache_capacity_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -92,6 +95,7 @@ impl Default for StoreOptions {
         StoreOptions {
             floor: crate::disk_space::FreeSpaceFloor::NONE,
             open_timeout: open::OPEN_TIMEOUT,
+            cache_capacity_bytes: CACHE_CAPACITY_BYTES,
         }
     }
 }
@@ -298,7 +302,7 @@ impl Store {
             found,
         })?;
         open::remove_seal(dir).map_err(io)?;
-        let db = open::open_sled_contained(dir, opts.open_timeout)?;
+        let db = open::open_sled_contained(dir, opts.open_timeout, opts.cache_capacity_bytes)?;
         // sled reports some damage only when the first reads reach it.
         let (trees, feed_seq) =
             open_trees(&db, dir, migrations).map_err(|e| open::damage_at_open(dir, e))?;

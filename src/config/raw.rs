@@ -52,6 +52,7 @@ pub(crate) struct RawStore {
     pub(crate) min_free_mb: Option<i64>,
     pub(crate) min_free_percent: Option<i64>,
     pub(crate) open_timeout_secs: Option<i64>,
+    pub(crate) cache_mb: Option<i64>,
 }
 
 /// `[sync]`.

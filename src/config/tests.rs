@@ -628,8 +628,12 @@ fn store_floor_defaults_and_bounds() {
             min_free_mb: 500,
             min_free_percent: 1,
             open_timeout: Duration::from_secs(120),
+            cache_mb: 24,
         }
     );
+    let cfg = load("[store]\ncache_mb = 64\n").expect("cache size");
+    assert_eq!(cfg.store.options().cache_capacity_bytes, 64 * 1024 * 1024);
+    assert!(!issues(load("[store]\ncache_mb = 1\n")).is_empty());
     let floor = cfg.store.options().floor;
     assert_eq!(floor.min_free_bytes, 500 * 1024 * 1024);
     let cfg = load("[store]\nmin_free_mb = 0\nmin_free_percent = 0\n").expect("floor off");

@@ -310,6 +310,13 @@ impl TryFrom<RawConfig> for Config {
                 1,
                 86_400,
             )),
+            cache_mb: c.int(
+                "store.cache_mb",
+                rs.and_then(|s| s.cache_mb),
+                mailsync_actors::store::CACHE_CAPACITY_BYTES / (1024 * 1024),
+                4,
+                65_536,
+            ),
         };
 
         let push = raw.push.as_ref().and_then(|p| push(&mut c, p, &accounts));

@@ -14,6 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ConsumerLoop, Deliver, SinkError};
 
+/// The most events one batch of a file sink carries: each batch ends in fsyncs of the
+/// touched directories and an acknowledgement, so larger batches spread those over more
+/// files (the events are small; bodies are read from the store one at a time).
+const FILE_BATCH_EVENTS: usize = 500;
+
 /// What a file-writing sink does with the store and the feed; runs on blocking threads.
 pub(crate) trait FileWriter: Send + 'static {
     /// The sink's consumer name (its feed cursor).
@@ -52,6 +57,7 @@ impl<W: FileWriter> FileSink<W> {
             name: W::NAME.to_string(),
             store: self.store.clone(),
             max_backoff: Duration::from_secs(300),
+            batch: FILE_BATCH_EVENTS,
         };
         if let Err(e) = consumer.register() {
             tracing::error!(sink = W::NAME, error = %e, "Cannot register the sink.");

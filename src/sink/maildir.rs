@@ -144,6 +144,8 @@ fn fsync_dir(path: &Path) -> Result<(), SinkError> {
 pub struct Maildir {
     dir: PathBuf,
     managed: &'static str,
+    /// Which stems have a file in `cur/` (shared by clones; see `maildir/stems.rs`).
+    stems: stems::StemIndex,
 }
 
 /// What [`Maildir::sync_message`] did.
@@ -177,6 +179,10 @@ pub struct StagedFile {
 /// Threads that fsync staged files at once: concurrent fsyncs share the file system's
 /// journal commits (ext4, xfs), so a batch costs a few commits instead of one per file.
 const FSYNC_THREADS: usize = 8;
+
+/// Staged files a batch keeps open at most before committing them (descriptors stay well
+/// under the common soft limit of 1,024).
+const MAX_STAGED_OPEN: usize = 128;
 
 /// New files a start-up reconcile stages before committing them.
 const RECONCILE_STAGED: usize = 100;
@@ -225,6 +231,7 @@ impl Maildir {
         let md = Maildir {
             dir,
             managed: MANAGED_FLAGS,
+            stems: stems::StemIndex::default(),
         };
         let mut builder = fs::DirBuilder::new();
         builder.recursive(true).mode(0o700);
@@ -286,9 +293,17 @@ impl Maildir {
     }
 
     /// Looks for the stem's file, trying `likely` (a full file name) first: a message whose
-    /// file already has the wanted flags costs one lookup instead of up to 64.
+    /// file already has the wanted flags costs one lookup instead of up to 64, and a stem the
+    /// index knows to be absent costs none.
     fn find_stem(&self, stem: &str, likely: Option<&str>) -> Result<Option<String>, SinkError> {
         let cur = self.cur();
+        if !self
+            .stems
+            .may_contain(&cur, stem)
+            .map_err(io_err("listing", &cur))?
+        {
+            return Ok(None);
+        }
         for name in likely
             .map(str::to_string)
             .into_iter()
@@ -300,6 +315,7 @@ impl Maildir {
                 Err(e) => return Err(io_err("looking for", &cur.join(&name))(e)),
             }
         }
+        self.stems.remove(stem);
         Ok(None)
     }
 
@@ -352,6 +368,7 @@ impl Maildir {
         let tmp = self.dir.join("tmp").join(format!("{stem}.tmp"));
         let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
         f.write_all(&bytes).map_err(io_err("writing", &tmp))?;
+        self.stems.insert(&stem);
         Ok(Staging::Pending(StagedFile {
             file: f,
             tmp,
@@ -383,7 +400,8 @@ impl Maildir {
 pub(crate) struct MaildirWriter {
     store: Store,
     root: PathBuf,
-    opened: std::collections::HashMap<String, Maildir>,
+    /// Every Maildir the writer has opened, by directory.
+    opened: std::collections::HashMap<PathBuf, Maildir>,
     /// Each account's metadata index (`maildir_index.rs`).
     indexes: std::collections::HashMap<String, super::maildir_index::MaildirIndex>,
 }
@@ -413,29 +431,33 @@ impl MaildirWriter {
         ))
     }
 
-    fn maildir(&mut self, account: &str) -> Result<Maildir, SinkError> {
-        if let Some(md) = self.opened.get(account) {
-            return Ok(md.clone());
+    /// The Maildir at `dir` with `managed` flags. A directory is opened once per writer and
+    /// every handle on it (an IMAP INBOX shares the account's directory) is a clone sharing
+    /// one stem index, so the index, which answers "absent" without a lookup, sees every file
+    /// the writer adds.
+    fn open_dir(&mut self, dir: PathBuf, managed: &'static str) -> Result<Maildir, SinkError> {
+        if let Some(md) = self.opened.get(&dir) {
+            return Ok(md.clone().managing(managed));
         }
+        let md = Maildir::open(dir.clone())?;
+        self.opened.insert(dir, md.clone());
+        Ok(md.managing(managed))
+    }
+
+    fn maildir(&mut self, account: &str) -> Result<Maildir, SinkError> {
         if account.is_empty() || account == "." || account == ".." || account.contains('/') {
             return Err(SinkError::BadAccount(account.to_string()));
         }
-        let md = Maildir::open(self.root.join(account))?;
-        self.opened.insert(account.to_string(), md.clone());
-        Ok(md)
+        self.open_dir(self.root.join(account), MANAGED_FLAGS)
     }
 
     /// The Maildir of one IMAP folder of an account (opened on first use).
     fn folder_maildir(&mut self, account: &str, folder: &str) -> Result<Maildir, SinkError> {
-        let key = format!("{account}\0{folder}");
-        if let Some(md) = self.opened.get(&key) {
-            return Ok(md.clone());
-        }
         let root = self.maildir(account)?;
-        let md = Maildir::open(maildir_folders::folder_dir(root.path(), folder))?
-            .managing(maildir_folders::IMAP_MANAGED_FLAGS);
-        self.opened.insert(key, md.clone());
-        Ok(md)
+        self.open_dir(
+            maildir_folders::folder_dir(root.path(), folder),
+            maildir_folders::IMAP_MANAGED_FLAGS,
+        )
     }
 
     /// The Maildir and flags a mirrored message belongs in (an IMAP folder's, or the account's).
@@ -462,7 +484,7 @@ impl MaildirWriter {
         let root = self.maildir(account)?;
         let mut dirs = vec![root.clone()];
         for dir in maildir_folders::existing_folder_dirs(root.path()) {
-            dirs.push(Maildir::open(dir)?);
+            dirs.push(self.open_dir(dir, maildir_folders::IMAP_MANAGED_FLAGS)?);
         }
         let mut touched = Vec::new();
         for md in dirs {
@@ -502,8 +524,10 @@ impl MaildirWriter {
     /// the mirror so its label sets follow. Returns the account's Maildir (to fsync).
     fn rename_folder(&mut self, account: &str, from: &str, to: &str) -> Result<Maildir, SinkError> {
         let root = self.maildir(account)?;
-        self.opened.remove(&format!("{account}\0{from}"));
-        self.opened.remove(&format!("{account}\0{to}"));
+        self.opened
+            .remove(&maildir_folders::folder_dir(root.path(), from));
+        self.opened
+            .remove(&maildir_folders::folder_dir(root.path(), to));
         let moved = maildir_folders::rename_folder_dir(root.path(), from, to)
             .map_err(io_err("renaming a folder in", root.path()))?;
         tracing::info!(
@@ -567,6 +591,11 @@ impl MaildirWriter {
                     let md = self.write_message(&ev.account, &msg, &mut staged)?;
                     if staged.len() > before {
                         staged_ids.insert((ev.account.clone(), id));
+                    }
+                    if staged.len() >= MAX_STAGED_OPEN {
+                        // Each staged file holds a descriptor until it is committed.
+                        commit_staged(std::mem::take(&mut staged))?;
+                        staged_ids.clear();
                     }
                     touched.insert(md.path().to_path_buf(), md);
                 }
@@ -661,7 +690,7 @@ impl MaildirWriter {
         }
         for dir in maildir_folders::existing_folder_dirs(md.path()) {
             if !placed.iter().any(|p| p.path() == dir) {
-                placed.push(Maildir::open(dir)?);
+                placed.push(self.open_dir(dir, maildir_folders::IMAP_MANAGED_FLAGS)?);
             }
         }
         for target in &placed {
@@ -744,5 +773,6 @@ impl FileWriter for MaildirWriter {
     }
 }
 
+mod stems;
 #[cfg(test)]
 mod tests;

@@ -335,6 +335,7 @@ impl WebhookSink {
             name: self.name.clone(),
             store: self.store.clone(),
             max_backoff: self.policy.cap.max(Duration::from_secs(1)),
+            batch: super::BATCH_EVENTS,
         };
         if let Err(e) = consumer.register() {
             tracing::error!(sink = %self.name, error = %e, "Cannot register the webhook sink.");

@@ -26,7 +26,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::store::{CACHE_CAPACITY_BYTES, StoreError};
+use crate::store::StoreError;
 
 /// Name of the thread sled is opened on (the binary's panic hook keeps quiet for it).
 pub const STORE_OPEN_THREAD: &str = "mailsync-store-open";
@@ -228,9 +228,15 @@ pub fn sled_out_of_space(e: &sled::Error) -> bool {
 }
 
 /// Opens sled in `dir/db` on [`STORE_OPEN_THREAD`], containing panics and hangs.
-pub fn open_sled_contained(dir: &Path, timeout: Duration) -> Result<sled::Db, StoreError> {
+pub fn open_sled_contained(
+    dir: &Path,
+    timeout: Duration,
+    cache_capacity_bytes: u64,
+) -> Result<sled::Db, StoreError> {
     let owned = dir.to_path_buf();
-    contained(dir, timeout, move || open_sled(&owned))
+    contained(dir, timeout, move || {
+        open_sled(&owned, cache_capacity_bytes)
+    })
 }
 
 /// Runs `f` on [`STORE_OPEN_THREAD`]: a panic or a run longer than `timeout` becomes
@@ -273,14 +279,14 @@ fn contained<T: Send + 'static>(
 /// Opens sled in `dir/db`. The caller holds the directory lock, so no other `Store` can own the
 /// database: if sled's own flock is still taken, it is a just-dropped `Store` of this process
 /// whose sled background threads have not let go of the file yet. Wait for them (bounded).
-fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+fn open_sled(dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreError> {
     let deadline = Instant::now() + SLED_LOCK_WAIT;
     loop {
         // sled's page cache defaults to 1 GiB; a daemon that runs for months on a desktop must
         // stay small, so cap it (the OS page cache still holds hot data).
         match sled::Config::new()
             .path(dir.join(DB_DIR))
-            .cache_capacity(CACHE_CAPACITY_BYTES)
+            .cache_capacity(cache_capacity_bytes)
             .open()
         {
             Ok(db) => return Ok(db),
@@ -374,6 +380,7 @@ impl Drop for SealOnClose {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::CACHE_CAPACITY_BYTES;
     use crate::store::{Space, Store};
 
     fn filled(dir: &Path) {
@@ -471,7 +478,7 @@ mod tests {
         for frac in [0.3, 0.5, 0.7] {
             let dir = tempfile::tempdir().unwrap();
             cut_raw_sled(dir.path(), frac);
-            match open_sled_contained(dir.path(), Duration::from_secs(30)) {
+            match open_sled_contained(dir.path(), Duration::from_secs(30), CACHE_CAPACITY_BYTES) {
                 Err(StoreError::Damaged { found, .. })
                     if found.contains("sled failed while reading its log") =>
                 {
