@@ -8,6 +8,11 @@
 //! (its XOAUTH2 error JSON and the tagged NO), which marks the account `disconnected`. A token
 //! endpoint that refuses the refresh token disconnects the same way; one in trouble is a
 //! `network` error, retried with the pool's backoff. No secret reaches an error or a log line.
+//!
+//! Each exchange with the server (and a credential lookup) is bounded on its own, by the
+//! operation timeout the caller passes; fetching an OAuth token is bounded by the token
+//! source's HTTP client instead. A server that delays its refusals (Dovecot: 2 s, growing per
+//! failure to 15 s) thus still gets an answer in, and a refusal stays a refusal.
 
 use crate::google::auth::TokenSource;
 use crate::imap::errors::{classify_refusal, err, lib_error};
@@ -16,6 +21,7 @@ use crate::secret::Secret;
 use mailsync_actors::error::ApiError;
 use mailsync_actors::imap::port::{ImapError, ImapErrorClass};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 /// Fetches the password or fixed access token (blocking: file, env or command).
 pub type SecretSource = Arc<dyn Fn() -> Result<Secret<String>, String> + Send + Sync>;
@@ -107,23 +113,58 @@ fn token_error(e: ApiError) -> ImapError {
     }
 }
 
+/// A failed exchange: the error, and the connection when it can take another attempt (after
+/// a refusal; not after a timeout or a broken stream).
+type Failed = (ImapError, Option<Client>);
+
+/// `what` within `timeout`, else a `timeout` error naming it.
+async fn bounded<T>(
+    timeout: Duration,
+    what: &str,
+    step: impl Future<Output = Result<T, ImapError>>,
+) -> Result<T, ImapError> {
+    tokio::time::timeout(timeout, step)
+        .await
+        .unwrap_or_else(|_| {
+            Err(err(
+                ImapErrorClass::Timeout,
+                format!("{what} took longer than {} s", timeout.as_secs()),
+            ))
+        })
+}
+
 async fn sasl(
     client: Client,
     mechanism: &str,
     payload: Secret<Vec<u8>>,
-) -> Result<Session, (ImapError, Client)> {
+    timeout: Duration,
+) -> Result<Session, Failed> {
     let said = Arc::new(Mutex::new(None));
     let auth = Sasl {
         payload,
         sent: false,
         said: said.clone(),
     };
-    client
-        .authenticate(mechanism, auth)
+    let exchange = async {
+        client
+            .authenticate(mechanism, auth)
+            .await
+            .map_err(|(e, c)| {
+                let said = said.lock().unwrap_or_else(PoisonError::into_inner).take();
+                (refusal(e, said), Some(c))
+            })
+    };
+    tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|(e, c)| {
-            let said = said.lock().unwrap_or_else(PoisonError::into_inner).take();
-            (refusal(e, said), c)
+        .unwrap_or_else(|_| {
+            let e = err(
+                ImapErrorClass::Timeout,
+                format!(
+                    "AUTHENTICATE {mechanism} took longer than {} s",
+                    timeout.as_secs()
+                ),
+            );
+            Err((e, None))
         })
 }
 
@@ -137,28 +178,33 @@ fn xoauth2_static(user: &str, token: &Secret<String>) -> Secret<Vec<u8>> {
     Secret::new(out)
 }
 
-/// Authenticates `client` as `username` with `method` and `credential` (`host` is for logs).
+/// Authenticates `client` as `username` with `method` and `credential` (`host` is for logs),
+/// each exchange within `timeout`.
 pub(crate) async fn authenticate(
     client: Client,
     host: &str,
     username: &str,
     method: AuthMethod,
     credential: &Credential,
+    timeout: Duration,
 ) -> Result<Session, ImapError> {
     let tokens = match credential {
         Credential::OAuth(tokens) => tokens.clone(),
         Credential::Static(source) => {
             let source = source.clone();
-            let secret = tokio::task::spawn_blocking(move || source())
-                .await
-                .map_err(|e| {
-                    err(
-                        ImapErrorClass::Auth,
-                        format!("credential lookup failed: {e}"),
-                    )
-                })?
-                .map_err(|e| err(ImapErrorClass::Auth, e))?;
-            return authenticate_static(client, username, method, &secret).await;
+            let lookup = async {
+                tokio::task::spawn_blocking(move || source())
+                    .await
+                    .map_err(|e| {
+                        err(
+                            ImapErrorClass::Auth,
+                            format!("credential lookup failed: {e}"),
+                        )
+                    })?
+                    .map_err(|e| err(ImapErrorClass::Auth, e))
+            };
+            let secret = bounded(timeout, "the credential lookup", lookup).await?;
+            return authenticate_static(client, username, method, &secret, timeout).await;
         }
     };
     if method != AuthMethod::XOAuth2 {
@@ -168,19 +214,24 @@ pub(crate) async fn authenticate(
         ));
     }
     let token = tokens.access_token().await.map_err(token_error)?;
-    let client = match sasl(client, "XOAUTH2", token.xoauth2_response(username)).await {
+    let payload = token.xoauth2_response(username);
+    let (refused, client) = match sasl(client, "XOAUTH2", payload, timeout).await {
         Ok(session) => return Ok(session),
-        Err((e, client)) if is_auth(&e) => {
-            tracing::info!(host = %host, error = %e, "XOAUTH2 token refused; refreshing it and trying once more.");
-            client
-        }
+        Err((e, Some(client))) if is_auth(&e) => (e, client),
         Err((e, _)) => return Err(e),
     };
-    let fresh = tokens
-        .refresh_after_401(&token)
-        .await
-        .map_err(token_error)?;
-    sasl(client, "XOAUTH2", fresh.xoauth2_response(username))
+    tracing::info!(host = %host, error = %refused, "XOAUTH2 token refused; refreshing it and trying once more.");
+    let fresh = tokens.refresh_after_401(&token).await.map_err(|e| {
+        let e = token_error(e);
+        err(
+            e.class,
+            format!(
+                "{} (after the server refused the token: {})",
+                e.message, refused.message
+            ),
+        )
+    })?;
+    sasl(client, "XOAUTH2", fresh.xoauth2_response(username), timeout)
         .await
         .map_err(|(e, _)| e)
 }
@@ -190,25 +241,30 @@ async fn authenticate_static(
     username: &str,
     method: AuthMethod,
     secret: &Secret<String>,
+    timeout: Duration,
 ) -> Result<Session, ImapError> {
-    match method {
-        AuthMethod::Login => client
-            .login(username, secret.expose())
-            .await
-            .map_err(|(e, _)| refusal(e, None)),
+    let result = match method {
+        AuthMethod::Login => {
+            let login = async {
+                client
+                    .login(username, secret.expose())
+                    .await
+                    .map_err(|(e, _)| refusal(e, None))
+            };
+            return bounded(timeout, "LOGIN", login).await;
+        }
         AuthMethod::Plain => {
             let mut payload = vec![0];
             payload.extend_from_slice(username.as_bytes());
             payload.push(0);
             payload.extend_from_slice(secret.expose().as_bytes());
-            sasl(client, "PLAIN", Secret::new(payload))
-                .await
-                .map_err(|(e, _)| e)
+            sasl(client, "PLAIN", Secret::new(payload), timeout).await
         }
-        AuthMethod::XOAuth2 => sasl(client, "XOAUTH2", xoauth2_static(username, secret))
-            .await
-            .map_err(|(e, _)| e),
-    }
+        AuthMethod::XOAuth2 => {
+            sasl(client, "XOAUTH2", xoauth2_static(username, secret), timeout).await
+        }
+    };
+    result.map_err(|(e, _)| e)
 }
 
 #[cfg(test)]
