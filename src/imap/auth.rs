@@ -15,7 +15,7 @@
 //! failure to 15 s) thus still gets an answer in, and a refusal stays a refusal.
 
 use crate::google::auth::TokenSource;
-use crate::imap::errors::{classify_refusal, err, lib_error};
+use crate::imap::errors::{classify_refusal, err, lib_error, server_words};
 use crate::imap::stream::ImapStream;
 use crate::secret::Secret;
 use mailsync_actors::error::ApiError;
@@ -80,6 +80,7 @@ fn refusal(e: async_imap::error::Error, said: Option<String>) -> ImapError {
     use async_imap::error::Error as E;
     match e {
         E::No(m) | E::Bad(m) => {
+            let m = server_words(&m);
             let c = classify_refusal(&m);
             if c.class == ImapErrorClass::Throttle {
                 return c;
@@ -114,8 +115,8 @@ fn token_error(e: ApiError) -> ImapError {
 }
 
 /// A failed exchange: the error, and the connection when it can take another attempt (after
-/// a refusal; not after a timeout or a broken stream).
-type Failed = (ImapError, Option<Client>);
+/// a refusal; not after a timeout or a broken stream), boxed to keep the result small.
+type Failed = (ImapError, Option<Box<Client>>);
 
 /// `what` within `timeout`, else a `timeout` error naming it.
 async fn bounded<T>(
@@ -151,7 +152,7 @@ async fn sasl(
             .await
             .map_err(|(e, c)| {
                 let said = said.lock().unwrap_or_else(PoisonError::into_inner).take();
-                (refusal(e, said), Some(c))
+                (refusal(e, said), Some(Box::new(c)))
             })
     };
     tokio::time::timeout(timeout, exchange)
@@ -217,7 +218,7 @@ pub(crate) async fn authenticate(
     let payload = token.xoauth2_response(username);
     let (refused, client) = match sasl(client, "XOAUTH2", payload, timeout).await {
         Ok(session) => return Ok(session),
-        Err((e, Some(client))) if is_auth(&e) => (e, client),
+        Err((e, Some(client))) if is_auth(&e) => (e, *client),
         Err((e, _)) => return Err(e),
     };
     tracing::info!(host = %host, error = %refused, "XOAUTH2 token refused; refreshing it and trying once more.");
@@ -295,6 +296,80 @@ mod tests {
             None,
         );
         assert_eq!(t.class, ImapErrorClass::Throttle);
+    }
+
+    /// A loopback server that greets, takes `AUTHENTICATE XOAUTH2` and its payload, waits
+    /// `delay` (as Dovecot does before a refusal), then sends the XOAUTH2 error JSON and, after
+    /// the client's empty line, the tagged NO. Returns a client past the greeting.
+    async fn slow_refuser(delay: Duration) -> Client {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let (r, mut w) = sock.into_split();
+            let mut lines = BufReader::new(r).lines();
+            let _ = w.write_all(b"* OK ready\r\n").await;
+            let Ok(Some(cmd)) = lines.next_line().await else {
+                return;
+            };
+            let tag = cmd.split(' ').next().unwrap_or("*").to_string();
+            let _ = w.write_all(b"+ \r\n").await;
+            let _ = lines.next_line().await;
+            tokio::time::sleep(delay).await;
+            let json = "eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJtYWlsIn0=";
+            let _ = w.write_all(format!("+ {json}\r\n").as_bytes()).await;
+            let _ = lines.next_line().await;
+            let no = format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
+            let _ = w.write_all(no.as_bytes()).await;
+            let _ = lines.next_line().await;
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut client = async_imap::Client::new(ImapStream::Plain(tcp));
+        client.read_response().await.expect("greeting");
+        client
+    }
+
+    #[tokio::test]
+    async fn a_delayed_refusal_is_a_refusal_within_the_bound_and_a_timeout_beyond_it() {
+        let token: SecretSource = Arc::new(|| Ok(Secret::new("ya29.fixed".to_string())));
+        let fixed = Credential::Static(token);
+        let delay = Duration::from_millis(400);
+        let refused = authenticate(
+            slow_refuser(delay).await,
+            "h",
+            "me@example.org",
+            AuthMethod::XOAuth2,
+            &fixed,
+            Duration::from_secs(10),
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert_eq!(refused.class, ImapErrorClass::Auth, "{}", refused.message);
+        assert!(
+            refused.message.contains("AUTHENTICATIONFAILED")
+                && refused.message.contains(r#""status":"401""#),
+            "{}",
+            refused.message
+        );
+        assert!(!refused.message.contains("ya29"), "{}", refused.message);
+        let late = authenticate(
+            slow_refuser(delay).await,
+            "h",
+            "me@example.org",
+            AuthMethod::XOAuth2,
+            &fixed,
+            Duration::from_millis(100),
+        )
+        .await
+        .err()
+        .expect("timed out");
+        assert_eq!(late.class, ImapErrorClass::Timeout, "{}", late.message);
     }
 
     #[test]
