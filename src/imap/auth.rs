@@ -348,8 +348,7 @@ mod tests {
             Duration::from_secs(10),
         )
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
         assert_eq!(refused.class, ImapErrorClass::Auth, "{}", refused.message);
         assert!(
             refused.message.contains("AUTHENTICATIONFAILED")
@@ -367,8 +366,7 @@ mod tests {
             Duration::from_millis(100),
         )
         .await
-        .err()
-        .expect("timed out");
+        .expect_err("timed out");
         assert_eq!(late.class, ImapErrorClass::Timeout, "{}", late.message);
     }
 
