@@ -9,7 +9,8 @@
 //!    it; Dovecot restarts, refuses the old token on reconnect, the daemon refreshes once and
 //!    goes on syncing — never `disconnected`.
 //! 3. The grant is revoked: the refresh after Dovecot's refusal gets `invalid_grant`, the
-//!    account is `disconnected` with the words of both, and nothing asks again.
+//!    account is `disconnected` with the words of both, and nothing asks again — until a new
+//!    grant and `ctl resume`, after which it syncs again.
 //! 4. A token of another user (refused even after a refresh): `disconnected` with Dovecot's
 //!    words, no retry storm.
 //!
@@ -192,7 +193,7 @@ fn an_access_token_expired_at_the_server_is_refreshed_once_and_sync_goes_on() {
 }
 
 #[test]
-fn a_revoked_grant_disconnects_with_the_reasons_and_nothing_asks_again() {
+fn a_revoked_grant_disconnects_with_the_reasons_and_nothing_asks_until_resumed() {
     let mut rig = rig(USER);
     let d = rig.env.start();
     wait_equal(&d, &rig.env, &rig.view, &FOLDERS, 120);
@@ -240,7 +241,24 @@ fn a_revoked_grant_disconnects_with_the_reasons_and_nothing_asks_again() {
     );
     assert_eq!(d.account("mail")["state"], json!("disconnected"));
     assert_no_secrets(&d, &rig, &access);
+    // Authorized again: a new grant in the token file, `ctl resume`, and the account syncs.
+    let fresh = rig.emu.consent(SCOPES);
+    write_private(&rig.env.path("refresh_token"), &fresh);
+    let r = d.request(json!({"v":1,"cmd":"resume","account":"mail"}));
+    assert_eq!(r["ok"], json!(true), "{r}");
+    for m in generate(3, 14, "after-resume") {
+        rig.view.append("INBOX", &m.raw);
+    }
+    wait_equal_connected(&d, &rig, 90);
+    assert!(
+        !d.log_text().contains(&fresh),
+        "the new refresh token in the log"
+    );
     d.stop();
+    assert_eq!(
+        stored(&rig.env.data_dir, "mail"),
+        server(&rig.view, &FOLDERS)
+    );
 }
 
 #[test]
