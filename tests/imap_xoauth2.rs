@@ -179,7 +179,7 @@ fn an_access_token_expired_at_the_server_is_refreshed_once_and_sync_goes_on() {
         (1..=3).contains(&after),
         "{after} refreshes for one expired token"
     );
-    // Still connected a few seconds later, nothing more to refresh.
+    // Still connected a few seconds later.
     std::thread::sleep(Duration::from_secs(3));
     assert_ne!(d.account("mail")["state"], json!("disconnected"));
     let mut access = before;
