@@ -30,6 +30,7 @@ mod imap_faults;
 mod imap_folders;
 mod imap_many;
 mod imap_sync;
+mod imap_xoauth2;
 mod migration_fixture;
 mod push;
 mod service_metrics;

@@ -8,14 +8,20 @@
 //! (its XOAUTH2 error JSON and the tagged NO), which marks the account `disconnected`. A token
 //! endpoint that refuses the refresh token disconnects the same way; one in trouble is a
 //! `network` error, retried with the pool's backoff. No secret reaches an error or a log line.
+//!
+//! Each exchange with the server (and a credential lookup) is bounded on its own, by the
+//! operation timeout the caller passes; fetching an OAuth token is bounded by the token
+//! source's HTTP client instead. A server that delays its refusals (Dovecot: 2 s, growing per
+//! failure to 15 s) thus still gets an answer in, and a refusal stays a refusal.
 
 use crate::google::auth::TokenSource;
-use crate::imap::errors::{classify_refusal, err, lib_error};
+use crate::imap::errors::{classify_refusal, err, lib_error, server_words};
 use crate::imap::stream::ImapStream;
 use crate::secret::Secret;
 use mailsync_actors::error::ApiError;
 use mailsync_actors::imap::port::{ImapError, ImapErrorClass};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 /// Fetches the password or fixed access token (blocking: file, env or command).
 pub type SecretSource = Arc<dyn Fn() -> Result<Secret<String>, String> + Send + Sync>;
@@ -74,6 +80,7 @@ fn refusal(e: async_imap::error::Error, said: Option<String>) -> ImapError {
     use async_imap::error::Error as E;
     match e {
         E::No(m) | E::Bad(m) => {
+            let m = server_words(&m);
             let c = classify_refusal(&m);
             if c.class == ImapErrorClass::Throttle {
                 return c;
@@ -107,23 +114,58 @@ fn token_error(e: ApiError) -> ImapError {
     }
 }
 
+/// A failed exchange: the error, and the connection when it can take another attempt (after
+/// a refusal; not after a timeout or a broken stream), boxed to keep the result small.
+type Failed = (ImapError, Option<Box<Client>>);
+
+/// `what` within `timeout`, else a `timeout` error naming it.
+async fn bounded<T>(
+    timeout: Duration,
+    what: &str,
+    step: impl Future<Output = Result<T, ImapError>>,
+) -> Result<T, ImapError> {
+    tokio::time::timeout(timeout, step)
+        .await
+        .unwrap_or_else(|_| {
+            Err(err(
+                ImapErrorClass::Timeout,
+                format!("{what} took longer than {} s", timeout.as_secs()),
+            ))
+        })
+}
+
 async fn sasl(
     client: Client,
     mechanism: &str,
     payload: Secret<Vec<u8>>,
-) -> Result<Session, (ImapError, Client)> {
+    timeout: Duration,
+) -> Result<Session, Failed> {
     let said = Arc::new(Mutex::new(None));
     let auth = Sasl {
         payload,
         sent: false,
         said: said.clone(),
     };
-    client
-        .authenticate(mechanism, auth)
+    let exchange = async {
+        client
+            .authenticate(mechanism, auth)
+            .await
+            .map_err(|(e, c)| {
+                let said = said.lock().unwrap_or_else(PoisonError::into_inner).take();
+                (refusal(e, said), Some(Box::new(c)))
+            })
+    };
+    tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|(e, c)| {
-            let said = said.lock().unwrap_or_else(PoisonError::into_inner).take();
-            (refusal(e, said), c)
+        .unwrap_or_else(|_| {
+            let e = err(
+                ImapErrorClass::Timeout,
+                format!(
+                    "AUTHENTICATE {mechanism} took longer than {} s",
+                    timeout.as_secs()
+                ),
+            );
+            Err((e, None))
         })
 }
 
@@ -137,28 +179,33 @@ fn xoauth2_static(user: &str, token: &Secret<String>) -> Secret<Vec<u8>> {
     Secret::new(out)
 }
 
-/// Authenticates `client` as `username` with `method` and `credential` (`host` is for logs).
+/// Authenticates `client` as `username` with `method` and `credential` (`host` is for logs),
+/// each exchange within `timeout`.
 pub(crate) async fn authenticate(
     client: Client,
     host: &str,
     username: &str,
     method: AuthMethod,
     credential: &Credential,
+    timeout: Duration,
 ) -> Result<Session, ImapError> {
     let tokens = match credential {
         Credential::OAuth(tokens) => tokens.clone(),
         Credential::Static(source) => {
             let source = source.clone();
-            let secret = tokio::task::spawn_blocking(move || source())
-                .await
-                .map_err(|e| {
-                    err(
-                        ImapErrorClass::Auth,
-                        format!("credential lookup failed: {e}"),
-                    )
-                })?
-                .map_err(|e| err(ImapErrorClass::Auth, e))?;
-            return authenticate_static(client, username, method, &secret).await;
+            let lookup = async {
+                tokio::task::spawn_blocking(move || source())
+                    .await
+                    .map_err(|e| {
+                        err(
+                            ImapErrorClass::Auth,
+                            format!("credential lookup failed: {e}"),
+                        )
+                    })?
+                    .map_err(|e| err(ImapErrorClass::Auth, e))
+            };
+            let secret = bounded(timeout, "the credential lookup", lookup).await?;
+            return authenticate_static(client, username, method, &secret, timeout).await;
         }
     };
     if method != AuthMethod::XOAuth2 {
@@ -168,19 +215,24 @@ pub(crate) async fn authenticate(
         ));
     }
     let token = tokens.access_token().await.map_err(token_error)?;
-    let client = match sasl(client, "XOAUTH2", token.xoauth2_response(username)).await {
+    let payload = token.xoauth2_response(username);
+    let (refused, client) = match sasl(client, "XOAUTH2", payload, timeout).await {
         Ok(session) => return Ok(session),
-        Err((e, client)) if is_auth(&e) => {
-            tracing::info!(host = %host, error = %e, "XOAUTH2 token refused; refreshing it and trying once more.");
-            client
-        }
+        Err((e, Some(client))) if is_auth(&e) => (e, *client),
         Err((e, _)) => return Err(e),
     };
-    let fresh = tokens
-        .refresh_after_401(&token)
-        .await
-        .map_err(token_error)?;
-    sasl(client, "XOAUTH2", fresh.xoauth2_response(username))
+    tracing::info!(host = %host, error = %refused, "XOAUTH2 token refused; refreshing it and trying once more.");
+    let fresh = tokens.refresh_after_401(&token).await.map_err(|e| {
+        let e = token_error(e);
+        err(
+            e.class,
+            format!(
+                "{} (after the server refused the token: {})",
+                e.message, refused.message
+            ),
+        )
+    })?;
+    sasl(client, "XOAUTH2", fresh.xoauth2_response(username), timeout)
         .await
         .map_err(|(e, _)| e)
 }
@@ -190,25 +242,30 @@ async fn authenticate_static(
     username: &str,
     method: AuthMethod,
     secret: &Secret<String>,
+    timeout: Duration,
 ) -> Result<Session, ImapError> {
-    match method {
-        AuthMethod::Login => client
-            .login(username, secret.expose())
-            .await
-            .map_err(|(e, _)| refusal(e, None)),
+    let result = match method {
+        AuthMethod::Login => {
+            let login = async {
+                client
+                    .login(username, secret.expose())
+                    .await
+                    .map_err(|(e, _)| refusal(e, None))
+            };
+            return bounded(timeout, "LOGIN", login).await;
+        }
         AuthMethod::Plain => {
             let mut payload = vec![0];
             payload.extend_from_slice(username.as_bytes());
             payload.push(0);
             payload.extend_from_slice(secret.expose().as_bytes());
-            sasl(client, "PLAIN", Secret::new(payload))
-                .await
-                .map_err(|(e, _)| e)
+            sasl(client, "PLAIN", Secret::new(payload), timeout).await
         }
-        AuthMethod::XOAuth2 => sasl(client, "XOAUTH2", xoauth2_static(username, secret))
-            .await
-            .map_err(|(e, _)| e),
-    }
+        AuthMethod::XOAuth2 => {
+            sasl(client, "XOAUTH2", xoauth2_static(username, secret), timeout).await
+        }
+    };
+    result.map_err(|(e, _)| e)
 }
 
 #[cfg(test)]
@@ -239,6 +296,78 @@ mod tests {
             None,
         );
         assert_eq!(t.class, ImapErrorClass::Throttle);
+    }
+
+    /// A loopback server that greets, takes `AUTHENTICATE XOAUTH2` and its payload, waits
+    /// `delay` (as Dovecot does before a refusal), then sends the XOAUTH2 error JSON and, after
+    /// the client's empty line, the tagged NO. Returns a client past the greeting.
+    async fn slow_refuser(delay: Duration) -> Client {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let (r, mut w) = sock.into_split();
+            let mut lines = BufReader::new(r).lines();
+            let _ = w.write_all(b"* OK ready\r\n").await;
+            let Ok(Some(cmd)) = lines.next_line().await else {
+                return;
+            };
+            let tag = cmd.split(' ').next().unwrap_or("*").to_string();
+            let _ = w.write_all(b"+ \r\n").await;
+            let _ = lines.next_line().await;
+            tokio::time::sleep(delay).await;
+            let json = "eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJtYWlsIn0=";
+            let _ = w.write_all(format!("+ {json}\r\n").as_bytes()).await;
+            let _ = lines.next_line().await;
+            let no = format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
+            let _ = w.write_all(no.as_bytes()).await;
+            let _ = lines.next_line().await;
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut client = async_imap::Client::new(ImapStream::Plain(tcp));
+        client.read_response().await.expect("greeting");
+        client
+    }
+
+    #[tokio::test]
+    async fn a_delayed_refusal_is_a_refusal_within_the_bound_and_a_timeout_beyond_it() {
+        let token: SecretSource = Arc::new(|| Ok(Secret::new("ya29.fixed".to_string())));
+        let fixed = Credential::Static(token);
+        let delay = Duration::from_millis(400);
+        let refused = authenticate(
+            slow_refuser(delay).await,
+            "h",
+            "me@example.org",
+            AuthMethod::XOAuth2,
+            &fixed,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(refused.class, ImapErrorClass::Auth, "{}", refused.message);
+        assert!(
+            refused.message.contains("AUTHENTICATIONFAILED")
+                && refused.message.contains(r#""status":"401""#),
+            "{}",
+            refused.message
+        );
+        assert!(!refused.message.contains("ya29"), "{}", refused.message);
+        let late = authenticate(
+            slow_refuser(delay).await,
+            "h",
+            "me@example.org",
+            AuthMethod::XOAuth2,
+            &fixed,
+            Duration::from_millis(100),
+        )
+        .await
+        .expect_err("timed out");
+        assert_eq!(late.class, ImapErrorClass::Timeout, "{}", late.message);
     }
 
     #[test]

@@ -1,5 +1,4 @@
-//! One IMAP connection: connect (TCP, implicit TLS or STARTTLS), greeting, authentication
-//! (LOGIN, AUTHENTICATE PLAIN, XOAUTH2), capabilities, `ENABLE QRESYNC`, and the commands the
+//! One authenticated IMAP connection (opened by [`crate::imap::dial`]) and the commands the
 //! source needs ([`ImapSession`]), each bounded by the operation timeout.
 //!
 //! Commands are sent through async-imap's tagged connection and their responses read one by
@@ -10,7 +9,7 @@
 //! contain a credential.
 
 use crate::imap::errors::{classify_refusal, err, io_error, lib_error};
-use crate::imap::stream::{ImapStream, start_tls};
+use crate::imap::stream::ImapStream;
 use async_imap::imap_proto::{
     AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, Status, StatusAttribute,
 };
@@ -18,44 +17,9 @@ use mailsync_actors::imap::port::{
     Capabilities, FetchedBody, FetchedHeader, FolderInfo, IdleOutcome, ImapError, ImapErrorClass,
     ImapFuture, ImapSession, MailboxStatus, MessageMeta, QresyncParams, Selected,
 };
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_rustls::rustls;
 
-/// How the connection is secured.
-#[derive(Clone)]
-pub enum Security {
-    /// TLS from the first byte.
-    Implicit(Arc<rustls::ClientConfig>),
-    /// Plain, then STARTTLS (required: a server without it is refused).
-    StartTls(Arc<rustls::ClientConfig>),
-    /// No TLS (config allows it only to loopback with `allow_plaintext`).
-    Plain,
-}
-
-/// Everything needed to open a connection.
-#[derive(Clone)]
-pub struct ConnSettings {
-    /// Server host.
-    pub host: String,
-    /// Server port.
-    pub port: u16,
-    /// Transport security.
-    pub security: Security,
-    /// Login name.
-    pub username: String,
-    /// Authentication mechanism.
-    pub auth: crate::imap::auth::AuthMethod,
-    /// The password or the access tokens.
-    pub credential: crate::imap::auth::Credential,
-    /// Bound of connect + TLS + greeting + authentication.
-    pub connect_timeout: Duration,
-    /// Bound of one command.
-    pub op_timeout: Duration,
-}
-
-fn outcome_text(code: Option<&ResponseCode<'_>>, info: Option<&str>) -> String {
+pub(crate) fn outcome_text(code: Option<&ResponseCode<'_>>, info: Option<&str>) -> String {
     match (code, info) {
         (Some(c), Some(i)) => format!("{c:?} {i}"),
         (None, Some(i)) => i.to_string(),
@@ -95,125 +59,29 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-/// Opens and authenticates a connection within `connect_timeout`.
-pub async fn connect(s: &ConnSettings) -> Result<Conn, ImapError> {
-    match tokio::time::timeout(s.connect_timeout, connect_inner(s)).await {
-        Ok(r) => r,
-        Err(_) => Err(err(
-            ImapErrorClass::Timeout,
-            format!(
-                "connecting to {}:{} took longer than {} s",
-                s.host,
-                s.port,
-                s.connect_timeout.as_secs()
-            ),
-        )),
+impl Conn {
+    /// An authenticated session with what it offers; commands bounded by `op_timeout`.
+    pub(crate) fn new(
+        session: async_imap::Session<ImapStream>,
+        caps: Capabilities,
+        op_timeout: Duration,
+    ) -> Conn {
+        Conn {
+            session,
+            caps,
+            op_timeout,
+            broken: false,
+        }
     }
 }
 
-async fn greeting(client: &mut async_imap::Client<ImapStream>) -> Result<(), ImapError> {
-    let Some(resp) = client.read_response().await.map_err(|e| io_error(&e))? else {
-        return Err(err(
-            ImapErrorClass::Network,
-            "connection closed before the greeting",
-        ));
-    };
-    match resp.parsed() {
-        Response::Data {
-            status: Status::Ok | Status::PreAuth,
-            ..
-        } => Ok(()),
-        Response::Data {
-            status: Status::Bye,
-            outcome,
-        } => Err(classify_bye(&outcome_text(
-            outcome.code.as_ref(),
-            outcome.information.as_deref(),
-        ))),
-        other => Err(err(
-            ImapErrorClass::Parse,
-            format!("unexpected greeting: {other:?}"),
-        )),
-    }
-}
-
-fn classify_bye(text: &str) -> ImapError {
+pub(crate) fn classify_bye(text: &str) -> ImapError {
     let e = classify_refusal(text);
     if e.class == ImapErrorClass::Throttle {
         e
     } else {
         err(ImapErrorClass::Network, format!("server said BYE: {text}"))
     }
-}
-
-async fn connect_inner(s: &ConnSettings) -> Result<Conn, ImapError> {
-    let tcp = TcpStream::connect((s.host.as_str(), s.port))
-        .await
-        .map_err(|e| {
-            err(
-                ImapErrorClass::Network,
-                format!("cannot connect to {}:{}: {e}", s.host, s.port),
-            )
-        })?;
-    let _ = tcp.set_nodelay(true);
-    let client = match &s.security {
-        Security::Implicit(cfg) => {
-            let tls = start_tls(tcp, &s.host, cfg.clone()).await.map_err(|e| {
-                err(
-                    ImapErrorClass::Network,
-                    format!("TLS handshake failed: {e}"),
-                )
-            })?;
-            let mut c = async_imap::Client::new(tls);
-            greeting(&mut c).await?;
-            c
-        }
-        Security::StartTls(cfg) => {
-            let mut c = async_imap::Client::new(ImapStream::Plain(tcp));
-            greeting(&mut c).await?;
-            c.run_command_and_check_ok("STARTTLS", None)
-                .await
-                .map_err(|e| err(ImapErrorClass::Network, format!("STARTTLS refused: {e}")))?;
-            let ImapStream::Plain(tcp) = c.into_inner() else {
-                return Err(err(ImapErrorClass::Network, "STARTTLS on a TLS stream"));
-            };
-            let tls = start_tls(tcp, &s.host, cfg.clone()).await.map_err(|e| {
-                err(
-                    ImapErrorClass::Network,
-                    format!("TLS handshake failed: {e}"),
-                )
-            })?;
-            async_imap::Client::new(tls)
-        }
-        Security::Plain => {
-            let mut c = async_imap::Client::new(ImapStream::Plain(tcp));
-            greeting(&mut c).await?;
-            c
-        }
-    };
-    let mut session =
-        crate::imap::auth::authenticate(client, &s.host, &s.username, s.auth, &s.credential)
-            .await?;
-    let caps = session.capabilities().await.map_err(|e| lib_error(&e))?;
-    let mut capabilities = Capabilities {
-        condstore: caps.has_str("CONDSTORE") || caps.has_str("QRESYNC"),
-        qresync: caps.has_str("QRESYNC"),
-        idle: caps.has_str("IDLE"),
-    };
-    if capabilities.qresync
-        && session
-            .run_command_and_check_ok("ENABLE QRESYNC")
-            .await
-            .is_err()
-    {
-        capabilities.qresync = false;
-    }
-    Ok(Conn {
-        session,
-        caps: capabilities,
-        op_timeout: s.op_timeout,
-        broken: false,
-    })
 }
 
 fn flags_of(v: &[std::borrow::Cow<'_, str>]) -> Vec<String> {

@@ -2,8 +2,10 @@
 //! account over async-imap (runtime-tokio) and rustls.
 //!
 //! - `stream.rs`: plain TCP or TLS (system roots or a CA file).
-//! - `conn.rs`: one connection: connect, STARTTLS, capabilities, ENABLE QRESYNC, and every
-//!   command with its timeout and error class.
+//! - `dial.rs`: opening a connection: TCP, TLS / STARTTLS, greeting, authentication,
+//!   capabilities, ENABLE QRESYNC (authentication exchanges bounded like commands).
+//! - `conn.rs`: one authenticated connection and every command with its timeout and error
+//!   class.
 //! - `auth.rs`: LOGIN / AUTHENTICATE PLAIN / XOAUTH2 (a fixed token, or a Google OAuth
 //!   credential's token source with one refresh-and-retry).
 //! - `pool.rs`: the per-account pool with its circuit breaker and reconnect backoff.
@@ -14,6 +16,7 @@
 pub mod auth;
 pub mod conn;
 pub mod date;
+pub mod dial;
 pub mod errors;
 pub mod pool;
 pub mod stream;
@@ -22,7 +25,7 @@ use crate::config::{AccountConfig, GoogleAuth, ImapAuth, ImapCredential, ImapSet
 use crate::google::auth::{OAuthCredentials, TokenSource};
 use auth::AuthMethod;
 use auth::Credential;
-use conn::{ConnSettings, Security};
+use dial::{ConnSettings, Security};
 use mailsync_actors::imap::{ImapOptions, ImapSource};
 use std::sync::Arc;
 

@@ -8,7 +8,8 @@
 //! is open every checkout fails at once with the last error instead of dialling, so a dead
 //! server or a wrong password is not hammered by every folder, child and IDLE task.
 
-use crate::imap::conn::{Conn, ConnSettings, connect};
+use crate::imap::conn::Conn;
+use crate::imap::dial::{ConnSettings, connect};
 use mailsync_actors::backoff::{Jitter, RetryPolicy};
 use mailsync_actors::imap::port::{
     Capabilities, FetchedBody, FetchedHeader, FolderInfo, IdleOutcome, ImapError, ImapErrorClass,

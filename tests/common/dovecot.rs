@@ -2,6 +2,9 @@
 //! and loopback port per instance, run in the foreground as our child and stopped by its own
 //! pid (never by group or name). Mailboxes are seeded by writing Maildir files directly;
 //! `ImapView` reads a folder over a second IMAP connection (the oracle) and changes it.
+//! [`Dovecot::start_oauth2`] adds Dovecot's `oauth2` passdb for XOAUTH2 / OAUTHBEARER, asking a
+//! tokeninfo endpoint (the emulator's) about every bearer token; passwords keep working for
+//! LOGIN / PLAIN, so the oracle logs in as before.
 
 #![allow(dead_code)]
 
@@ -56,20 +59,34 @@ impl Dovecot {
 
     /// Same, with at most `max_conns` connections per user and client address.
     pub fn start_with(caps: Caps, users: &[(String, String)], max_conns: u32) -> Dovecot {
-        Dovecot::start_inner(caps, users, max_conns, false)
+        Dovecot::start_inner(caps, users, max_conns, false, None)
+    }
+
+    /// With the `oauth2` passdb for XOAUTH2 and OAUTHBEARER: every token is checked at
+    /// `tokeninfo_url` (token appended, e.g. `http://127.0.0.1:PORT/oauth2/v3/tokeninfo?access_token=`),
+    /// whose `email` must be the user. No auth cache (Dovecot's default), so every
+    /// AUTHENTICATE asks the endpoint; `auth_verbose` logs each refusal with its reason.
+    pub fn start_oauth2(users: &[(String, String)], tokeninfo_url: &str) -> Dovecot {
+        Dovecot::start_inner(Caps::Full, users, 50, false, Some(tokeninfo_url))
     }
 
     /// With TLS: a test CA (`ca.pem` in the instance dir) signs a certificate for
     /// `localhost` / 127.0.0.1; implicit TLS on `tls_port`, STARTTLS on `port`.
     pub fn start_tls(users: &[(String, String)]) -> Dovecot {
-        Dovecot::start_inner(Caps::Full, users, 50, true)
+        Dovecot::start_inner(Caps::Full, users, 50, true, None)
     }
 
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
 
-    fn start_inner(caps: Caps, users: &[(String, String)], max_conns: u32, tls: bool) -> Dovecot {
+    fn start_inner(
+        caps: Caps,
+        users: &[(String, String)],
+        max_conns: u32,
+        tls: bool,
+        tokeninfo_url: Option<&str>,
+    ) -> Dovecot {
         let dir = tempfile::Builder::new()
             .prefix("dc")
             .tempdir_in("/tmp")
@@ -88,7 +105,7 @@ impl Dovecot {
         let port = free_port();
         let tls_port = if tls { free_port() } else { 0 };
         let ssl = if tls {
-            make_certs(dir.path());
+            super::certs::make_certs(dir.path());
             format!(
                 "ssl = yes\nssl_cert = <{d}/cert.pem\nssl_key = <{d}/key.pem\n",
                 d = dir.path().display()
@@ -102,6 +119,25 @@ impl Dovecot {
             Caps::Neither => format!("  imap_capability = {BASE_CAPS}\n"),
         };
         let d = dir.path().display();
+        let (mechanisms, password_mechs, oauth2_passdb) = match tokeninfo_url {
+            None => ("plain login", String::new(), String::new()),
+            Some(url) => {
+                let ext = dir.path().join("dovecot-oauth2.conf.ext");
+                std::fs::write(
+                    &ext,
+                    format!("tokeninfo_url = {url}\nusername_attribute = email\n"),
+                )
+                .expect("oauth2 conf");
+                (
+                    "plain login xoauth2 oauthbearer",
+                    "  mechanisms = plain login\n".to_string(),
+                    format!(
+                        "auth_verbose = yes\npassdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}\n}}\n",
+                        ext.display()
+                    ),
+                )
+            }
+        };
         let conf_text = format!(
             r#"base_dir = {d}/run
 state_dir = {d}/state
@@ -110,16 +146,16 @@ log_path = {d}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
 {ssl}disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 mail_location = maildir:{m}/%u
 mail_fsync = always
 default_process_limit = 1000
 default_client_limit = 5000
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {d}/users
+{password_mechs}  args = scheme=PLAIN username_format=%u {d}/users
 }}
-userdb {{
+{oauth2_passdb}userdb {{
   driver = static
   args = uid=65534 gid=65534 home={m}/%u
 }}
@@ -335,77 +371,34 @@ allow_plaintext = true
             port = self.port
         )
     }
+
+    /// An account on this server with `auth = "xoauth2"` and a Google OAuth credential:
+    /// `oauth` holds its `client_id`, `client_secret`, `refresh_token` and `token_url` lines;
+    /// `extra` goes into `[accounts.imap]`.
+    pub fn account_toml_xoauth2(&self, id: &str, user: &str, oauth: &str, extra: &str) -> String {
+        format!(
+            r#"[[accounts]]
+id = "{id}"
+kind = "imap"
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+username = "{user}"
+{oauth}
+
+[accounts.imap]
+allow_plaintext = true
+auth = "xoauth2"
+{extra}
+"#,
+            port = self.port
+        )
+    }
 }
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// A CA and a server certificate it signs (for localhost and 127.0.0.1), with openssl.
-fn make_certs(dir: &Path) {
-    let run = |args: &[&str]| {
-        let st = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl");
-        assert!(st.success(), "openssl {args:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=mailsync test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "cert.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .expect("ext");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "cert.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cert.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    for f in ["key.pem", "cert.pem", "ca.pem"] {
-        let _ = std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644));
     }
 }
 

@@ -191,6 +191,80 @@ impl Emu {
         );
     }
 
+    /// A new grant of `scopes` for the default account through the authorization-code flow
+    /// (what a person's consent in `mailsync auth` produces): the authorization endpoint
+    /// consents at once and redirects with a code, which the token endpoint trades for a
+    /// refresh token, returned.
+    pub fn consent(&self, scopes: &str) -> String {
+        use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+        let enc = |v: &str| utf8_percent_encode(v, NON_ALPHANUMERIC).to_string();
+        let redirect = "http://127.0.0.1:9/callback";
+        let client_id = mailsync_emulator::DEFAULT_CLIENT_ID;
+        let auth = format!(
+            "{}/o/oauth2/v2/auth?client_id={}&redirect_uri={}&response_type=code&scope={}&login_hint={}",
+            self.base,
+            enc(client_id),
+            enc(redirect),
+            enc(scopes),
+            enc(&self.email)
+        );
+        let token_url = format!("{}/token", self.base);
+        self.rt.block_on(async move {
+            let http = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client");
+            let resp = http.get(&auth).send().await.expect("authorize");
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_else(|| panic!("no redirect: {}", resp.status()))
+                .to_string();
+            let code = location
+                .split(['?', '&'])
+                .find_map(|kv| kv.strip_prefix("code="))
+                .expect("code in the redirect");
+            let code = percent_encoding::percent_decode_str(code)
+                .decode_utf8()
+                .expect("utf-8 code")
+                .to_string();
+            let body = format!(
+                "grant_type=authorization_code&code={}&redirect_uri={}&client_id={}&client_secret={}",
+                enc(&code),
+                enc(redirect),
+                enc(client_id),
+                enc(mailsync_emulator::DEFAULT_CLIENT_SECRET)
+            );
+            let answer: Value = http
+                .post(&token_url)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(body)
+                .send()
+                .await
+                .expect("token")
+                .json()
+                .await
+                .expect("token JSON");
+            answer["refresh_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no refresh token: {answer}"))
+                .to_string()
+        })
+    }
+
+    /// Every access token the emulator has issued and still knows (for leak checks).
+    pub fn access_tokens(&self) -> Vec<String> {
+        mailsync_emulator::util::lock(&self.handle().state().oauth)
+            .access
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Writes the credential files into `env` and returns the `[quota]` + `[[accounts]]` text.
     pub fn account_block(&self, env: &TestEnv) -> String {
         let secret = env.path("client_secret");
@@ -278,7 +352,7 @@ impl Drop for Emu {
     }
 }
 
-fn write_private(path: &Path, text: &str) {
+pub fn write_private(path: &Path, text: &str) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

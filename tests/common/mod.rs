@@ -265,6 +265,7 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 pub mod calendar;
+pub mod certs;
 pub mod dovecot;
 pub mod emulator;
 pub mod feed_oracle;
