@@ -71,7 +71,7 @@ fn proc_usage(pid: u32) -> (f64, f64) {
 
 /// One measured run.
 #[derive(Debug, Clone, Copy)]
-struct Run {
+pub(crate) struct Run {
     wall: f64,
     cpu: f64,
     rss_mib: f64,
@@ -227,16 +227,11 @@ fn time_run(args: &[&str]) -> Run {
     }
 }
 
-fn mbsync_cold_and_noop(dc: &dovecot::Dovecot, work: &Path) -> (Run, Run) {
-    let dir = work.join("mbsync");
-    std::fs::create_dir_all(dir.join("mail")).expect("dir");
-    let conf = dir.join("mbsyncrc");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"FSync yes
-
-IMAPAccount bench
+/// One account's part of an mbsyncrc: `user` on Dovecot at `port`, into `dir/<name>/`.
+fn mbsync_account(name: &str, user: &str, port: u16, dir: &Path) -> String {
+    format!(
+        r#"
+IMAPAccount {name}
 Host 127.0.0.1
 Port {port}
 User {user}
@@ -245,33 +240,50 @@ SSLType None
 AuthMechs LOGIN
 Timeout 300
 
-IMAPStore remote
-Account bench
+IMAPStore {name}-remote
+Account {name}
 
-MaildirStore local
-Path {d}/mail/
-Inbox {d}/mail/INBOX
+MaildirStore {name}-local
+Path {d}/{name}/
+Inbox {d}/{name}/INBOX
 SubFolders Verbatim
 
-Channel bench
-Far :remote:
-Near :local:
+Channel {name}
+Far :{name}-remote:
+Near :{name}-local:
 Patterns *
 Create Near
 Sync Pull
 SyncState *
 "#,
-            port = dc.port,
-            user = dovecot::USER,
-            pass = dovecot::PASS,
-            d = dir.display(),
-        ),
+        pass = dovecot::PASS,
+        d = dir.display(),
     )
-    .expect("mbsyncrc");
+}
+
+/// mbsync with fsync on, configured for `accounts` (name, user): a cold `mbsync -a` and a
+/// second one with nothing to do.
+fn mbsync_runs(port: u16, work: &Path, accounts: &[(String, String)]) -> (Run, Run) {
+    let dir = work.join("mbsync");
+    std::fs::create_dir_all(dir.join("mail")).expect("dir");
+    let conf = dir.join("mbsyncrc");
+    let mut text = String::from("FSync yes\n");
+    for (name, user) in accounts {
+        text.push_str(&mbsync_account(name, user, port, &dir.join("mail")));
+    }
+    std::fs::write(&conf, text).expect("mbsyncrc");
     let c = conf.to_string_lossy().to_string();
     let cold = time_run(&["mbsync", "-q", "-c", &c, "-a"]);
     let noop = time_run(&["mbsync", "-q", "-c", &c, "-a"]);
     (cold, noop)
+}
+
+fn mbsync_cold_and_noop(dc: &dovecot::Dovecot, work: &Path) -> (Run, Run) {
+    mbsync_runs(
+        dc.port,
+        work,
+        &[("bench".to_string(), dovecot::USER.to_string())],
+    )
 }
 
 /// Command-line options.
@@ -356,6 +368,6 @@ fn main() {
         let _ = std::fs::remove_dir_all(&work);
     }
     if let Some((count, per)) = args.accounts {
-        many::run(count, per);
+        many::run(count, per, wants("mailsync"), wants("mbsync"));
     }
 }

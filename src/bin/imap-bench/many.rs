@@ -3,7 +3,7 @@
 //! sync: wall time until every account is caught up with every message and the Maildir sink
 //! has written them all, the daemon's CPU seconds and its peak RSS.
 
-use crate::{POLL, dovecot, held, maildir_lag, run_daemon};
+use crate::{POLL, Run, dovecot, held, maildir_lag, mbsync_runs, run_daemon};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ fn all_synced(st: &Value, count: usize, per: u64) -> bool {
 }
 
 /// Runs the many-accounts cold sync and prints its row.
-pub fn run(count: usize, per: u64) {
+pub fn run(count: usize, per: u64, mailsync: bool, mbsync: bool) {
     let work = std::env::temp_dir().join(format!("imap-bench-{}-many", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).expect("work dir");
@@ -65,19 +65,31 @@ root = "{d}/maildir"
     }
     std::fs::write(dir.join("config.toml"), config).expect("config");
     // A status of 200 accounts is larger: ask less often.
-    let poll = POLL.max(Duration::from_millis(250));
-    let cold = run_daemon(&dir, poll, |st| all_synced(st, count, per));
-    println!();
-    println!("| accounts × messages | wall s | msg/s | CPU s | peak RSS MiB |");
-    println!("|---|---:|---:|---:|---:|");
     let total = count as u64 * per;
-    println!(
-        "| {count} × {per} | {:.2} | {:.0} | {:.2} | {:.1} |",
-        cold.wall,
-        total as f64 / cold.wall,
-        cold.cpu,
-        cold.rss_mib
-    );
+    println!();
+    println!("| accounts × messages | tool | wall s | msg/s | CPU s | peak RSS MiB |");
+    println!("|---|---|---:|---:|---:|---:|");
+    let row = |tool: &str, r: &Run| {
+        println!(
+            "| {count} × {per} | {tool} | {:.2} | {:.0} | {:.2} | {:.1} |",
+            r.wall,
+            total as f64 / r.wall,
+            r.cpu,
+            r.rss_mib
+        );
+    };
+    if mailsync {
+        let poll = POLL.max(Duration::from_millis(250));
+        let cold = run_daemon(&dir, poll, |st| all_synced(st, count, per));
+        row("mailsync", &cold);
+    }
+    if mbsync {
+        // mbsync -a syncs its channels one after another.
+        let accounts: Vec<(String, String)> =
+            users.iter().map(|(u, _)| (u.clone(), u.clone())).collect();
+        let (cold, _) = mbsync_runs(dc.port, &work, &accounts);
+        row("mbsync", &cold);
+    }
     drop(dc);
     let _ = std::fs::remove_dir_all(&work);
 }
