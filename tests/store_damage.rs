@@ -289,6 +289,22 @@ fn a_crashed_store_with_a_cut_log_is_refused_or_recovered_never_a_panic_or_hang(
     );
 }
 
+/// Opens a sled tree this process dropped a moment ago: sled's flusher thread lets go of
+/// the file lock a little after the `Db` is dropped, so an immediate reopen can see
+/// `WouldBlock`. Waits up to 10 s for the lock.
+fn open_when_unlocked(dir: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("sled: {e}"),
+        }
+    }
+}
+
 /// The store sled panics on (`tried to serialize Uninitialized`): a log cut in the middle
 /// after a crash. The daemon exits 3 with a clear message, and the panic inside sled prints
 /// nothing: no panic message, no backtrace, even with RUST_BACKTRACE=1.
@@ -301,7 +317,7 @@ fn a_store_sled_panics_on_exits_3_quietly() {
         let _ = std::fs::remove_dir_all(&env.data_dir);
         let db_dir = env.data_dir.join("db");
         {
-            let db = sled::open(&db_dir).expect("sled");
+            let db = open_when_unlocked(&db_dir);
             for round in 0..3usize {
                 for i in 0..2000u32 {
                     db.insert(format!("k{i:06}"), vec![(i % 251) as u8; 1500 + round * 10])
@@ -311,7 +327,7 @@ fn a_store_sled_panics_on_exits_3_quietly() {
             }
         }
         {
-            let db = sled::open(&db_dir).expect("sled");
+            let db = open_when_unlocked(&db_dir);
             for i in 0..500u32 {
                 db.insert(format!("z{i:06}"), vec![1u8; 2000])
                     .expect("insert");
