@@ -124,6 +124,15 @@ fn wait_equal_connected(d: &Daemon, rig: &Rig, secs: u64) {
     );
 }
 
+/// Stops the daemon and checks the stored mirror equals Dovecot's folders.
+fn stop_and_compare(d: Daemon, rig: &Rig) {
+    d.stop();
+    assert_eq!(
+        stored(&rig.env.data_dir, "mail"),
+        server(&rig.view, &FOLDERS)
+    );
+}
+
 #[test]
 fn xoauth2_with_a_google_credential_syncs_the_folders() {
     let rig = rig(USER);
@@ -138,11 +147,7 @@ fn xoauth2_with_a_google_credential_syncs_the_folders() {
     assert!(requests(&rig.emu, "oauth2.token") >= 2, "consent + refresh");
     let access = rig.emu.access_tokens();
     assert_no_secrets(&d, &rig, &access);
-    d.stop();
-    assert_eq!(
-        stored(&rig.env.data_dir, "mail"),
-        server(&rig.view, &FOLDERS)
-    );
+    stop_and_compare(d, &rig);
 }
 
 #[test]
@@ -185,11 +190,7 @@ fn an_access_token_expired_at_the_server_is_refreshed_once_and_sync_goes_on() {
     let mut access = before;
     access.extend(rig.emu.access_tokens());
     assert_no_secrets(&d, &rig, &access);
-    d.stop();
-    assert_eq!(
-        stored(&rig.env.data_dir, "mail"),
-        server(&rig.view, &FOLDERS)
-    );
+    stop_and_compare(d, &rig);
 }
 
 #[test]
@@ -254,11 +255,7 @@ fn a_revoked_grant_disconnects_with_the_reasons_and_nothing_asks_until_resumed()
         !d.log_text().contains(&fresh),
         "the new refresh token in the log"
     );
-    d.stop();
-    assert_eq!(
-        stored(&rig.env.data_dir, "mail"),
-        server(&rig.view, &FOLDERS)
-    );
+    stop_and_compare(d, &rig);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The local mirror of a mail account inside the store, and the change events that describe
 //! every write to it. One record per message (metadata in `Space::Messages`, raw bytes in
-//! `Space::Raw`) and one per label (`Space::Labels`); keys are `<account>\0<id>`.
+//! the store's body files, referenced from `Space::Bodies`) and one per label (`Space::Labels`); keys are `<account>\0<id>`.
 //!
 //! **Invariant:** every function here that changes the mirror appends its feed event in the
 //! same `StoreTx`, so there is no event without its store change and no store change without
@@ -11,7 +11,7 @@ use crate::model::{FetchedMessage, HeaderSummary, HistoryId, Label, LabelId, Mes
 use crate::store::{Space, Store, StoreError, StoreTx, TxError, decode, encode};
 use serde::{Deserialize, Serialize};
 
-/// What the mirror keeps of one message (the raw bytes live apart, in `Space::Raw`).
+/// What the mirror keeps of one message (the raw bytes live apart, in the body files).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MirrorMessage {
     /// Message id.
@@ -353,7 +353,7 @@ pub fn apply_fetched(
         headers: msg.headers.clone(),
     };
     tx.insert(Space::Messages, &key, &encode(&record))?;
-    tx.insert(Space::Raw, &key, &msg.raw)?;
+    tx.put_body(&key, &msg.raw)?;
     let change = Change::MessageAdded {
         id: msg.id.clone(),
         thread_id: msg.thread_id.clone(),
@@ -458,7 +458,7 @@ pub fn apply_deleted(
         return Ok(Applied::Unchanged);
     }
     tx.remove(Space::Messages, &key)?;
-    tx.remove(Space::Raw, &key)?;
+    tx.remove_body(&key)?;
     let mut v = versions_tx(tx, account, MESSAGE, &id.0)?;
     emit(
         tx,
@@ -583,11 +583,7 @@ pub fn message(
 
 /// The raw bytes of one mirrored message.
 pub fn raw(store: &Store, account: &str, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(store
-        .kv(Space::Raw)
-        .get(record_key(account, &id.0))
-        .map_err(sled_err("reading a raw message"))?
-        .map(|v| v.to_vec()))
+    store.body(&record_key(account, &id.0))
 }
 
 /// Calls `f` for every mirrored message of an account, in id order, without holding them all.

@@ -121,13 +121,16 @@ pub enum Space {
     Calendar,
     /// IMAP-specific state.
     Imap,
-    /// Raw bodies kept for debugging inputs that failed to parse.
+    /// Message bodies written before bodies moved out of sled (schema ≤ 2), inline; still
+    /// read, never written (new bodies go to [`Space::Bodies`]).
     Raw,
+    /// Where each message body lives in the body files (`store::bodies`): key → [`BodyRef`].
+    Bodies,
 }
 
 impl Space {
     /// Every space, in tree order.
-    pub const ALL: [Space; 10] = [
+    pub const ALL: [Space; 11] = [
         Space::Accounts,
         Space::Cursors,
         Space::Messages,
@@ -138,6 +141,7 @@ impl Space {
         Space::Calendar,
         Space::Imap,
         Space::Raw,
+        Space::Bodies,
     ];
 
     /// The sled tree name.
@@ -153,6 +157,7 @@ impl Space {
             Space::Calendar => "calendar",
             Space::Imap => "imap",
             Space::Raw => "raw",
+            Space::Bodies => "bodies",
         }
     }
 
@@ -236,6 +241,8 @@ struct Inner {
     gate: std::sync::RwLock<()>,
     /// Shares one blocking flush among concurrent [`Store::flush_async`] callers.
     group_flush: group_flush::GroupFlush,
+    /// The message body segment files (outside sled).
+    bodies: bodies::BodyFiles,
     /// Writes the seal once sled's handles above are gone (`store::open`).
     _seal: open::SealOnClose,
     _lock: File,
@@ -318,6 +325,7 @@ impl Store {
                 space,
                 gate: std::sync::RwLock::new(()),
                 group_flush: group_flush::GroupFlush::default(),
+                bodies: bodies::BodyFiles::new(dir),
                 _seal: open::SealOnClose {
                     dir: dir.to_path_buf(),
                 },
@@ -417,6 +425,41 @@ impl Store {
         &self.inner.trees[space.index()]
     }
 
+    /// The body of the message stored under `key` (in [`Space::Bodies`] → the body files, or
+    /// inline in [`Space::Raw`] for stores written before schema 3).
+    pub fn body(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        not_in_tx("Store::body")?;
+        if let Some(v) = self
+            .kv(Space::Bodies)
+            .get(key)
+            .map_err(StoreError::sled("reading a body ref"))?
+        {
+            let at: BodyRef = decode_in("bodies", &v)?;
+            return self.read_body(&at).map(Some);
+        }
+        Ok(self
+            .kv(Space::Raw)
+            .get(key)
+            .map_err(StoreError::sled("reading a raw message"))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Reads the body at `at` from the body files.
+    pub(crate) fn read_body(&self, at: &BodyRef) -> Result<Vec<u8>, StoreError> {
+        self.inner.bodies.read(at).map_err(|e| match e {
+            bodies::BodyError::Io { source, .. } => StoreError::Io {
+                dir: self.inner.bodies.dir().to_path_buf(),
+                source,
+            },
+            damaged @ bodies::BodyError::Damaged { .. } => StoreError::corrupt("bodies", damaged),
+        })
+    }
+
+    /// Bytes the body files take on disk (live and dead).
+    pub fn body_disk_bytes(&self) -> std::io::Result<u64> {
+        self.inner.bodies.disk_bytes()
+    }
+
     pub(crate) fn internal(&self, tree: Internal) -> &sled::Tree {
         &self.inner.trees[tree.index()]
     }
@@ -459,10 +502,23 @@ impl Store {
             let mut tx = StoreTx {
                 trees: view,
                 appended: Cell::new(None),
+                bodies: &self.inner.bodies,
+                wrote_bodies: Cell::new(false),
             };
             let mark = TxMark::enter();
-            let result = f(&mut tx);
+            let mut result = f(&mut tx);
             drop(mark);
+            // The bodies this closure appended become durable before sled commits the refs to
+            // them (a background sled flush may persist the commit at any moment after).
+            if result.is_ok()
+                && tx.wrote_bodies.get()
+                && let Err(source) = self.inner.bodies.sync()
+            {
+                result = Err(TxError::Store(StoreError::Io {
+                    dir: self.inner.bodies.dir().to_path_buf(),
+                    source,
+                }));
+            }
             match result {
                 Ok(v) => {
                     appended.set(tx.appended.get());
@@ -532,6 +588,7 @@ fn read_counter(tree: &sled::Tree, name: &[u8]) -> Result<u64, StoreError> {
     }
 }
 
+pub mod bodies;
 mod error;
 mod group_flush;
 mod lock;
@@ -540,6 +597,7 @@ mod schema;
 mod tests;
 mod tx;
 
+pub use bodies::BodyRef;
 pub use error::{StoreError, TxError};
 use lock::lock_dir;
 pub use lock::lock_store_dir;

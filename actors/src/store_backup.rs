@@ -20,7 +20,9 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::store::{SCHEMA_VERSION, SCHEMA_VERSION_KEY, Space, Store, StoreError, decode_in};
+use crate::store::{
+    BodyRef, SCHEMA_VERSION, SCHEMA_VERSION_KEY, Space, Store, StoreError, decode_in,
+};
 use crate::store_open::{DB_DIR, remove_seal};
 
 const MAGIC: &[u8; 4] = b"MSBK";
@@ -125,14 +127,33 @@ impl Store {
                 let tree = db
                     .open_tree(&name)
                     .map_err(|e| io::Error::other(e.to_string()))?;
+                // Body refs point into files the backup does not copy: the bodies themselves
+                // go in, under the inline `raw` tree that every schema-3 store still reads.
+                let bodies = name.as_ref() == Space::Bodies.tree_name().as_bytes();
                 w.write_all(&[TAG_TREE])?;
-                put_bytes(w, &name)?;
+                put_bytes(
+                    w,
+                    if bodies {
+                        Space::Raw.tree_name().as_bytes()
+                    } else {
+                        &name
+                    },
+                )?;
                 report.trees += 1;
                 for item in tree.iter() {
                     let (k, v) = item.map_err(|e| io::Error::other(e.to_string()))?;
                     w.write_all(&[TAG_ENTRY])?;
                     put_bytes(w, &k)?;
-                    put_bytes(w, &v)?;
+                    if bodies {
+                        let at: BodyRef =
+                            decode_in("bodies", &v).map_err(|e| io::Error::other(e.to_string()))?;
+                        let body = self
+                            .read_body(&at)
+                            .map_err(|e| io::Error::other(e.to_string()))?;
+                        put_bytes(w, &body)?;
+                    } else {
+                        put_bytes(w, &v)?;
+                    }
                     report.entries += 1;
                 }
             }
@@ -330,6 +351,8 @@ mod tests {
             .transaction(|tx| {
                 tx.insert(Space::Messages, b"a", b"1")?;
                 tx.insert(Space::Cursors, b"c", b"2")?;
+                tx.put_body(b"a", b"a body in the body files")?;
+                tx.insert(Space::Raw, b"old", b"an inline body of schema 2")?;
                 Ok(())
             })
             .unwrap();
@@ -348,6 +371,15 @@ mod tests {
             Some(&b"1"[..])
         );
         assert!(store.kv(Space::Messages).get(b"later").unwrap().is_none());
+        // Both kinds of body come back (as inline values: the backup carries the bytes).
+        assert_eq!(
+            store.body(b"a").unwrap().as_deref(),
+            Some(&b"a body in the body files"[..])
+        );
+        assert_eq!(
+            store.body(b"old").unwrap().as_deref(),
+            Some(&b"an inline body of schema 2"[..])
+        );
         drop(store);
         let bytes = fs::read(&file).unwrap();
         let cut = dir.path().join("cut.msbk");

@@ -190,7 +190,7 @@ fn walk(store: &Store, report: &mut CheckReport) {
         store.kv(Space::Messages),
         &mut |k, v| {
             let m: MirrorMessage = decode(v).map_err(|e| format!("{}: {e}", key_text(k)))?;
-            match store.kv(Space::Raw).get(k) {
+            match store.body(k) {
                 Ok(Some(raw)) => {
                     if raw.len() as u64 != m.size || sha256_hex(&raw) != m.raw_sha256 {
                         return Err(format!(
@@ -206,16 +206,18 @@ fn walk(store: &Store, report: &mut CheckReport) {
         },
         &mut problem,
     );
-    each(
-        "raw",
-        store.kv(Space::Raw),
-        &mut |k, _| match store.kv(Space::Messages).contains_key(k) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(format!("{}: raw bytes without their message", key_text(k))),
-            Err(e) => Err(e.to_string()),
-        },
-        &mut problem,
-    );
+    for (name, space) in [("raw", Space::Raw), ("bodies", Space::Bodies)] {
+        each(
+            name,
+            store.kv(space),
+            &mut |k, _| match store.kv(Space::Messages).contains_key(k) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("{}: raw bytes without their message", key_text(k))),
+                Err(e) => Err(e.to_string()),
+            },
+            &mut problem,
+        );
+    }
     each(
         "labels",
         store.kv(Space::Labels),

@@ -36,7 +36,7 @@ pub fn restore_message_tx(
         return Ok(false);
     }
     tx.insert(Space::Messages, &key, &encode(record))?;
-    tx.insert(Space::Raw, &key, raw)?;
+    tx.put_body(&key, raw)?;
     let feed_key = format!("message.added:{account}:{}", record.id);
     let keys = tx.tree(Internal::FeedKeys);
     if keys.get(feed_key.as_bytes())?.is_none() {

@@ -7,7 +7,9 @@ use super::{Space, StoreError, decode_in, encode};
 
 /// The schema version this build writes and understands. Version 2: values carry their own
 /// type version ([`crate::codec`]); schema-1 values stay readable and are rewritten lazily.
-pub const SCHEMA_VERSION: u32 = 2;
+/// Version 3: new message bodies go to the body files (`store::bodies`), referenced from the
+/// `bodies` tree; bodies stored inline in the `raw` tree stay readable where they are.
+pub const SCHEMA_VERSION: u32 = 3;
 /// The key of the schema version in the `meta` tree.
 pub const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
 
@@ -15,12 +17,19 @@ pub const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
 pub type Migration = fn(&sled::Db) -> Result<(), String>;
 
 /// `MIGRATIONS[i]` upgrades schema version `i + 1` to `i + 2`.
-pub const MIGRATIONS: &[Migration] = &[to_v2_per_type_versions];
+pub const MIGRATIONS: &[Migration] = &[to_v2_per_type_versions, to_v3_bodies_outside_sled];
 
 /// Schema 1 → 2: nothing to rewrite. Each type reads its schema-1 values itself
 /// ([`Versioned::from_legacy`]); the bump makes an older build refuse this store with
 /// [`StoreError::SchemaTooNew`] instead of misreading tagged values.
 fn to_v2_per_type_versions(_db: &sled::Db) -> Result<(), String> {
+    Ok(())
+}
+
+/// Schema 2 → 3: nothing to move. Inline bodies in `raw` are read where they are and dropped
+/// with their message; the bump makes a schema-2 build, which knows no `bodies` tree, refuse
+/// this store instead of serving messages without bodies.
+fn to_v3_bodies_outside_sled(_db: &sled::Db) -> Result<(), String> {
     Ok(())
 }
 

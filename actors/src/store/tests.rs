@@ -220,3 +220,73 @@ fn many_concurrent_flush_async_calls_all_return_and_keep_every_write() {
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.kv(Space::Cursors).len(), 1000);
 }
+
+#[test]
+fn bodies_live_in_the_body_files_survive_a_reopen_and_inline_ones_stay_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let at = store
+        .transaction(|tx| {
+            tx.insert(Space::Raw, b"legacy", b"written inline by schema 2")?;
+            tx.put_body(b"new", b"a body in a segment file")
+        })
+        .unwrap();
+    store.flush().unwrap();
+    // sled holds the ref, not the bytes.
+    let stored = store.kv(Space::Bodies).get(b"new").unwrap().unwrap();
+    assert!(stored.len() < 40, "{} bytes in sled", stored.len());
+    assert!(store.kv(Space::Raw).get(b"new").unwrap().is_none());
+    assert_eq!(at.len, 24);
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.body(b"new").unwrap().as_deref(),
+        Some(&b"a body in a segment file"[..])
+    );
+    assert_eq!(
+        store.body(b"legacy").unwrap().as_deref(),
+        Some(&b"written inline by schema 2"[..])
+    );
+    assert_eq!(store.body(b"absent").unwrap(), None);
+    store
+        .transaction(|tx| {
+            tx.remove_body(b"new")?;
+            tx.remove_body(b"legacy")
+        })
+        .unwrap();
+    assert_eq!(store.body(b"new").unwrap(), None);
+    assert_eq!(store.body(b"legacy").unwrap(), None);
+}
+
+#[test]
+fn an_aborted_transaction_leaves_no_ref_to_the_body_it_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let err = store
+        .transaction(|tx| {
+            tx.put_body(b"k", b"never committed")?;
+            Err::<(), _>(TxError::abort("no"))
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Aborted(_)), "{err}");
+    assert_eq!(store.body(b"k").unwrap(), None);
+    assert!(store.kv(Space::Bodies).is_empty());
+}
+
+#[test]
+fn a_damaged_body_file_is_a_corrupt_value_not_wrong_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .transaction(|tx| tx.put_body(b"k", b"the original bytes"))
+        .unwrap();
+    let seg = bodies::segments(&dir.path().join(bodies::BODIES_DIR)).unwrap();
+    let path = dir
+        .path()
+        .join(bodies::BODIES_DIR)
+        .join(format!("{:08}.bodies", seg[0]));
+    std::fs::write(&path, b"the 0riginal bytes").unwrap();
+    let err = store.body(b"k").unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+}

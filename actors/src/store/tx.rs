@@ -5,7 +5,7 @@ use std::cell::Cell;
 
 use sled::transaction::TransactionalTree;
 
-use super::{Internal, Space, StoreError, TxError, decode_in, encode};
+use super::{BodyRef, Internal, Space, StoreError, TxError, decode_in, encode};
 
 thread_local! {
     /// Whether this thread is running a [`Store::transaction`] closure.
@@ -43,6 +43,9 @@ impl Drop for TxMark {
 pub struct StoreTx<'a> {
     pub(super) trees: &'a [TransactionalTree],
     pub(super) appended: Cell<Option<u64>>,
+    pub(super) bodies: &'a super::bodies::BodyFiles,
+    /// Whether [`StoreTx::put_body`] appended anything (synced before the commit).
+    pub(super) wrote_bodies: Cell<bool>,
 }
 
 impl StoreTx<'_> {
@@ -68,6 +71,25 @@ impl StoreTx<'_> {
     /// Removes a key of a generic keyspace.
     pub fn remove(&self, space: Space, key: &[u8]) -> Result<(), TxError> {
         self.space(space).remove(key)?;
+        Ok(())
+    }
+
+    /// Stores a message body under `key`: appended to the body files (durable before this
+    /// transaction commits) and referenced from [`Space::Bodies`].
+    pub fn put_body(&self, key: &[u8], bytes: &[u8]) -> Result<BodyRef, TxError> {
+        let at = self.bodies.append(bytes).map_err(|source| StoreError::Io {
+            dir: self.bodies.dir().to_path_buf(),
+            source,
+        })?;
+        self.wrote_bodies.set(true);
+        self.space(Space::Bodies).insert(key, encode(&at))?;
+        Ok(at)
+    }
+
+    /// Removes the body stored under `key` (either place); its bytes become dead space.
+    pub fn remove_body(&self, key: &[u8]) -> Result<(), TxError> {
+        self.space(Space::Bodies).remove(key)?;
+        self.space(Space::Raw).remove(key)?;
         Ok(())
     }
 

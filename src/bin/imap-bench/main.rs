@@ -269,6 +269,8 @@ fn mbsync_runs(port: u16, work: &Path, accounts: &[(String, String)]) -> (Run, R
     let conf = dir.join("mbsyncrc");
     let mut text = String::from("FSync yes\n");
     for (name, user) in accounts {
+        // isync 1.4 creates folders inside a store but not the store's own directory.
+        std::fs::create_dir_all(dir.join("mail").join(name)).expect("dir");
         text.push_str(&mbsync_account(name, user, port, &dir.join("mail")));
     }
     std::fs::write(&conf, text).expect("mbsyncrc");
