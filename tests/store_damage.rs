@@ -166,6 +166,25 @@ fn damaged_stores_give_a_clear_error_with_status_3_and_store_check_reports_each(
     );
     d.stop();
     assert_mirror_equals(&env.data_dir, &emu);
+
+    // 5. A flipped byte in a body file (outside sled and its seal): store check names the
+    // message and the segment; nothing reads the wrong bytes as the message.
+    restore_pristine();
+    let segment = env.data_dir.join("bodies").join("00000001.bodies");
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&segment, &bytes).expect("write");
+    let (code, out) = store_check(&env);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("checksum mismatch") && out.contains("00000001.bodies"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("mailsync-check-"),
+        "scratch paths leak: {out}"
+    );
 }
 
 /// A newer schema is refused with status 3 and the advice to run the newer build or restore.

@@ -106,6 +106,9 @@ pub struct DiskSpace {
     fatal: tokio::sync::watch::Sender<Option<String>>,
 }
 
+/// Without a floor, the room a file system needs after a failed write before writing resumes.
+const MIN_ROOM_WITHOUT_FLOOR: u64 = 1024 * 1024;
+
 impl DiskSpace {
     /// A guard for the file system of `path`.
     pub fn new(path: PathBuf, floor: FreeSpaceFloor) -> DiskSpace {
@@ -132,6 +135,20 @@ impl DiskSpace {
     /// write itself will report a real error).
     pub fn check(&self) -> Result<(), String> {
         if self.floor == FreeSpaceFloor::NONE {
+            // No floor: only a failed write ([`DiskSpace::mark_full`]) pauses, until the file
+            // system has room again (sled's fatal state stays: it needs a restart).
+            if self.fatal.borrow().is_none() {
+                let mut full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(reason) = full.clone() {
+                    match read_space(&self.path, self.floor) {
+                        Ok(r) if r.available >= MIN_ROOM_WITHOUT_FLOOR => {
+                            tracing::info!(path = %self.path.display(), "Disk space is back: writing continues.");
+                            *full = None;
+                        }
+                        _ => return Err(reason),
+                    }
+                }
+            }
             return Ok(());
         }
         let verdict = match read_space(&self.path, self.floor) {

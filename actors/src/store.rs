@@ -503,6 +503,7 @@ impl Store {
                 trees: view,
                 appended: Cell::new(None),
                 bodies: &self.inner.bodies,
+                space: &self.inner.space,
                 wrote_bodies: Cell::new(false),
             };
             let mark = TxMark::enter();
@@ -514,10 +515,11 @@ impl Store {
                 && tx.wrote_bodies.get()
                 && let Err(source) = self.inner.bodies.sync()
             {
-                result = Err(TxError::Store(StoreError::Io {
-                    dir: self.inner.bodies.dir().to_path_buf(),
+                result = Err(TxError::Store(body_write_error(
+                    &self.inner.bodies,
+                    &self.inner.space,
                     source,
-                }));
+                )));
             }
             match result {
                 Ok(v) => {
@@ -552,6 +554,28 @@ impl Store {
                 Err(self.storage_error("committing a transaction", source))
             }
         }
+    }
+}
+
+/// A failed append or sync of the body files: out of space is [`StoreError::DiskFull`] (the
+/// sync waits as `degraded (disk full)` and retries; unlike sled, the body files stay usable
+/// once there is room), anything else an I/O error.
+fn body_write_error(
+    bodies: &bodies::BodyFiles,
+    space: &crate::disk_space::DiskSpace,
+    source: std::io::Error,
+) -> StoreError {
+    if crate::disk_space::is_out_of_space(&source) {
+        let reason = format!("{}: {source}", bodies.dir().display());
+        space.mark_full(reason.clone());
+        return StoreError::DiskFull {
+            path: bodies.dir().to_path_buf(),
+            reason,
+        };
+    }
+    StoreError::Io {
+        dir: bodies.dir().to_path_buf(),
+        source,
     }
 }
 

@@ -328,6 +328,12 @@ pub fn restore(dir: &Path, backup: &Path) -> Result<(BackupReport, Option<PathBu
             .unwrap_or(0);
         let aside = dir.join(format!("db.before-restore-{secs}"));
         fs::rename(&current, &aside).map_err(io_err("moving aside", &current))?;
+        // Its body files go with it: the restored database holds its bodies inline.
+        let bodies = dir.join(crate::store::bodies::BODIES_DIR);
+        if bodies.exists() {
+            let aside = dir.join(format!("bodies.before-restore-{secs}"));
+            fs::rename(&bodies, &aside).map_err(io_err("moving aside", &bodies))?;
+        }
         moved = Some(aside);
     }
     remove_seal(dir).map_err(io_err("removing the seal in", dir))?;

@@ -169,6 +169,14 @@ fn rebuild(cfg: &Config) -> Result<Vec<String>, String> {
             let aside = dir.join(format!("db.damaged-{secs}"));
             std::fs::rename(&db, &aside).map_err(|e| format!("moving {}: {e}", db.display()))?;
             lines.push(format!("moved the old store aside to {}", aside.display()));
+            // The bodies it referenced go with it; the rebuilt store reads them from the Maildir.
+            let bodies = dir.join(mailsync_actors::store::bodies::BODIES_DIR);
+            if bodies.exists() {
+                let aside = dir.join(format!("bodies.damaged-{secs}"));
+                std::fs::rename(&bodies, &aside)
+                    .map_err(|e| format!("moving {}: {e}", bodies.display()))?;
+                lines.push(format!("moved its body files aside to {}", aside.display()));
+            }
         }
         mailsync_actors::store_open::remove_seal(dir).map_err(|e| e.to_string())?;
     }

@@ -44,6 +44,8 @@ pub struct StoreTx<'a> {
     pub(super) trees: &'a [TransactionalTree],
     pub(super) appended: Cell<Option<u64>>,
     pub(super) bodies: &'a super::bodies::BodyFiles,
+    /// The free-space state a full body file marks.
+    pub(super) space: &'a crate::disk_space::DiskSpace,
     /// Whether [`StoreTx::put_body`] appended anything (synced before the commit).
     pub(super) wrote_bodies: Cell<bool>,
 }
@@ -77,10 +79,10 @@ impl StoreTx<'_> {
     /// Stores a message body under `key`: appended to the body files (durable before this
     /// transaction commits) and referenced from [`Space::Bodies`].
     pub fn put_body(&self, key: &[u8], bytes: &[u8]) -> Result<BodyRef, TxError> {
-        let at = self.bodies.append(bytes).map_err(|source| StoreError::Io {
-            dir: self.bodies.dir().to_path_buf(),
-            source,
-        })?;
+        let at = self
+            .bodies
+            .append(bytes)
+            .map_err(|source| super::body_write_error(self.bodies, self.space, source))?;
         self.wrote_bodies.set(true);
         self.space(Space::Bodies).insert(key, encode(&at))?;
         Ok(at)
