@@ -30,6 +30,8 @@ use std::collections::{HashMap, HashSet};
 pub struct Limits {
     /// UIDs per initial-sync page.
     pub page_uids: u32,
+    /// Initial-sync pages per SELECT (one step).
+    pub pages_per_select: u32,
     /// Messages per body fetch (in flight per connection).
     pub chunk: usize,
     /// Bytes per body fetch (by RFC822.SIZE).
@@ -94,6 +96,7 @@ pub(crate) async fn initial_step(
     step: &Step<'_>,
     sess: &mut dyn ImapSession,
     name: &str,
+    recent: u64,
 ) -> Result<bool, SyncError> {
     let Some(mut f) = step.folder(name)? else {
         return Ok(true);
@@ -121,15 +124,37 @@ pub(crate) async fn initial_step(
         rematch(step, sess, &f, &sel).await?;
         return Ok(false);
     }
-    let progress = f.initial.clone().unwrap_or_default();
-    if progress.below <= 1 {
-        f.initial = None;
-        f.last_sync_ms = Some(now_ms());
-        step.save_folder(&f).await?;
-        return Ok(true);
+    // Several pages per SELECT: a SELECT makes the server rescan the folder (Dovecot reads a
+    // 100,000-entry `cur/` for each), so one per page made the server the bottleneck. A step
+    // still ends at the `recent` mark, so every folder's newest messages come first.
+    for _ in 0..step.limits.pages_per_select.max(1) {
+        let progress = f.initial.clone().unwrap_or_default();
+        if progress.below <= 1 {
+            f.initial = None;
+            f.last_sync_ms = Some(now_ms());
+            step.save_folder(&f).await?;
+            return Ok(true);
+        }
+        f = initial_page(step, sess, name, f, progress.below).await?;
+        let fetched = f.initial.as_ref().map_or(0, |p| p.fetched);
+        if progress.fetched < recent && fetched >= recent {
+            break;
+        }
     }
-    let hi = progress.below - 1;
-    let lo = progress.below.saturating_sub(step.limits.page_uids).max(1);
+    Ok(false)
+}
+
+/// One page of a folder's initial sync: the UIDs below `below`, newest first; returns the
+/// folder with its checkpoint at the page's low end.
+async fn initial_page(
+    step: &Step<'_>,
+    sess: &mut dyn ImapSession,
+    name: &str,
+    f: FolderState,
+    below: u32,
+) -> Result<FolderState, SyncError> {
+    let hi = below - 1;
+    let lo = below.saturating_sub(step.limits.page_uids).max(1);
     let meta = step.port(sess.fetch_meta(&format!("{lo}:{hi}"), None).await)?;
     let held = held_in(step, f.id, lo, hi)?;
     let mut todo: Vec<&MessageMeta> = meta
@@ -137,17 +162,38 @@ pub(crate) async fn initial_step(
         .filter(|m| (lo..=hi).contains(&m.uid) && !held.contains(&m.uid))
         .collect();
     todo.sort_by_key(|m| std::cmp::Reverse(m.uid));
+    // Pipelined: the next chunk is on the wire while the previous one is committed (the
+    // server works while we fsync). Commits stay in order, so each checkpoint still covers
+    // exactly the chunks recorded before it.
+    let record = |bodies: Vec<FetchedBody>, floor: u32| {
+        let f = &f;
+        async move {
+            record_bodies(step, f, &bodies, |f, added| {
+                if let Some(p) = f.initial.as_mut() {
+                    p.below = floor;
+                    p.fetched += added;
+                }
+            })
+            .await
+        }
+    };
+    let mut fetched: Option<(Vec<FetchedBody>, u32)> = None;
     for chunk in chunks(&todo, step.limits) {
-        let bodies = step.port(sess.fetch_bodies(&uid_set(&sorted_uids(&chunk))).await)?;
+        let set = uid_set(&sorted_uids(&chunk));
         let floor = chunk.iter().map(|m| m.uid).min().unwrap_or(lo);
-        record_bodies(step, &f, &bodies, |f, added| {
-            if let Some(p) = f.initial.as_mut() {
-                p.below = floor;
-                p.fetched += added;
+        let bodies = match fetched.take() {
+            Some((prev, prev_floor)) => {
+                let (bodies, recorded) =
+                    tokio::join!(sess.fetch_bodies(&set), record(prev, prev_floor));
+                recorded?;
+                bodies
             }
-        })
-        .await?;
-        f = step.folder(name)?.unwrap_or(f);
+            None => sess.fetch_bodies(&set).await,
+        };
+        fetched = Some((step.port(bodies)?, floor));
+    }
+    if let Some((prev, prev_floor)) = fetched {
+        record(prev, prev_floor).await?;
     }
     // The page is done: the checkpoint moves to its low end.
     let mut f = step.folder(name)?.unwrap_or(f);
@@ -155,7 +201,7 @@ pub(crate) async fn initial_step(
         p.below = lo;
     }
     step.save_folder(&f).await?;
-    Ok(false)
+    Ok(f)
 }
 
 /// The UIDs of `lo..=hi` already held: a range scan of the page, not of the whole folder
@@ -284,7 +330,9 @@ pub(crate) async fn incremental(
         return Ok(true);
     };
     if needs_initial(&f) {
-        return initial_step(step, sess, name).await.map(|_| false);
+        return initial_step(step, sess, name, u64::MAX)
+            .await
+            .map(|_| false);
     }
     let caps = sess.capabilities();
     let qparams = match (

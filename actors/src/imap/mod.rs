@@ -201,7 +201,7 @@ impl ImapSource {
             return Ok(BackfillNext::Finished);
         };
         let mut sess = self.session().await?;
-        match folder_sync::initial_step(&self.step(cx), sess.as_mut(), &name).await {
+        match folder_sync::initial_step(&self.step(cx), sess.as_mut(), &name, recent).await {
             Ok(_) => Ok(BackfillNext::Continue),
             Err(e) => self
                 .folder_failed(cx, &name, e)

@@ -35,6 +35,7 @@ impl Default for ImapOptions {
             recent_first: 1_000,
             limits: Limits {
                 page_uids: 500,
+                pages_per_select: 10,
                 chunk: 100,
                 chunk_bytes: 20 * 1024 * 1024,
             },

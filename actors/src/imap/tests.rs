@@ -71,6 +71,7 @@ fn body_fetches_are_bounded_by_count_and_bytes() {
     let refs: Vec<&MessageMeta> = metas.iter().collect();
     let limits = Limits {
         page_uids: 500,
+        pages_per_select: 10,
         chunk: 100,
         chunk_bytes: 20 * 1024 * 1024,
     };
