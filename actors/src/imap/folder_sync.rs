@@ -1,8 +1,10 @@
 //! The per-folder sync algorithms of the IMAP source (imap.md §8), each step one or a few
 //! transactions that record the work together with the folder's checkpoint or cursor:
 //!
-//! * [`initial_step`]: the first sync, newest first, one page of UIDs per step; bodies are
-//!   fetched in chunks of at most `chunk` messages, and each chunk's transaction moves the
+//! * [`initial_step`]: the first sync, newest first, up to `pages_per_select` pages of UIDs per
+//!   step (one SELECT; the step ends early at the `recent_first` mark); bodies are fetched in
+//!   chunks of at most `chunk` messages, the next while the previous commits, and each chunk's
+//!   transaction moves the
 //!   checkpoint (`InitialProgress::below`), so a crash or a dropped connection resumes there.
 //!   The first step records UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ as the incremental
 //!   baseline: whatever changes during the initial sync is picked up by the first round.
