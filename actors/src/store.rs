@@ -503,7 +503,7 @@ impl Store {
                 trees: view,
                 appended: Cell::new(None),
                 bodies: &self.inner.bodies,
-                space: &self.inner.space,
+                disk: &self.inner.space,
                 wrote_bodies: Cell::new(false),
             };
             let mark = TxMark::enter();

@@ -45,7 +45,7 @@ pub struct StoreTx<'a> {
     pub(super) appended: Cell<Option<u64>>,
     pub(super) bodies: &'a super::bodies::BodyFiles,
     /// The free-space state a full body file marks.
-    pub(super) space: &'a crate::disk_space::DiskSpace,
+    pub(super) disk: &'a crate::disk_space::DiskSpace,
     /// Whether [`StoreTx::put_body`] appended anything (synced before the commit).
     pub(super) wrote_bodies: Cell<bool>,
 }
@@ -82,7 +82,7 @@ impl StoreTx<'_> {
         let at = self
             .bodies
             .append(bytes)
-            .map_err(|source| super::body_write_error(self.bodies, self.space, source))?;
+            .map_err(|source| super::body_write_error(self.bodies, self.disk, source))?;
         self.wrote_bodies.set(true);
         self.space(Space::Bodies).insert(key, encode(&at))?;
         Ok(at)
