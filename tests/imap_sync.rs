@@ -205,6 +205,15 @@ fn initial_sync_of_10000_messages_equals_the_server() {
     config(&env, &dc, "");
     let d = env.start();
     wait_equal(&d, &env, &view, &FOLDERS, 240);
+    // Pages of 500 UIDs, up to 10 per SELECT: INBOX's 20 pages cost a handful of SELECTs,
+    // not one each (every SELECT makes Dovecot rescan the folder).
+    let selects = d.account("mail")["imap"]["commands"]["selects"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    assert!(
+        selects < 20,
+        "{selects} SELECTs for an initial sync of 20 + 3 pages"
+    );
     d.stop();
     let truth = server(&view, &FOLDERS);
     assert_eq!(total(&truth), 10_100);
