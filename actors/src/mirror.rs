@@ -1,6 +1,7 @@
 //! The local mirror of a mail account inside the store, and the change events that describe
 //! every write to it. One record per message (metadata in `Space::Messages`, raw bytes in
-//! the store's body files, referenced from `Space::Bodies`) and one per label (`Space::Labels`); keys are `<account>\0<id>`.
+//! the store's body files, referenced from `Space::Bodies`) and one per label
+//! (`Space::Labels`); keys are `<account>\0<id>`.
 //!
 //! **Invariant:** every function here that changes the mirror appends its feed event in the
 //! same `StoreTx`, so there is no event without its store change and no store change without

@@ -111,15 +111,13 @@ pub fn check_store(dir: &Path) -> Result<CheckReport, StoreError> {
         Ok(store) => {
             walk(&store, &mut report);
             drop(store);
-            let (from, to) = (scratch.display().to_string(), dir.display().to_string());
-            for p in &mut report.problems {
-                *p = p.replace(&from, &to);
-            }
         }
-        Err(e) => report.problems.push(
-            e.to_string()
-                .replace(&scratch.display().to_string(), &dir.display().to_string()),
-        ),
+        Err(e) => report.problems.push(e.to_string()),
+    }
+    // Problems name the store the user asked about, never the scratch copy.
+    let (from, to) = (scratch.display().to_string(), dir.display().to_string());
+    for p in &mut report.problems {
+        *p = p.replace(&from, &to);
     }
     let _ = fs::remove_dir_all(&scratch);
     Ok(report)
