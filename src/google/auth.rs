@@ -249,6 +249,18 @@ impl TokenSource {
     /// The server answered 401 to `rejected`: refresh, unless another caller already replaced
     /// that token, in which case the newer token is returned without a second refresh.
     pub async fn refresh_after_401(&self, rejected: &BearerToken) -> Result<BearerToken, ApiError> {
+        self.refresh_after_refusal(rejected, None).await
+    }
+
+    /// As [`Self::refresh_after_401`], for a server whose refusal says more than a status: if
+    /// the refresh token is refused too, the disconnection's reason keeps `refusal` beside the
+    /// token endpoint's words, so every caller that sees the disconnection (now or later, on
+    /// any connection) reports both.
+    pub async fn refresh_after_refusal(
+        &self,
+        rejected: &BearerToken,
+        refusal: Option<&str>,
+    ) -> Result<BearerToken, ApiError> {
         let mut state = self.state.lock().await;
         if let Some(reason) = &state.disconnected {
             return Err(ApiError::Disconnected(reason.clone()));
@@ -259,7 +271,14 @@ impl TokenSource {
             return Ok(current.token.clone());
         }
         state.current = None;
-        self.refresh_locked(&mut state).await
+        match (self.refresh_locked(&mut state).await, refusal) {
+            (Err(ApiError::Disconnected(reason)), Some(refusal)) => {
+                let reason = format!("{reason} (after the server refused the token: {refusal})");
+                state.disconnected = Some(reason.clone());
+                Err(ApiError::Disconnected(reason))
+            }
+            (result, _) => result,
+        }
     }
 
     /// Forgets the cached access token (e.g. after the refresh token was replaced).
@@ -500,6 +519,35 @@ mod tests {
             assert_eq!(header_text(&tok), "Bearer ya29.tok2");
         }
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_refresh_after_a_server_refusal_keeps_both_reasons_for_every_caller() {
+        let (url, fake) = serve("ok").await;
+        let src = Arc::new(source(&url));
+        let first = src.access_token().await.expect("token");
+        *fake.mode.lock().expect("lock") = "grant";
+        let refusal = "[AUTHENTICATIONFAILED] Authentication failed.";
+        // A second connection asks for a token while the first one's refresh is under way.
+        let other = {
+            let src = Arc::clone(&src);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                src.access_token().await
+            })
+        };
+        let got = src.refresh_after_refusal(&first, Some(refusal)).await;
+        let later = other.await.expect("join");
+        for (who, result) in [("refresher", got), ("other caller", later)] {
+            match result {
+                Err(ApiError::Disconnected(msg)) => {
+                    assert!(msg.contains("invalid_grant"), "{who}: {msg}");
+                    assert!(msg.contains(refusal), "{who}: {msg}");
+                }
+                other => panic!("{who}: expected Disconnected, got {other:?}"),
+            }
+        }
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "one refused refresh");
     }
 
     #[tokio::test]

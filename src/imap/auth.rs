@@ -222,16 +222,21 @@ pub(crate) async fn authenticate(
         Err((e, _)) => return Err(e),
     };
     tracing::info!(host = %host, error = %refused, "XOAUTH2 token refused; refreshing it and trying once more.");
-    let fresh = tokens.refresh_after_401(&token).await.map_err(|e| {
-        let e = token_error(e);
-        err(
-            e.class,
-            format!(
-                "{} (after the server refused the token: {})",
-                e.message, refused.message
-            ),
-        )
-    })?;
+    let fresh = tokens
+        .refresh_after_refusal(&token, Some(&refused.message))
+        .await
+        .map_err(|e| match e {
+            // The source's reason already names the refusal (for every connection alike).
+            ApiError::Disconnected(_) => token_error(e),
+            other => {
+                let e = token_error(other);
+                let text = format!(
+                    "{} (after the server refused the token: {})",
+                    e.message, refused.message
+                );
+                err(e.class, text)
+            }
+        })?;
     sasl(client, "XOAUTH2", fresh.xoauth2_response(username), timeout)
         .await
         .map_err(|(e, _)| e)
