@@ -157,6 +157,9 @@ pub struct QuotaConfig {
     pub pacing: f64,
     /// Multiplies the per-user limit; must match the emulator's `user_rate_scale` in tests.
     pub scale: f64,
+    /// Gmail: open with a burst of the whole per-user minute and pace more carefully at the
+    /// first refusal (`true`, default), or pace at `pacing` from the start (`false`).
+    pub spend_burst: bool,
 }
 
 impl QuotaConfig {

@@ -83,12 +83,23 @@ impl GmailPortBuilder for RestGmailBuilder {
             .projects(&account.quota)
             .for_client(&g.auth.client_id)
             .map_err(|e| e.to_string())?;
-        let gate = QuotaGate::new(
-            account.id.clone(),
-            user_limits(&account.quota, &costs),
-            account.quota.max_in_flight,
-            Some(project),
-        )
+        let limits = user_limits(&account.quota, &costs);
+        let gate = if account.quota.spend_burst {
+            QuotaGate::adaptive(
+                account.id.clone(),
+                limits,
+                costs.largest_cost(),
+                account.quota.max_in_flight,
+                Some(project),
+            )
+        } else {
+            QuotaGate::new(
+                account.id.clone(),
+                limits,
+                account.quota.max_in_flight,
+                Some(project),
+            )
+        }
         .map_err(|e| e.to_string())?;
         let tokens = self.tokens.for_account(account)?;
         let client_config = GmailClientConfig {

@@ -46,6 +46,8 @@ pub mod outage;
 pub mod ports;
 pub mod push_watch;
 pub mod quota;
+mod quota_limiter;
+mod quota_pacing;
 pub mod report;
 pub mod root;
 pub mod source;

@@ -1,5 +1,6 @@
-//! Quota pacing for one Gmail account: [`QuotaGate`] owns the account's cost-weighted rate
-//! limiter (quota **units** per user per minute), an optional per-project limiter shared by
+//! Quota pacing for one Gmail account: [`QuotaGate`] owns the account's per-user pacing (a
+//! fixed cost-weighted limiter in quota **units** per user per minute, or the adaptive ladder of
+//! `quota_pacing` that spends the server's burst first), an optional per-project limiter shared by
 //! every account of one OAuth client ([`ProjectQuota`]), the cap on requests in flight, and the
 //! account-wide pause a rate-limit answer imposes ([`QuotaGate::slow_down`]). [`CostTable`]
 //! holds Gmail's published per-method costs (reference gmail-api.md §3.2).
@@ -9,16 +10,16 @@
 //! length `T` the gate therefore lets through at most `burst + rate × T` units. The default
 //! pacing ([`QuotaLimits::paced`]) runs at 97 % of the published ceiling and sets `burst` to the
 //! remaining 3 %, so any 60-second window — sliding or fixed — stays at or under the ceiling.
+//! An adaptive gate ([`QuotaGate::adaptive`]) opens with the whole ceiling as burst instead and
+//! keeps that window property only from its first rate-limit answer on (`quota_pacing`).
 //!
 //! Time is tokio's ([`tokio::time::Instant`]), both for the limiter's clock and for waiting, so
 //! the gate is deterministic under `tokio::time::pause()`. (governor's own `until_n_ready` sleeps
 //! on a real-time timer; [`QuotaGate`] runs the same `check_n` loop on tokio's timer instead.)
 
-use governor::clock::Clock;
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
+use crate::quota_limiter::UnitLimiter;
+pub use crate::quota_limiter::{DEFAULT_PACING, QuotaError, QuotaLimits};
+use crate::quota_pacing::PacingLadder;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -28,8 +29,6 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-/// Share of the published ceiling the default pacing uses.
-pub const DEFAULT_PACING: f64 = 0.97;
 /// Default cap on requests (batch parts count individually) in flight per account.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 10;
 /// Google's per-project Gmail ceiling, units per minute (both quota generations).
@@ -137,130 +136,6 @@ impl Default for CostTable {
     }
 }
 
-/// Capacity and refill of one limiter, in quota units.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuotaLimits {
-    /// Sustained refill rate.
-    pub units_per_minute: u32,
-    /// Most units spendable at once; must be ≥ the largest single cost charged.
-    pub burst: u32,
-}
-
-impl QuotaLimits {
-    /// Pacing at `share` (0 < share ≤ 1) of `ceiling_per_minute`, with the rest of the ceiling
-    /// as burst, so `burst + rate × 60 s ≤ ceiling`. The burst is at least 1 unit.
-    pub fn paced(ceiling_per_minute: u32, share: f64) -> Self {
-        let share = if share.is_finite() {
-            share.clamp(0.0, 1.0)
-        } else {
-            DEFAULT_PACING
-        };
-        // Float → int casts saturate; the values are bounded by `ceiling_per_minute`.
-        let rate = ((f64::from(ceiling_per_minute) * share).floor() as u32).max(1);
-        let burst = ceiling_per_minute.saturating_sub(rate).max(1);
-        Self {
-            units_per_minute: rate,
-            burst,
-        }
-    }
-
-    /// Raises `burst` to at least `min_burst` (e.g. the largest single cost).
-    pub fn with_min_burst(self, min_burst: u32) -> Self {
-        Self {
-            burst: self.burst.max(min_burst),
-            ..self
-        }
-    }
-}
-
-/// Why a gate refused a charge.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum QuotaError {
-    /// A single charge larger than the limiter's burst can never pass.
-    #[error("a charge of {units} units exceeds the {limiter} burst of {burst} units")]
-    ExceedsBurst {
-        /// The units asked for.
-        units: u32,
-        /// `user` or `project`.
-        limiter: &'static str,
-        /// The limiter's burst.
-        burst: u32,
-    },
-    /// Limits with a zero rate or burst.
-    #[error("invalid quota limits: {0}")]
-    InvalidLimits(String),
-    /// The gate was closed (the account is shutting down).
-    #[error("quota gate closed")]
-    Closed,
-}
-
-/// governor clock on tokio's (pausable) time: nanoseconds since the limiter was built.
-#[derive(Clone, Debug)]
-struct TokioClock {
-    origin: Instant,
-}
-
-impl Clock for TokioClock {
-    type Instant = Nanos;
-
-    fn now(&self) -> Nanos {
-        Nanos::from(Instant::now().saturating_duration_since(self.origin))
-    }
-}
-
-type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
-
-/// A cost-weighted limiter plus its burst (kept to report `ExceedsBurst` without asking).
-#[derive(Debug)]
-struct UnitLimiter {
-    limiter: Limiter,
-    clock: TokioClock,
-    limits: QuotaLimits,
-    name: &'static str,
-}
-
-impl UnitLimiter {
-    fn new(limits: QuotaLimits, name: &'static str) -> Result<Self, QuotaError> {
-        let rate = NonZeroU32::new(limits.units_per_minute)
-            .ok_or_else(|| QuotaError::InvalidLimits(format!("{name}: zero units per minute")))?;
-        let burst = NonZeroU32::new(limits.burst)
-            .ok_or_else(|| QuotaError::InvalidLimits(format!("{name}: zero burst")))?;
-        let period = Duration::from_secs(60) / rate.get();
-        let quota = Quota::with_period(period)
-            .ok_or_else(|| QuotaError::InvalidLimits(format!("{name}: rate too high")))?
-            .allow_burst(burst);
-        let clock = TokioClock {
-            origin: Instant::now(),
-        };
-        Ok(Self {
-            limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
-            clock,
-            limits,
-            name,
-        })
-    }
-
-    /// Waits until `units` can be spent and spends them.
-    async fn until_n_ready(&self, units: NonZeroU32) -> Result<(), QuotaError> {
-        loop {
-            match self.limiter.check_n(units) {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(not_until)) => {
-                    let wait = not_until.wait_time_from(self.clock.now());
-                    tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
-                }
-                Err(_) => {
-                    return Err(QuotaError::ExceedsBurst {
-                        units: units.get(),
-                        limiter: self.name,
-                        burst: self.limits.burst,
-                    });
-                }
-            }
-        }
-    }
-}
-
 /// The per-project limiter: one per OAuth client id, shared (`Arc`) by all its accounts.
 #[derive(Debug)]
 pub struct ProjectQuota {
@@ -337,6 +212,9 @@ pub struct QuotaStats {
     pub waited_ms: u64,
     /// Requests in flight right now (batch parts count individually).
     pub in_flight: u64,
+    /// The per-user burst in force (it shrinks as an adaptive gate steps down).
+    #[serde(default)]
+    pub burst: u32,
 }
 
 /// Held while a request is in flight; dropping it frees its in-flight slots.
@@ -349,7 +227,7 @@ pub struct InFlight {
 #[derive(Debug)]
 pub struct QuotaGate {
     account: String,
-    user: UnitLimiter,
+    user: PacingLadder,
     project: Option<Arc<ProjectQuota>>,
     in_flight: Arc<Semaphore>,
     max_in_flight: u32,
@@ -370,10 +248,43 @@ impl QuotaGate {
         max_in_flight: usize,
         project: Option<Arc<ProjectQuota>>,
     ) -> Result<Self, QuotaError> {
+        Self::with_ladder(
+            account.into(),
+            PacingLadder::fixed(limits)?,
+            max_in_flight,
+            project,
+        )
+    }
+
+    /// A gate whose per-user pacing adapts (module `quota_pacing`): it opens with a burst of
+    /// the whole ceiling (`limits.units_per_minute + limits.burst`), falls back to `limits`
+    /// with a window guard at the first rate-limit answer, and to a burst of `smallest_burst`
+    /// (at least the largest single cost) at the next.
+    pub fn adaptive(
+        account: impl Into<String>,
+        limits: QuotaLimits,
+        smallest_burst: u32,
+        max_in_flight: usize,
+        project: Option<Arc<ProjectQuota>>,
+    ) -> Result<Self, QuotaError> {
+        Self::with_ladder(
+            account.into(),
+            PacingLadder::adaptive(limits, smallest_burst)?,
+            max_in_flight,
+            project,
+        )
+    }
+
+    fn with_ladder(
+        account: String,
+        user: PacingLadder,
+        max_in_flight: usize,
+        project: Option<Arc<ProjectQuota>>,
+    ) -> Result<Self, QuotaError> {
         let max_in_flight = u32::try_from(max_in_flight.max(1)).unwrap_or(u32::MAX >> 3);
         Ok(Self {
-            account: account.into(),
-            user: UnitLimiter::new(limits, "user")?,
+            account,
+            user,
             project,
             in_flight: Arc::new(Semaphore::new(max_in_flight as usize)),
             max_in_flight,
@@ -401,9 +312,15 @@ impl QuotaGate {
         &self.account
     }
 
-    /// The per-user limits in force.
+    /// The per-user limits in force (the stage of an adaptive gate).
     pub fn limits(&self) -> QuotaLimits {
-        self.user.limits
+        self.user.limits()
+    }
+
+    /// The per-user pacing stage in force: `opening`, `paced` or `smooth` for an adaptive
+    /// gate, `fixed` otherwise.
+    pub fn pacing(&self) -> &'static str {
+        self.user.stage_name()
     }
 
     /// The in-flight cap.
@@ -432,16 +349,17 @@ impl QuotaGate {
         let Some(n) = NonZeroU32::new(units) else {
             return Ok(());
         };
-        if units > self.user.limits.burst {
+        let burst = self.user.largest_charge();
+        if units > burst {
             return Err(QuotaError::ExceedsBurst {
                 units,
                 limiter: "user",
-                burst: self.user.limits.burst,
+                burst,
             });
         }
         let started = Instant::now();
         self.wait_pause().await;
-        self.user.until_n_ready(n).await?;
+        self.user.until_ready(n).await?;
         if let Some(project) = &self.project {
             project.limiter.until_n_ready(n).await?;
             project
@@ -468,6 +386,14 @@ impl QuotaGate {
     /// `retry_after` from now (a longer pause already in force is kept). Counts a rate error.
     pub fn slow_down(&self, retry_after: Duration) {
         self.rate_errors.fetch_add(1, Ordering::Relaxed);
+        if let Some(stage) = self.user.refused() {
+            tracing::info!(
+                account = %self.account,
+                pacing = stage,
+                burst = self.user.limits().burst,
+                "the server refused the burst; pacing more carefully from now on"
+            );
+        }
         let until = Instant::now() + retry_after;
         let mut paused = self
             .paused_until
@@ -501,6 +427,7 @@ impl QuotaGate {
             rate_errors: self.rate_errors.load(Ordering::Relaxed),
             waited_ms: self.waited_ns.load(Ordering::Relaxed) / 1_000_000,
             in_flight: u64::from(self.max_in_flight.saturating_sub(available)),
+            burst: self.user.limits().burst,
         }
     }
 

@@ -75,6 +75,7 @@ pub(crate) struct RawQuota {
     pub(crate) max_in_flight: Option<i64>,
     pub(crate) pacing: Option<f64>,
     pub(crate) scale: Option<f64>,
+    pub(crate) spend_burst: Option<bool>,
 }
 
 /// `[retry]`.

@@ -167,6 +167,7 @@ impl TryFrom<RawConfig> for Config {
             max_in_flight: c.int("quota.max_in_flight", rq.max_in_flight, 10, 1, 1000) as usize,
             pacing,
             scale,
+            spend_burst: rq.spend_burst.unwrap_or(true),
         };
         // An account's `quota_profile` swaps the profile defaults; explicit `[quota]` overrides
         // of the per-user ceiling and the get cost still win.
