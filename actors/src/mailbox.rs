@@ -333,9 +333,12 @@ impl DurableMailbox {
                     };
                     let seq = be_u64(&dk[dk.len() - 8..], "jobs_delayed key")?;
                     let rec: JobRecord = decode_in("jobs_delayed value", &v)?;
-                    tx.tree(Internal::Delayed).remove(dk)?;
-                    tx.tree(Internal::Jobs)
-                        .insert(job_key(&self.prefix, rec.priority, seq), v)?;
+                    tx.job_remove(Internal::Delayed, dk)?;
+                    tx.job_insert(
+                        Internal::Jobs,
+                        &job_key(&self.prefix, rec.priority, seq),
+                        v.to_vec(),
+                    )?;
                     let pk = pending_key(&self.prefix, &rec.key);
                     if let Some(r) = get_pending(tx, &pk)?
                         && r.seq == seq
@@ -494,9 +497,24 @@ impl DurableMailbox {
         Ok(best)
     }
 
-    /// Counts the mailbox's jobs by state (scans the mailbox).
+    /// The mailbox's jobs by state, from the store's counters (`store::queue_counts`), in
+    /// constant time: leased are the ready jobs an actor holds, pending the rest.
     pub fn depth(&self) -> Result<QueueDepth, StoreError> {
-        not_in_tx("DurableMailbox::depth")?;
+        let c = self.store.queue_counts(&self.prefix);
+        let jobs = usize::try_from(c.jobs).unwrap_or(usize::MAX);
+        let leased = self.leases().len().min(jobs);
+        Ok(QueueDepth {
+            pending: jobs - leased,
+            leased,
+            delayed: usize::try_from(c.delayed).unwrap_or(usize::MAX),
+            dead: usize::try_from(c.dead).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// Counts the mailbox's jobs by state by scanning its trees (`store check` compares it
+    /// with [`DurableMailbox::depth`]).
+    pub fn depth_scanned(&self) -> Result<QueueDepth, StoreError> {
+        not_in_tx("DurableMailbox::depth_scanned")?;
         let mut d = QueueDepth::default();
         {
             let leases = self.leases();

@@ -243,6 +243,8 @@ struct Inner {
     group_flush: group_flush::GroupFlush,
     /// The message body segment files (outside sled).
     bodies: bodies::BodyFiles,
+    /// Jobs per durable mailbox, counted at open and kept by every commit.
+    queue_counts: queue_counts::QueueCounts,
     /// Writes the seal once sled's handles above are gone (`store::open`).
     _seal: open::SealOnClose,
     _lock: File,
@@ -314,6 +316,8 @@ impl Store {
         let (trees, feed_seq) =
             open_trees(&db, dir, migrations).map_err(|e| open::damage_at_open(dir, e))?;
         let (durable_feed, _) = tokio::sync::watch::channel(feed_seq);
+        let queue_counts =
+            queue_counts::QueueCounts::count(&trees).map_err(|e| open::damage_at_open(dir, e))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
@@ -326,6 +330,7 @@ impl Store {
                 gate: std::sync::RwLock::new(()),
                 group_flush: group_flush::GroupFlush::default(),
                 bodies: bodies::BodyFiles::new(dir),
+                queue_counts,
                 _seal: open::SealOnClose {
                     dir: dir.to_path_buf(),
                 },
@@ -420,6 +425,11 @@ impl Store {
         reg.entry(name.to_owned()).or_default().clone()
     }
 
+    /// The job counters of the durable mailbox whose keys start with `prefix`.
+    pub(crate) fn queue_counts(&self, prefix: &[u8]) -> queue_counts::MailboxCounts {
+        self.inner.queue_counts.get(prefix)
+    }
+
     /// The tree of a generic keyspace.
     pub fn kv(&self, space: Space) -> &sled::Tree {
         &self.inner.trees[space.index()]
@@ -497,6 +507,7 @@ impl Store {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let appended = Cell::new(None::<u64>);
+        let counted = queue_counts::TxCounts::default();
         let trees: &[sled::Tree] = &self.inner.trees;
         let result = trees.transaction(|view: &Vec<TransactionalTree>| {
             let mut tx = StoreTx {
@@ -505,6 +516,7 @@ impl Store {
                 bodies: &self.inner.bodies,
                 disk: &self.inner.space,
                 wrote_bodies: Cell::new(false),
+                counts: queue_counts::TxCounts::default(),
             };
             let mark = TxMark::enter();
             let mut result = f(&mut tx);
@@ -524,6 +536,7 @@ impl Store {
             match result {
                 Ok(v) => {
                     appended.set(tx.appended.get());
+                    counted.replace(tx.counts.take());
                     Ok(v)
                 }
                 Err(TxError::Conflict) => Err(ConflictableTransactionError::Conflict),
@@ -533,6 +546,7 @@ impl Store {
         });
         match result {
             Ok(v) => {
+                self.inner.queue_counts.apply(counted.take());
                 if let Some(seq) = appended.get() {
                     self.inner
                         .committed_feed_seq
@@ -616,6 +630,7 @@ pub mod bodies;
 mod error;
 mod group_flush;
 mod lock;
+pub(crate) mod queue_counts;
 mod schema;
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,13 @@
 //!   prints the full sync's own figures (the first daemon's CPU and peak RSS), so one command
 //!   per size gives both peak RSS figures.
 //!
+//! * `burst <default|strict> [N] [K]` — full sync of N messages (default 5,000) under the
+//!   2026 per-user quota scaled by K (default 10), once with `spend_burst = false` (pacing
+//!   from the start) and once with the adaptive pacing: wall time beside the physical minimum
+//!   `(units − burst) / rate` (the bucket's burst is the minute's ceiling; `strict` mode may
+//!   grant none, so the no-burst minimum `units / rate` is printed too) and the share of
+//!   requests refused.
+//!
 //! Run: `cargo build --release -p mailsync --bins && target/release/sync-bench raw 100000`
 //! (or `cargo run --release -p mailsync --bin sync-bench -- raw 100000` once `mailsync` is
 //! built in release).
@@ -116,6 +123,11 @@ impl Bench {
 
     /// `quota_off`: the daemon's pacing is lifted too (scale and project ceiling at their max).
     fn write_config(&self, profile: &str, scale: f64, project: u64) {
+        self.write_config_with(profile, scale, project, "");
+    }
+
+    /// As `write_config`, with `quota_extra` (TOML lines) added to the `[quota]` table.
+    fn write_config_with(&self, profile: &str, scale: f64, project: u64, quota_extra: &str) {
         let refresh = self
             .emu()
             .refresh_token(&self.email)
@@ -140,7 +152,7 @@ batch_size = 50
 profile = "{profile}"
 scale = {scale:?}
 project_units_per_minute = {project}
-
+{quota_extra}
 [[accounts]]
 id = "{ACCOUNT}"
 kind = "gmail"
@@ -415,6 +427,50 @@ fn gap(n: usize) {
     );
 }
 
+fn burst(mode: &str, n: usize, k: f64) {
+    let quota = if mode == "strict" {
+        QuotaMode::Strict
+    } else {
+        QuotaMode::On
+    };
+    for spend in [false, true] {
+        let b = Bench::new(EmulatorConfig {
+            seed: 4,
+            messages: n,
+            quota,
+            quota_profile: QuotaProfile::Y2026,
+            user_rate_scale: k,
+            ..EmulatorConfig::default()
+        });
+        b.write_config_with(
+            "2026",
+            k,
+            1_000_000_000,
+            &format!("spend_burst = {spend}\n"),
+        );
+        let child = b.start_daemon();
+        let secs = b.wait_synced(|_| {});
+        let (cpu, hwm) = b.stop_daemon(child);
+        let c = b.emu().counters();
+        let ceiling = 6_000.0 * k;
+        let rate = ceiling / 60.0;
+        let units = c.units_total as f64;
+        let minimum = ((units - ceiling) / rate).max(0.0);
+        let no_burst = units / rate;
+        let requests: u64 = c.requests.values().sum();
+        println!(
+            "burst {mode}: {n} messages, k = {k} (ceiling {ceiling:.0} units/min), spend_burst = {spend}: \
+             {secs:.1} s; {units:.0} units; physical minimum {minimum:.1} s ({:.2} × it), \
+             without a burst {no_burst:.1} s ({:.2} ×); {} of {requests} requests refused ({:.2} %); \
+             daemon CPU {cpu:.1} s, peak RSS {hwm:.0} MiB",
+            secs / minimum.max(0.001),
+            secs / no_burst.max(0.001),
+            c.rate_limit_refusals,
+            c.rate_limit_refusals as f64 * 100.0 / requests.max(1) as f64
+        );
+    }
+}
+
 fn main() {
     let scenario = arg(1).unwrap_or_else(|| "raw".into());
     let num = |i: usize, d: usize| arg(i).and_then(|v| v.parse().ok()).unwrap_or(d);
@@ -425,9 +481,13 @@ fn main() {
             quota(&profile, num(3, 20_000), num(4, 60) as f64);
         }
         "gap" => gap(num(2, 100_000)),
+        "burst" => {
+            let mode = arg(2).unwrap_or_else(|| "default".into());
+            burst(&mode, num(3, 5_000), num(4, 10) as f64);
+        }
         other => {
             eprintln!(
-                "unknown scenario {other}; use raw [N] | quota <2026|legacy> [N] [SECS] | gap [N]"
+                "unknown scenario {other}; use raw [N] | quota <2026|legacy> [N] [SECS] | gap [N] | burst <default|strict> [N] [K]"
             );
             std::process::exit(2);
         }

@@ -35,7 +35,7 @@ impl DurableMailbox {
                 return Ok(false);
             };
             let mut rec: JobRecord = decode_in("dead value", &v)?;
-            tx.tree(Internal::Dead).remove(&*dk)?;
+            tx.job_remove(Internal::Dead, &dk)?;
             let pk = pending_key(&self.prefix, &rec.key);
             if get_pending(tx, &pk)?.is_some() {
                 // The same key is pending again: that job does the work.
@@ -43,8 +43,11 @@ impl DurableMailbox {
             }
             rec.attempts = 0;
             rec.not_before_ms = 0;
-            tx.tree(Internal::Jobs)
-                .insert(job_key(&self.prefix, rec.priority, id.0), encode(&rec))?;
+            tx.job_insert(
+                Internal::Jobs,
+                &job_key(&self.prefix, rec.priority, id.0),
+                encode(&rec),
+            )?;
             let r = PendingRef {
                 seq: id.0,
                 priority: rec.priority,
@@ -80,15 +83,18 @@ impl DurableMailbox {
                     };
                     let seq = be_u64(&dk[self.prefix.len()..], "dead key")?;
                     let mut rec: JobRecord = decode_in("dead value", &v)?;
-                    tx.tree(Internal::Dead).remove(dk)?;
+                    tx.job_remove(Internal::Dead, dk)?;
                     let pk = pending_key(&self.prefix, &rec.key);
                     if get_pending(tx, &pk)?.is_some() {
                         continue;
                     }
                     rec.attempts = 0;
                     rec.not_before_ms = 0;
-                    tx.tree(Internal::Jobs)
-                        .insert(job_key(&self.prefix, rec.priority, seq), encode(&rec))?;
+                    tx.job_insert(
+                        Internal::Jobs,
+                        &job_key(&self.prefix, rec.priority, seq),
+                        encode(&rec),
+                    )?;
                     let r = PendingRef {
                         seq,
                         priority: rec.priority,
@@ -126,7 +132,7 @@ impl DurableMailbox {
                 }
                 self.store.transaction(|tx| {
                     for (k, key) in &batch {
-                        tx.tree(tree).remove(k)?;
+                        tx.job_remove(tree, k)?;
                         if let Some(key) = key {
                             tx.tree(Internal::PendingKeys)
                                 .remove(pending_key(&self.prefix, key))?;

@@ -171,8 +171,7 @@ pub(crate) fn tx_enqueue(
         last_error: None,
         enqueued_ms: now_ms,
     };
-    tx.tree(Internal::Jobs)
-        .insert(job_key(&p, priority, seq), encode(&rec))?;
+    tx.job_insert(Internal::Jobs, &job_key(&p, priority, seq), encode(&rec))?;
     let r = PendingRef {
         seq,
         priority,
@@ -194,14 +193,13 @@ pub(crate) fn tx_is_pending(tx: &StoreTx<'_>, mailbox: &str, key: &str) -> Resul
 
 pub(crate) fn tx_ack(tx: &StoreTx<'_>, job: &Job) -> Result<(), TxError> {
     let p = prefix(&job.mailbox);
-    tx.tree(Internal::Jobs)
-        .remove(job_key(&p, job.priority, job.id.0))?;
+    tx.job_remove(Internal::Jobs, &job_key(&p, job.priority, job.id.0))?;
     let pk = pending_key(&p, &job.key);
     if let Some(r) = get_pending(tx, &pk)?
         && r.seq == job.id.0
     {
         if let (Internal::Delayed, loc) = location(&p, &r) {
-            tx.tree(Internal::Delayed).remove(loc)?;
+            tx.job_remove(Internal::Delayed, &loc)?;
         }
         tx.tree(Internal::PendingKeys).remove(pk)?;
     }
@@ -228,22 +226,24 @@ pub(crate) fn tx_nack(
     let mut rec: JobRecord = decode_in("jobs value", &v)?;
     rec.attempts = rec.attempts.saturating_add(1);
     rec.last_error = Some(truncate_error(error));
-    tx.tree(Internal::Jobs).remove(jk)?;
+    tx.job_remove(Internal::Jobs, &jk)?;
     let pk = pending_key(&p, &rec.key);
     let ours = get_pending(tx, &pk)?.is_some_and(|r| r.seq == job.id.0);
     if policy.exhausted(rec.attempts) {
         if ours {
             tx.tree(Internal::PendingKeys).remove(pk)?;
         }
-        tx.tree(Internal::Dead)
-            .insert(dead_key(&p, job.id.0), encode(&rec))?;
+        tx.job_insert(Internal::Dead, &dead_key(&p, job.id.0), encode(&rec))?;
         return Ok(NackOutcome::DeadLettered);
     }
     let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
     let not_before_ms = now_ms.saturating_add(delay_ms);
     rec.not_before_ms = not_before_ms;
-    tx.tree(Internal::Delayed)
-        .insert(delayed_key(&p, not_before_ms, job.id.0), encode(&rec))?;
+    tx.job_insert(
+        Internal::Delayed,
+        &delayed_key(&p, not_before_ms, job.id.0),
+        encode(&rec),
+    )?;
     if ours {
         let r = PendingRef {
             seq: job.id.0,

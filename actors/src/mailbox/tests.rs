@@ -316,3 +316,71 @@ fn error_text_is_truncated_on_a_char_boundary() {
     assert!(t.len() <= MAX_ERROR_LEN + '…'.len_utf8());
     assert!(t.ends_with('…'));
 }
+
+#[test]
+fn counted_depth_equals_a_scan_through_every_operation_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = RetryPolicy {
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(1),
+        max_attempts: 3,
+        ..RetryPolicy::default()
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let check = |mb: &DurableMailbox, step: &str| {
+        assert_eq!(
+            mb.depth().unwrap(),
+            mb.depth_scanned().unwrap(),
+            "{} after {step}",
+            mb.name()
+        );
+    };
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.mailbox("acct/ingest");
+        let b = store.mailbox("acct/ingestx");
+        for round in 0..40u64 {
+            let mb = if round % 3 == 0 { &b } else { &a };
+            for i in 0..5 {
+                // Keys repeat across rounds: some enqueues are duplicates.
+                mb.enqueue(Priority::Normal, &format!("k{}", (round + i) % 17), b"")
+                    .unwrap();
+            }
+            check(mb, "enqueue");
+            let now = now_ms() + round * 10;
+            let jobs = mb.lease(4, now).unwrap();
+            check(mb, "lease");
+            for (i, job) in jobs.iter().enumerate() {
+                match (round as usize + i) % 3 {
+                    0 => mb.ack(job).unwrap(),
+                    1 => {
+                        mb.nack_with_rng(job, "boom", &policy, now, &mut rng)
+                            .unwrap();
+                    }
+                    _ => mb.release(job),
+                }
+                check(mb, "ack / nack / release");
+            }
+            if let Some(job) = jobs.first() {
+                mb.ack(job).unwrap(); // acking a job that may be gone
+                check(mb, "a second ack");
+            }
+            if round % 10 == 9 {
+                mb.requeue_dead().unwrap();
+                check(mb, "requeue");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        a.lease(100, now_ms() + 10_000).unwrap(); // promotes every delayed job
+        check(&a, "promotion");
+        a.release_all();
+        check(&a, "release_all");
+        assert!(a.depth().unwrap().pending > 0, "the test left work");
+        b.clear().unwrap();
+        assert_eq!(b.depth().unwrap(), QueueDepth::default());
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let a = store.mailbox("acct/ingest");
+    check(&a, "a reopen");
+}

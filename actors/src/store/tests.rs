@@ -126,7 +126,7 @@ fn store_calls_inside_a_transaction_fail_instead_of_deadlocking() {
     let feed = store.feed();
     let err = store
         .transaction(|_| {
-            mb.depth()?;
+            mb.depth_scanned()?;
             Ok(())
         })
         .unwrap_err();

@@ -48,6 +48,8 @@ pub struct StoreTx<'a> {
     pub(super) disk: &'a crate::disk_space::DiskSpace,
     /// Whether [`StoreTx::put_body`] appended anything (synced before the commit).
     pub(super) wrote_bodies: Cell<bool>,
+    /// Jobs this attempt added to or removed from the mailbox trees (`queue_counts`).
+    pub(super) counts: super::queue_counts::TxCounts,
 }
 
 impl StoreTx<'_> {
