@@ -2,29 +2,30 @@
 //! [`PacingLadder`] holds one limiter per stage, from the most generous to the most careful,
 //! and steps down one stage at each new rate-limit refusal ([`PacingLadder::refused`]).
 //!
-//! An adaptive ladder ([`PacingLadder::adaptive`]) has three stages, all at the same sustained
-//! rate (the paced share of the ceiling):
+//! An adaptive ladder ([`PacingLadder::adaptive`]) has three stages:
 //! 1. **opening** — the bucket holds the whole minute's ceiling and starts full, as Google's
-//!    per-user bucket does (reference gmail-api.md §3.1, "short bursts allowed"): an account
-//!    that starts or has been idle spends a minute's units at once, then settles at the rate.
-//!    Against a token bucket of the published size this is never refused.
-//! 2. **paced** — the server refused, so it is not such a bucket (a sliding window, a
-//!    per-second sub-limit, or units spent by another client): the burst drops to the rest of
-//!    the ceiling (`burst + rate × 60 s ≤ ceiling`) and a log of this client's own spend keeps
-//!    every 60-second window at or under the ceiling, the opening spend included.
-//! 3. **smooth** — refused again: the burst drops to the largest single cost, so no second
-//!    holds more than the rate's share plus one call.
+//!    per-user bucket does (reference gmail-api.md §3.1, "short bursts allowed"), and refills
+//!    at the configured pacing: an account that starts or has been idle spends a minute's
+//!    units at once, then settles at the rate. A token bucket of the published size never
+//!    refuses this.
+//! 2. **windowed** — the server refused, so it is not such a bucket (a sliding window, a
+//!    per-second sub-limit, or units another client spent): a log of this client's own spend
+//!    keeps every 60-second window at or under the ceiling, the opening spend included, and a
+//!    per-second limiter keeps under 80 % of what got through in the second before the
+//!    refusal — never below the configured pacing (`burst + rate × 60 s ≤ ceiling`). Against
+//!    a sliding window this spends each minute's ceiling as soon as the window lets it.
+//! 3. **smooth** — refused again: the configured rate with a burst of the largest single
+//!    cost (and the window guard), so no second holds more than the rate's share plus one call.
 //!
 //! Refusals that arrive within [`EPISODE`] of a step belong to requests already in flight
 //! when the ladder stepped; they do not step it again. The ladder never climbs back: what a
-//! server refused once it will refuse again, and the paced stage keeps the idle bucket (3 % of
-//! the minute) for real-time work. A fixed ladder ([`PacingLadder::fixed`]) is one stage.
+//! server refused once it will refuse again, and the windowed stage keeps at least the configured
+//! burst (3 % of the minute) for real-time work. A fixed ladder ([`PacingLadder::fixed`]) is one stage.
 
 use crate::quota_limiter::{QuotaError, QuotaLimits, UnitLimiter};
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -43,6 +44,8 @@ struct SpendLog {
     origin: Instant,
     seconds: VecDeque<(u64, u64)>,
     total: u64,
+    /// Charges of the last second, exactly timed (what a per-second limit sees).
+    recent: VecDeque<(Instant, u64)>,
 }
 
 impl SpendLog {
@@ -51,6 +54,7 @@ impl SpendLog {
             origin: Instant::now(),
             seconds: VecDeque::new(),
             total: 0,
+            recent: VecDeque::new(),
         }
     }
 
@@ -76,6 +80,23 @@ impl SpendLog {
             _ => self.seconds.push_back((s, units)),
         }
         self.total += units;
+        self.recent.push_back((at, units));
+        self.forget_before(at);
+    }
+
+    fn forget_before(&mut self, now: Instant) {
+        while let Some(&(t, _)) = self.recent.front() {
+            if now.saturating_duration_since(t) < Duration::from_secs(1) {
+                break;
+            }
+            self.recent.pop_front();
+        }
+    }
+
+    /// Units charged in the last second.
+    fn last_second(&mut self, now: Instant) -> u64 {
+        self.forget_before(now);
+        self.recent.iter().map(|&(_, u)| u).sum()
     }
 
     /// How long until `units` more fit under `ceiling` in the window; zero if they fit now.
@@ -100,71 +121,84 @@ impl SpendLog {
     }
 }
 
+/// One stage of a ladder: its limiter, and whether the spend log guards its minute.
+#[derive(Debug)]
+struct Stage {
+    name: &'static str,
+    index: usize,
+    limiter: UnitLimiter,
+    windowed: bool,
+}
+
 /// The stages of one account's per-user pacing and the stage in force.
 #[derive(Debug)]
 pub(crate) struct PacingLadder {
-    stages: Vec<(&'static str, UnitLimiter)>,
-    /// Whether the stage at this index (and every later one) checks the spend log.
-    windowed_from: usize,
+    current: RwLock<Arc<Stage>>,
+    adaptive: bool,
+    /// The paced stage's limits (the configured pacing).
+    paced: QuotaLimits,
+    smallest_burst: u32,
     ceiling: u64,
-    stage: AtomicUsize,
     last_step: Mutex<Option<Instant>>,
     log: Mutex<SpendLog>,
 }
 
 impl PacingLadder {
+    fn build(limits: QuotaLimits, adaptive: bool, smallest_burst: u32) -> Result<Self, QuotaError> {
+        let ceiling = limits.units_per_minute.saturating_add(limits.burst);
+        let first = if adaptive {
+            let opening = QuotaLimits {
+                burst: ceiling,
+                ..limits
+            };
+            Stage {
+                name: "opening",
+                index: 0,
+                limiter: UnitLimiter::new(opening, "user")?,
+                windowed: false,
+            }
+        } else {
+            Stage {
+                name: "fixed",
+                index: 0,
+                limiter: UnitLimiter::new(limits, "user")?,
+                windowed: false,
+            }
+        };
+        Ok(Self {
+            current: RwLock::new(Arc::new(first)),
+            adaptive,
+            paced: limits,
+            smallest_burst: smallest_burst.clamp(1, limits.burst.max(1)),
+            ceiling: u64::from(ceiling),
+            last_step: Mutex::new(None),
+            log: Mutex::new(SpendLog::new()),
+        })
+    }
+
     /// One stage with `limits`, as before pacing was adaptive.
     pub(crate) fn fixed(limits: QuotaLimits) -> Result<Self, QuotaError> {
-        Ok(Self {
-            stages: vec![("fixed", UnitLimiter::new(limits, "user")?)],
-            windowed_from: usize::MAX,
-            ceiling: u64::from(limits.units_per_minute) + u64::from(limits.burst),
-            stage: AtomicUsize::new(0),
-            last_step: Mutex::new(None),
-            log: Mutex::new(SpendLog::new()),
-        })
+        Self::build(limits, false, limits.burst)
     }
 
-    /// The three stages of the module docs for `limits` (the paced stage's rate and burst);
-    /// `smallest_burst` is the smooth stage's burst, at least the largest single cost.
+    /// The three stages of the module docs; `limits` are the configured pacing (rate and
+    /// burst), `smallest_burst` the smooth stage's burst (at least the largest single cost).
     pub(crate) fn adaptive(limits: QuotaLimits, smallest_burst: u32) -> Result<Self, QuotaError> {
-        let ceiling = limits.units_per_minute.saturating_add(limits.burst);
-        let opening = QuotaLimits {
-            burst: ceiling,
-            ..limits
-        };
-        let smooth = QuotaLimits {
-            burst: smallest_burst.clamp(1, limits.burst.max(1)),
-            ..limits
-        };
-        Ok(Self {
-            stages: vec![
-                ("opening", UnitLimiter::new(opening, "user")?),
-                ("paced", UnitLimiter::new(limits, "user")?),
-                ("smooth", UnitLimiter::new(smooth, "user")?),
-            ],
-            windowed_from: 1,
-            ceiling: u64::from(ceiling),
-            stage: AtomicUsize::new(0),
-            last_step: Mutex::new(None),
-            log: Mutex::new(SpendLog::new()),
-        })
+        Self::build(limits, true, smallest_burst)
     }
 
-    fn current(&self) -> usize {
-        self.stage
-            .load(Ordering::Relaxed)
-            .min(self.stages.len().saturating_sub(1))
+    fn stage(&self) -> Arc<Stage> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The limits of the stage in force.
     pub(crate) fn limits(&self) -> QuotaLimits {
-        self.stages[self.current()].1.limits
+        self.stage().limiter.limits
     }
 
-    /// The name of the stage in force (`opening`, `paced`, `smooth`, or `fixed`).
+    /// The name of the stage in force (`opening`, `windowed`, `smooth`, or `fixed`).
     pub(crate) fn stage_name(&self) -> &'static str {
-        self.stages[self.current()].0
+        self.stage().name
     }
 
     /// The largest charge the stage in force can ever pass.
@@ -174,13 +208,13 @@ impl PacingLadder {
 
     /// Waits until `units` may be spent under the stage in force, then records them.
     pub(crate) async fn until_ready(&self, units: NonZeroU32) -> Result<(), QuotaError> {
-        let stage = self.current();
-        self.stages[stage].1.until_n_ready(units).await?;
+        let stage = self.stage();
+        stage.limiter.until_n_ready(units).await?;
         loop {
             let now = Instant::now();
             let wait = {
                 let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-                let wait = if self.current() >= self.windowed_from {
+                let wait = if self.stage().windowed {
                     log.wait_for(now, u64::from(units.get()), self.ceiling)
                 } else {
                     Duration::ZERO
@@ -197,6 +231,48 @@ impl PacingLadder {
         }
     }
 
+    /// The stage after `index`, if there is one.
+    fn next_stage(&self, index: usize, now: Instant) -> Option<Stage> {
+        if !self.adaptive {
+            return None;
+        }
+        let (name, limits) = match index {
+            0 => {
+                // What got through in the second before the refusal is about what the server
+                // allows per second; keep under it, never slower than the configured pacing.
+                let second = self
+                    .log
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .last_second(now);
+                let per_second = u32::try_from(second * 4 / 5).unwrap_or(u32::MAX);
+                let ceiling = u32::try_from(self.ceiling).unwrap_or(u32::MAX);
+                let limits = QuotaLimits {
+                    units_per_minute: per_second
+                        .saturating_mul(60)
+                        .max(self.paced.units_per_minute),
+                    burst: per_second.min(ceiling).max(self.paced.burst),
+                };
+                ("windowed", limits)
+            }
+            1 => (
+                "smooth",
+                QuotaLimits {
+                    burst: self.smallest_burst,
+                    ..self.paced
+                },
+            ),
+            _ => return None,
+        };
+        let limiter = UnitLimiter::new(limits, "user").ok()?;
+        Some(Stage {
+            name,
+            index: index + 1,
+            limiter,
+            windowed: true,
+        })
+    }
+
     /// A rate-limit refusal arrived: step down one stage unless this refusal belongs to the
     /// episode of the last step (or the ladder is at its last stage). Returns the new stage's
     /// name when it stepped.
@@ -209,13 +285,11 @@ impl PacingLadder {
         if last.is_some_and(|at| now.saturating_duration_since(at) < EPISODE) {
             return None;
         }
-        let stage = self.current();
-        if stage + 1 >= self.stages.len() {
-            return None;
-        }
-        self.stage.store(stage + 1, Ordering::Relaxed);
+        let next = self.next_stage(self.stage().index, now)?;
+        let name = next.name;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
         *last = Some(now);
-        Some(self.stages[stage + 1].0)
+        Some(name)
     }
 }
 
@@ -251,9 +325,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_refusal_steps_down_once_per_episode_and_never_past_the_last_stage() {
         let ladder = PacingLadder::adaptive(paced(), 20).expect("limits");
-        assert_eq!(ladder.refused(), Some("paced"));
+        assert_eq!(ladder.refused(), Some("windowed"));
         assert_eq!(ladder.refused(), None, "same episode");
-        assert_eq!(ladder.limits().burst, 180);
+        // Nothing was spent before the refusal: the windowed stage is the configured pacing.
+        assert_eq!(ladder.limits(), paced());
         tokio::time::advance(EPISODE).await;
         assert_eq!(ladder.refused(), Some("smooth"));
         assert_eq!(ladder.limits().burst, 20);
@@ -262,6 +337,24 @@ mod tests {
         let fixed = PacingLadder::fixed(paced()).expect("limits");
         assert_eq!(fixed.refused(), None);
         assert_eq!(fixed.stage_name(), "fixed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_windowed_stage_keeps_under_what_passed_in_the_second_before_the_refusal() {
+        let ladder = PacingLadder::adaptive(paced(), 20).expect("limits");
+        for _ in 0..100 {
+            ladder.until_ready(n(20)).await.expect("charge");
+        }
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(ladder.refused(), Some("windowed"));
+        // 2,000 units passed in the last second: 80 % of that per second, at once or paced.
+        assert_eq!(
+            ladder.limits(),
+            QuotaLimits {
+                units_per_minute: 96_000,
+                burst: 1_600
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]
