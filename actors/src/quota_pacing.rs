@@ -11,8 +11,8 @@
 //! 2. **windowed** — the server refused, so it is not such a bucket (a sliding window, a
 //!    per-second sub-limit, or units another client spent): a log of this client's own spend
 //!    keeps every 60-second window at or under the ceiling, the opening spend included, and a
-//!    per-second limiter keeps under 80 % of what got through in the second before the
-//!    refusal — never below the configured pacing (`burst + rate × 60 s ≤ ceiling`). Against
+//!    per-second limiter (half as burst, half as rate) keeps every second under 80 % of what
+//!    got through in the second before the refusal — never below the configured pacing (`burst + rate × 60 s ≤ ceiling`). Against
 //!    a sliding window this spends each minute's ceiling as soon as the window lets it.
 //! 3. **smooth** — refused again: the configured rate with a burst of the largest single
 //!    cost (and the window guard), so no second holds more than the rate's share plus one call.
@@ -245,13 +245,12 @@ impl PacingLadder {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .last_second(now);
-                let per_second = u32::try_from(second * 4 / 5).unwrap_or(u32::MAX);
+                // Half of it as burst, half as the rate: `burst + rate × 1 s` stays under it.
+                let half = u32::try_from(second * 2 / 5).unwrap_or(u32::MAX);
                 let ceiling = u32::try_from(self.ceiling).unwrap_or(u32::MAX);
                 let limits = QuotaLimits {
-                    units_per_minute: per_second
-                        .saturating_mul(60)
-                        .max(self.paced.units_per_minute),
-                    burst: per_second.min(ceiling).max(self.paced.burst),
+                    units_per_minute: half.saturating_mul(60).max(self.paced.units_per_minute),
+                    burst: half.min(ceiling).max(self.paced.burst),
                 };
                 ("windowed", limits)
             }
@@ -347,12 +346,13 @@ mod tests {
         }
         tokio::time::advance(Duration::from_millis(500)).await;
         assert_eq!(ladder.refused(), Some("windowed"));
-        // 2,000 units passed in the last second: 80 % of that per second, at once or paced.
+        // 2,000 units passed in the last second: 80 % of that per second, half of it at once
+        // and half as the rate, so no second of the windowed stage holds more than 1,600.
         assert_eq!(
             ladder.limits(),
             QuotaLimits {
-                units_per_minute: 96_000,
-                burst: 1_600
+                units_per_minute: 48_000,
+                burst: 800
             }
         );
     }

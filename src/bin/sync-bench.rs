@@ -267,7 +267,9 @@ impl Drop for Bench {
         if let Some(e) = self.emu.take() {
             self.rt.block_on(e.shutdown());
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("SYNC_BENCH_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
