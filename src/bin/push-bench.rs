@@ -273,7 +273,7 @@ fn latency(
         )?;
         let token = minted["token"].as_str().ok_or("no token")?.to_string();
         let body = minted["body"].clone();
-        let key = format!("message.added:bench:{id}");
+        let key = format!("message.added:bench:{id}:g0");
         let started = Instant::now();
         let status = rt.block_on(async {
             http.post(&endpoint)
