@@ -210,6 +210,9 @@ impl PacingLadder {
     pub(crate) async fn until_ready(&self, units: NonZeroU32) -> Result<(), QuotaError> {
         let stage = self.stage();
         stage.limiter.until_n_ready(units).await?;
+        if !self.adaptive {
+            return Ok(()); // nothing reads the spend log of a fixed ladder
+        }
         loop {
             let now = Instant::now();
             let wait = {
