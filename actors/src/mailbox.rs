@@ -511,8 +511,8 @@ impl DurableMailbox {
         })
     }
 
-    /// Counts the mailbox's jobs by state by scanning its trees (`store check` compares it
-    /// with [`DurableMailbox::depth`]).
+    /// Counts the mailbox's jobs by state by scanning its trees: the truth the counters of
+    /// [`DurableMailbox::depth`] are tested against (`mailbox/tests.rs`).
     pub fn depth_scanned(&self) -> Result<QueueDepth, StoreError> {
         not_in_tx("DurableMailbox::depth_scanned")?;
         let mut d = QueueDepth::default();

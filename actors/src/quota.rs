@@ -257,9 +257,10 @@ impl QuotaGate {
     }
 
     /// A gate whose per-user pacing adapts (module `quota_pacing`): it opens with a burst of
-    /// the whole ceiling (`limits.units_per_minute + limits.burst`), falls back to `limits`
-    /// with a window guard at the first rate-limit answer, and to a burst of `smallest_burst`
-    /// (at least the largest single cost) at the next.
+    /// the whole ceiling (`limits.units_per_minute + limits.burst`); at the first rate-limit
+    /// answer it keeps every 60-second window under the ceiling and each second under what
+    /// got through before the refusal (never slower than `limits`); at the next it paces at
+    /// `limits` with a burst of `smallest_burst` (at least the largest single cost).
     pub fn adaptive(
         account: impl Into<String>,
         limits: QuotaLimits,
