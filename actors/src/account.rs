@@ -599,6 +599,9 @@ impl AccountActorState {
     fn status(&self, myself: &ActorRef<AccountMsg>) -> AccountStatus {
         let reporter = myself.get_derived();
         let cx = self.cx(&reporter);
+        // The cursor first: the job counters never lag a commit (store/queue_counts.rs), so
+        // depths read after it include every job the transaction that moved it queued.
+        let cursor = self.spec.source.cursor(&cx);
         let mut queues = Vec::new();
         let mut dead: u64 = 0;
         for kind in [
@@ -645,7 +648,7 @@ impl AccountActorState {
             kind: self.spec.kind.to_string(),
             state,
             phase: phase_text,
-            cursor: self.spec.source.cursor(&cx),
+            cursor,
             queues,
             restarts: self.budget.restarts(),
             last_error,

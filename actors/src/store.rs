@@ -507,9 +507,14 @@ impl Store {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let appended = Cell::new(None::<u64>);
-        let counted = queue_counts::TxCounts::default();
+        // Rises of the job counters are added before the commit, falls after (queue_counts.rs).
+        let raised = queue_counts::TxCounts::default();
+        let falls = queue_counts::TxCounts::default();
         let trees: &[sled::Tree] = &self.inner.trees;
         let result = trees.transaction(|view: &Vec<TransactionalTree>| {
+            self.inner
+                .queue_counts
+                .apply(queue_counts::negated(raised.take()));
             let mut tx = StoreTx {
                 trees: view,
                 appended: Cell::new(None),
@@ -536,7 +541,10 @@ impl Store {
             match result {
                 Ok(v) => {
                     appended.set(tx.appended.get());
-                    counted.replace(tx.counts.take());
+                    let (rises, fall) = queue_counts::split(tx.counts.take());
+                    self.inner.queue_counts.apply(rises.clone());
+                    raised.replace(rises);
+                    falls.replace(fall);
                     Ok(v)
                 }
                 Err(TxError::Conflict) => Err(ConflictableTransactionError::Conflict),
@@ -546,7 +554,7 @@ impl Store {
         });
         match result {
             Ok(v) => {
-                self.inner.queue_counts.apply(counted.take());
+                self.inner.queue_counts.apply(falls.take());
                 if let Some(seq) = appended.get() {
                     self.inner
                         .committed_feed_seq
@@ -554,18 +562,27 @@ impl Store {
                 }
                 Ok(v)
             }
-            Err(TransactionError::Abort(TxError::Abort(reason))) => {
-                Err(StoreError::Aborted(reason))
+            Err(e) => {
+                self.inner
+                    .queue_counts
+                    .apply(queue_counts::negated(raised.take()));
+                Err(self.transaction_error(e))
             }
-            Err(TransactionError::Abort(TxError::Store(e))) => Err(e),
-            Err(TransactionError::Abort(TxError::Storage(source))) => {
-                Err(self.storage_error("running a transaction", source))
+        }
+    }
+
+    fn transaction_error(&self, e: TransactionError<TxError>) -> StoreError {
+        match e {
+            TransactionError::Abort(TxError::Abort(reason)) => StoreError::Aborted(reason),
+            TransactionError::Abort(TxError::Store(e)) => e,
+            TransactionError::Abort(TxError::Storage(source)) => {
+                self.storage_error("running a transaction", source)
             }
-            Err(TransactionError::Abort(TxError::Conflict)) => {
+            TransactionError::Abort(TxError::Conflict) => {
                 unreachable!("conflicts are retried, never aborted")
             }
-            Err(TransactionError::Storage(source)) => {
-                Err(self.storage_error("committing a transaction", source))
+            TransactionError::Storage(source) => {
+                self.storage_error("committing a transaction", source)
             }
         }
     }

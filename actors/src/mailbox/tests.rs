@@ -3,6 +3,7 @@
 
 use super::layout::truncate_error;
 use super::*;
+use crate::store::Space;
 use rand::SeedableRng;
 
 fn open() -> (tempfile::TempDir, Store) {
@@ -383,4 +384,37 @@ fn counted_depth_equals_a_scan_through_every_operation_and_a_reopen() {
     let store = Store::open(dir.path()).unwrap();
     let a = store.mailbox("acct/ingest");
     check(&a, "a reopen");
+}
+
+#[test]
+fn a_depth_read_after_a_commit_is_seen_includes_the_jobs_it_queued() {
+    // A writer moves a "cursor" and queues a job in one transaction; a reader that sees the
+    // cursor and then reads the depth must never find fewer jobs than the cursor says (the
+    // status reply's "caught up, nothing missing" rests on this).
+    let (_d, store) = open();
+    let rounds = 3000u64;
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 1..=rounds {
+                store
+                    .transaction(|tx| {
+                        tx.enqueue("acct/ingest", Priority::Normal, &format!("k{i}"), b"", 0)?;
+                        tx.insert(Space::Meta, b"test-cursor", &i.to_be_bytes())
+                    })
+                    .unwrap();
+            }
+        })
+    };
+    let mb = store.mailbox("acct/ingest");
+    let mut seen = 0;
+    while seen < rounds {
+        let Some(v) = store.kv(Space::Meta).get(b"test-cursor").unwrap() else {
+            continue;
+        };
+        seen = u64::from_be_bytes(v.as_ref().try_into().unwrap());
+        let depth = mb.depth().unwrap().pending as u64;
+        assert!(depth >= seen, "cursor {seen} but only {depth} jobs counted");
+    }
+    writer.join().unwrap();
 }

@@ -1,12 +1,15 @@
 //! How many jobs each durable mailbox holds, kept as counters instead of counted by scans:
 //! [`QueueCounts`] is counted once from the mailbox trees when the store opens, and every
 //! transaction that inserts or removes a job (through [`StoreTx::job_insert`] and
-//! [`StoreTx::job_remove`]) adds its changes once it has committed. `DurableMailbox::depth`
-//! (status replies, the backfill's drain check) reads them in constant time, however long the
-//! queue.
+//! [`StoreTx::job_remove`]) changes them. `DurableMailbox::depth` (status replies, the
+//! backfill's drain check) reads them in constant time, however long the queue.
 //!
-//! A closure that sled retries starts from a fresh `StoreTx`, so only the committed attempt's
-//! changes are added; an aborted transaction adds none.
+//! A counter may run ahead of the trees for a moment but never behind a commit: a
+//! transaction's rises are added *before* sled commits it and its falls only after. So a reader
+//! that has seen what a transaction committed (a cursor it moved, say) and then reads a depth
+//! sees that transaction's new jobs — "caught up, nothing missing" is never claimed between a
+//! commit and its count. A closure that sled retries first takes back the rises of the
+//! attempt before; an aborted transaction takes back its own.
 
 use super::{Internal, StoreError, StoreTx, TxError};
 use std::cell::RefCell;
@@ -66,7 +69,7 @@ impl QueueCounts {
         })
     }
 
-    /// Adds a committed transaction's changes.
+    /// Adds changes (a transaction's rises before its commit, its falls after it).
     pub(crate) fn apply(&self, deltas: CountDeltas) {
         if deltas.is_empty() {
             return;
@@ -98,6 +101,32 @@ impl QueueCounts {
 
 /// A transaction's pending changes (moved out of the `StoreTx` when its closure succeeds).
 pub(crate) type TxCounts = RefCell<CountDeltas>;
+
+/// Splits a transaction's changes into its rises (added before the commit) and its falls
+/// (added after it), per counter.
+pub(crate) fn split(deltas: CountDeltas) -> (CountDeltas, CountDeltas) {
+    let mut rises = CountDeltas::new();
+    let mut falls = CountDeltas::new();
+    for (prefix, d) in deltas {
+        let up = d.map(|v| v.max(0));
+        let down = d.map(|v| v.min(0));
+        if up.iter().any(|v| *v != 0) {
+            rises.insert(prefix.clone(), up);
+        }
+        if down.iter().any(|v| *v != 0) {
+            falls.insert(prefix, down);
+        }
+    }
+    (rises, falls)
+}
+
+/// The changes that take `deltas` back.
+pub(crate) fn negated(deltas: CountDeltas) -> CountDeltas {
+    deltas
+        .into_iter()
+        .map(|(prefix, d)| (prefix, d.map(|v| -v)))
+        .collect()
+}
 
 impl StoreTx<'_> {
     fn note_job(&self, tree: Internal, key: &[u8], delta: i64) {
@@ -140,6 +169,22 @@ mod tests {
         assert_eq!(mailbox_prefix(&key), Some(&key[..7]));
         assert_eq!(mailbox_prefix(b"\0\0"), None);
         assert_eq!(mailbox_prefix(&[0, 0, 0, 9, b'a']), None);
+    }
+
+    #[test]
+    fn rises_and_falls_split_per_counter_and_a_negation_takes_rises_back() {
+        let mut d = CountDeltas::new();
+        d.insert(b"p".to_vec(), [2, -1, 0]);
+        d.insert(b"q".to_vec(), [0, 0, -4]);
+        let (rises, falls) = split(d);
+        assert_eq!(rises.len(), 1);
+        assert_eq!(rises[&b"p".to_vec()], [2, 0, 0]);
+        assert_eq!(falls[&b"p".to_vec()], [0, -1, 0]);
+        assert_eq!(falls[&b"q".to_vec()], [0, 0, -4]);
+        let c = QueueCounts::default();
+        c.apply(rises.clone());
+        c.apply(negated(rises));
+        assert_eq!(c.get(b"p"), MailboxCounts::default());
     }
 
     #[test]
