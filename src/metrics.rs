@@ -70,6 +70,8 @@ pub struct Metrics {
     pub(crate) account_health: Gauges,
     pub(crate) restarts: Counters,
     pub(crate) uptime: Gauges,
+    /// Tasks alive in the daemon's async runtime (a leak shows as growth).
+    pub(crate) runtime_tasks: Gauges,
     /// 1 while writing waits for space in the data directory (`degraded (disk full)`).
     pub(crate) disk_full: Gauges,
     /// IMAP: messages held per folder.
@@ -210,6 +212,11 @@ impl Metrics {
             "mailsync_uptime_seconds",
             "Seconds since the daemon started.",
         );
+        let runtime_tasks = gauges(
+            r,
+            "mailsync_runtime_tasks",
+            "Tasks alive in the daemon's async runtime; steady when idle (growth is a leak).",
+        );
         let build_info = gauges(
             r,
             "mailsync_build_info",
@@ -239,6 +246,7 @@ impl Metrics {
             account_health,
             restarts,
             uptime,
+            runtime_tasks,
             disk_full,
             imap_folder_messages,
             imap_folder_remaining,

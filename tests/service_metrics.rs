@@ -152,6 +152,7 @@ fn metrics_scrape_during_a_gmail_sync_parses_and_counters_move() {
         "mailsync_account_restarts_total",
         "mailsync_build_info",
         "mailsync_uptime_seconds",
+        "mailsync_runtime_tasks",
     ] {
         assert!(has(&second, family), "missing {family}");
     }

@@ -142,7 +142,11 @@ impl Actor for Backfill {
                     store: &st.store,
                     report: &st.parent,
                 };
-                let outcome = source.backfill_step(&cx, &job).await;
+                let outcome = crate::quota::in_class(
+                    crate::quota::WorkClass::Bulk,
+                    source.backfill_step(&cx, &job),
+                )
+                .await;
                 st.after_step(&myself, outcome)?;
             }
         }

@@ -177,7 +177,12 @@ impl HistorySyncState {
     ) -> Result<(), ActorProcessingErr> {
         let source = self.spec.source.clone();
         let cx = self.cx();
-        let result = source.incremental_page(&cx, &self.round_pushes).await;
+        // Changes happening now: ahead of every account's bulk work at the project quota.
+        let result = crate::quota::in_class(
+            crate::quota::WorkClass::RealTime,
+            source.incremental_page(&cx, &self.round_pushes),
+        )
+        .await;
         let page = match result {
             Ok(p) => p,
             Err(SyncError::Api(err)) => return self.page_failed(myself, err),

@@ -15,8 +15,9 @@
 //! work is in sled.
 
 use crate::error::{ApiError, SyncError};
-use crate::mailbox::{DurableMailbox, Job};
+use crate::mailbox::{DurableMailbox, Job, Priority};
 use crate::outage::{self, Outage};
+use crate::quota::{WorkClass, in_class};
 use crate::report::{self, ChildReport, Reporter};
 use crate::source::SourceCx;
 use crate::spec::{AccountSpec, ChildKind, mailbox_name, now_ms};
@@ -137,7 +138,13 @@ impl IngestState {
             store: &self.store,
             report: &self.parent,
         };
-        let batch = match source.ingest_batch(&cx, &jobs).await {
+        // A batch with a real-time job (a change just seen) fetches ahead of bulk work.
+        let class = if jobs.iter().any(|j| j.priority == Priority::RealTime) {
+            WorkClass::RealTime
+        } else {
+            WorkClass::Bulk
+        };
+        let batch = match in_class(class, source.ingest_batch(&cx, &jobs)).await {
             Ok(b) => b,
             Err(SyncError::Api(err)) => return self.batch_failed(myself, jobs, err),
             Err(other) => {

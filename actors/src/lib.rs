@@ -46,6 +46,7 @@ pub mod outage;
 pub mod ports;
 pub mod push_watch;
 pub mod quota;
+mod quota_fair;
 mod quota_limiter;
 mod quota_pacing;
 pub mod report;

@@ -17,6 +17,8 @@
 //! the gate is deterministic under `tokio::time::pause()`. (governor's own `until_n_ready` sleeps
 //! on a real-time timer; [`QuotaGate`] runs the same `check_n` loop on tokio's timer instead.)
 
+use crate::quota_fair::FairLimiter;
+pub use crate::quota_fair::{WorkClass, current_class, in_class};
 use crate::quota_limiter::UnitLimiter;
 pub use crate::quota_limiter::{DEFAULT_PACING, QuotaError, QuotaLimits};
 use crate::quota_pacing::PacingLadder;
@@ -136,10 +138,11 @@ impl Default for CostTable {
     }
 }
 
-/// The per-project limiter: one per OAuth client id, shared (`Arc`) by all its accounts.
+/// The per-project limiter: one per OAuth client id, shared (`Arc`) by all its accounts,
+/// which take fair turns at it (`quota_fair`: real-time first, bulk round-robin by account).
 #[derive(Debug)]
 pub struct ProjectQuota {
-    limiter: UnitLimiter,
+    limiter: FairLimiter,
     units_spent: AtomicU64,
 }
 
@@ -147,7 +150,7 @@ impl ProjectQuota {
     /// A project limiter with these limits.
     pub fn new(limits: QuotaLimits) -> Result<Arc<Self>, QuotaError> {
         Ok(Arc::new(Self {
-            limiter: UnitLimiter::new(limits, "project")?,
+            limiter: FairLimiter::new(UnitLimiter::new(limits, "project")?),
             units_spent: AtomicU64::new(0),
         }))
     }
@@ -159,7 +162,7 @@ impl ProjectQuota {
 
     /// The limits in force.
     pub fn limits(&self) -> QuotaLimits {
-        self.limiter.limits
+        self.limiter.limiter().limits
     }
 
     /// Units charged through this project limiter so far, by all its accounts.
@@ -362,7 +365,10 @@ impl QuotaGate {
         self.wait_pause().await;
         self.user.until_ready(n).await?;
         if let Some(project) = &self.project {
-            project.limiter.until_n_ready(n).await?;
+            project
+                .limiter
+                .take(&self.account, current_class(), n)
+                .await?;
             project
                 .units_spent
                 .fetch_add(u64::from(units), Ordering::Relaxed);

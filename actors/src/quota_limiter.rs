@@ -119,6 +119,19 @@ impl UnitLimiter {
         })
     }
 
+    /// Spends `units` if they fit now (`Ok(Ok(()))`); else how long until they would.
+    pub(crate) fn try_n(&self, units: NonZeroU32) -> Result<Result<(), Duration>, QuotaError> {
+        match self.limiter.check_n(units) {
+            Ok(Ok(())) => Ok(Ok(())),
+            Ok(Err(not_until)) => Ok(Err(not_until.wait_time_from(self.clock.now()))),
+            Err(_) => Err(QuotaError::ExceedsBurst {
+                units: units.get(),
+                limiter: self.name,
+                burst: self.limits.burst,
+            }),
+        }
+    }
+
     /// Waits until `units` can be spent and spends them.
     pub(crate) async fn until_n_ready(&self, units: NonZeroU32) -> Result<(), QuotaError> {
         loop {

@@ -149,6 +149,11 @@ impl Metrics {
         self.uptime
             .get_or_create(&Vec::new())
             .set(i64::try_from(status.uptime_seconds).unwrap_or(i64::MAX));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.runtime_tasks
+                .get_or_create(&Vec::new())
+                .set(i64::try_from(rt.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+        }
         self.disk_full
             .get_or_create(&Vec::new())
             .set(i64::from(status.degraded.is_some()));
