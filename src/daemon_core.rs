@@ -177,22 +177,24 @@ impl DaemonCore {
         &self.service
     }
 
-    /// Whether the supervision tree answers: the root and every running account, each
-    /// within `timeout` (the watchdog pets systemd only when this is `Ok`).
-    pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
+    /// The health snapshot the service monitor takes every tick: the root and every running
+    /// account must answer within `timeout` (the watchdog pets systemd only when this is
+    /// `Ok`). Accounts answer from memory (`AccountMsg::Health`), so this stays cheap with a
+    /// thousand accounts; the fields read from the store (cursor, last sync) are left out.
+    pub async fn health_snapshot(&self, timeout: Duration) -> Result<Vec<AccountStatus>, String> {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let handles = ractor::call_t!(self.root, RootMsg::Accounts, ms)
             .map_err(|e| format!("root supervisor: {e}"))?;
-        let pings = handles
-            .into_iter()
-            .filter_map(|h| h.actor.map(|a| (h.id, a)));
-        let answers = futures_util::future::join_all(pings.map(|(id, a)| async move {
-            ractor::call_t!(a, AccountMsg::Status, ms)
-                .map(|_| ())
-                .map_err(|e| format!("account {id}: {e}"))
+        let answers = futures_util::future::join_all(handles.into_iter().map(|h| async move {
+            match &h.actor {
+                Some(a) => ractor::call_t!(a, AccountMsg::Health, ms)
+                    .map_err(|e| format!("account {}: {e}", h.id)),
+                None => Ok(placeholder(&h, AccountState::Failed, h.down_reason.clone())),
+            }
         }))
         .await;
-        answers.into_iter().collect()
+        let accounts = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(self.complete(accounts).await)
     }
 
     /// Test hook: blocks the root supervisor for `hold`, if `[debug] allow_wedge` is set.
@@ -225,9 +227,27 @@ impl DaemonCore {
                 None => placeholder(&h, AccountState::Failed, h.down_reason.clone()),
             }
         });
-        let mut accounts = futures_util::future::join_all(futures).await;
+        let accounts = futures_util::future::join_all(futures).await;
+        let accounts = self.complete(accounts).await;
+        let data_dir = self.config.lock().await.data_dir.display().to_string();
+        Ok(DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            data_dir,
+            accounts,
+            degraded: self.store.disk_full().map(|r| format!("disk full: {r}")),
+        })
+    }
+
+    /// Adds the accounts still starting and those that failed to start to the actors'
+    /// answers, sorts them, and fills in what the daemon knows beside the actors (delivery,
+    /// the calendars' lines).
+    async fn complete(&self, mut accounts: Vec<AccountStatus>) -> Vec<AccountStatus> {
+        let answered: std::collections::HashSet<String> =
+            accounts.iter().map(|a| a.account.clone()).collect();
         for (id, kind) in self.starting_accounts().unwrap_or_default() {
-            if !accounts.iter().any(|a| a.account == id) {
+            if !answered.contains(&id) {
                 let h = AccountHandle {
                     id,
                     kind,
@@ -249,15 +269,7 @@ impl DaemonCore {
                 crate::calendar_status::fill_status(&self.store, a, push.as_ref(), now);
             }
         }
-        let data_dir = self.config.lock().await.data_dir.display().to_string();
-        Ok(DaemonStatus {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            pid: std::process::id(),
-            uptime_seconds: self.started.elapsed().as_secs(),
-            data_dir,
-            accounts,
-            degraded: self.store.disk_full().map(|r| format!("disk full: {r}")),
-        })
+        accounts
     }
 
     /// Ids and kinds of the configured accounts.

@@ -15,13 +15,16 @@ use crate::mirror::{self, Change};
 use crate::report::ChildReport;
 use crate::source::{SourceCx, StartState};
 use crate::spec::{AccountSpec, ChildArgs, ChildKind, mailbox_name, now_ms};
-use crate::status::{AccountState, AccountStatus, Phase, Progress, QueueStat};
+use crate::status::{AccountState, AccountStatus, Phase, Progress};
 use crate::store::Store;
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
 use std::collections::HashMap;
 use std::time::Instant;
+
+mod status_view;
+pub use status_view::StatusDetail;
 
 /// The AccountActor.
 pub struct AccountActor;
@@ -53,8 +56,11 @@ pub enum AccountCommand {
 /// The AccountActor's messages.
 #[derive(Debug)]
 pub enum AccountMsg {
-    /// Report status.
+    /// Report the full status (reads the source's stored records).
     Status(RpcReplyPort<AccountStatus>),
+    /// Report the health view of the status: memory and queue counters only, no store
+    /// reads (the service monitor asks every tick; an answer also shows the actor is alive).
+    Health(RpcReplyPort<AccountStatus>),
     /// An admin command.
     Command(AccountCommand),
     /// Re-spawn a child after its backoff delay.
@@ -226,7 +232,10 @@ impl Actor for AccountActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             AccountMsg::Status(reply) => {
-                let _ = reply.send(st.status(&myself));
+                let _ = reply.send(st.status(&myself, StatusDetail::Full));
+            }
+            AccountMsg::Health(reply) => {
+                let _ = reply.send(st.status(&myself, StatusDetail::Health));
             }
             AccountMsg::Command(cmd) => st.command(&myself, cmd).await?,
             AccountMsg::Respawn(kind) => {
@@ -593,79 +602,6 @@ impl AccountActorState {
         // Feed readers only see flushed events; state changes are rare, so flush each one.
         if let Err(e) = res.and_then(|()| self.store.flush()) {
             tracing::warn!(account = %self.spec.id, error = %e, "Could not record a state change event.");
-        }
-    }
-
-    fn status(&self, myself: &ActorRef<AccountMsg>) -> AccountStatus {
-        let reporter = myself.get_derived();
-        let cx = self.cx(&reporter);
-        // The cursor first: the job counters never lag a commit (store/queue_counts.rs), so
-        // depths read after it include every job the transaction that moved it queued.
-        let cursor = self.spec.source.cursor(&cx);
-        let mut queues = Vec::new();
-        let mut dead: u64 = 0;
-        for kind in [
-            ChildKind::Ingest,
-            ChildKind::Backfill,
-            ChildKind::HistorySync,
-        ] {
-            let name = mailbox_name(&self.spec.id, kind);
-            if let Ok(d) = self.store.mailbox(&name).depth() {
-                dead += d.dead as u64;
-                queues.push(QueueStat {
-                    name,
-                    pending: d.pending as u64,
-                    leased: d.leased as u64,
-                    delayed: d.delayed as u64,
-                    dead: d.dead as u64,
-                });
-            }
-        }
-        let missing = queues
-            .iter()
-            .find(|q| q.name.ends_with("/ingest"))
-            .map(|q| q.pending + q.leased + q.delayed + q.dead)
-            .unwrap_or(0);
-        let mut phase = self.phase;
-        if self.state == AccountState::Running && phase == Phase::CaughtUp && dead > 0 {
-            phase = Phase::Incomplete { dead };
-        }
-        let mut phase_text = phase.to_string();
-        let mut state = self.state;
-        let mut last_error = self.last_error.clone();
-        if let Some(reason) = self.store.disk_full()
-            && matches!(
-                state,
-                AccountState::Running | AccountState::Resyncing | AccountState::Degraded
-            )
-        {
-            state = AccountState::Degraded;
-            phase_text = crate::disk_space::degraded_phase(&reason);
-            last_error = Some(format!("disk full: {reason}"));
-        }
-        AccountStatus {
-            account: self.spec.id.0.clone(),
-            kind: self.spec.kind.to_string(),
-            state,
-            phase: phase_text,
-            cursor,
-            queues,
-            restarts: self.budget.restarts(),
-            last_error,
-            last_sync_ms: self.last_sync_ms.or(self.spec.source.last_sync_ms(&cx)),
-            progress: self.progress.clone(),
-            missing,
-            dead_lettered: dead,
-            delivery: Some("polling".into()),
-            last_gap_recovery_units: self.spec.source.last_resync_units(&cx),
-            last_gap_working_set: self.spec.source.last_resync_working_set(&cx),
-            calendars: Vec::new(),
-            imap: self.spec.source.imap_status(&cx),
-            degraded: self
-                .degraded
-                .iter()
-                .next()
-                .map(|(child, reason)| format!("{child}: {reason}")),
         }
     }
 }

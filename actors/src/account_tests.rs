@@ -179,6 +179,46 @@ async fn a_backfill_step_that_panics_is_restarted_and_the_job_resumes_at_that_st
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_health_view_shows_state_queues_and_errors_without_reading_the_stored_cursor() {
+    let source = ScriptedSource::default();
+    source.ingest_panics.store(1, Ordering::SeqCst);
+    let acct = start(source, RestartPolicy::default(), &["a", "b"]).await;
+    wait_until("both jobs are recorded", || {
+        acct.source.recorded().len() == 2
+    })
+    .await;
+    let full = acct.status().await;
+    let reads = acct.source.cursor_reads.load(Ordering::SeqCst);
+    assert!(reads > 0, "the full status reads the stored cursor");
+    let health: AccountStatus = ractor::call!(acct.actor, AccountMsg::Health).expect("health");
+    assert_eq!(
+        acct.source.cursor_reads.load(Ordering::SeqCst),
+        reads,
+        "the health view reads nothing from the source's records"
+    );
+    assert!(full.cursor.is_some());
+    assert_eq!(health.cursor, None);
+    assert_eq!(health.state, full.state);
+    assert_eq!(health.restarts, 1);
+    assert_eq!(health.restarts, full.restarts);
+    assert_eq!(health.last_error, full.last_error);
+    assert_eq!(health.phase, full.phase);
+    assert_eq!(health.missing, full.missing);
+    assert_eq!(
+        health
+            .queues
+            .iter()
+            .map(|q| (q.name.clone(), q.pending + q.leased + q.delayed))
+            .collect::<Vec<_>>(),
+        full.queues
+            .iter()
+            .map(|q| (q.name.clone(), q.pending + q.leased + q.delayed))
+            .collect::<Vec<_>>(),
+        "the same queue depths"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_ingest_batch_that_panics_is_restarted_and_no_job_is_lost() {
     let source = ScriptedSource::default();
     source.ingest_panics.store(2, Ordering::SeqCst);

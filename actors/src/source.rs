@@ -21,6 +21,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+/// The status fields a source keeps in its stored records (see [`SyncSource::stored_status`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredStatus {
+    /// The cursor in words.
+    pub cursor: Option<String>,
+    /// When the last sync finished (ms since the epoch).
+    pub last_sync_ms: Option<u64>,
+    /// Quota units the last gap repair spent.
+    pub last_resync_units: Option<u64>,
+    /// The largest working set of the last gap repair.
+    pub last_resync_working_set: Option<u64>,
+}
+
 /// A boxed, sendable future of a source step.
 pub type SourceFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SyncError>> + Send + 'a>>;
 
@@ -183,6 +196,17 @@ pub trait SyncSource: Send + Sync {
     fn last_resync_working_set(&self, cx: &SourceCx<'_>) -> Option<u64> {
         let _ = cx;
         None
+    }
+
+    /// Status: the stored fields above read together. A source whose fields live in one
+    /// record overrides this to read it once.
+    fn stored_status(&self, cx: &SourceCx<'_>) -> StoredStatus {
+        StoredStatus {
+            cursor: self.cursor(cx),
+            last_sync_ms: self.last_sync_ms(cx),
+            last_resync_units: self.last_resync_units(cx),
+            last_resync_working_set: self.last_resync_working_set(cx),
+        }
     }
 
     /// Starts the provider credentials over (see [`crate::ports::GmailApi::reconnect`]):

@@ -83,6 +83,8 @@ pub struct ScriptedSource {
     pub recorded: Mutex<Vec<String>>,
     /// (child, virtual time) of every call the children made.
     pub calls: Mutex<Vec<(ChildKind, Instant)>>,
+    /// Status reads of the stored cursor.
+    pub cursor_reads: AtomicU32,
 }
 
 impl Default for ScriptedSource {
@@ -99,6 +101,7 @@ impl Default for ScriptedSource {
             ingest_panics: AtomicU32::new(0),
             recorded: Mutex::new(Vec::new()),
             calls: Mutex::new(Vec::new()),
+            cursor_reads: AtomicU32::new(0),
         }
     }
 }
@@ -258,6 +261,7 @@ impl SyncSource for ScriptedSource {
     }
 
     fn cursor(&self, _: &SourceCx<'_>) -> Option<String> {
+        self.cursor_reads.fetch_add(1, Ordering::SeqCst);
         Some(format!("step {}", self.steps_done.load(Ordering::SeqCst)))
     }
 }

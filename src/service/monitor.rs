@@ -1,8 +1,8 @@
-//! The service monitor: one task per daemon that, every tick, pings the supervision tree
-//! (the root and every running account must answer within the tick), pets the systemd
-//! watchdog only when they did, and otherwise lets it starve so systemd restarts a wedged
-//! daemon. When the tree answers it also takes a status snapshot, sends `STATUS=` when the
-//! one-line summary changed and records each account's new errors.
+//! The service monitor: one task per daemon that, every tick, takes a health snapshot of the
+//! supervision tree (the root and every running account must answer within the tick, from
+//! memory: `DaemonCore::health_snapshot`), pets the systemd watchdog only when they did, and
+//! otherwise lets it starve so systemd restarts a wedged daemon. From the same snapshot it
+//! sends `STATUS=` when the one-line summary changed and records each account's new errors.
 //!
 //! The tick is half the watchdog interval when systemd set one (as `sd_watchdog_enabled(3)`
 //! advises), at most one second so `STATUS=` stays current; one second without a watchdog.
@@ -38,13 +38,16 @@ pub async fn run(core: Arc<DaemonCore>, mut last_summary: String, cancel: Cancel
             _ = cancel.cancelled() => return,
             _ = interval.tick() => {}
         }
-        if let Err(e) = core.ping(tick.max(MIN_TICK)).await {
-            if !wedged {
-                tracing::warn!(error = %e, "The supervision tree does not answer; not petting the watchdog.");
-                wedged = true;
+        let accounts = match core.health_snapshot(tick.max(MIN_TICK)).await {
+            Ok(accounts) => accounts,
+            Err(e) => {
+                if !wedged {
+                    tracing::warn!(error = %e, "The supervision tree does not answer; not petting the watchdog.");
+                    wedged = true;
+                }
+                continue;
             }
-            continue;
-        }
+        };
         if wedged {
             tracing::info!("The supervision tree answers again.");
             wedged = false;
@@ -52,12 +55,13 @@ pub async fn run(core: Arc<DaemonCore>, mut last_summary: String, cancel: Cancel
         if notifier.watchdog_interval().is_some() {
             notifier.watchdog();
         }
-        let Ok(status) = core.status().await else {
-            continue;
-        };
         core.service()
-            .observe_errors(&status.accounts, mailsync_actors::spec::now_ms());
-        let summary = crate::service::health::summary(&status_json::healths(&status));
+            .observe_errors(&accounts, mailsync_actors::spec::now_ms());
+        let healths: Vec<_> = accounts
+            .iter()
+            .map(crate::service::health::account_health)
+            .collect();
+        let summary = crate::service::health::summary(&healths);
         if summary != last_summary {
             tracing::info!(status = %summary, "Service status changed.");
             notifier.status(&summary);

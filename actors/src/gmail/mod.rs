@@ -25,7 +25,7 @@ use crate::model::{FetchedMessage, HistoryChange, MessageId};
 use crate::ports::GmailApi;
 use crate::source::{
     BackfillNext, IncrementalPage, IngestBatch, SourceCx, SourceFuture, SourceKind, StartState,
-    SyncSource,
+    StoredStatus, SyncSource,
 };
 use crate::spec::now_ms;
 use crate::store::StoreError;
@@ -479,6 +479,19 @@ impl SyncSource for GmailSource {
         AccountRecord::load(cx.store, &cx.account.0)
             .ok()
             .and_then(|r| r.last_incremental_sync_at_ms.or(r.last_full_sync_at_ms))
+    }
+
+    fn stored_status(&self, cx: &SourceCx<'_>) -> StoredStatus {
+        // One record holds them all: one read and one decode per status.
+        let Ok(r) = AccountRecord::load(cx.store, &cx.account.0) else {
+            return StoredStatus::default();
+        };
+        StoredStatus {
+            cursor: r.history_id.map(|h| format!("historyId {h}")),
+            last_sync_ms: r.last_incremental_sync_at_ms.or(r.last_full_sync_at_ms),
+            last_resync_units: r.last_gap_list_calls.map(|calls| calls * 5 + 2),
+            last_resync_working_set: r.last_gap_peak_buffered,
+        }
     }
 
     fn reconnect(&self) -> SourceFuture<'_, ()> {

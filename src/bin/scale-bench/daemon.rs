@@ -9,7 +9,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// One `[[accounts]]` block of the daemon's config.
-pub fn account_block(id: &str, email: &str, base: &str, secret: &Path, refresh: &Path) -> String {
+/// `extra` is added to the block as is (e.g. `push_topic = "…"`).
+pub fn account_block(
+    id: &str,
+    email: &str,
+    base: &str,
+    secret: &Path,
+    refresh: &Path,
+    extra: &str,
+) -> String {
     format!(
         r#"
 [[accounts]]
@@ -22,6 +30,7 @@ auth_url = "{base}/o/oauth2/v2/auth"
 client_id = "{client}"
 client_secret = {{ file = "{secret}" }}
 refresh_token = {{ file = "{refresh}" }}
+{extra}
 "#,
         client = mailsync_emulator::DEFAULT_CLIENT_ID,
         secret = secret.display(),
@@ -38,14 +47,18 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Writes the config (quota lifted on the daemon's side too) and spawns the daemon next
-    /// to this binary; returns once it answers on its socket.
-    pub fn start(dir: &Path, accounts: &str) -> Daemon {
+    /// The config sections that lift the daemon's quota (for an emulator with quota off).
+    pub const QUOTA_LIFTED: &str =
+        "[quota]\nscale = 1000000.0\nproject_units_per_minute = 1000000000\n";
+
+    /// Writes the config (`sections` before the accounts: `[quota]`, `[push]` …) and spawns
+    /// the daemon next to this binary; returns once it answers on its socket.
+    pub fn start(dir: &Path, sections: &str, accounts: &str) -> Daemon {
         let socket = dir.join("control.sock");
         let config = dir.join("config.toml");
         let text = format!(
             "data_dir = \"{d}/data\"\nsocket_path = \"{s}\"\nlog_level = \"warn\"\n\n\
-             [quota]\nscale = 1000000.0\nproject_units_per_minute = 1000000000\n{accounts}",
+             {sections}\n{accounts}",
             d = dir.display(),
             s = socket.display(),
         );
@@ -82,6 +95,11 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         d
+    }
+
+    /// The control socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     pub fn pid(&self) -> u32 {

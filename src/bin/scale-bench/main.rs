@@ -13,10 +13,18 @@
 //!   core, and open files, threads and runtime tasks at the start and the end of the idle
 //!   period (growth is a leak).
 //!
+//! * `fair [BACKFILL] [LIVE] [MESSAGES] [PROJECT_UNITS_PER_MINUTE] [CHANGES] [WARMUP_SECS]` —
+//!   BACKFILL accounts (default 100) in initial sync of MESSAGES each (default 1,000) and
+//!   LIVE accounts (default 10) receiving CHANGES pushed changes (default 120, two a second)
+//!   after WARMUP_SECS (default 60), all under one project budget (default 300,000 units a
+//!   minute, quota on): change → feed latency and each backfilling account's share
+//!   (`fair.rs`).
+//!
 //! Run: `cargo build --release -p mailsync --bins && target/release/scale-bench accounts`.
 //! `SCALE_BENCH_KEEP=1` keeps the bench directory (config, data, daemon log).
 
 mod daemon;
+mod fair;
 
 use daemon::{Daemon, ProcSample};
 use mailsync_emulator::{Emulator, EmulatorConfig, EmulatorHandle, QuotaMode};
@@ -67,9 +75,22 @@ fn main() {
     };
     match scenario.as_str() {
         "accounts" => accounts(&a),
+        "fair" => {
+            // fair [BACKFILL] [LIVE] [MESSAGES] [PROJECT_UNITS_PER_MINUTE] [CHANGES] [WARMUP_SECS]
+            let argv: Vec<String> = std::env::args().collect();
+            let num = |i: usize, d: u64| argv.get(i).and_then(|v| v.parse().ok()).unwrap_or(d);
+            fair::run(&fair::FairArgs {
+                backfill: num(2, 100) as usize,
+                live: num(3, 10).max(1) as usize,
+                messages: num(4, 1_000) as usize,
+                project_upm: num(5, 300_000),
+                changes: num(6, 120) as usize,
+                warmup_secs: num(7, 60),
+            });
+        }
         other => {
             eprintln!(
-                "unknown scenario {other}; use accounts [N] [ACTIVE] [ACTIVE_MESSAGES] [IDLE_MESSAGES] [IDLE_SECS]"
+                "unknown scenario {other}; use accounts [N] [ACTIVE] [ACTIVE_MESSAGES] [IDLE_MESSAGES] [IDLE_SECS] or fair [BACKFILL] [LIVE] [MESSAGES] [PROJECT_UNITS_PER_MINUTE] [CHANGES] [WARMUP_SECS]"
             );
             std::process::exit(2);
         }
@@ -156,6 +177,7 @@ fn accounts(a: &Args) {
             &emu.base_url(),
             &secret,
             &refresh,
+            "",
         ));
     }
     let total = a.active * a.active_messages + (a.accounts - a.active) * a.idle_messages;
@@ -168,7 +190,7 @@ fn accounts(a: &Args) {
         a.idle_messages,
         made.elapsed().as_secs_f64()
     );
-    let d = Daemon::start(&dir, &blocks);
+    let d = Daemon::start(&dir, Daemon::QUOTA_LIFTED, &blocks);
     let mut times = StatusTimes::default();
     let mut peak = ProcSample::default();
     let mut all_running = None;
