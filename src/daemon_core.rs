@@ -21,6 +21,18 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// What [`DaemonCore::health_of`] heard.
+#[derive(Debug)]
+pub struct HealthAnswers {
+    /// Every account the supervision tree holds.
+    pub ids: Vec<String>,
+    /// The health views of the accounts asked (and of those down, starting or failed to
+    /// start), with delivery filled in.
+    pub fresh: Vec<AccountStatus>,
+    /// The accounts asked that did not answer in time: (id, why).
+    pub silent: Vec<(String, String)>,
+}
+
 /// What the main loop is asked to do by the control socket.
 #[derive(Debug)]
 pub enum DaemonRequest {
@@ -177,24 +189,41 @@ impl DaemonCore {
         &self.service
     }
 
-    /// The health snapshot the service monitor takes every tick: the root and every running
-    /// account must answer within `timeout` (the watchdog pets systemd only when this is
-    /// `Ok`). Accounts answer from memory (`AccountMsg::Health`), so this stays cheap with a
-    /// thousand accounts; the fields read from the store (cursor, last sync) are left out.
-    pub async fn health_snapshot(&self, timeout: Duration) -> Result<Vec<AccountStatus>, String> {
+    /// Asks the accounts `choose` picks (it gets every configured id) for their health view
+    /// (`AccountMsg::Health`, answered from memory), each within `timeout`. `Err` when the
+    /// root supervisor itself does not answer. Accounts whose actor is down are answered
+    /// with a placeholder whatever `choose` says, and the accounts still starting or failed
+    /// to start are added, as in [`DaemonCore::status`].
+    pub async fn health_of(
+        &self,
+        timeout: Duration,
+        choose: impl FnOnce(&[String]) -> std::collections::HashSet<String>,
+    ) -> Result<HealthAnswers, String> {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let handles = ractor::call_t!(self.root, RootMsg::Accounts, ms)
             .map_err(|e| format!("root supervisor: {e}"))?;
-        let answers = futures_util::future::join_all(handles.into_iter().map(|h| async move {
-            match &h.actor {
-                Some(a) => ractor::call_t!(a, AccountMsg::Health, ms)
-                    .map_err(|e| format!("account {}: {e}", h.id)),
-                None => Ok(placeholder(&h, AccountState::Failed, h.down_reason.clone())),
+        let ids: Vec<String> = handles.iter().map(|h| h.id.clone()).collect();
+        let chosen = choose(&ids);
+        let asks = handles
+            .into_iter()
+            .filter(|h| h.actor.is_none() || chosen.contains(&h.id))
+            .map(|h| async move {
+                match &h.actor {
+                    Some(a) => ractor::call_t!(a, AccountMsg::Health, ms)
+                        .map_err(|e| (h.id.clone(), e.to_string())),
+                    None => Ok(placeholder(&h, AccountState::Failed, h.down_reason.clone())),
+                }
+            });
+        let mut fresh = Vec::new();
+        let mut silent = Vec::new();
+        for answer in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok(s) => fresh.push(s),
+                Err(e) => silent.push(e),
             }
-        }))
-        .await;
-        let accounts = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
-        Ok(self.complete(accounts).await)
+        }
+        let fresh = self.complete(fresh).await;
+        Ok(HealthAnswers { ids, fresh, silent })
     }
 
     /// Test hook: blocks the root supervisor for `hold`, if `[debug] allow_wedge` is set.

@@ -11,6 +11,7 @@
 //! - `install`: `mailsync service install|uninstall` for systemd (system, user) and launchd.
 
 pub mod health;
+pub mod health_board;
 pub mod install;
 pub mod monitor;
 pub mod notify;

@@ -112,6 +112,8 @@ pub struct AccountActorState {
     disk_waits: u32,
     /// The push-watch duty's task (`push_watch.rs`), aborted when the account stops.
     watch_task: Option<tokio::task::JoinHandle<()>>,
+    /// The children's durable mailboxes by name, opened once for the status views.
+    mailboxes: Vec<(String, crate::mailbox::DurableMailbox)>,
 }
 
 fn store_err(e: impl std::fmt::Display) -> ActorProcessingErr {
@@ -129,6 +131,18 @@ impl Actor for AccountActor {
         args: AccountArgs,
     ) -> Result<AccountActorState, ActorProcessingErr> {
         let budget = RestartBudget::new(args.spec.restart.clone());
+        let mailboxes = [
+            ChildKind::Ingest,
+            ChildKind::Backfill,
+            ChildKind::HistorySync,
+        ]
+        .into_iter()
+        .map(|kind| {
+            let name = mailbox_name(&args.spec.id, kind);
+            let mailbox = args.store.mailbox(&name);
+            (name, mailbox)
+        })
+        .collect();
         Ok(AccountActorState {
             spec: args.spec,
             store: args.store,
@@ -148,6 +162,7 @@ impl Actor for AccountActor {
             degraded: std::collections::BTreeMap::new(),
             disk_waits: 0,
             watch_task: None,
+            mailboxes,
         })
     }
 

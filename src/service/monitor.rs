@@ -1,8 +1,9 @@
-//! The service monitor: one task per daemon that, every tick, takes a health snapshot of the
-//! supervision tree (the root and every running account must answer within the tick, from
-//! memory: `DaemonCore::health_snapshot`), pets the systemd watchdog only when they did, and
-//! otherwise lets it starve so systemd restarts a wedged daemon. From the same snapshot it
-//! sends `STATUS=` when the one-line summary changed and records each account's new errors.
+//! The service monitor: one task per daemon that, every tick, asks the supervision tree for
+//! health (the root, and the accounts `health_board.rs` picks: a slice, the new ones and any
+//! that were silent, must answer within the tick, from memory: `DaemonCore::health_of`),
+//! pets the systemd watchdog only when they did, and otherwise lets it starve so systemd
+//! restarts a wedged daemon. From the same answers it sends `STATUS=` when the one-line
+//! summary changed and records each account's new errors.
 //!
 //! The tick is half the watchdog interval when systemd set one (as `sd_watchdog_enabled(3)`
 //! advises), at most one second so `STATUS=` stays current; one second without a watchdog.
@@ -10,6 +11,7 @@
 //! silence.
 
 use crate::daemon_core::DaemonCore;
+use crate::service::health_board::HealthBoard;
 use crate::service::status_json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,21 +35,33 @@ pub async fn run(core: Arc<DaemonCore>, mut last_summary: String, cancel: Cancel
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut wedged = false;
+    let mut board = HealthBoard::default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let accounts = match core.health_snapshot(tick.max(MIN_TICK)).await {
-            Ok(accounts) => accounts,
-            Err(e) => {
-                if !wedged {
-                    tracing::warn!(error = %e, "The supervision tree does not answer; not petting the watchdog.");
-                    wedged = true;
-                }
-                continue;
+        let heard = match core
+            .health_of(tick.max(MIN_TICK), |ids| board.choose(ids))
+            .await
+        {
+            Ok(answers) => {
+                core.service().observe_errors(
+                    &answers.fresh,
+                    &answers.ids,
+                    mailsync_actors::spec::now_ms(),
+                );
+                board.take(&answers)
             }
+            Err(e) => Err(e),
         };
+        if let Err(e) = heard {
+            if !wedged {
+                tracing::warn!(error = %e, "The supervision tree does not answer; not petting the watchdog.");
+                wedged = true;
+            }
+            continue;
+        }
         if wedged {
             tracing::info!("The supervision tree answers again.");
             wedged = false;
@@ -55,14 +69,9 @@ pub async fn run(core: Arc<DaemonCore>, mut last_summary: String, cancel: Cancel
         if notifier.watchdog_interval().is_some() {
             notifier.watchdog();
         }
-        core.service()
-            .observe_errors(&accounts, mailsync_actors::spec::now_ms());
-        let healths: Vec<_> = accounts
-            .iter()
-            .map(crate::service::health::account_health)
-            .collect();
-        let summary = crate::service::health::summary(&healths);
-        if summary != last_summary {
+        if let Some(summary) = board.changed_summary()
+            && summary != last_summary
+        {
             tracing::info!(status = %summary, "Service status changed.");
             notifier.status(&summary);
             last_summary = summary;

@@ -148,10 +148,16 @@ impl ServiceState {
             .collect()
     }
 
-    /// Records each account's `last_error` when it differs from the last one recorded.
-    pub fn observe_errors(&self, accounts: &[AccountStatus], now_ms: u64) {
+    /// Records each of `accounts`' `last_error` when it differs from the last one recorded,
+    /// and forgets the errors of accounts neither in `accounts` nor in `known` (removed).
+    pub fn observe_errors(&self, accounts: &[AccountStatus], known: &[String], now_ms: u64) {
         let mut recent = lock(&self.recent);
-        recent.retain(|id, _| accounts.iter().any(|a| &a.account == id));
+        let known: std::collections::HashSet<&str> = known
+            .iter()
+            .map(String::as_str)
+            .chain(accounts.iter().map(|a| a.account.as_str()))
+            .collect();
+        recent.retain(|id, _| known.contains(id.as_str()));
         for a in accounts {
             let Some(error) = a.last_error.as_ref().filter(|e| !e.is_empty()) else {
                 continue;

@@ -8,7 +8,6 @@
 
 use super::{AccountActorState, AccountMsg};
 use crate::source::StoredStatus;
-use crate::spec::{ChildKind, mailbox_name};
 use crate::status::{AccountState, AccountStatus, Phase, QueueStat};
 use ractor::ActorRef;
 
@@ -42,16 +41,11 @@ impl AccountActorState {
         };
         let mut queues = Vec::new();
         let mut dead: u64 = 0;
-        for kind in [
-            ChildKind::Ingest,
-            ChildKind::Backfill,
-            ChildKind::HistorySync,
-        ] {
-            let name = mailbox_name(&self.spec.id, kind);
-            if let Ok(d) = self.store.mailbox(&name).depth() {
+        for (name, mailbox) in &self.mailboxes {
+            if let Ok(d) = mailbox.depth() {
                 dead += d.dead as u64;
                 queues.push(QueueStat {
-                    name,
+                    name: name.clone(),
                     pending: d.pending as u64,
                     leased: d.leased as u64,
                     delayed: d.delayed as u64,
