@@ -197,6 +197,20 @@ impl GmailSource {
         } else {
             Vec::new()
         };
+        if last
+            && round.pages == 0
+            && page.changes.is_empty()
+            && covered.is_empty()
+            && new_cursor == cursor
+        {
+            // A poll that found nothing: no cursor move, no push to ack, nothing to record.
+            // Writing (and flushing) the round's time anyway would make a thousand idle
+            // accounts churn the store; the AccountActor keeps the time in memory.
+            return Ok(IncrementalPage {
+                round_done: true,
+                ..IncrementalPage::default()
+            });
+        }
         let enqueued = cx
             .store
             .transaction(|tx| {
