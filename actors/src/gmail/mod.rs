@@ -174,15 +174,23 @@ impl GmailSource {
             .api
             .history(round.start, round.next_page_token.as_deref())
             .await?;
-        self.ensure_labels(
-            cx,
-            page.changes.iter().flat_map(|c| match c {
-                HistoryChange::MessageAdded { label_ids, .. }
-                | HistoryChange::LabelsAdded { label_ids, .. } => label_ids.iter(),
-                _ => [].iter(),
-            }),
-        )
-        .await?;
+        let uses_labels = page.changes.iter().any(|c| match c {
+            HistoryChange::MessageAdded { label_ids, .. }
+            | HistoryChange::LabelsAdded { label_ids, .. } => !label_ids.is_empty(),
+            _ => false,
+        });
+        if uses_labels {
+            // Skipped on an empty poll: it would read every mirrored label for nothing.
+            self.ensure_labels(
+                cx,
+                page.changes.iter().flat_map(|c| match c {
+                    HistoryChange::MessageAdded { label_ids, .. }
+                    | HistoryChange::LabelsAdded { label_ids, .. } => label_ids.iter(),
+                    _ => [].iter(),
+                }),
+            )
+            .await?;
+        }
         let now = now_ms();
         let id = cx.account.clone();
         let last = page.next_page_token.is_none();
