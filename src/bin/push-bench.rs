@@ -14,6 +14,9 @@
 //! `cargo build --release --bin mailsync --bin push-bench && target/release/push-bench [N] [IDLE_SECS]`
 //! (defaults 1000 and 60). The `mailsync` binary is taken from next to this one.
 
+#[path = "bench_common/feed_follow.rs"]
+mod feed_follow;
+
 use mailsync_emulator::{Emulator, EmulatorConfig, QuotaMode};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -21,7 +24,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const AUD: &str = "https://mailsync.bench/push/gmail";
@@ -202,33 +204,6 @@ fn wait_caught_up(d: &Daemon, n: usize) -> BenchResult<()> {
     Ok(())
 }
 
-/// Streams feed events (key → arrival time) from a following subscription.
-fn follow(socket: &Path) -> BenchResult<mpsc::Receiver<(String, Instant)>> {
-    let mut s = UnixStream::connect(socket).map_err(|e| e.to_string())?;
-    let req = json!({"v":1,"cmd":"events","consumer":"push-bench","follow":true});
-    s.write_all(format!("{req}\n").as_bytes())
-        .map_err(|e| e.to_string())?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(s);
-        loop {
-            let mut line = String::new();
-            match r.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            let at = Instant::now();
-            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-            if let Some(k) = v["event"]["key"].as_str()
-                && tx.send((k.to_string(), at)).is_err()
-            {
-                return;
-            }
-        }
-    });
-    Ok(rx)
-}
-
 fn latency(
     rt: &tokio::runtime::Runtime,
     http: &reqwest::Client,
@@ -247,7 +222,7 @@ fn latency(
         &account_block("bench", email, base, &refresh, Some(3600)),
     )?;
     wait_caught_up(&d, 1)?;
-    let events = follow(&d.socket)?;
+    let events = feed_follow::follow(&d.socket, "push-bench")?;
     let endpoint = format!("http://127.0.0.1:{port}/push/gmail");
     let mut seen: HashMap<String, Instant> = HashMap::new();
     let mut samples = Vec::with_capacity(n);

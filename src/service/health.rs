@@ -204,33 +204,38 @@ pub fn summary(accounts: &[AccountHealth]) -> String {
     format!("{} {noun}: {}", accounts.len(), parts.join(", "))
 }
 
+/// A running account's status with nothing else set: what the health rules' tests and the
+/// health board's tests start from.
+#[cfg(test)]
+pub(crate) fn test_status(id: &str, state: AccountState) -> AccountStatus {
+    AccountStatus {
+        account: id.into(),
+        kind: "test".into(),
+        state,
+        phase: "caught_up".into(),
+        cursor: None,
+        queues: Vec::new(),
+        restarts: 0,
+        last_error: None,
+        last_sync_ms: None,
+        progress: None,
+        missing: 0,
+        dead_lettered: 0,
+        delivery: None,
+        last_gap_recovery_units: None,
+        last_gap_working_set: None,
+        calendars: Vec::new(),
+        degraded: None,
+        imap: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use mailsync_actors::status::QueueStat;
 
-    fn status(id: &str, state: AccountState) -> AccountStatus {
-        AccountStatus {
-            account: id.into(),
-            kind: "test".into(),
-            state,
-            phase: "caught_up".into(),
-            cursor: None,
-            queues: Vec::new(),
-            restarts: 0,
-            last_error: None,
-            last_sync_ms: None,
-            progress: None,
-            missing: 0,
-            dead_lettered: 0,
-            delivery: None,
-            last_gap_recovery_units: None,
-            last_gap_working_set: None,
-            calendars: Vec::new(),
-            degraded: None,
-            imap: None,
-        }
-    }
+    use super::test_status as status;
 
     #[test]
     fn summary_counts_each_health_and_names_degraded_reasons() {

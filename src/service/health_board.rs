@@ -85,30 +85,8 @@ impl HealthBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mailsync_actors::status::{AccountState, AccountStatus};
-
-    fn status(id: &str, state: AccountState) -> AccountStatus {
-        AccountStatus {
-            account: id.into(),
-            kind: "gmail".into(),
-            state,
-            phase: "caught_up".into(),
-            cursor: None,
-            queues: Vec::new(),
-            restarts: 0,
-            last_error: None,
-            last_sync_ms: None,
-            progress: None,
-            missing: 0,
-            dead_lettered: 0,
-            delivery: Some("polling".into()),
-            last_gap_recovery_units: None,
-            last_gap_working_set: None,
-            calendars: Vec::new(),
-            degraded: None,
-            imap: None,
-        }
-    }
+    use crate::service::health::test_status as status;
+    use mailsync_actors::status::AccountState;
 
     fn ids(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("a{i:04}")).collect()

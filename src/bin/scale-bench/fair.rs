@@ -16,9 +16,6 @@ use crate::daemon::{Daemon, account_block};
 use mailsync_emulator::{Emulator, EmulatorConfig, QuotaMode};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -59,33 +56,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-/// Follows the feed: every event key with its arrival time.
-fn follow(socket: &Path) -> mpsc::Receiver<(String, Instant)> {
-    let mut s = UnixStream::connect(socket).expect("control socket");
-    let req = json!({"v":1,"cmd":"events","consumer":"scale-bench","follow":true});
-    s.write_all(format!("{req}\n").as_bytes())
-        .expect("events request");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(s);
-        loop {
-            let mut line = String::new();
-            match r.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            let at = Instant::now();
-            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-            if let Some(k) = v["event"]["key"].as_str()
-                && tx.send((k.to_string(), at)).is_err()
-            {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 /// The account of a `message.added:<account>:<id>:g<n>` key.
@@ -193,7 +163,7 @@ pub fn run(f: &FairArgs) {
         upm = f.project_upm,
     );
     let d = Daemon::start(&dir, &sections, &blocks);
-    let feed = follow(d.socket());
+    let feed = crate::feed_follow::follow(d.socket(), "scale-bench").expect("feed stream");
     let mut seen = Seen::default();
     // The live accounts' own initial syncs are small; wait for them.
     let t0 = Instant::now();

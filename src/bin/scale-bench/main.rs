@@ -25,6 +25,8 @@
 
 mod daemon;
 mod fair;
+#[path = "../bench_common/feed_follow.rs"]
+mod feed_follow;
 
 use daemon::{Daemon, ProcSample};
 use mailsync_emulator::{Emulator, EmulatorConfig, EmulatorHandle, QuotaMode};
