@@ -21,6 +21,10 @@
 //!   grant none, so the no-burst minimum `units / rate` is printed too) and the share of
 //!   requests refused.
 //!
+//! * `disk [N]` — full sync of N messages (default 100,000, quota off) with the Maildir sink
+//!   on; then bytes on disk of the store (sled and body segments) and of the Maildir, each
+//!   against the raw bytes held (the Maildir files' sizes).
+//!
 //! Run: `cargo build --release -p mailsync --bins && target/release/sync-bench raw 100000`
 //! (or `cargo run --release -p mailsync --bin sync-bench -- raw 100000` once `mailsync` is
 //! built in release).
@@ -302,6 +306,112 @@ fn raw(n: usize) {
     );
 }
 
+/// Bytes under `dir`: (apparent, allocated on disk), files counted once each.
+fn dir_bytes(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = (0, 0);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return total;
+    };
+    for e in entries.flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        if m.is_dir() {
+            let (a, b) = dir_bytes(&e.path());
+            total.0 += a;
+            total.1 += b;
+        } else {
+            total.0 += m.len();
+            total.1 += m.blocks() * 512;
+        }
+    }
+    total
+}
+
+/// Full sync of N messages (quota off) with the Maildir sink on, then the bytes on disk: the
+/// store (sled and the body segments) and the Maildir, each against the raw bytes held (the
+/// Maildir files' own sizes: one raw RFC 5322 message each).
+fn disk(n: usize) {
+    let b = Bench::new(EmulatorConfig {
+        seed: 1,
+        messages: n,
+        quota: QuotaMode::Off,
+        ..EmulatorConfig::default()
+    });
+    let maildir = b.dir.join("maildir");
+    b.write_config_with(
+        "2026",
+        1_000_000.0,
+        1_000_000_000,
+        &format!(
+            "\n[maildir]\nroot = \"{}\"\nenabled = true\n",
+            maildir.display()
+        ),
+    );
+    let child = b.start_daemon();
+    let secs = b.wait_synced(|_| {});
+    // The sink writes behind the feed: wait until it has every event.
+    let t = Instant::now();
+    loop {
+        let lag = request(&b.socket, r#"{"v":1,"cmd":"status"}"#).and_then(|r| {
+            r["data"]["sinks"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == json!("maildir"))?["lag"]
+                .as_u64()
+        });
+        if lag == Some(0) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(600),
+            "the Maildir sink did not catch up: lag {lag:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let _ = b.stop_daemon(child);
+    let mut messages = 0u64;
+    let mut raw = 0u64;
+    let mut count = |sub: &str| {
+        let Ok(accounts) = std::fs::read_dir(&maildir) else {
+            return;
+        };
+        for a in accounts.flatten() {
+            let Ok(files) = std::fs::read_dir(a.path().join(sub)) else {
+                continue;
+            };
+            for f in files.flatten() {
+                if let Ok(m) = f.metadata() {
+                    messages += 1;
+                    raw += m.len();
+                }
+            }
+        }
+    };
+    count("cur");
+    count("new");
+    let (store_apparent, store_disk) = dir_bytes(&b.dir.join("data"));
+    let (maildir_apparent, maildir_disk) = dir_bytes(&maildir);
+    let mib = |v: u64| v as f64 / (1024.0 * 1024.0);
+    println!(
+        "disk: {n} messages synced in {secs:.1} s; Maildir holds {messages} files, {:.1} MiB raw ({:.0} bytes a message)",
+        mib(raw),
+        raw as f64 / messages.max(1) as f64
+    );
+    println!(
+        "  store (sled + body segments): {:.1} MiB on disk ({:.1} MiB apparent) = {:.2}× the raw bytes, {:.0} bytes a message",
+        mib(store_disk),
+        mib(store_apparent),
+        store_disk as f64 / raw.max(1) as f64,
+        store_disk as f64 / messages.max(1) as f64
+    );
+    println!(
+        "  Maildir (with its index files): {:.1} MiB on disk ({:.1} MiB apparent) = {:.2}× the raw bytes",
+        mib(maildir_disk),
+        mib(maildir_apparent),
+        maildir_disk as f64 / raw.max(1) as f64
+    );
+}
+
 fn quota(profile: &str, n: usize, target_secs: f64) {
     let (qp, ceiling, get_cost) = match profile {
         "legacy" => (QuotaProfile::Legacy, 15_000.0, 5.0),
@@ -483,13 +593,14 @@ fn main() {
             quota(&profile, num(3, 20_000), num(4, 60) as f64);
         }
         "gap" => gap(num(2, 100_000)),
+        "disk" => disk(num(2, 100_000)),
         "burst" => {
             let mode = arg(2).unwrap_or_else(|| "default".into());
             burst(&mode, num(3, 5_000), num(4, 10) as f64);
         }
         other => {
             eprintln!(
-                "unknown scenario {other}; use raw [N] | quota <2026|legacy> [N] [SECS] | gap [N] | burst <default|strict> [N] [K]"
+                "unknown scenario {other}; use raw [N] | quota <2026|legacy> [N] [SECS] | gap [N] | burst <default|strict> [N] [K] | disk [N]"
             );
             std::process::exit(2);
         }
