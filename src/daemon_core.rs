@@ -494,23 +494,7 @@ impl DaemonCore {
 
 fn placeholder(h: &AccountHandle, state: AccountState, error: Option<String>) -> AccountStatus {
     AccountStatus {
-        account: h.id.clone(),
-        kind: h.kind.clone(),
-        state,
-        phase: "unknown".into(),
-        cursor: None,
-        queues: Vec::new(),
-        restarts: 0,
         last_error: error,
-        last_sync_ms: None,
-        progress: None,
-        missing: 0,
-        dead_lettered: 0,
-        delivery: None,
-        last_gap_recovery_units: None,
-        last_gap_working_set: None,
-        calendars: Vec::new(),
-        degraded: None,
-        imap: None,
+        ..AccountStatus::bare(h.id.clone(), h.kind.clone(), state, "unknown")
     }
 }

@@ -150,6 +150,39 @@ pub struct AccountStatus {
     pub imap: Option<crate::status_imap::ImapAccountStatus>,
 }
 
+impl AccountStatus {
+    /// A status with only who, what kind, the state and the phase set, nothing queued or
+    /// synced: the placeholder for an account whose actor cannot answer (not started,
+    /// restarting, failed to start).
+    pub fn bare(
+        account: impl Into<String>,
+        kind: impl Into<String>,
+        state: AccountState,
+        phase: impl Into<String>,
+    ) -> AccountStatus {
+        AccountStatus {
+            account: account.into(),
+            kind: kind.into(),
+            state,
+            phase: phase.into(),
+            cursor: None,
+            queues: Vec::new(),
+            restarts: 0,
+            last_error: None,
+            last_sync_ms: None,
+            progress: None,
+            missing: 0,
+            dead_lettered: 0,
+            delivery: None,
+            last_gap_recovery_units: None,
+            last_gap_working_set: None,
+            calendars: Vec::new(),
+            degraded: None,
+            imap: None,
+        }
+    }
+}
+
 /// What `ctl status` shows for one calendar of a calendar account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CalendarLine {

@@ -208,26 +208,7 @@ pub fn summary(accounts: &[AccountHealth]) -> String {
 /// health board's tests start from.
 #[cfg(test)]
 pub(crate) fn test_status(id: &str, state: AccountState) -> AccountStatus {
-    AccountStatus {
-        account: id.into(),
-        kind: "test".into(),
-        state,
-        phase: "caught_up".into(),
-        cursor: None,
-        queues: Vec::new(),
-        restarts: 0,
-        last_error: None,
-        last_sync_ms: None,
-        progress: None,
-        missing: 0,
-        dead_lettered: 0,
-        delivery: None,
-        last_gap_recovery_units: None,
-        last_gap_working_set: None,
-        calendars: Vec::new(),
-        degraded: None,
-        imap: None,
-    }
+    AccountStatus::bare(id, "test", state, "caught_up")
 }
 
 #[cfg(test)]

@@ -126,24 +126,13 @@ impl ServiceState {
         lock(&self.start_failures)
             .iter()
             .map(|(id, f)| AccountStatus {
-                account: id.clone(),
-                kind: f.kind.clone(),
-                state: AccountState::Failed,
-                phase: "not_started".into(),
-                cursor: None,
-                queues: Vec::new(),
-                restarts: 0,
                 last_error: Some(f.error.clone()),
-                last_sync_ms: None,
-                progress: None,
-                missing: 0,
-                dead_lettered: 0,
-                delivery: None,
-                last_gap_recovery_units: None,
-                last_gap_working_set: None,
-                calendars: Vec::new(),
-                degraded: None,
-                imap: None,
+                ..AccountStatus::bare(
+                    id.clone(),
+                    f.kind.clone(),
+                    AccountState::Failed,
+                    "not_started",
+                )
             })
             .collect()
     }
