@@ -90,13 +90,34 @@ impl RetryPolicy {
     /// The delay before retry `attempt`, drawn below [`RetryPolicy::ceiling`] by the jitter,
     /// so that many callers failing together do not retry together.
     pub fn delay(&self, attempt: u32, rng: &mut impl rand::Rng) -> Duration {
-        let ceiling = u64::try_from(self.ceiling(attempt).as_nanos()).unwrap_or(u64::MAX);
+        self.draw_below(self.ceiling(attempt), rng)
+    }
+
+    fn draw_below(&self, ceiling: Duration, rng: &mut impl rand::Rng) -> Duration {
+        let ceiling = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
         let nanos = match self.jitter {
             Jitter::Full => rng.random_range(0..=ceiling),
             Jitter::Half => rng.random_range(ceiling / 2..=ceiling),
             Jitter::None => ceiling,
         };
         Duration::from_nanos(nanos)
+    }
+
+    /// The delay before retry `attempt` of a run of failures that began `outage` ago: drawn
+    /// like [`RetryPolicy::delay`], but below `min(ceiling(attempt), max(base, outage))`.
+    ///
+    /// Full jitter draws many short early delays, so a few seconds of outage can already
+    /// count enough attempts for a 16 s or 30 s ceiling; a server back after 3 s would then
+    /// wait far longer than it was gone. Bounded by the outage's age, the wait after a return
+    /// is never longer than the outage itself (nor than `cap`), and without jitter the
+    /// attempts still fall at `base`, 2·`base`, 4·`base` … since the first failure.
+    pub fn delay_in_outage(
+        &self,
+        attempt: u32,
+        outage: Duration,
+        rng: &mut impl rand::Rng,
+    ) -> Duration {
+        self.draw_below(self.ceiling(attempt).min(outage.max(self.base)), rng)
     }
 
     /// Whether a job that has now failed `attempts` times should be given up (dead-lettered).
@@ -216,6 +237,41 @@ mod tests {
         assert_eq!(got, vec![1, 1, 2, 4, 8, 16, 30, 30, 30]);
         assert_eq!(p.ceiling(u32::MAX), secs(30));
         assert_eq!(p.ceiling(40), secs(30));
+    }
+
+    #[test]
+    fn a_delay_in_an_outage_is_never_longer_than_the_outage_nor_the_cap() {
+        let p = RetryPolicy::unlimited(
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            Jitter::Full,
+        );
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for attempt in 1..=40 {
+            for outage_ms in [0u64, 400, 1_000, 3_000, 7_500, 20_000, 90_000] {
+                let outage = Duration::from_millis(outage_ms);
+                let bound = p.ceiling(attempt).min(outage.max(p.base));
+                for _ in 0..50 {
+                    let d = p.delay_in_outage(attempt, outage, &mut rng);
+                    assert!(d <= bound, "attempt {attempt}, outage {outage:?}: {d:?}");
+                }
+            }
+        }
+        // Many quick failures in a 3 s outage do not earn the 30 s ceiling.
+        assert!(p.delay_in_outage(12, Duration::from_secs(3), &mut rng) <= Duration::from_secs(3));
+        // Without jitter the series keeps its doubling: attempts 1 s, 2 s, 4 s … after the start.
+        let exact = RetryPolicy::unlimited(
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            Jitter::None,
+        );
+        let mut at = Duration::ZERO;
+        let mut times = Vec::new();
+        for attempt in 1..=7 {
+            at += exact.delay_in_outage(attempt, at, &mut rng);
+            times.push(at.as_secs());
+        }
+        assert_eq!(times, [1, 2, 4, 8, 16, 32, 62]);
     }
 
     #[test]

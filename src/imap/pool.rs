@@ -4,9 +4,11 @@
 //! trusted), broken ones discarded.
 //!
 //! A circuit breaker guards the server: after a failed connect the next attempt waits a full-
-//! jitter delay from an exponential series (1 s, 2 s, 4 s … capped at 30 s); while the circuit
-//! is open every checkout fails at once with the last error instead of dialling, so a dead
-//! server or a wrong password is not hammered by every folder, child and IDLE task.
+//! jitter delay from an exponential series (1 s, 2 s, 4 s … capped at 30 s), never longer than
+//! the run of failures has lasted, so a server back after a short restart is dialled again
+//! within about as long as it was gone; while the circuit is open every checkout fails at once
+//! with the last error instead of dialling, so a dead server or a wrong password is not
+//! hammered by every folder, child and IDLE task.
 
 use crate::imap::conn::Conn;
 use crate::imap::dial::{ConnSettings, connect};
@@ -29,6 +31,8 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 struct Breaker {
     failures: u32,
+    /// When the current run of failed connects began.
+    since: Option<Instant>,
     open_until: Option<Instant>,
     last_error: Option<ImapError>,
 }
@@ -49,10 +53,11 @@ pub struct Pool {
     inner: Arc<Inner>,
 }
 
-/// The delay after `failures` consecutive failed connects: full jitter over 1 s · 2^(n-1),
-/// capped at 30 s.
-pub fn reconnect_delay(failures: u32, rng: &mut impl Rng) -> Duration {
-    RetryPolicy::unlimited(Duration::from_secs(1), BACKOFF_CAP, Jitter::Full).delay(failures, rng)
+/// The delay after `failures` consecutive failed connects over an `outage` (since the first of
+/// them): full jitter below 1 s · 2^(n-1), capped at 30 s and at the outage's length.
+pub fn reconnect_delay(failures: u32, outage: Duration, rng: &mut impl Rng) -> Duration {
+    RetryPolicy::unlimited(Duration::from_secs(1), BACKOFF_CAP, Jitter::Full)
+        .delay_in_outage(failures, outage, rng)
 }
 
 impl Pool {
@@ -151,7 +156,8 @@ impl Pool {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
                 b.failures += 1;
-                let delay = reconnect_delay(b.failures, &mut rand::rng());
+                let since = *b.since.get_or_insert_with(Instant::now);
+                let delay = reconnect_delay(b.failures, since.elapsed(), &mut rand::rng());
                 b.open_until = Some(Instant::now() + delay);
                 b.last_error = Some(e.clone());
                 tracing::warn!(host = %self.inner.settings.host, error = %e, failures = b.failures, retry_ms = delay.as_millis() as u64, "IMAP connect failed.");
@@ -309,9 +315,12 @@ mod tests {
     fn reconnect_delays_grow_and_cap_with_jitter() {
         let mut rng = rand::rng();
         for n in 1..40 {
-            let d = reconnect_delay(n, &mut rng);
+            let d = reconnect_delay(n, Duration::from_secs(3_600), &mut rng);
             let ceiling = Duration::from_secs(1u64 << (n - 1).min(16)).min(BACKOFF_CAP);
             assert!(d <= ceiling, "{n}: {d:?}");
+            // A short outage keeps the wait short however many attempts it counted.
+            let d = reconnect_delay(n, Duration::from_secs(2), &mut rng);
+            assert!(d <= Duration::from_secs(2), "{n} in a 2 s outage: {d:?}");
         }
     }
 }
