@@ -2,7 +2,8 @@
 //! and, for pull mode, the official Cloud Pub/Sub emulator: a push reaches the feed; forged
 //! pushes are refused with nothing enqueued; duplicated and reordered pushes make no duplicate
 //! events; dropped pushes are caught by polling while status goes degraded → active; the watch
-//! is renewed before it expires; a pulled notification whose acknowledgement was lost to a
+//! is renewed before it expires; a change whose notification Gmail's one-a-second limit drops
+//! arrives with the follow-up look after the pushed round; a pulled notification whose acknowledgement was lost to a
 //! SIGKILL is redelivered and handled once.
 
 use crate::common::*;
@@ -333,6 +334,43 @@ fn a_push_reaches_the_feed_through_history_sync() {
     assert_eq!(
         calendar, 400,
         "a Calendar notification without X-Goog headers is refused"
+    );
+    d.stop();
+}
+
+#[test]
+fn a_change_whose_notification_gmail_drops_arrives_with_the_follow_up_look_not_the_poll() {
+    // Polling every hour. Gmail sends at most one notification a second per user and drops
+    // the rest: a change made just after a push is announced by nothing.
+    let (emu, env, d, _) = start_push(|_| {}, 3600, 600);
+    let dropped = || {
+        emu.call("GET", "/_emulator/counters", json!({})).1["notificationsDropped"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let mut unannounced = None;
+    for _ in 0..5 {
+        let before = dropped();
+        let first = emu.deliver();
+        assert!(
+            wait_until(Duration::from_secs(15), || has_added(&env, &first)),
+            "the pushed message never reached the feed:\n{}",
+            d.log_text()
+        );
+        // After the pushed round, within the second: this one's notification is dropped.
+        let second = emu.deliver();
+        if dropped() > before {
+            unannounced = Some(second);
+            break;
+        }
+        // Too slow to land inside the second (a loaded machine): try again.
+        std::thread::sleep(Duration::from_millis(1_100));
+    }
+    let second = unannounced.expect("no delivery fell inside the notification limit in 5 tries");
+    assert!(
+        wait_until(Duration::from_secs(15), || has_added(&env, &second)),
+        "the unannounced message waited for the hourly poll:\n{}",
+        d.log_text()
     );
     d.stop();
 }

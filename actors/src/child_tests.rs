@@ -87,6 +87,66 @@ async fn history_sync_runs_a_round_at_start_and_then_once_per_poll_interval() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_pushed_round_is_followed_by_one_more_look_then_the_poll_interval_again() {
+    let source = ScriptedSource {
+        push_follow_up: Some(Duration::from_secs(2)),
+        ..ScriptedSource::default()
+    };
+    let (child, args) = args_for(source, RetryPolicy::default()).await;
+    let account = args.spec.id.clone();
+    let start = tokio::time::Instant::now();
+    let (actor, _) = Actor::spawn(None, HistorySync, args).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    crate::jobs::enqueue_history_push(&child.store, &account, 42).unwrap();
+    actor.cast(HistorySyncMsg::Nudge).unwrap();
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    let at: Vec<u64> = child
+        .source
+        .call_times(ChildKind::HistorySync)
+        .iter()
+        .map(|t| t.duration_since(start).as_secs())
+        .collect();
+    // At start, the pushed round at 10 s, its follow-up 2 s later, then a poll a full
+    // interval after that (not at 70 s: the follow-up's timer replaced the pushed round's).
+    assert_eq!(at, [0, 10, 12, 72]);
+    let pushes = child
+        .store
+        .mailbox(&mailbox_name(&account, ChildKind::HistorySync));
+    let depth = pushes.depth().unwrap();
+    assert_eq!(
+        depth.pending + depth.leased + depth.delayed,
+        0,
+        "the push was acked by its round: {depth:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_rounds_keep_one_poll_timer_not_one_sleeping_task_each() {
+    let (child, args) = args_for(ScriptedSource::default(), RetryPolicy::default()).await;
+    let (actor, _) = Actor::spawn(None, HistorySync, args).await.unwrap();
+    wait_until("the first round", || {
+        child.source.call_count(ChildKind::HistorySync) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    for n in 2..=200 {
+        actor.cast(HistorySyncMsg::Nudge).unwrap();
+        wait_until("the nudged round", || {
+            child.source.call_count(ChildKind::HistorySync) == n
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = metrics.num_alive_tasks();
+    assert!(
+        after <= before + 2,
+        "{before} tasks alive before 199 rounds, {after} after"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn history_sync_retries_transient_failures_within_the_jittered_ceiling_and_reports_it() {
     let retry = RetryPolicy::default();
     let source = ScriptedSource::default();

@@ -6,7 +6,11 @@
 //! a resync.
 //!
 //! Rounds start on the poll timer, a push or `sync-now`; nudges during a round coalesce into
-//! one more round. A push is first made durable as a job in this actor's mailbox (see
+//! one more round. A round that covered a push is followed by one more look after the source's
+//! [`crate::source::SyncSource::push_follow_up`] (Gmail drops a notification within a second of the last),
+//! whatever the poll interval. One poll timer is pending at a time: scheduling the next one aborts the
+//! last (a busy account would otherwise keep one sleeping task per round of the last poll
+//! interval). A push is first made durable as a job in this actor's mailbox (see
 //! `jobs.rs`); the round leases the pending pushes and the source acks the ones its last page
 //! covers in that page's transaction, so a push acknowledged upstream is never lost to a crash.
 //! Parent: AccountActor (through a [`Reporter`]). Messages: `HistorySyncMsg`.
@@ -50,6 +54,8 @@ pub struct HistorySyncState {
     again: bool,
     paused: bool,
     timer_generation: u64,
+    /// The pending poll timer's task.
+    poll_timer: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<HistorySyncMsg>>>>,
     outage: Outage,
     pushes: DurableMailbox,
     round_pushes: Vec<Job>,
@@ -81,10 +87,22 @@ impl Actor for HistorySync {
             again: false,
             paused: false,
             timer_generation: 0,
+            poll_timer: None,
             outage: Outage::new(ChildKind::HistorySync),
             pushes,
             round_pushes: Vec::new(),
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<HistorySyncMsg>,
+        st: &mut HistorySyncState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = st.poll_timer.take() {
+            timer.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -135,12 +153,13 @@ impl HistorySyncState {
         }
     }
 
-    fn schedule_poll(&mut self, myself: &ActorRef<HistorySyncMsg>) {
+    fn schedule_poll(&mut self, myself: &ActorRef<HistorySyncMsg>, after: std::time::Duration) {
         self.timer_generation += 1;
         let generation = self.timer_generation;
-        myself.send_after(self.spec.poll_interval, move || {
-            HistorySyncMsg::Poll(generation)
-        });
+        if let Some(old) = self.poll_timer.take() {
+            old.abort();
+        }
+        self.poll_timer = Some(myself.send_after(after, move || HistorySyncMsg::Poll(generation)));
     }
 
     fn start_round(&mut self, myself: &ActorRef<HistorySyncMsg>) -> Result<(), ActorProcessingErr> {
@@ -199,12 +218,20 @@ impl HistorySyncState {
             myself.cast(HistorySyncMsg::FetchPage)?;
             return Ok(());
         }
+        let pushed = !self.round_pushes.is_empty();
         self.end_round();
         report::send(&self.parent, ChildReport::RoundDone { at_ms: now_ms() });
         if self.again {
             myself.cast(HistorySyncMsg::Nudge)?;
         } else {
-            self.schedule_poll(myself);
+            let follow_up = if pushed {
+                self.spec.source.push_follow_up()
+            } else {
+                None
+            };
+            let next =
+                follow_up.map_or(self.spec.poll_interval, |f| f.min(self.spec.poll_interval));
+            self.schedule_poll(myself, next);
         }
         Ok(())
     }

@@ -156,6 +156,15 @@ pub trait SyncSource: Send + Sync {
         pushes: &'a [Job],
     ) -> SourceFuture<'a, IncrementalPage>;
 
+    /// After a round that covered a push, how soon to look again whatever the poll interval:
+    /// for a provider that drops notifications coming too soon after the last one (Gmail
+    /// sends at most one a second per user and drops the rest), a change made just after a
+    /// push is announced by nothing, and would otherwise wait for the next poll. `None`
+    /// (the default): the poll interval.
+    fn push_follow_up(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Backfill: one step of `job` (a job of this source's backfill mailbox).
     fn backfill_step<'a>(
         &'a self,

@@ -85,6 +85,8 @@ pub struct ScriptedSource {
     pub calls: Mutex<Vec<(ChildKind, Instant)>>,
     /// Status reads of the stored cursor.
     pub cursor_reads: AtomicU32,
+    /// What [`SyncSource::push_follow_up`] answers.
+    pub push_follow_up: Option<std::time::Duration>,
 }
 
 impl Default for ScriptedSource {
@@ -102,6 +104,7 @@ impl Default for ScriptedSource {
             recorded: Mutex::new(Vec::new()),
             calls: Mutex::new(Vec::new()),
             cursor_reads: AtomicU32::new(0),
+            push_follow_up: None,
         }
     }
 }
@@ -172,10 +175,14 @@ impl SyncSource for ScriptedSource {
         Ok(self.full_sync_done())
     }
 
+    fn push_follow_up(&self) -> Option<std::time::Duration> {
+        self.push_follow_up
+    }
+
     fn incremental_page<'a>(
         &'a self,
-        _: &'a SourceCx<'a>,
-        _: &'a [Job],
+        cx: &'a SourceCx<'a>,
+        pushes: &'a [Job],
     ) -> SourceFuture<'a, IncrementalPage> {
         Box::pin(async move {
             self.note(ChildKind::HistorySync);
@@ -187,6 +194,18 @@ impl SyncSource for ScriptedSource {
                     .clone()
                     .unwrap_or_else(|| ApiError::Transient("HTTP 503".into()));
                 return Err(SyncError::Api(err));
+            }
+            // The round covers every push it leased (acked with its last page, as a real
+            // source does in that page's transaction).
+            if !pushes.is_empty() {
+                cx.store
+                    .transaction(|tx| {
+                        for p in pushes {
+                            tx.ack(p)?;
+                        }
+                        Ok(())
+                    })
+                    .map_err(store_error)?;
             }
             Ok(IncrementalPage {
                 round_done: true,

@@ -136,6 +136,9 @@ pub struct EmulatorConfig {
     pub push_max_attempts: u32,
     /// Mutations per second from the background generator.
     pub mutation_rate: Option<f64>,
+    /// The generator's mutations go to an account drawn at random among all of them (for
+    /// soaks of many accounts) instead of the default account.
+    pub mutate_every_account: bool,
     /// Gmail watch lifetime (Google: 7 days).
     pub watch_ttl: Duration,
     /// Calendar channel default lifetime (Google: 7 days).
@@ -185,6 +188,7 @@ impl Default for EmulatorConfig {
             push_max_backoff: Duration::from_secs(600),
             push_max_attempts: 20,
             mutation_rate: None,
+            mutate_every_account: false,
             watch_ttl: Duration::from_secs(7 * 24 * 3600),
             channel_ttl: Duration::from_secs(7 * 24 * 3600),
             auto_consent: true,

@@ -1,6 +1,8 @@
 //! The background mutation generator: at a configured rate, applies seeded changes to the
-//! default account (deliver, read, label, archive, trash, delete, calendar edits) through the
-//! same store functions as the API, so history and notifications follow.
+//! default account, or with `mutate_every_account` to an account drawn at random among all
+//! (deliver, read, label, archive, trash, delete, calendar edits), through the same store
+//! functions as the API, so history and notifications follow. It can be paused
+//! ([`EmulatorState::mutations_paused`]) so that a soak can let the client settle.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +13,24 @@ use rand_chacha::ChaCha8Rng;
 use crate::state::EmulatorState;
 use crate::util::lock;
 
+/// The account the next mutation goes to: the default one, or one drawn among all (in
+/// address order, so a seed gives the same sequence).
+fn target(st: &EmulatorState, rng: &mut ChaCha8Rng) -> String {
+    if !st.config.mutate_every_account {
+        return st.config.account.to_ascii_lowercase();
+    }
+    let mut all: Vec<String> = lock(&st.accounts).keys().cloned().collect();
+    all.sort();
+    if all.is_empty() {
+        return st.config.account.to_ascii_lowercase();
+    }
+    let i = rng.random_range(0..all.len());
+    all.swap_remove(i)
+}
+
 /// Applies one seeded mutation; returns a short description.
 pub fn step(st: &EmulatorState, rng: &mut ChaCha8Rng) -> String {
-    let email = st.config.account.to_ascii_lowercase();
+    let email = target(st, rng);
     let now = st.clock.now_ms();
     let x: f64 = rng.random();
     let mut pings = Vec::new();
@@ -123,6 +140,9 @@ pub async fn run(st: Arc<EmulatorState>, rate: f64) {
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                if st.mutations_paused.load(std::sync::atomic::Ordering::Relaxed) {
+                    continue;
+                }
                 let d = step(&st, &mut rng);
                 tracing::trace!(mutation = %d, "mutation applied");
             }

@@ -217,6 +217,13 @@ impl EmulatorHandle {
         &self.state
     }
 
+    /// Pauses (`true`) or resumes the mutation generator.
+    pub fn pause_mutations(&self, paused: bool) {
+        self.state()
+            .mutations_paused
+            .store(paused, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Truth snapshot of a mailbox.
     pub fn snapshot(&self, account: &str) -> Option<MailboxSnapshot> {
         lock(&self.state.accounts)

@@ -73,6 +73,8 @@ pub struct EmulatorState {
     /// Messages (account, id) whose `format=raw` answer is corrupt on every fetch (control
     /// API `POST /_emulator/accounts/{email}/messages/{id}/corrupt`).
     pub corrupt: Mutex<std::collections::HashSet<(String, u64)>>,
+    /// While set, the mutation generator skips its ticks (a soak's settling phase).
+    pub mutations_paused: std::sync::atomic::AtomicBool,
 }
 
 impl EmulatorState {
@@ -100,6 +102,7 @@ impl EmulatorState {
             watch_ttl_ms: std::sync::atomic::AtomicI64::new(config.watch_ttl.as_millis() as i64),
             base_url: Mutex::new(String::new()),
             corrupt: Mutex::new(std::collections::HashSet::new()),
+            mutations_paused: std::sync::atomic::AtomicBool::new(false),
             config,
         };
         let account = st.config.account.clone();

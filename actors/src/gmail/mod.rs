@@ -402,6 +402,9 @@ impl GmailSource {
     }
 }
 
+/// How soon after a pushed round HistorySync looks again (see [`SyncSource::push_follow_up`]).
+pub const PUSH_FOLLOW_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(crate) fn store_err(e: impl std::fmt::Display) -> SyncError {
     SyncError::Store(e.to_string())
 }
@@ -409,6 +412,12 @@ pub(crate) fn store_err(e: impl std::fmt::Display) -> SyncError {
 impl SyncSource for GmailSource {
     fn kind(&self) -> SourceKind {
         self.kind
+    }
+
+    /// Gmail drops a notification within a second of the previous one for the same user;
+    /// one look two seconds after a pushed round finds what such a dropped one announced.
+    fn push_follow_up(&self) -> Option<std::time::Duration> {
+        Some(PUSH_FOLLOW_UP)
     }
 
     fn ensure_jobs(&self, cx: &SourceCx<'_>) -> Result<StartState, StoreError> {

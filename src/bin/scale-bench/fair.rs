@@ -51,7 +51,7 @@ fn live_id(i: usize) -> String {
     format!("l{i:02}")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

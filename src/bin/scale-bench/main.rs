@@ -20,6 +20,12 @@
 //!   minute, quota on): change → feed latency and each backfilling account's share
 //!   (`fair.rs`).
 //!
+//! * `soak [ACCOUNTS] [MINUTES] [MUTATIONS_PER_SEC] [MESSAGES] [SAMPLE_SECS]` — ACCOUNTS
+//!   (default 100) of MESSAGES each (default 500) for MINUTES (default 60) with the emulator's
+//!   mutation generator spread over all of them (default 5 changes a second, pushed), sampled
+//!   every SAMPLE_SECS (default 30): RSS, open files, tasks, data directory and feed over time,
+//!   dead letters, and the mirror against the emulator at the end (`soak.rs`).
+//!
 //! Run: `cargo build --release -p mailsync --bins && target/release/scale-bench accounts`.
 //! `SCALE_BENCH_KEEP=1` keeps the bench directory (config, data, daemon log).
 
@@ -27,6 +33,7 @@ mod daemon;
 mod fair;
 #[path = "../bench_common/feed_follow.rs"]
 mod feed_follow;
+mod soak;
 
 use daemon::{Daemon, ProcSample};
 use mailsync_emulator::{Emulator, EmulatorConfig, EmulatorHandle, QuotaMode};
@@ -90,9 +97,21 @@ fn main() {
                 warmup_secs: num(7, 60),
             });
         }
+        "soak" => {
+            // soak [ACCOUNTS] [MINUTES] [MUTATIONS_PER_SEC] [MESSAGES] [SAMPLE_SECS]
+            let argv: Vec<String> = std::env::args().collect();
+            let num = |i: usize, d: f64| argv.get(i).and_then(|v| v.parse().ok()).unwrap_or(d);
+            soak::run(&soak::SoakArgs {
+                accounts: num(2, 100.0).max(1.0) as usize,
+                minutes: num(3, 60.0) as u64,
+                rate: num(4, 5.0),
+                messages: num(5, 500.0) as usize,
+                sample_secs: num(6, 30.0).max(1.0) as u64,
+            });
+        }
         other => {
             eprintln!(
-                "unknown scenario {other}; use accounts [N] [ACTIVE] [ACTIVE_MESSAGES] [IDLE_MESSAGES] [IDLE_SECS] or fair [BACKFILL] [LIVE] [MESSAGES] [PROJECT_UNITS_PER_MINUTE] [CHANGES] [WARMUP_SECS]"
+                "unknown scenario {other}; use accounts [N] [ACTIVE] [ACTIVE_MESSAGES] [IDLE_MESSAGES] [IDLE_SECS], fair [BACKFILL] [LIVE] [MESSAGES] [PROJECT_UNITS_PER_MINUTE] [CHANGES] [WARMUP_SECS] or soak [ACCOUNTS] [MINUTES] [MUTATIONS_PER_SEC] [MESSAGES] [SAMPLE_SECS]"
             );
             std::process::exit(2);
         }
