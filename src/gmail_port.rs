@@ -1,7 +1,7 @@
 //! Builds the `GmailApi` port of a `kind = "gmail"` account from its config: resolves the
 //! credential references, sets up the account's `QuotaGate` (per-user pacing from the quota
 //! profile, shared per-project limiter keyed by OAuth client id, in-flight cap) and the REST
-//! client in `google`.
+//! client in `google`, on the HTTP clients all accounts share (`http_clients.rs`).
 
 use crate::accounts::GmailPortBuilder;
 use crate::config::{AccountConfig, AccountSettings, Config, QuotaProfile as CfgProfile};
@@ -17,6 +17,8 @@ pub struct RestGmailBuilder {
     projects: Mutex<Option<Arc<ProjectQuotas>>>,
     /// One token source per credential (a Gmail account and its Calendar twin share one).
     tokens: crate::token_sources::TokenSources,
+    /// The REST and token HTTP clients every account shares.
+    http: crate::http_clients::SharedHttp,
 }
 
 impl RestGmailBuilder {
@@ -61,7 +63,7 @@ pub fn user_limits(q: &crate::config::QuotaConfig, costs: &CostTable) -> QuotaLi
 
 impl GmailPortBuilder for RestGmailBuilder {
     fn token_source(&self, account: &AccountConfig) -> Option<Arc<TokenSource>> {
-        match self.tokens.for_account(account) {
+        match self.tokens.for_account(account, &self.http) {
             Ok(t) => Some(t),
             Err(e) => {
                 tracing::warn!(account = %account.id, error = %e, "No shared token source; the account builds its own.");
@@ -101,7 +103,7 @@ impl GmailPortBuilder for RestGmailBuilder {
             )
         }
         .map_err(|e| e.to_string())?;
-        let tokens = self.tokens.for_account(account)?;
+        let tokens = self.tokens.for_account(account, &self.http)?;
         let client_config = GmailClientConfig {
             api_base: g.api_base.clone(),
             token_url: g.auth.token_url.clone(),
@@ -110,8 +112,12 @@ impl GmailPortBuilder for RestGmailBuilder {
             costs,
             ..GmailClientConfig::default()
         };
-        let client =
-            GmailClient::new(client_config, Arc::new(gate), tokens).map_err(|e| e.to_string())?;
+        let http = self
+            .http
+            .rest(client_config.request_timeout)
+            .map_err(|e| e.to_string())?;
+        let client = GmailClient::with_http(client_config, Arc::new(gate), tokens, http)
+            .map_err(|e| e.to_string())?;
         client
             .tokens()
             .set_hooks(crate::token_sources::credential_hooks(&g.auth));

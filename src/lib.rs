@@ -20,6 +20,7 @@ pub mod events;
 pub mod gmail_port;
 pub mod gmail_watch;
 pub mod google;
+pub mod http_clients;
 pub mod imap;
 pub mod metrics;
 pub mod providers;

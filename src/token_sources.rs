@@ -34,7 +34,12 @@ pub fn google_auth(account: &AccountConfig) -> Option<&GoogleAuth> {
 impl TokenSources {
     /// The token source of `account`'s credential: the one already built for the same
     /// credential, or a new one (credential references are resolved here).
-    pub fn for_account(&self, account: &AccountConfig) -> Result<Arc<TokenSource>, String> {
+    /// A new one talks to the token endpoint through `http`'s shared client.
+    pub fn for_account(
+        &self,
+        account: &AccountConfig,
+        http: &crate::http_clients::SharedHttp,
+    ) -> Result<Arc<TokenSource>, String> {
         let auth = google_auth(account)
             .ok_or_else(|| format!("account {} has no Google credential", account.id))?;
         let credentials = OAuthCredentials {
@@ -60,10 +65,12 @@ impl TokenSources {
         if let Some(t) = map.get(&key) {
             return Ok(t.clone());
         }
-        let tokens = Arc::new(
-            TokenSource::new(account.id.clone(), credentials, auth.token_url.clone())
-                .map_err(|e| e.to_string())?,
-        );
+        let tokens = Arc::new(TokenSource::with_http(
+            account.id.clone(),
+            credentials,
+            auth.token_url.clone(),
+            http.token().map_err(|e| e.to_string())?,
+        ));
         map.insert(key, tokens.clone());
         Ok(tokens)
     }

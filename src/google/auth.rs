@@ -147,6 +147,16 @@ impl fmt::Debug for TokenSource {
     }
 }
 
+/// The HTTP client of token requests: rustls, a 30 s timeout (10 s to connect), no redirects.
+pub fn token_http() -> Result<reqwest::Client, ApiError> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| ApiError::Internal(format!("building the HTTP client: {e}")))
+}
+
 impl TokenSource {
     /// A source for `account` (used in logs only) that refreshes at `token_url` with its own
     /// HTTP client (rustls, 30 s timeout).
@@ -155,13 +165,12 @@ impl TokenSource {
         credentials: OAuthCredentials,
         token_url: impl Into<String>,
     ) -> Result<Self, ApiError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ApiError::Internal(format!("building the HTTP client: {e}")))?;
-        Ok(Self::with_http(account, credentials, token_url, http))
+        Ok(Self::with_http(
+            account,
+            credentials,
+            token_url,
+            token_http()?,
+        ))
     }
 
     /// Same, on a caller-supplied HTTP client.
