@@ -25,18 +25,19 @@ pub struct Admin {
     cancel: CancellationToken,
 }
 
-/// Serves the control socket until `cancel` fires.
-pub async fn serve(
+/// Serves the control socket from a thread of its own until `cancel` fires
+/// (`control_thread.rs`); a task on `tasks` ends once its last connection has closed.
+pub fn serve_on_own_thread(
     listener: UnixListener,
     core: Arc<DaemonCore>,
     cancel: CancellationToken,
-    tasks: TaskTracker,
+    tasks: &TaskTracker,
 ) {
     let handler = Arc::new(Admin {
         core,
         cancel: cancel.clone(),
     });
-    crate::control::server::serve(listener, handler, cancel, tasks).await;
+    crate::control_thread::serve_on_own_thread(listener, handler, cancel, tasks);
 }
 
 fn admin_error(e: AdminError) -> Response {

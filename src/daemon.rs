@@ -124,12 +124,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), DaemonError> {
     // The accounts' watch duties record registrations from their first moment.
     core.push_health().configure(&sink_config);
     let tasks = TaskTracker::new();
-    tasks.spawn(crate::admin::serve(
-        listener,
-        core.clone(),
-        cancel.child_token(),
-        tasks.clone(),
-    ));
+    crate::admin::serve_on_own_thread(listener, core.clone(), cancel.child_token(), &tasks);
     tracing::info!(socket = %socket_path.display(), pid = std::process::id(), "Control socket answering; starting the accounts.");
 
     let mut shutdown_early = false;

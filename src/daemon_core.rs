@@ -94,6 +94,8 @@ pub struct DaemonCore {
     /// While the daemon starts (credentials resolving, before the tree has its accounts): the
     /// configured accounts as `(id, kind)`, shown `starting`; `None` once they run.
     starting: std::sync::Mutex<Option<Vec<(String, String)>>>,
+    /// The accounts' last status answers, shown for those busy past the deadline.
+    status_cache: crate::status_cache::StatusCache,
 }
 
 /// A task outside the actor tree that must follow a config reload (e.g. start or stop the
@@ -145,6 +147,7 @@ impl DaemonCore {
             push_health: Arc::new(PushHealth::default()),
             reload_followers: std::sync::Mutex::new(Vec::new()),
             starting: std::sync::Mutex::new(None),
+            status_cache: crate::status_cache::StatusCache::default(),
         }
     }
 
@@ -152,6 +155,7 @@ impl DaemonCore {
     /// (`None`): until then status shows them `starting` and reloads are refused.
     pub fn set_starting(&self, accounts: Option<Vec<(String, String)>>) {
         *self.starting.lock().unwrap_or_else(|p| p.into_inner()) = accounts;
+        self.status_cache.forget_roster();
     }
 
     fn starting_accounts(&self) -> Option<Vec<(String, String)>> {
@@ -243,13 +247,26 @@ impl DaemonCore {
             .map_err(|e| AdminError::Timeout(e.to_string()))
     }
 
-    /// Status of the daemon and every account; accounts are asked concurrently, each with a
-    /// timeout, so one busy account cannot hang `ctl status`.
+    /// Status of the daemon and every account. Accounts are asked concurrently; one that has
+    /// not answered within [`crate::status_cache::STATUS_DEADLINE`] is shown with its last
+    /// answer (marked with its age), one that never answered is waited for up to the RPC
+    /// timeout, so busy accounts cannot hold `ctl status` up (`status_cache.rs`).
     pub async fn status(&self) -> Result<DaemonStatus, AdminError> {
-        let handles = self.handles().await?;
+        let deadline = tokio::time::Instant::now() + crate::status_cache::STATUS_DEADLINE;
+        let handles = self
+            .status_cache
+            .roster(&self.root, deadline, RPC_TIMEOUT_MS)
+            .await
+            .map_err(AdminError::Timeout)?;
+        self.status_cache
+            .retain(&handles.iter().map(|h| h.id.as_str()).collect());
+        let cache = &self.status_cache;
         let futures = handles.into_iter().map(|h| async move {
             match &h.actor {
-                Some(actor) => match ractor::call_t!(actor, AccountMsg::Status, RPC_TIMEOUT_MS) {
+                Some(actor) => match cache
+                    .status_of(&h.id, actor, deadline, RPC_TIMEOUT_MS)
+                    .await
+                {
                     Ok(s) => s,
                     Err(e) => placeholder(&h, AccountState::Running, Some(format!("busy: {e}"))),
                 },
@@ -326,7 +343,10 @@ impl DaemonCore {
         })?;
         actor
             .cast(AccountMsg::Command(cmd))
-            .map_err(|e| AdminError::NotRunning(account.to_string(), e.to_string()))
+            .map_err(|e| AdminError::NotRunning(account.to_string(), e.to_string()))?;
+        // After the cast: a status question asked from now on is queued behind the command.
+        self.status_cache.forget(account);
+        Ok(())
     }
 
     /// Wakes an account's partial sync (a push said there is news).
@@ -340,6 +360,7 @@ impl DaemonCore {
         let notifier = self.service.notifier();
         notifier.reloading();
         let result = self.reload_config().await;
+        self.status_cache.forget_roster();
         // The accounts summary (`service::status_json::summary_line`, computed here from the
         // pure health rules so this module does not depend on the status JSON, which
         // depends on it).

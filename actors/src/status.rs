@@ -148,6 +148,10 @@ pub struct AccountStatus {
     /// IMAP accounts: connection health, errors by class, rate and one line per folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imap: Option<crate::status_imap::ImapAccountStatus>,
+    /// Set when the account did not answer within `ctl status`'s deadline (it was busy with
+    /// the sync) and this is its last answer, given that many milliseconds ago.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_age_ms: Option<u64>,
 }
 
 impl AccountStatus {
@@ -179,6 +183,7 @@ impl AccountStatus {
             calendars: Vec::new(),
             degraded: None,
             imap: None,
+            status_age_ms: None,
         }
     }
 }

@@ -93,6 +93,7 @@ impl AccountActorState {
             last_gap_working_set: stored.last_resync_working_set,
             calendars: Vec::new(),
             imap,
+            status_age_ms: None,
             degraded: self
                 .degraded
                 .iter()

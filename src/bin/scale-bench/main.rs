@@ -126,9 +126,10 @@ fn account_id(i: usize) -> String {
     format!("g{i:04}")
 }
 
-/// Answer times of `ctl status`, in ms.
+/// Answer times of `ctl status`, in ms, when each was asked (s since the daemon started), and
+/// the ages of the cached account entries the answers held (`status_age_ms`, in ms).
 #[derive(Default)]
-struct StatusTimes(Vec<f64>);
+struct StatusTimes(Vec<f64>, Vec<f64>, Vec<f64>);
 
 impl StatusTimes {
     fn percentile(&self, p: f64) -> f64 {
@@ -140,6 +141,23 @@ impl StatusTimes {
         let i = ((v.len() - 1) as f64 * p).round() as usize;
         v[i.min(v.len() - 1)]
     }
+
+    /// The answers slower than `ms`, each as "at s: ms", at most `n` of them, in time order.
+    fn slow(&self, ms: f64, n: usize) -> String {
+        let mut slow: Vec<String> = self
+            .1
+            .iter()
+            .zip(&self.0)
+            .filter(|(_, t)| **t > ms)
+            .map(|(at, t)| format!("{at:.0} s: {t:.0} ms"))
+            .collect();
+        let more = slow.len().saturating_sub(n);
+        slow.truncate(n);
+        if more > 0 {
+            slow.push(format!("{more} more"));
+        }
+        slow.join(", ")
+    }
 }
 
 /// One timed status request: (reply, ms).
@@ -147,6 +165,12 @@ fn timed_status(d: &Daemon, times: &mut StatusTimes) -> Option<Value> {
     let t = Instant::now();
     let r = d.request(&json!({"v":1,"cmd":"status"}))?;
     times.0.push(t.elapsed().as_secs_f64() * 1000.0);
+    times.1.push(t.duration_since(d.started).as_secs_f64());
+    if let Some(list) = r["data"]["accounts"].as_array() {
+        times
+            .2
+            .extend(list.iter().filter_map(|a| a["status_age_ms"].as_f64()));
+    }
     r["data"]["accounts"].as_array().cloned().map(Value::Array)
 }
 
@@ -245,7 +269,9 @@ fn accounts(a: &Args) {
         std::thread::sleep(Duration::from_millis(100));
     };
     let hwm = ProcSample::of(d.pid()).hwm_mib;
-    let sync_times = StatusTimes(times.0.clone());
+    let sync_times = StatusTimes(times.0.clone(), times.1.clone(), Vec::new());
+    let ages = StatusTimes(times.2.clone(), Vec::new(), Vec::new());
+    let answers = times.0.len() * a.accounts;
     // Idle: every account caught up, polling timers running.
     let before = ProcSample::of(d.pid());
     let tasks_before = d.runtime_tasks();
@@ -277,6 +303,17 @@ fn accounts(a: &Args) {
         sync_times.0.len(),
         idle_status.percentile(0.5),
         idle_status.percentile(1.0),
+    );
+    println!(
+        "  status answers over 200 ms (when asked): {}",
+        sync_times.slow(200.0, 40)
+    );
+    println!(
+        "  account entries given from the status cache: {} of {answers}, age p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        ages.0.len(),
+        ages.percentile(0.5),
+        ages.percentile(0.95),
+        ages.percentile(1.0),
     );
     println!(
         "  peak RSS {hwm:.0} MiB (sampled {:.0} MiB); daemon CPU for the sync {:.1} s",

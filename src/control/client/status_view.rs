@@ -161,6 +161,15 @@ fn account_block(a: &Value, now: u64, detail: bool) -> String {
     row("Delivery", text(a.get("delivery")));
     row("Restarts", text(a.get("restarts")));
     row("Last error", text(a.get("last_error")));
+    if let Some(age) = a.get("status_age_ms").and_then(Value::as_u64) {
+        row(
+            "Answered",
+            format!(
+                "{:.1} s ago (busy syncing; its last answer)",
+                age as f64 / 1000.0
+            ),
+        );
+    }
     if let Some(imap) = a.get("imap").filter(|i| i.is_object()) {
         imap_rows(imap, &mut row);
     }
