@@ -276,6 +276,13 @@ fn contained<T: Send + 'static>(
     }
 }
 
+/// How often sled's own flusher thread wakes (its default is 500 ms). Every commit point
+/// flushes explicitly (`Store::flush_async`, `group_flush.rs`), so this only paces sled's
+/// background work: each wake rolls the write buffer, fsyncs, and spends up to half the
+/// interval rewriting pages of sparse segments, which sled keeps doing on an idle store
+/// (0.6 % of a core at 500 ms with 1,000 accounts idle, `docs/BENCHMARKS.md`).
+pub(crate) const BACKGROUND_FLUSH_EVERY_MS: u64 = 2_000;
+
 /// Opens sled in `dir/db`. The caller holds the directory lock, so no other `Store` can own the
 /// database: if sled's own flock is still taken, it is a just-dropped `Store` of this process
 /// whose sled background threads have not let go of the file yet. Wait for them (bounded).
@@ -287,6 +294,7 @@ fn open_sled(dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreErr
         match sled::Config::new()
             .path(dir.join(DB_DIR))
             .cache_capacity(cache_capacity_bytes)
+            .flush_every_ms(Some(BACKGROUND_FLUSH_EVERY_MS))
             .open()
         {
             Ok(db) => return Ok(db),
