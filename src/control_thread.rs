@@ -156,7 +156,7 @@ impl ControlHandler for Forwarding {
         });
         Box::pin(async move {
             match opened_rx.await {
-                Ok(Ok(())) => Ok(Box::pin(tokio_stream_from(rx)) as EventStream),
+                Ok(Ok(())) => Ok(Box::pin(channel_stream(rx)) as EventStream),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(ErrorReply::new(
                     ErrorCode::Internal,
@@ -167,7 +167,7 @@ impl ControlHandler for Forwarding {
     }
 }
 
-fn tokio_stream_from(
+fn channel_stream(
     mut rx: tokio::sync::mpsc::Receiver<serde_json::Value>,
 ) -> impl futures_util::Stream<Item = serde_json::Value> + Send {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))

@@ -58,6 +58,12 @@ impl<T: Clone> Question<T> {
     }
 }
 
+impl<T: Clone> Default for Question<T> {
+    fn default() -> Self {
+        Question::new(0)
+    }
+}
+
 struct AccountEntry {
     actor: ActorId,
     question: Question<AccountStatus>,
@@ -67,7 +73,7 @@ struct AccountEntry {
 #[derive(Clone, Default)]
 pub struct StatusCache {
     entries: Arc<Mutex<HashMap<String, AccountEntry>>>,
-    roster: Arc<Mutex<Option<Question<Vec<AccountHandle>>>>>,
+    roster: Arc<Mutex<Question<Vec<AccountHandle>>>>,
 }
 
 impl StatusCache {
@@ -81,35 +87,18 @@ impl StatusCache {
     ) -> Result<Vec<AccountHandle>, String> {
         let asking = {
             let mut roster = lock(&self.roster);
-            let q = roster.get_or_insert_with(|| Question::new(0));
             let root = root.clone();
-            ask(
-                q,
-                self.roster.clone(),
-                |roster| roster.as_mut(),
-                async move {
-                    ractor::call_t!(root, RootMsg::Accounts, rpc_timeout_ms)
-                        .map_err(|e| e.to_string())
-                },
-            )
+            ask(&mut roster, self.roster.clone(), |q| Some(q), async move {
+                ractor::call_t!(root, RootMsg::Accounts, rpc_timeout_ms).map_err(|e| e.to_string())
+            })
         };
-        match tokio::time::timeout_at(deadline, asking.clone()).await {
-            Ok(answer) => answer,
-            Err(_) => {
-                let last = lock(&self.roster).as_ref().and_then(|q| q.last.clone());
-                match last {
-                    Some((handles, _)) => Ok(handles),
-                    None => asking.await,
-                }
-            }
-        }
+        let (handles, _) = answer_by(deadline, asking, || lock(&self.roster).last.clone()).await?;
+        Ok(handles)
     }
 
     /// Forgets the roster: the accounts were just started, reloaded or stopped.
     pub fn forget_roster(&self) {
-        if let Some(q) = lock(&self.roster).as_mut() {
-            q.forget();
-        }
+        lock(&self.roster).forget();
     }
 
     /// The account's status: its own answer if it comes by `deadline` (or when nothing is
@@ -123,17 +112,9 @@ impl StatusCache {
         rpc_timeout_ms: u64,
     ) -> Result<AccountStatus, String> {
         let asking = self.ask(id, actor, rpc_timeout_ms);
-        match tokio::time::timeout_at(deadline, asking.clone()).await {
-            Ok(answer) => answer,
-            Err(_) => match self.last(id, actor.get_id()) {
-                Some((mut s, at)) => {
-                    s.status_age_ms =
-                        Some(u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
-                    Ok(s)
-                }
-                None => asking.await,
-            },
-        }
+        let (mut s, age) = answer_by(deadline, asking, || self.last(id, actor.get_id())).await?;
+        s.status_age_ms = age.map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX));
+        Ok(s)
     }
 
     /// Forgets the account's last answer and any question in flight: it was just sent a
@@ -190,6 +171,22 @@ impl StatusCache {
         let entries = lock(&self.entries);
         let entry = entries.get(id).filter(|e| e.actor == actor)?;
         entry.question.last.clone()
+    }
+}
+
+/// The answer to `asking` if it comes by `deadline`, else the last answer `last` gives with
+/// its age, else (nothing cached) the answer whenever it comes.
+async fn answer_by<T: Clone>(
+    deadline: tokio::time::Instant,
+    asking: Asking<T>,
+    last: impl FnOnce() -> Option<(T, Instant)>,
+) -> Result<(T, Option<Duration>), String> {
+    match tokio::time::timeout_at(deadline, asking.clone()).await {
+        Ok(answer) => answer.map(|v| (v, None)),
+        Err(_) => match last() {
+            Some((v, at)) => Ok((v, Some(at.elapsed()))),
+            None => asking.await.map(|v| (v, None)),
+        },
     }
 }
 
