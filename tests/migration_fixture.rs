@@ -1,13 +1,18 @@
-//! The data-directory fixture of schema 1 (bincode values behind one global version byte),
-//! written by mailsync before stored values became versioned per type, and the test that opens
-//! it with today's code, migrates it and finds everything.
+//! Data-directory fixtures written by earlier releases, and the tests that open them with
+//! today's code, migrate them and find everything:
+//! - `datadir-v1`: schema 1 (bincode values behind one global version byte), written before
+//!   stored values became versioned per type;
+//! - `datadir-v3`: schema 3 (the release before compressed values and bodies): tagged CBOR
+//!   values, bodies in the body files behind version-1 refs.
 //!
-//! `tests/fixtures/datadir-v1/datadir.tar.gz` is a real daemon's data directory: a small Gmail
-//! account synced from the emulator (messages, labels, a relabel and a delete through partial
-//! sync), plus jobs left pending, delayed and dead-lettered, and a feed consumer with a cursor.
-//! `manifest.json` beside it lists what the old code read from it. Regenerate both (only ever
-//! with the code of the schema the fixture is named after) with
-//! `cargo test --test integration migration_fixture::write_v1_fixture -- --ignored`.
+//! Each `datadir.tar.gz` is a real daemon's data directory: a small Gmail account synced from
+//! the emulator (messages, labels, a relabel and a delete through partial sync), plus jobs left
+//! pending, delayed and dead-lettered, and a feed consumer with a cursor. `manifest.json`
+//! beside it lists what the old code read from it. Both were written by `write_v1_fixture`
+//! (named for the first of them) with the code of the schema the fixture is named after, the
+//! only code that may ever regenerate one:
+//! `cargo test --test integration migration_fixture::write_v1_fixture -- --ignored`, with
+//! `fixture_dir` pointed at the fixture's directory.
 
 use crate::common::emulator::*;
 use crate::common::*;
@@ -22,8 +27,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// The fixture written by the code of schema `schema`.
+fn fixture_dir_of(schema: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/datadir-v{schema}"))
+}
+
+/// Where [`write_v1_fixture`] writes.
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/datadir-v1")
+    fixture_dir_of(1)
 }
 
 /// A "now" for nacks far ahead, so the retried job stays delayed in the fixture.
@@ -203,14 +214,14 @@ fn write_v1_fixture() {
     assert!(st.success());
 }
 
-/// Unpacks the fixture into a fresh temp dir.
-fn unpack() -> (tempfile::TempDir, PathBuf) {
+/// Unpacks a fixture into a fresh temp dir.
+fn unpack(schema: u32) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).expect("mkdir");
     let st = Command::new("tar")
         .arg("-xzf")
-        .arg(fixture_dir().join("datadir.tar.gz"))
+        .arg(fixture_dir_of(schema).join("datadir.tar.gz"))
         .arg("-C")
         .arg(&data)
         .status()
@@ -219,8 +230,9 @@ fn unpack() -> (tempfile::TempDir, PathBuf) {
     (tmp, data)
 }
 
-fn expected() -> Value {
-    let text = std::fs::read_to_string(fixture_dir().join("manifest.json")).expect("manifest");
+fn expected(schema: u32) -> Value {
+    let text =
+        std::fs::read_to_string(fixture_dir_of(schema).join("manifest.json")).expect("manifest");
     serde_json::from_str(&text).expect("manifest json")
 }
 
@@ -228,8 +240,8 @@ fn expected() -> Value {
 /// found, and found again on a second open (the schema bump is recorded once).
 #[test]
 fn v1_fixture_opens_migrates_and_keeps_everything() {
-    let (_tmp, data) = unpack();
-    let want = expected();
+    let (_tmp, data) = unpack(1);
+    let want = expected(1);
     for round in 0..2 {
         let store = Store::open(&data).expect("open the v1 fixture");
         // The values really are schema 1 (bincode behind version byte 1): the test reads them
@@ -256,12 +268,21 @@ fn v1_fixture_opens_migrates_and_keeps_everything() {
     }
 }
 
-/// The migrated fixture keeps working under the real daemon: it starts, keeps its cursor and
+/// The migrated fixtures keep working under the real daemon: it starts, keeps its cursor and
 /// its mirror, and the feed keeps its keys (no message is announced twice).
 #[test]
 fn v1_fixture_runs_under_the_daemon() {
-    let (tmp, data) = unpack();
-    let want = expected();
+    fixture_runs_under_the_daemon(1);
+}
+
+#[test]
+fn v3_fixture_runs_under_the_daemon() {
+    fixture_runs_under_the_daemon(3);
+}
+
+fn fixture_runs_under_the_daemon(schema: u32) {
+    let (tmp, data) = unpack(schema);
+    let want = expected(schema);
     let env = TestEnv::new();
     // Use the unpacked directory as the daemon's data dir.
     std::fs::remove_dir_all(&env.data_dir).ok();
@@ -281,4 +302,108 @@ fn v1_fixture_runs_under_the_daemon() {
     assert_eq!(got["messages"], want["messages"]);
     assert_eq!(got["account"], want["account"]);
     assert_eq!(got["consumers"], want["consumers"]);
+}
+
+/// Opens the schema-3 data directory (the release before compression) with today's code:
+/// every uncompressed value and version-1 body ref reads as before, the store moves to
+/// schema 4, and a message written now is stored compressed beside the old ones, with nothing
+/// old rewritten or lost.
+#[test]
+fn v3_fixture_reads_beside_compressed_writes() {
+    use mailsync_actors::codec::{FORMAT_COMPRESSED, FORMAT_TAGGED};
+    use mailsync_actors::model::{FetchedMessage, HeaderSummary, HistoryId, LabelId, MessageId};
+    use mailsync_actors::store::{SCHEMA_VERSION, SCHEMA_VERSION_KEY, Space, decode};
+
+    let (_tmp, data) = unpack(3);
+    let want = expected(3);
+    let first_value = |store: &Store, space: Space| {
+        let (_, v) = store
+            .kv(space)
+            .iter()
+            .next()
+            .expect("a value")
+            .expect("read");
+        v.to_vec()
+    };
+    let store = Store::open(&data).expect("open the v3 fixture");
+    // The fixture really is the previous release's: plain tagged values, version-1 body refs.
+    assert_eq!(first_value(&store, Space::Messages)[0], FORMAT_TAGGED);
+    assert_eq!(
+        &first_value(&store, Space::Bodies)[..3],
+        &[FORMAT_TAGGED, 0, 1]
+    );
+    let schema: u32 = decode(
+        &store
+            .kv(Space::Meta)
+            .get(SCHEMA_VERSION_KEY)
+            .expect("meta")
+            .expect("schema version"),
+    )
+    .expect("decode");
+    assert_eq!(schema, SCHEMA_VERSION);
+    let got = manifest_of(&store);
+    for part in ["messages", "labels", "feed", "consumers", "account", "jobs"] {
+        assert_eq!(got[part], want[part], "{part} differs after migration");
+    }
+
+    // A message arriving now: its record, body and feed event are written compressed.
+    let text = "We agreed to meet again next week, same room, same time.\r\n".repeat(30);
+    let raw = format!("Subject: minutes\r\nMessage-ID: <m@example.org>\r\n\r\n{text}");
+    let msg = FetchedMessage {
+        id: MessageId("new0000000000001".into()),
+        thread_id: "new0000000000001".into(),
+        label_ids: vec![LabelId("INBOX".into())],
+        history_id: HistoryId(1_000_000),
+        internal_date_ms: 1_767_000_000_000,
+        raw: raw.clone().into_bytes(),
+        headers: HeaderSummary {
+            subject: Some("minutes".into()),
+            from: Some("Ana <ana@example.org>".into()),
+            date: Some("Tue, 1 Dec 2026 09:00:00 +0000".into()),
+            message_id: Some("<m@example.org>".into()),
+        },
+    };
+    store
+        .transaction(|tx| mirror::apply_fetched(tx, ACCOUNT, &msg, 1))
+        .expect("store a new message");
+    store.flush().expect("flush");
+    drop(store);
+
+    let store = Store::open(&data).expect("reopen");
+    let key = mirror::record_key(ACCOUNT, &msg.id.0);
+    let record = store
+        .kv(Space::Messages)
+        .get(&key)
+        .expect("get")
+        .expect("record");
+    assert_eq!(record[0], FORMAT_COMPRESSED);
+    let body_ref = store
+        .kv(Space::Bodies)
+        .get(&key)
+        .expect("get")
+        .expect("ref");
+    assert_eq!(&body_ref[..3], &[FORMAT_TAGGED, 0, 2]);
+    let stored = mirror::message(&store, ACCOUNT, &msg.id)
+        .expect("read")
+        .expect("the new message");
+    assert_eq!(stored.headers.subject.as_deref(), Some("minutes"));
+    assert_eq!(
+        mirror::raw(&store, ACCOUNT, &msg.id)
+            .expect("read")
+            .as_deref(),
+        Some(raw.as_bytes())
+    );
+    let got = manifest_of(&store);
+    let mut messages = got["messages"].as_object().expect("messages").clone();
+    assert!(messages.remove(&msg.id.0).is_some());
+    assert_eq!(
+        Value::Object(messages),
+        want["messages"],
+        "old messages intact"
+    );
+    let feed = got["feed"].as_array().expect("feed");
+    let old_feed = want["feed"].as_array().expect("feed");
+    assert_eq!(feed.len(), old_feed.len() + 1);
+    assert_eq!(&feed[..old_feed.len()], &old_feed[..]);
+    assert_eq!(feed[old_feed.len()]["kind"], "message.added");
 }

@@ -8,7 +8,8 @@
 //! | first byte | layout | written by |
 //! |---|---|---|
 //! | `1` ([`FORMAT_LEGACY`]) | bincode 2 (serde, standard config) of the type's schema-1 shape | mailsync before per-type versions (schema 1) |
-//! | `2` ([`FORMAT_TAGGED`]) | type version (u16, big-endian) ++ CBOR (RFC 8949) of the value | this build |
+//! | `2` ([`FORMAT_TAGGED`]) | type version (u16, big-endian) ++ CBOR (RFC 8949) of the value | mailsync since schema 2 |
+//! | `3` ([`FORMAT_COMPRESSED`]) | a zstd frame against [`crate::compression::VALUE_DICTIONARY_V1`] of what follows a `2` | this build, for types with [`Versioned::COMPRESS`] where the frame is smaller |
 //!
 //! Why CBOR: it is self-describing. Struct fields are written by name and enum variants by
 //! their name (serde's external tagging), so
@@ -30,6 +31,8 @@ use serde::de::DeserializeOwned;
 pub const FORMAT_LEGACY: u8 = 1;
 /// First byte of a value written by this build: type version, then CBOR.
 pub const FORMAT_TAGGED: u8 = 2;
+/// First byte of a compressed value: a zstd frame of the bytes that follow [`FORMAT_TAGGED`].
+pub const FORMAT_COMPRESSED: u8 = 3;
 
 /// Why a stored value could not be read or written.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -89,6 +92,11 @@ pub trait Versioned: Serialize + DeserializeOwned {
     /// The version this build writes. Bump it when a field or variant is renamed, removed, or
     /// changes meaning; adding a `#[serde(default)]` field needs no bump.
     const VERSION: u16;
+    /// Whether values of this type are written compressed ([`FORMAT_COMPRESSED`]) when that
+    /// makes them smaller. Worth it for the types stored once per message (hundreds of bytes
+    /// each, millions of them); not for small records, nor for values nested inside another
+    /// value that is compressed itself.
+    const COMPRESS: bool = false;
 
     /// Reads the CBOR body of an older version `from` (`1 <= from < VERSION`). The default
     /// has no older versions.
@@ -114,6 +122,15 @@ pub fn encode<T: Versioned>(value: &T) -> Result<Vec<u8>, CodecError> {
         type_name: T::NAME,
         reason: e.to_string(),
     })?;
+    if T::COMPRESS
+        && let Some(frame) = crate::compression::compress_value(&out[1..])
+        && frame.len() + 1 < out.len()
+    {
+        let mut compressed = Vec::with_capacity(frame.len() + 1);
+        compressed.push(FORMAT_COMPRESSED);
+        compressed.extend_from_slice(&frame);
+        return Ok(compressed);
+    }
     Ok(out)
 }
 
@@ -122,28 +139,36 @@ pub fn decode<T: Versioned>(bytes: &[u8]) -> Result<T, CodecError> {
     match bytes.split_first() {
         None => Err(CodecError::malformed::<T>("empty value")),
         Some((&FORMAT_LEGACY, body)) => T::from_legacy(body),
-        Some((&FORMAT_TAGGED, rest)) => {
-            let (version, body) = match rest.split_first_chunk::<2>() {
-                Some((v, body)) => (u16::from_be_bytes(*v), body),
-                None => return Err(CodecError::malformed::<T>("truncated version")),
-            };
-            if version == T::VERSION {
-                cbor_body::<T, T>(body)
-            } else if version > T::VERSION {
-                Err(CodecError::TooNew {
-                    type_name: T::NAME,
-                    found: version,
-                    known: T::VERSION,
-                })
-            } else if version == 0 {
-                Err(CodecError::malformed::<T>("version 0"))
-            } else {
-                T::upgrade(version, body)
-            }
+        Some((&FORMAT_TAGGED, rest)) => decode_tagged(rest),
+        Some((&FORMAT_COMPRESSED, frame)) => {
+            let rest = crate::compression::decompress_value(frame)
+                .map_err(|e| CodecError::malformed::<T>(format!("compressed value: {e}")))?;
+            decode_tagged(&rest)
         }
         Some((other, _)) => Err(CodecError::malformed::<T>(format!(
             "unknown value format {other}"
         ))),
+    }
+}
+
+/// Decodes what follows [`FORMAT_TAGGED`]: the type version, then CBOR.
+fn decode_tagged<T: Versioned>(rest: &[u8]) -> Result<T, CodecError> {
+    let (version, body) = match rest.split_first_chunk::<2>() {
+        Some((v, body)) => (u16::from_be_bytes(*v), body),
+        None => return Err(CodecError::malformed::<T>("truncated version")),
+    };
+    if version == T::VERSION {
+        cbor_body::<T, T>(body)
+    } else if version > T::VERSION {
+        Err(CodecError::TooNew {
+            type_name: T::NAME,
+            found: version,
+            known: T::VERSION,
+        })
+    } else if version == 0 {
+        Err(CodecError::malformed::<T>("version 0"))
+    } else {
+        T::upgrade(version, body)
     }
 }
 
@@ -374,5 +399,63 @@ mod tests {
         assert_eq!(decode::<u64>(&legacy).unwrap(), 5);
         legacy.push(1);
         assert!(decode::<u64>(&legacy).is_err());
+    }
+
+    /// A type written compressed; `ThingV1` reads the same bytes uncompressed.
+    #[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+    struct Bulky {
+        id: String,
+        count: u64,
+    }
+    impl Versioned for Bulky {
+        const NAME: &'static str = "bulky";
+        const VERSION: u16 = 1;
+        const COMPRESS: bool = true;
+        fn from_legacy(body: &[u8]) -> Result<Self, CodecError> {
+            legacy_bincode::<Self, Self>(body)
+        }
+    }
+
+    #[test]
+    fn compressing_types_write_a_frame_only_where_it_is_smaller() {
+        let big = Bulky {
+            id: "message.added:".repeat(20),
+            count: 7,
+        };
+        let bytes = encode(&big).unwrap();
+        assert_eq!(bytes[0], FORMAT_COMPRESSED);
+        assert!(bytes.len() < 100, "{} bytes", bytes.len());
+        assert_eq!(decode::<Bulky>(&bytes).unwrap(), big);
+
+        let small = Bulky {
+            id: "a".into(),
+            count: 1,
+        };
+        let bytes = encode(&small).unwrap();
+        assert_eq!(bytes[0], FORMAT_TAGGED, "a frame would not be smaller");
+        assert_eq!(decode::<Bulky>(&bytes).unwrap(), small);
+
+        // Values written before the type compressed, and by a type that does not, still read;
+        // a compressed value reads as any type of the same shape (the frame hides nothing).
+        let plain = encode(&ThingV1 {
+            id: big.id.clone(),
+            count: 7,
+        })
+        .unwrap();
+        assert_eq!(plain[0], FORMAT_TAGGED);
+        assert_eq!(decode::<Bulky>(&plain).unwrap(), big);
+        let compressed = encode(&big).unwrap();
+        assert_eq!(decode::<ThingV1>(&compressed).unwrap().count, 7);
+
+        // A damaged or cut frame is an error naming the type.
+        let mut damaged = compressed.clone();
+        let mid = damaged.len() / 2;
+        damaged[mid] ^= 0xff;
+        assert!(decode::<Bulky>(&damaged).is_err());
+        let err = decode::<Bulky>(&compressed[..compressed.len() - 3]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("bulky: compressed value"),
+            "{err}"
+        );
     }
 }

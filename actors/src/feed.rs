@@ -87,6 +87,7 @@ mod v1 {
 impl Versioned for EventRecord {
     const NAME: &'static str = "feed event";
     const VERSION: u16 = 1;
+    const COMPRESS: bool = true;
     fn from_legacy(body: &[u8]) -> Result<Self, CodecError> {
         let r: v1::EventRecord = legacy_bincode::<Self, _>(body)?;
         Ok(EventRecord {

@@ -24,6 +24,7 @@ pub mod calendar_model;
 #[cfg(test)]
 mod child_tests;
 pub mod codec;
+pub mod compression;
 pub mod disk_space;
 pub mod error;
 pub mod feed;

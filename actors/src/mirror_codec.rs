@@ -116,6 +116,7 @@ impl Versioned for Label {
 impl Versioned for MirrorMessage {
     const NAME: &'static str = "mirrored message";
     const VERSION: u16 = 1;
+    const COMPRESS: bool = true;
     fn from_legacy(body: &[u8]) -> Result<Self, CodecError> {
         let m: v1::MirrorMessage = legacy_bincode::<Self, _>(body)?;
         Ok(MirrorMessage {

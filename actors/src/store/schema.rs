@@ -9,7 +9,8 @@ use super::{Space, StoreError, decode_in, encode};
 /// type version ([`crate::codec`]); schema-1 values stay readable and are rewritten lazily.
 /// Version 3: new message bodies go to the body files (`store::bodies`), referenced from the
 /// `bodies` tree; bodies stored inline in the `raw` tree stay readable where they are.
-pub const SCHEMA_VERSION: u32 = 3;
+/// Version 4: bodies and the larger values may be stored compressed ([`crate::compression`]).
+pub const SCHEMA_VERSION: u32 = 4;
 /// The key of the schema version in the `meta` tree.
 pub const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
 
@@ -17,7 +18,11 @@ pub const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
 pub type Migration = fn(&sled::Db) -> Result<(), String>;
 
 /// `MIGRATIONS[i]` upgrades schema version `i + 1` to `i + 2`.
-pub const MIGRATIONS: &[Migration] = &[to_v2_per_type_versions, to_v3_bodies_outside_sled];
+pub const MIGRATIONS: &[Migration] = &[
+    to_v2_per_type_versions,
+    to_v3_bodies_outside_sled,
+    to_v4_compressed_values,
+];
 
 /// Schema 1 → 2: nothing to rewrite. Each type reads its schema-1 values itself
 /// ([`Versioned::from_legacy`]); the bump makes an older build refuse this store with
@@ -30,6 +35,13 @@ fn to_v2_per_type_versions(_db: &sled::Db) -> Result<(), String> {
 /// with their message; the bump makes a schema-2 build, which knows no `bodies` tree, refuse
 /// this store instead of serving messages without bodies.
 fn to_v3_bodies_outside_sled(_db: &sled::Db) -> Result<(), String> {
+    Ok(())
+}
+
+/// Schema 3 → 4: nothing to rewrite. Stored values and bodies are read as they are, and only
+/// new writes are compressed; the bump makes a schema-3 build, which cannot read a compressed
+/// value or body, refuse this store instead of failing on the first one it meets.
+fn to_v4_compressed_values(_db: &sled::Db) -> Result<(), String> {
     Ok(())
 }
 
