@@ -463,7 +463,18 @@ mod tests {
             db.flush().unwrap();
         }
         drop(db);
-        let db = sled::open(dir.join(DB_DIR)).unwrap();
+        // sled's flusher thread lets go of the file lock a moment after the drop.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let db = loop {
+            match sled::open(dir.join(DB_DIR)) {
+                Ok(db) => break db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert!(e.to_string().contains("could not acquire lock"), "{e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         for i in 0..500u32 {
             db.insert(format!("z{i:06}"), vec![1u8; 2000]).unwrap();
         }
