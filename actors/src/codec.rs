@@ -122,9 +122,10 @@ pub fn encode<T: Versioned>(value: &T) -> Result<Vec<u8>, CodecError> {
         type_name: T::NAME,
         reason: e.to_string(),
     })?;
+    // `compress_value` gives a frame only when it is smaller than the bytes after the format
+    // byte, so the compressed value is always the shorter one.
     if T::COMPRESS
         && let Some(frame) = crate::compression::compress_value(&out[1..])
-        && frame.len() + 1 < out.len()
     {
         let mut compressed = Vec::with_capacity(frame.len() + 1);
         compressed.push(FORMAT_COMPRESSED);

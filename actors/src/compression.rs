@@ -114,6 +114,20 @@ pub fn decompress_body(frame: &[u8], raw_len: usize) -> io::Result<Vec<u8>> {
     Ok(raw)
 }
 
+/// `n` bytes zstd cannot shrink (xorshift), for tests of the stored-as-it-is path.
+#[cfg(test)]
+pub(crate) fn incompressible(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,15 +155,7 @@ mod tests {
             "too short"
         );
 
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let noise: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let noise = incompressible(4096);
         assert!(
             compress_body(&noise).is_none(),
             "random bytes stay as they are"

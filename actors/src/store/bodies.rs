@@ -384,26 +384,13 @@ mod tests {
     fn a_full_segment_rolls_over_to_the_next() {
         let dir = tempfile::tempdir().expect("tmp");
         let files = BodyFiles::new(dir.path());
-        let big = noise((SEGMENT_LIMIT / 2 + 1) as usize);
+        let big = crate::compression::incompressible((SEGMENT_LIMIT / 2 + 1) as usize);
         let a = files.append(&big).expect("append");
         let b = files.append(&big).expect("append");
         assert_eq!((a.segment, b.segment), (1, 2));
         assert_eq!(b.offset, 0);
         assert_eq!(segments(files.dir()).expect("list"), vec![1, 2]);
         assert_eq!(files.read(&b).expect("read").len(), big.len());
-    }
-
-    /// Bytes zstd cannot shrink (xorshift).
-    fn noise(n: usize) -> Vec<u8> {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     #[test]
@@ -414,7 +401,7 @@ mod tests {
         let a = files.append(&text).expect("append");
         assert_eq!(a.raw_len, Some(text.len() as u32));
         assert!((a.len as usize) < text.len() / 4, "{} bytes stored", a.len);
-        let random = noise(3000);
+        let random = crate::compression::incompressible(3000);
         let b = files.append(&random).expect("append");
         assert_eq!((b.raw_len, b.len), (None, 3000));
         assert_eq!(files.read(&a).expect("read"), text);
