@@ -161,7 +161,7 @@ fn lines(data: &[u8]) -> Vec<(usize, usize, usize)> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < data.len() {
-        let (end, next) = match data[start..].iter().position(|&b| b == b'\n') {
+        let (end, next) = match memchr::memchr(b'\n', &data[start..]) {
             Some(i) => (start + i, start + i + 1),
             None => (data.len(), data.len()),
         };

@@ -280,18 +280,24 @@ pub fn decode_base64url(data: &str) -> Result<Vec<u8>, ApiError> {
         &alphabet::URL_SAFE,
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
     );
-    let cleaned: String = data
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .map(|c| match c {
-            '+' => '-',
-            '/' => '_',
-            other => other,
-        })
-        .collect();
-    ENGINE
-        .decode(cleaned.as_bytes())
-        .map_err(|e| ApiError::Malformed(format!("raw is not base64url: {e}")))
+    // Gmail sends clean base64url; only input that needs it is copied and mended.
+    let bytes = data.as_bytes();
+    let lenient = |b: &u8| b.is_ascii_whitespace() || *b == b'+' || *b == b'/';
+    let decoded = if bytes.iter().any(lenient) {
+        let cleaned: Vec<u8> = bytes
+            .iter()
+            .filter(|b| !b.is_ascii_whitespace())
+            .map(|b| match b {
+                b'+' => b'-',
+                b'/' => b'_',
+                other => *other,
+            })
+            .collect();
+        ENGINE.decode(cleaned)
+    } else {
+        ENGINE.decode(bytes)
+    };
+    decoded.map_err(|e| ApiError::Malformed(format!("raw is not base64url: {e}")))
 }
 
 /// Longest decoded header value kept in a [`HeaderSummary`].
