@@ -177,7 +177,7 @@ pub(crate) enum Internal {
     PendingKeys,
     /// `mailbox prefix ++ seq:be` → job record with its last error.
     Dead,
-    /// `seq:be` → feed event.
+    /// `first seq:be` → a page of feed events (`store::feed_pages`).
     Feed,
     /// `idempotency key` → seq.
     FeedKeys,
@@ -205,7 +205,7 @@ impl Internal {
             Internal::Delayed => "jobs_delayed",
             Internal::PendingKeys => "pending_keys",
             Internal::Dead => "dead",
-            Internal::Feed => "feed",
+            Internal::Feed => "feed_pages",
             Internal::FeedKeys => "feed_keys",
             Internal::Consumers => "consumers",
             Internal::Counters => "counters",
@@ -522,9 +522,10 @@ impl Store {
                 disk: &self.inner.space,
                 wrote_bodies: Cell::new(false),
                 counts: queue_counts::TxCounts::default(),
+                staged_events: feed_pages::StagedEvents::default(),
             };
             let mark = TxMark::enter();
-            let mut result = f(&mut tx);
+            let mut result = f(&mut tx).and_then(|v| feed_pages::write_staged(&tx).map(|()| v));
             drop(mark);
             // The bodies this closure appended become durable before sled commits the refs to
             // them (a background sled flush may persist the commit at any moment after).
@@ -645,6 +646,7 @@ fn read_counter(tree: &sled::Tree, name: &[u8]) -> Result<u64, StoreError> {
 
 pub mod bodies;
 mod error;
+pub(crate) mod feed_pages;
 mod group_flush;
 mod lock;
 pub(crate) mod queue_counts;

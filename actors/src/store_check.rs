@@ -22,6 +22,7 @@ use crate::account_record::AccountRecord;
 use crate::feed::Feed;
 use crate::mirror::{Change, MirrorMessage, sha256_hex};
 use crate::model::Label;
+use crate::store::feed_pages;
 use crate::store::{
     FEED_SEQ, Internal, SCHEMA_VERSION_KEY, Space, Store, StoreError, decode, decode_in,
 };
@@ -126,7 +127,7 @@ pub fn check_store(dir: &Path) -> Result<CheckReport, StoreError> {
 /// A check of one key/value pair.
 type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), String> + 'a;
 
-fn walk(store: &Store, report: &mut CheckReport) {
+pub(crate) fn walk(store: &Store, report: &mut CheckReport) {
     let mut problem = |p: String| {
         if report.problems.len() < 200 {
             report.problems.push(p);
@@ -259,19 +260,9 @@ fn walk(store: &Store, report: &mut CheckReport) {
             0
         }
     };
-    let mut last_seq = 0u64;
-    each(
-        "feed",
-        store.internal(Internal::Feed),
-        &mut |k, _| {
-            let seq = <[u8; 8]>::try_from(k)
-                .map(u64::from_be_bytes)
-                .map_err(|_| "a key that is not a seq".to_string())?;
-            last_seq = last_seq.max(seq);
-            Ok(())
-        },
-        &mut problem,
-    );
+    let mut feed_events = 0u64;
+    let last_seq =
+        feed_pages::check_pages(store, &mut |p| problem(p), &mut |_, _| feed_events += 1);
     let feed = Feed::new(store.clone());
     let mut after = 0;
     loop {
@@ -382,6 +373,7 @@ fn walk(store: &Store, report: &mut CheckReport) {
             ));
         }
     }
+    count.insert("feed".to_string(), feed_events);
     report.trees = count;
 }
 

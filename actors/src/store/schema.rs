@@ -10,7 +10,8 @@ use super::{Space, StoreError, decode_in, encode};
 /// Version 3: new message bodies go to the body files (`store::bodies`), referenced from the
 /// `bodies` tree; bodies stored inline in the `raw` tree stay readable where they are.
 /// Version 4: bodies and the larger values may be stored compressed ([`crate::compression`]).
-pub const SCHEMA_VERSION: u32 = 4;
+/// Version 5: the feed's events are stored in pages, one per transaction (`feed_pages`).
+pub const SCHEMA_VERSION: u32 = 5;
 /// The key of the schema version in the `meta` tree.
 pub const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
 
@@ -22,6 +23,7 @@ pub const MIGRATIONS: &[Migration] = &[
     to_v2_per_type_versions,
     to_v3_bodies_outside_sled,
     to_v4_compressed_values,
+    super::feed_pages::move_legacy_feed,
 ];
 
 /// Schema 1 → 2: nothing to rewrite. Each type reads its schema-1 values itself

@@ -50,6 +50,8 @@ pub struct StoreTx<'a> {
     pub(super) wrote_bodies: Cell<bool>,
     /// Jobs this attempt added to or removed from the mailbox trees (`queue_counts`).
     pub(super) counts: super::queue_counts::TxCounts,
+    /// Feed events this attempt appended, written as pages before it commits (`feed_pages`).
+    pub(super) staged_events: super::feed_pages::StagedEvents,
 }
 
 impl StoreTx<'_> {
