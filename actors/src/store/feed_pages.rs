@@ -273,7 +273,10 @@ mod tests {
         (dir, db)
     }
 
-    fn paged(db: &sled::Db) -> Vec<(u64, Vec<(u64, Vec<u8>)>)> {
+    /// Each page's key with its (seq, bytes) entries.
+    type Pages = Vec<(u64, Vec<(u64, Vec<u8>)>)>;
+
+    fn paged(db: &sled::Db) -> Pages {
         db.open_tree(Internal::Feed.tree_name())
             .unwrap()
             .iter()
