@@ -297,7 +297,7 @@ impl Feed {
         // PRUNE_CHUNK events per transaction.
         let mut batch: Vec<(u64, Vec<u64>, Vec<String>)> = Vec::new();
         let mut batched = 0;
-        for page in self.store.feed_pages_from(1, acked_by_all) {
+        for page in self.store.feed_pages_from(1, acked_by_all)? {
             let page = page?;
             let mut seqs = Vec::new();
             let mut keys = Vec::new();

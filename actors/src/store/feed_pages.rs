@@ -113,7 +113,7 @@ impl Store {
         if after >= upto || limit == 0 {
             return Ok(out);
         }
-        for page in self.feed_pages_from(after.saturating_add(1), upto) {
+        for page in self.feed_pages_from(after.saturating_add(1), upto)? {
             for (seq, bytes) in page?.entries {
                 if seq > after && seq <= upto {
                     out.push((seq, bytes));
@@ -127,18 +127,20 @@ impl Store {
     }
 
     /// The pages that may hold seqs `from..=upto`, in order: the one holding `from` (if any)
-    /// and every later one whose key is `<= upto`.
+    /// and every later one whose key is `<= upto`. A failure to find the page holding `from`
+    /// is an error, never a start further on (which would skip that page's events).
     pub(crate) fn feed_pages_from(
         &self,
         from: u64,
         upto: u64,
-    ) -> impl Iterator<Item = Result<ReadPage, StoreError>> + use<> {
+    ) -> Result<impl Iterator<Item = Result<ReadPage, StoreError>> + use<>, StoreError> {
         let tree = self.internal(Internal::Feed).clone();
         let start = match tree.range(..=from.to_be_bytes()).next_back() {
-            Some(Ok((k, _))) => seq_of(&k).unwrap_or(from),
-            _ => from,
+            Some(item) => seq_of(&item.map_err(StoreError::sled("reading the feed"))?.0)?,
+            None => from,
         };
-        tree.range(start.to_be_bytes()..=upto.to_be_bytes())
+        Ok(tree
+            .range(start.to_be_bytes()..=upto.to_be_bytes())
             .map(|item| {
                 let (k, v) = item.map_err(StoreError::sled("reading the feed"))?;
                 let (key, page) = decode_page(&k, &v)?;
@@ -146,7 +148,7 @@ impl Store {
                     key,
                     entries: page.entries.into_iter().map(|e| (e.seq, e.bytes)).collect(),
                 })
-            })
+            }))
     }
 }
 
