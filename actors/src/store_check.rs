@@ -260,9 +260,8 @@ pub(crate) fn walk(store: &Store, report: &mut CheckReport) {
             0
         }
     };
-    let mut feed_events = 0u64;
-    let last_seq =
-        feed_pages::check_pages(store, &mut |p| problem(p), &mut |_, _| feed_events += 1);
+    let pages = feed_pages::check_pages(store, &mut |p| problem(p));
+    let last_seq = pages.last_seq;
     let feed = Feed::new(store.clone());
     let mut after = 0;
     loop {
@@ -373,7 +372,7 @@ pub(crate) fn walk(store: &Store, report: &mut CheckReport) {
             ));
         }
     }
-    count.insert("feed".to_string(), feed_events);
+    count.insert("feed".to_string(), pages.events);
     report.trees = count;
 }
 

@@ -173,21 +173,25 @@ impl StoreTx<'_> {
     }
 }
 
+/// What [`check_pages`] found in a sound feed.
+pub(crate) struct PagesChecked {
+    /// The highest seq held (0 for an empty feed).
+    pub last_seq: u64,
+    /// How many events the pages hold.
+    pub events: u64,
+}
+
 /// Checks the pages for `store check`: keys are seqs, pages decode, their seqs rise within
-/// and across pages and none is below its page's key. Calls `problem` for each finding and
-/// `event` for each entry; returns the highest seq held.
-pub(crate) fn check_pages(
-    store: &Store,
-    problem: &mut dyn FnMut(String),
-    event: &mut dyn FnMut(u64, &[u8]),
-) -> u64 {
+/// and across pages and none is below its page's key. Calls `problem` for each finding.
+pub(crate) fn check_pages(store: &Store, problem: &mut dyn FnMut(String)) -> PagesChecked {
     let mut last = 0u64;
+    let mut events = 0u64;
     for item in store.internal(Internal::Feed).iter() {
         let (k, v) = match item {
             Ok(kv) => kv,
             Err(e) => {
                 problem(format!("feed_pages: {e}"));
-                return last;
+                break;
             }
         };
         let (key, page) = match decode_page(&k, &v) {
@@ -208,10 +212,13 @@ pub(crate) fn check_pages(
                 ));
             }
             last = last.max(entry.seq);
-            event(entry.seq, &entry.bytes);
+            events += 1;
         }
     }
-    last
+    PagesChecked {
+        last_seq: last,
+        events,
+    }
 }
 
 /// Schema 4 → 5: moves the events of the `feed` tree (one value per seq) into pages of
