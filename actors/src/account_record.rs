@@ -56,16 +56,19 @@ pub enum GapStep {
     /// Applying the differences with the schema-1 marker layout (a gap recovery started by an
     /// older build; it is restarted with the current layout).
     Apply,
-    /// Walking the mirror in id order, one chunk per step: each message without a marker is
-    /// deleted, each with one gets the listed labels, and its marker is removed.
+    /// Walking the mirror in id order, one chunk per step, beside the sorted listing: each
+    /// message the id listing did not return is deleted, each it did gets the listed labels.
     Reconcile {
         /// With an `initial_query`: messages dated before this edge aged out of the window
-        /// and are kept (computed once, before any marker is removed).
+        /// and are kept (computed once, when the listing is sorted).
         floor: Option<i64>,
         /// The last mirrored id reconciled (`None` before the first chunk).
         after: Option<String>,
-        /// The mirror walk is done; the markers left (listed ids not mirrored) are cleared.
+        /// The mirror walk is done; the scratch files (and any older markers) are removed.
         clearing: bool,
+        /// Byte offset in the sorted listing of the first id after `after` (layout 2).
+        #[serde(default)]
+        sorted_offset: u64,
     },
 }
 
@@ -84,10 +87,15 @@ pub struct GapState {
     pub vanished: u64,
     /// Messages whose label set changed during the gap.
     pub relabeled: u64,
-    /// How the listing markers are laid out (0: schema 1, one marker per id and one per id ×
-    /// label; 1: one marker per id holding its labels). A gap with another layout restarts.
+    /// How the listings are kept (0: schema 1, one marker per id and one per id × label;
+    /// 1: one sled marker per id holding its labels; 2: an append-only listing file sorted on
+    /// disk, outside sled). A gap with another layout restarts.
     #[serde(default)]
     pub marker_layout: u32,
+    /// Bytes of the listing file (layout 2) the committed steps cover; a step truncates the
+    /// file to this length before it appends its page.
+    #[serde(default)]
+    pub listed_len: u64,
     /// The most ids or markers a single step held in memory (the reconcile's working set).
     #[serde(default)]
     pub peak_buffered: u64,
@@ -217,6 +225,7 @@ impl From<v1::AccountRecord> for AccountRecord {
                 vanished: g.vanished,
                 relabeled: g.relabeled,
                 marker_layout: 0,
+                listed_len: 0,
                 peak_buffered: 0,
             }),
             last_gap_list_calls: r.last_gap_list_calls,
@@ -322,6 +331,7 @@ mod tests {
                 vanished: 2,
                 relabeled: 3,
                 marker_layout: 0,
+                listed_len: 0,
                 peak_buffered: 0,
             }),
             last_gap_list_calls: Some(9),

@@ -12,8 +12,10 @@
 
 mod backfill;
 mod gap;
+mod gap_listing;
 
-pub use gap::{GapMarker, RECONCILE_CHUNK};
+pub use gap::RECONCILE_CHUNK;
+pub use gap_listing::SORT_SEGMENT;
 
 use crate::account_record::{AccountRecord, HistoryRound};
 use crate::error::{ApiError, SyncError};
