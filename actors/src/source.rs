@@ -200,8 +200,8 @@ pub trait SyncSource: Send + Sync {
         None
     }
 
-    /// Status: the most ids or markers the last gap repair held in memory at once (its
-    /// working set, bounded by a chunk size whatever the mailbox size).
+    /// Status: the most ids the last gap repair held in memory at once (its working set,
+    /// bounded by a page, segment or chunk size whatever the mailbox size).
     fn last_resync_working_set(&self, cx: &SourceCx<'_>) -> Option<u64> {
         let _ = cx;
         None

@@ -134,8 +134,8 @@ pub struct AccountStatus {
     /// labels calls); compare with messages × 20 for a full re-fetch.
     #[serde(default)]
     pub last_gap_recovery_units: Option<u64>,
-    /// The most ids or markers the last gap recovery held in memory at once (one listing page
-    /// or one reconcile chunk, whatever the mailbox size).
+    /// The most ids the last gap recovery held in memory at once (one listing page, one sort
+    /// segment or one reconcile chunk, whatever the mailbox size).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_gap_working_set: Option<u64>,
     /// Calendar accounts: one line per synced calendar.
