@@ -123,6 +123,104 @@ fn gap_recovery_holds_at_most_one_sort_segment_whatever_the_mailbox_size() {
     assert_eq!(files, 0, "gap scratch left in {}", scratch.display());
 }
 
+/// A gap recovery the previous release left in progress (sled markers, layout 1) and one
+/// whose scratch files are gone (a restored backup) both start over and converge, leaving no
+/// marker and no scratch file behind.
+#[test]
+fn a_gap_left_by_an_older_layout_or_without_its_files_starts_over_and_converges() {
+    use mailsync_actors::account_record::{AccountRecord, GapState, GapStep};
+    use mailsync_actors::store::{Space, Store};
+    let emu = unthrottled(37, 1_200);
+    let env = TestEnv::new();
+    emu.write_config(&env, 8);
+    let d = env.start();
+    assert!(
+        wait_caught_up(&d, Duration::from_secs(300)),
+        "full sync did not finish: {}",
+        d.account(ACCOUNT)
+    );
+    d.stop();
+    for (round, layout) in [(0usize, 1u32), (1, 2)] {
+        let ids: Vec<String> = emu.snapshot().messages.into_iter().map(|m| m.id).collect();
+        for (i, id) in ids.iter().skip(round).step_by(ids.len() / 12).enumerate() {
+            match i % 3 {
+                0 => emu.delete(id),
+                1 => emu.change_labels(id, &["STARRED"], &["UNREAD"]),
+                _ => {
+                    emu.deliver();
+                }
+            }
+        }
+        emu.expire_history();
+        {
+            let store = Store::open(&env.data_dir).expect("open store");
+            let mut rec = AccountRecord::load(&store, ACCOUNT).expect("record");
+            let first = ids.first().cloned();
+            rec.gap = Some(GapState {
+                start_history_id: rec.history_id.unwrap_or_default(),
+                step: GapStep::Reconcile {
+                    floor: None,
+                    after: first,
+                    clearing: false,
+                    sorted_offset: 40,
+                },
+                list_calls: 3,
+                appeared: 0,
+                vanished: 0,
+                relabeled: 0,
+                marker_layout: layout,
+                listed_len: 4_096,
+                peak_buffered: 0,
+            });
+            store
+                .transaction(|tx| {
+                    rec.save_tx(tx, ACCOUNT)?;
+                    if layout == 1 {
+                        // The markers of layout 1: `gap\0<account>\0m\0<id>`.
+                        for id in &ids[..50] {
+                            let key = format!("gap\0{ACCOUNT}\0m\0{id}");
+                            tx.insert(Space::Cursors, key.as_bytes(), b"old")?;
+                        }
+                    }
+                    Ok(())
+                })
+                .expect("write the old gap");
+            store.flush().expect("flush");
+        }
+        let d = env.start();
+        assert!(
+            wait_converged(&d, &emu, Duration::from_secs(300)),
+            "round {round}: the recovery did not converge: {}",
+            d.account(ACCOUNT)
+        );
+        let log = d.log_text();
+        d.stop();
+        assert_mirror_equals(&env.data_dir, &emu);
+        let store = Store::open(&env.data_dir).expect("open store");
+        let rec = AccountRecord::load(&store, ACCOUNT).expect("record");
+        assert!(rec.gap.is_none(), "round {round}: a gap is still recorded");
+        let left = store.kv(Space::Cursors).scan_prefix(b"gap\0").count();
+        assert_eq!(left, 0, "round {round}: {left} markers left");
+        let scratch = store.dir().join("gap");
+        let files = std::fs::read_dir(&scratch).map_or(0, |d| d.count());
+        assert_eq!(
+            files,
+            0,
+            "round {round}: scratch left in {}",
+            scratch.display()
+        );
+        let said = if layout == 1 {
+            "older marker layout"
+        } else {
+            "lost or damaged"
+        };
+        assert!(
+            log.contains(said),
+            "round {round}: no log line saying {said:?}"
+        );
+    }
+}
+
 /// Starts the daemon like [`TestEnv::start`], with a start-up deadline for hundreds of
 /// accounts on a loaded debug build.
 fn start_many(env: &TestEnv) -> Daemon {
