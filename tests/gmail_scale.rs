@@ -41,12 +41,10 @@ fn unthrottled(seed: u64, messages: usize) -> Emu {
     })
 }
 
-#[test]
-fn gap_recovery_holds_at_most_one_sort_segment_whatever_the_mailbox_size() {
-    let n = env_usize("GMAIL_SCALE_MESSAGES", 3_000);
-    // Large enough that a working set growing with the mailbox would show: six chunks.
-    assert!(n >= 6 * RECONCILE_CHUNK);
-    let emu = unthrottled(31, n);
+/// An unthrottled emulator of `messages` and a data directory the daemon has fully synced
+/// from it (the daemon stopped again).
+fn fully_synced(seed: u64, messages: usize) -> (Emu, TestEnv) {
+    let emu = unthrottled(seed, messages);
     let env = TestEnv::new();
     emu.write_config(&env, 8);
     let d = env.start();
@@ -56,6 +54,15 @@ fn gap_recovery_holds_at_most_one_sort_segment_whatever_the_mailbox_size() {
         d.account(ACCOUNT)
     );
     d.stop();
+    (emu, env)
+}
+
+#[test]
+fn gap_recovery_holds_at_most_one_sort_segment_whatever_the_mailbox_size() {
+    let n = env_usize("GMAIL_SCALE_MESSAGES", 3_000);
+    // Large enough that a working set growing with the mailbox would show: six chunks.
+    assert!(n >= 6 * RECONCILE_CHUNK);
+    let (emu, env) = fully_synced(31, n);
     // During the gap: deletions spread over the mailbox, relabels, deliveries.
     let ids: Vec<String> = emu.snapshot().messages.into_iter().map(|m| m.id).collect();
     for (i, id) in ids.iter().step_by(ids.len() / 30).enumerate() {
@@ -130,16 +137,7 @@ fn gap_recovery_holds_at_most_one_sort_segment_whatever_the_mailbox_size() {
 fn a_gap_left_by_an_older_layout_or_without_its_files_starts_over_and_converges() {
     use mailsync_actors::account_record::{AccountRecord, GapState, GapStep};
     use mailsync_actors::store::{Space, Store};
-    let emu = unthrottled(37, 1_200);
-    let env = TestEnv::new();
-    emu.write_config(&env, 8);
-    let d = env.start();
-    assert!(
-        wait_caught_up(&d, Duration::from_secs(300)),
-        "full sync did not finish: {}",
-        d.account(ACCOUNT)
-    );
-    d.stop();
+    let (emu, env) = fully_synced(37, 1_200);
     for (round, layout) in [(0usize, 1u32), (1, 2)] {
         let ids: Vec<String> = emu.snapshot().messages.into_iter().map(|m| m.id).collect();
         for (i, id) in ids.iter().skip(round).step_by(ids.len() / 12).enumerate() {

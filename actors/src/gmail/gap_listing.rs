@@ -204,23 +204,15 @@ impl GapScratch {
                 sync_dir(parent).map_err(self.io(parent.to_path_buf(), "syncing"))?;
             }
         }
-        let mut file = OpenOptions::new()
-            .create(committed == 0)
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| self.lost_if_missing(path.clone(), e))?;
-        let len = file
-            .metadata()
-            .map_err(self.io(path.clone(), "reading the length"))?
-            .len();
-        if len < committed {
-            return Err(ScratchError::Lost {
-                path,
-                reason: format!("{len} bytes, {committed} recorded"),
-            });
-        }
+        let mut file = self.open_recorded(
+            &path,
+            OpenOptions::new()
+                .create(committed == 0)
+                .read(true)
+                .write(true)
+                .truncate(false),
+            committed,
+        )?;
         file.set_len(committed)
             .map_err(self.io(path.clone(), "truncating"))?;
         file.seek(SeekFrom::Start(committed))
@@ -238,15 +230,35 @@ impl GapScratch {
         file.stream_position().map_err(self.io(path, "seeking"))
     }
 
-    fn lost_if_missing(&self, path: PathBuf, e: io::Error) -> ScratchError {
-        if e.kind() == io::ErrorKind::NotFound {
-            ScratchError::Lost {
-                path,
-                reason: "missing".into(),
+    /// Opens `path`; a file that is missing or shorter than the `recorded` bytes a committed
+    /// step relies on is lost.
+    fn open_recorded(
+        &self,
+        path: &Path,
+        options: &OpenOptions,
+        recorded: u64,
+    ) -> Result<File, ScratchError> {
+        let file = options.open(path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                ScratchError::Lost {
+                    path: path.to_path_buf(),
+                    reason: "missing".into(),
+                }
+            } else {
+                self.io(path.to_path_buf(), "opening")(e)
             }
-        } else {
-            self.io(path, "opening")(e)
+        })?;
+        let len = file
+            .metadata()
+            .map_err(self.io(path.to_path_buf(), "reading the length"))?
+            .len();
+        if len < recorded {
+            return Err(ScratchError::Lost {
+                path: path.to_path_buf(),
+                reason: format!("{len} bytes, {recorded} recorded"),
+            });
         }
+        Ok(file)
     }
 
     /// Sorts the first `committed` bytes of the listing into the sorted file, holding at most
@@ -256,20 +268,8 @@ impl GapScratch {
         let file = if committed == 0 {
             None
         } else {
-            Some(File::open(&listed).map_err(|e| self.lost_if_missing(listed.clone(), e))?)
+            Some(self.open_recorded(&listed, OpenOptions::new().read(true), committed)?)
         };
-        if let Some(f) = &file {
-            let len = f
-                .metadata()
-                .map_err(self.io(listed.clone(), "reading the length"))?
-                .len();
-            if len < committed {
-                return Err(ScratchError::Lost {
-                    path: listed,
-                    reason: format!("{len} bytes, {committed} recorded"),
-                });
-            }
-        }
         std::fs::create_dir_all(&self.dir).map_err(self.io(self.dir.clone(), "creating"))?;
         let sort_dir = self.dir.join("sort");
         // Segments of an earlier, interrupted sort.
@@ -350,17 +350,11 @@ impl GapScratch {
     /// A reader of the sorted file from byte `offset` (a [`SortedReader::position`]).
     pub fn sorted_from(&self, offset: u64) -> Result<SortedReader, ScratchError> {
         let path = self.sorted_path();
-        let mut f = File::open(&path).map_err(|e| self.lost_if_missing(path.clone(), e))?;
+        let mut f = self.open_recorded(&path, OpenOptions::new().read(true), offset)?;
         let len = f
             .metadata()
             .map_err(self.io(path.clone(), "reading the length"))?
             .len();
-        if len < offset {
-            return Err(ScratchError::Lost {
-                path,
-                reason: format!("{len} bytes, position {offset} recorded"),
-            });
-        }
         f.seek(SeekFrom::Start(offset))
             .map_err(self.io(path.clone(), "seeking"))?;
         Ok(SortedReader {
