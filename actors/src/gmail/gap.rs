@@ -95,6 +95,15 @@ fn listed_at(listed: &mut SortedReader, id: &str) -> Result<Option<ListedId>, Sc
     }
 }
 
+/// What every listing page records with its effects: the call, the listing file's new length,
+/// the page it held and the step that follows.
+fn record_page(g: &mut GapState, listed_len: u64, held: usize, next: GapStep) {
+    g.list_calls += 1;
+    g.listed_len = listed_len;
+    g.peak_buffered = g.peak_buffered.max(held as u64);
+    g.step = next;
+}
+
 /// One mirrored message as the reconcile sees it.
 struct Mirrored {
     id: MessageId,
@@ -235,6 +244,15 @@ impl Steps<'_> {
             gap.listed_len,
             page.ids.iter().map(|m| ListedEntry::id(&m.0)),
         )?;
+        let next = match &page.next_page_token {
+            Some(t) => GapStep::ListIds {
+                next_page_token: Some(t.clone()),
+            },
+            None => GapStep::ListLabel {
+                remaining: labels,
+                next_page_token: None,
+            },
+        };
         let now = now_ms();
         let id = self.cx.account.clone();
         self.cx
@@ -245,19 +263,8 @@ impl Steps<'_> {
                 }
                 let mut rec = AccountRecord::load_tx(tx, &account)?;
                 if let Some(g) = rec.gap.as_mut() {
-                    g.list_calls += 1;
                     g.appeared += missing.len() as u64;
-                    g.listed_len = listed_len;
-                    g.peak_buffered = g.peak_buffered.max(page.ids.len() as u64);
-                    g.step = match &page.next_page_token {
-                        Some(t) => GapStep::ListIds {
-                            next_page_token: Some(t.clone()),
-                        },
-                        None => GapStep::ListLabel {
-                            remaining: labels.clone(),
-                            next_page_token: None,
-                        },
-                    };
+                    record_page(g, listed_len, page.ids.len(), next.clone());
                 }
                 rec.save_tx(tx, &account)
             })
@@ -287,24 +294,22 @@ impl Steps<'_> {
             gap.listed_len,
             page.ids.iter().map(|m| ListedEntry::labelled(&m.0, &label)),
         )?;
+        let next = match &page.next_page_token {
+            Some(t) => GapStep::ListLabel {
+                remaining: remaining.clone(),
+                next_page_token: Some(t.clone()),
+            },
+            None => GapStep::ListLabel {
+                remaining: remaining[1..].to_vec(),
+                next_page_token: None,
+            },
+        };
         self.cx
             .store
             .transaction(|tx| {
                 let mut rec = AccountRecord::load_tx(tx, &account)?;
                 if let Some(g) = rec.gap.as_mut() {
-                    g.list_calls += 1;
-                    g.listed_len = listed_len;
-                    g.peak_buffered = g.peak_buffered.max(page.ids.len() as u64);
-                    g.step = match &page.next_page_token {
-                        Some(t) => GapStep::ListLabel {
-                            remaining: remaining.clone(),
-                            next_page_token: Some(t.clone()),
-                        },
-                        None => GapStep::ListLabel {
-                            remaining: remaining[1..].to_vec(),
-                            next_page_token: None,
-                        },
-                    };
+                    record_page(g, listed_len, page.ids.len(), next.clone());
                 }
                 rec.save_tx(tx, &account)
             })
