@@ -165,6 +165,7 @@ fn build(
     let options = GmailOptions {
         initial_query: account.initial_query.clone(),
         list_page_size,
+        listing_ahead: mailsync_actors::gmail::LISTING_AHEAD,
     };
     let api = decorate(&account.id, api);
     let push_watch = watch(account, &api);

@@ -509,7 +509,7 @@ pub struct StoreConfig {
     /// How long opening the store may take before it is declared damaged (default 120 s;
     /// sled loops forever on some damaged logs).
     pub open_timeout: std::time::Duration,
-    /// sled's page cache in MiB (default 24): most of the daemon's memory on a large mirror.
+    /// sled's page cache in MiB (default 8): most of the daemon's memory on a large mirror.
     pub cache_mb: u64,
 }
 

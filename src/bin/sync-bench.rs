@@ -143,6 +143,13 @@ impl Bench {
         .expect("secret");
         std::fs::write(self.dir.join("refresh_token"), refresh).expect("refresh");
         let base = self.emu().base_url();
+        // `SYNC_BENCH_CACHE_MB` sets `[store] cache_mb` (sled's page cache) for a comparison;
+        // unset, the daemon's default is measured.
+        let store = std::env::var("SYNC_BENCH_CACHE_MB")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|mb| format!("\n[store]\ncache_mb = {mb}\n"))
+            .unwrap_or_default();
         let text = format!(
             r#"data_dir = "{d}/data"
 socket_path = "{s}"
@@ -151,7 +158,7 @@ log_level = "warn"
 [sync]
 poll_interval_secs = 2
 batch_size = 50
-
+{store}
 [quota]
 profile = "{profile}"
 scale = {scale:?}

@@ -628,7 +628,7 @@ fn store_floor_defaults_and_bounds() {
             min_free_mb: 500,
             min_free_percent: 1,
             open_timeout: Duration::from_secs(120),
-            cache_mb: 24,
+            cache_mb: 8,
         }
     );
     let cfg = load("[store]\ncache_mb = 64\n").expect("cache size");

@@ -17,7 +17,7 @@ use super::{GmailSource, store_err};
 use crate::account_record::{AccountRecord, FullSyncState};
 use crate::error::SyncError;
 use crate::jobs::{self, ChildKind};
-use crate::mailbox::{Job, Priority};
+use crate::mailbox::{Job, Priority, QueueDepth};
 use crate::mirror;
 use crate::model::{LabelId, ListQuery};
 use crate::report::{self, ChildReport};
@@ -110,6 +110,13 @@ impl Steps<'_> {
             return Ok(BackfillNext::Continue);
         };
         if !fs.listing_done {
+            // The listing stays at most `listing_ahead` jobs (and one page) ahead of Ingest, so the queue (and
+            // sled's share of memory for it) is bounded whatever the mailbox's size.
+            let outstanding = self.ingest_outstanding()?;
+            if outstanding >= self.source.options.listing_ahead {
+                self.report_fetching(&fs, outstanding);
+                return Ok(BackfillNext::WaitThen(LISTING_AHEAD_CHECK));
+            }
             let q = self.query(None, self.source.options.list_page_size);
             let page = self
                 .source
@@ -142,28 +149,23 @@ impl Steps<'_> {
             // Durable before Ingest is told: the flush is this page's commit point.
             self.cx.store.flush_async().await.map_err(store_err)?;
             report::send(self.cx.report, ChildReport::IngestWork);
-            self.report(
-                Phase::Listing,
-                fs.listed + page.ids.len() as u64,
-                Some(fs.estimate.max(page.result_size_estimate)),
-            );
+            let listed = fs.listed + page.ids.len() as u64;
+            if listed <= self.source.options.listing_ahead {
+                self.report(
+                    Phase::Listing,
+                    listed,
+                    Some(fs.estimate.max(page.result_size_estimate)),
+                );
+            } else {
+                self.report_fetching(&fs, outstanding);
+            }
             return Ok(BackfillNext::Continue);
         }
         // Listing is done: wait for Ingest to drain, then the cursor becomes H0.
-        let ingest_q = self
-            .cx
-            .store
-            .mailbox(&jobs::mailbox_name(self.cx.account, ChildKind::Ingest));
-        let depth = ingest_q.depth().map_err(store_err)?;
+        let depth = self.ingest_depth()?;
         let outstanding = (depth.pending + depth.leased + depth.delayed) as u64;
         if outstanding > 0 {
-            // Progress is derived from the queue (listed ids not yet fetched), so this check,
-            // repeated while Ingest drains, never scans the mirror.
-            self.report(
-                Phase::Fetching,
-                fs.listed.saturating_sub(outstanding),
-                Some(fs.listed),
-            );
+            self.report_fetching(&fs, outstanding);
             return Ok(BackfillNext::WaitThen(drain_check_interval(outstanding)));
         }
         let mirrored = mirror::message_count(self.cx.store, &account);
@@ -190,6 +192,35 @@ impl Steps<'_> {
         Ok(BackfillNext::Finished)
     }
 
+    fn ingest_depth(&self) -> Result<QueueDepth, SyncError> {
+        self.cx
+            .store
+            .mailbox(&jobs::mailbox_name(self.cx.account, ChildKind::Ingest))
+            .depth()
+            .map_err(store_err)
+    }
+
+    /// Jobs Ingest has not finished: pending, leased and waiting to retry.
+    fn ingest_outstanding(&self) -> Result<u64, SyncError> {
+        let d = self.ingest_depth()?;
+        Ok((d.pending + d.leased + d.delayed) as u64)
+    }
+
+    /// Fetch progress derived from the queue's counters (listed ids not yet fetched), so
+    /// the checks repeated while Ingest works never scan the queue or the mirror.
+    fn report_fetching(&self, fs: &FullSyncState, outstanding: u64) {
+        let total = if fs.listing_done {
+            fs.listed
+        } else {
+            fs.estimate.max(fs.listed)
+        };
+        self.report(
+            Phase::Fetching,
+            fs.listed.saturating_sub(outstanding),
+            Some(total),
+        );
+    }
+
     pub(super) fn finish_job(&self) -> Result<(), SyncError> {
         self.cx
             .store
@@ -199,13 +230,28 @@ impl Steps<'_> {
     }
 }
 
-/// How long the full sync waits before it counts the Ingest queue again: counting scans the
-/// queue, so a deep queue is counted less often (2 s at 100,000 jobs, at most 5 s) and a
-/// nearly drained one every 500 ms, keeping the scans' cost per message flat.
+/// How many Ingest jobs the full sync's listing may run ahead of the fetching: 40 pages of
+/// 500 ids, several seconds of work at the emulator's unthrottled rate and many minutes at
+/// Google's quota, so Ingest never starves, while the queue stays the same size for a
+/// mailbox of 20,000 messages or of 1,000,000.
+pub const LISTING_AHEAD: u64 = 20_000;
+
+/// How often a listing held back by [`LISTING_AHEAD`] looks at the queue again (two reads of
+/// counters, no scan).
+const LISTING_AHEAD_CHECK: Duration = Duration::from_millis(250);
+
+/// How long the full sync waits, once its listing is done, before it reads the Ingest queue's
+/// counters again: a deep queue is looked at less often (2 s at 100,000 jobs, at most 5 s),
+/// a nearly drained one every 500 ms. With the listing held to `listing_ahead`, the queue is
+/// never deep enough here for more than 500 ms.
 fn drain_check_interval(outstanding: u64) -> Duration {
     Duration::from_micros(outstanding.saturating_mul(20))
         .clamp(Duration::from_millis(500), Duration::from_secs(5))
 }
+
+#[cfg(test)]
+#[path = "listing_ahead_tests.rs"]
+mod listing_ahead_tests;
 
 #[cfg(test)]
 mod tests {

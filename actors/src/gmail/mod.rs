@@ -14,6 +14,7 @@ mod backfill;
 mod gap;
 mod gap_listing;
 
+pub use backfill::LISTING_AHEAD;
 pub use gap::RECONCILE_CHUNK;
 pub use gap_listing::SORT_SEGMENT;
 
@@ -45,6 +46,9 @@ pub struct GmailOptions {
     pub initial_query: Option<String>,
     /// Ids per messages.list page.
     pub list_page_size: u32,
+    /// How many Ingest jobs the full sync's listing may run ahead of the fetching
+    /// ([`LISTING_AHEAD`] unless a test wants a smaller mailbox to show the bound).
+    pub listing_ahead: u64,
 }
 
 /// The Gmail source of one account.
