@@ -110,9 +110,9 @@ impl Steps<'_> {
             return Ok(BackfillNext::Continue);
         };
         if !fs.listing_done {
-            // The listing stays at most `listing_ahead` jobs (and one page) ahead of Ingest, so the queue (and
-            // sled's share of memory for it) is bounded whatever the mailbox's size.
-            let outstanding = self.ingest_outstanding()?;
+            // The listing stays at most `listing_ahead` jobs (and one page) ahead of Ingest,
+            // so the queue, and sled's memory for it, is bounded whatever the mailbox's size.
+            let outstanding = outstanding(&self.ingest_depth()?);
             if outstanding >= self.source.options.listing_ahead {
                 self.report_fetching(&fs, outstanding);
                 return Ok(BackfillNext::WaitThen(LISTING_AHEAD_CHECK));
@@ -163,7 +163,7 @@ impl Steps<'_> {
         }
         // Listing is done: wait for Ingest to drain, then the cursor becomes H0.
         let depth = self.ingest_depth()?;
-        let outstanding = (depth.pending + depth.leased + depth.delayed) as u64;
+        let outstanding = outstanding(&depth);
         if outstanding > 0 {
             self.report_fetching(&fs, outstanding);
             return Ok(BackfillNext::WaitThen(drain_check_interval(outstanding)));
@@ -200,12 +200,6 @@ impl Steps<'_> {
             .map_err(store_err)
     }
 
-    /// Jobs Ingest has not finished: pending, leased and waiting to retry.
-    fn ingest_outstanding(&self) -> Result<u64, SyncError> {
-        let d = self.ingest_depth()?;
-        Ok((d.pending + d.leased + d.delayed) as u64)
-    }
-
     /// Fetch progress derived from the queue's counters (listed ids not yet fetched), so
     /// the checks repeated while Ingest works never scan the queue or the mirror.
     fn report_fetching(&self, fs: &FullSyncState, outstanding: u64) {
@@ -228,6 +222,12 @@ impl Steps<'_> {
             .ack(self.job)
             .map_err(store_err)
     }
+}
+
+/// Jobs a queue has not finished: pending, leased and waiting to retry (dead letters are
+/// finished: they wait for an admin, not for Ingest).
+fn outstanding(d: &QueueDepth) -> u64 {
+    (d.pending + d.leased + d.delayed) as u64
 }
 
 /// How many Ingest jobs the full sync's listing may run ahead of the fetching: 40 pages of
