@@ -29,6 +29,9 @@
 //! (or `cargo run --release -p mailsync --bin sync-bench -- raw 100000` once `mailsync` is
 //! built in release).
 
+#[path = "bench_common/store_section.rs"]
+mod store_section;
+
 use mailsync_emulator::{Emulator, EmulatorConfig, EmulatorHandle, QuotaMode, QuotaProfile};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
@@ -143,13 +146,8 @@ impl Bench {
         .expect("secret");
         std::fs::write(self.dir.join("refresh_token"), refresh).expect("refresh");
         let base = self.emu().base_url();
-        // `SYNC_BENCH_CACHE_MB` sets `[store] cache_mb` (sled's page cache) for a comparison;
-        // unset, the daemon's default is measured.
-        let store = std::env::var("SYNC_BENCH_CACHE_MB")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|mb| format!("\n[store]\ncache_mb = {mb}\n"))
-            .unwrap_or_default();
+        // `SYNC_BENCH_CACHE_MB` sets `[store] cache_mb` for a comparison.
+        let store = store_section::store_section("SYNC_BENCH_CACHE_MB");
         let text = format!(
             r#"data_dir = "{d}/data"
 socket_path = "{s}"

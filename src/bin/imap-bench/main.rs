@@ -11,6 +11,8 @@
 
 mod dovecot;
 mod many;
+#[path = "../bench_common/store_section.rs"]
+mod store_section;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
@@ -147,15 +149,6 @@ fn held(a: &Value) -> Option<u64> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
-/// `[store] cache_mb` from `IMAP_BENCH_CACHE_MB` (sled's page cache), else the default.
-fn store_section() -> String {
-    std::env::var("IMAP_BENCH_CACHE_MB")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(|mb| format!("\n[store]\ncache_mb = {mb}\n"))
-        .unwrap_or_default()
-}
-
 fn mailsync_cold_and_noop(dc: &dovecot::Dovecot, work: &Path, n: u64) -> (Run, Run) {
     let dir = work.join("mailsync");
     std::fs::create_dir_all(&dir).expect("dir");
@@ -185,7 +178,7 @@ password = {{ value = "{pass}" }}
 allow_plaintext = true
 "#,
             d = dir.display(),
-            store = store_section(),
+            store = store_section::store_section("IMAP_BENCH_CACHE_MB"),
             port = dc.port,
             user = dovecot::USER,
             pass = dovecot::PASS,
