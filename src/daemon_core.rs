@@ -10,7 +10,7 @@ use mailsync_actors::account::{AccountCommand, AccountMsg};
 use mailsync_actors::account_record::AccountRecord;
 use mailsync_actors::history_sync;
 use mailsync_actors::model::AccountId;
-use mailsync_actors::root::{AccountHandle, ReloadSummary, RootMsg};
+use mailsync_actors::root::{AccountHandle, ReloadSummary, RootMsg, Roster};
 use mailsync_actors::status::{AccountState, AccountStatus, DaemonStatus};
 use mailsync_actors::store::Store;
 use ractor::ActorRef;
@@ -24,8 +24,8 @@ use tokio_util::task::TaskTracker;
 /// What [`DaemonCore::health_of`] heard.
 #[derive(Debug)]
 pub struct HealthAnswers {
-    /// Every account the supervision tree holds.
-    pub ids: Vec<String>,
+    /// Every account the supervision tree holds (the same `Arc` while it is unchanged).
+    pub roster: Roster,
     /// The health views of the accounts asked (and of those down, starting or failed to
     /// start), with delivery filled in.
     pub fresh: Vec<AccountStatus>,
@@ -201,21 +201,20 @@ impl DaemonCore {
     pub async fn health_of(
         &self,
         timeout: Duration,
-        choose: impl FnOnce(&[String]) -> std::collections::HashSet<String>,
+        choose: impl FnOnce(&Roster) -> std::collections::HashSet<String>,
     ) -> Result<HealthAnswers, String> {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let handles = ractor::call_t!(self.root, RootMsg::Accounts, ms)
+        let roster = ractor::call_t!(self.root, RootMsg::Accounts, ms)
             .map_err(|e| format!("root supervisor: {e}"))?;
-        let ids: Vec<String> = handles.iter().map(|h| h.id.clone()).collect();
-        let chosen = choose(&ids);
-        let asks = handles
-            .into_iter()
+        let chosen = choose(&roster);
+        let asks = roster
+            .iter()
             .filter(|h| h.actor.is_none() || chosen.contains(&h.id))
             .map(|h| async move {
                 match &h.actor {
                     Some(a) => ractor::call_t!(a, AccountMsg::Health, ms)
                         .map_err(|e| (h.id.clone(), e.to_string())),
-                    None => Ok(placeholder(&h, AccountState::Failed, h.down_reason.clone())),
+                    None => Ok(placeholder(h, AccountState::Failed, h.down_reason.clone())),
                 }
             });
         let mut fresh = Vec::new();
@@ -227,7 +226,11 @@ impl DaemonCore {
             }
         }
         let fresh = self.complete(fresh).await;
-        Ok(HealthAnswers { ids, fresh, silent })
+        Ok(HealthAnswers {
+            roster,
+            fresh,
+            silent,
+        })
     }
 
     /// Test hook: blocks the root supervisor for `hold`, if `[debug] allow_wedge` is set.
@@ -242,7 +245,7 @@ impl DaemonCore {
             .map_err(|e| AdminError::Timeout(e.to_string()))
     }
 
-    async fn handles(&self) -> Result<Vec<AccountHandle>, AdminError> {
+    async fn handles(&self) -> Result<Roster, AdminError> {
         ractor::call_t!(self.root, RootMsg::Accounts, RPC_TIMEOUT_MS)
             .map_err(|e| AdminError::Timeout(e.to_string()))
     }
@@ -261,16 +264,16 @@ impl DaemonCore {
         self.status_cache
             .retain(&handles.iter().map(|h| h.id.as_str()).collect());
         let cache = &self.status_cache;
-        let futures = handles.into_iter().map(|h| async move {
+        let futures = handles.iter().map(|h| async move {
             match &h.actor {
                 Some(actor) => match cache
                     .status_of(&h.id, actor, deadline, RPC_TIMEOUT_MS)
                     .await
                 {
                     Ok(s) => s,
-                    Err(e) => placeholder(&h, AccountState::Running, Some(format!("busy: {e}"))),
+                    Err(e) => placeholder(h, AccountState::Running, Some(format!("busy: {e}"))),
                 },
-                None => placeholder(&h, AccountState::Failed, h.down_reason.clone()),
+                None => placeholder(h, AccountState::Failed, h.down_reason.clone()),
             }
         });
         let accounts = futures_util::future::join_all(futures).await;
@@ -323,8 +326,8 @@ impl DaemonCore {
         Ok(self
             .handles()
             .await?
-            .into_iter()
-            .map(|h| (h.id, h.kind))
+            .iter()
+            .map(|h| (h.id.clone(), h.kind.clone()))
             .collect())
     }
 
@@ -332,13 +335,13 @@ impl DaemonCore {
     pub async fn command(&self, account: &str, cmd: AccountCommand) -> Result<(), AdminError> {
         let handles = self.handles().await?;
         let h = handles
-            .into_iter()
+            .iter()
             .find(|h| h.id == account)
             .ok_or_else(|| AdminError::UnknownAccount(account.to_string()))?;
-        let actor = h.actor.ok_or_else(|| {
+        let actor = h.actor.as_ref().ok_or_else(|| {
             AdminError::NotRunning(
                 account.to_string(),
-                h.down_reason.unwrap_or_else(|| "restarting".into()),
+                h.down_reason.clone().unwrap_or_else(|| "restarting".into()),
             )
         })?;
         actor

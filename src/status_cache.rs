@@ -20,7 +20,7 @@
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use mailsync_actors::account::AccountMsg;
-use mailsync_actors::root::{AccountHandle, RootMsg};
+use mailsync_actors::root::{RootMsg, Roster};
 use mailsync_actors::status::AccountStatus;
 use ractor::{ActorId, ActorRef};
 use std::collections::HashMap;
@@ -73,7 +73,7 @@ struct AccountEntry {
 #[derive(Clone, Default)]
 pub struct StatusCache {
     entries: Arc<Mutex<HashMap<String, AccountEntry>>>,
-    roster: Arc<Mutex<Question<Vec<AccountHandle>>>>,
+    roster: Arc<Mutex<Question<Roster>>>,
 }
 
 impl StatusCache {
@@ -84,7 +84,7 @@ impl StatusCache {
         root: &ActorRef<RootMsg>,
         deadline: tokio::time::Instant,
         rpc_timeout_ms: u64,
-    ) -> Result<Vec<AccountHandle>, String> {
+    ) -> Result<Roster, String> {
         let asking = {
             let mut roster = lock(&self.roster);
             let root = root.clone();
@@ -235,6 +235,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mailsync_actors::root::AccountHandle;
     use mailsync_actors::status::AccountState;
     use ractor::{Actor, ActorProcessingErr};
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -52,6 +52,8 @@ mod quota_limiter;
 mod quota_pacing;
 pub mod report;
 pub mod root;
+#[cfg(test)]
+mod root_tests;
 pub mod source;
 pub mod spec;
 pub mod status;

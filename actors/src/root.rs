@@ -11,6 +11,7 @@ use crate::spec::AccountSpec;
 use crate::store::Store;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The RootSupervisor.
@@ -37,6 +38,12 @@ pub struct AccountHandle {
     pub down_reason: Option<String>,
 }
 
+/// Every account and its actor, as the root lists them. The root hands out the same `Arc`
+/// until an account starts, stops, fails or is reloaded, so a caller that asks every second
+/// (the service monitor) can tell an unchanged roster by pointer and skip the work that
+/// only a changed one needs.
+pub type Roster = Arc<[AccountHandle]>;
+
 /// What a reload changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReloadSummary {
@@ -52,7 +59,7 @@ pub struct ReloadSummary {
 #[derive(Debug)]
 pub enum RootMsg {
     /// List the accounts and their actors.
-    Accounts(RpcReplyPort<Vec<AccountHandle>>),
+    Accounts(RpcReplyPort<Roster>),
     /// Apply a new set of accounts (SIGHUP / `ctl reload`).
     Reconcile(Vec<AccountSpec>, RpcReplyPort<ReloadSummary>),
     /// Restart an AccountActor after its backoff.
@@ -74,6 +81,8 @@ pub struct RootState {
     store: Store,
     accounts: BTreeMap<String, Entry>,
     by_id: HashMap<ActorId, String>,
+    /// The last roster handed out; `None` once anything in `accounts` changed.
+    roster: Option<Roster>,
 }
 
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -108,6 +117,7 @@ impl Actor for RootSupervisor {
             store: args.store,
             accounts,
             by_id: HashMap::new(),
+            roster: None,
         })
     }
 
@@ -146,6 +156,7 @@ impl Actor for RootSupervisor {
             SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
             _ => return Ok(()),
         };
+        st.roster = None;
         let Some(id) = st.by_id.remove(&cell.get_id()) else {
             return Ok(());
         };
@@ -177,19 +188,13 @@ impl Actor for RootSupervisor {
         msg: RootMsg,
         st: &mut RootState,
     ) -> Result<(), ActorProcessingErr> {
+        if !matches!(msg, RootMsg::Accounts(_)) {
+            // Every other message may start, stop or restart an account.
+            st.roster = None;
+        }
         match msg {
             RootMsg::Accounts(reply) => {
-                let list = st
-                    .accounts
-                    .iter()
-                    .map(|(id, e)| AccountHandle {
-                        id: id.clone(),
-                        kind: e.spec.kind.to_string(),
-                        actor: e.actor.clone(),
-                        down_reason: e.down_reason.clone(),
-                    })
-                    .collect();
-                let _ = reply.send(list);
+                let _ = reply.send(st.roster());
             }
             RootMsg::Respawn(id) => {
                 if st.accounts.get(&id).is_some_and(|e| e.actor.is_none()) {
@@ -213,6 +218,24 @@ impl Actor for RootSupervisor {
 }
 
 impl RootState {
+    /// The roster: the last one handed out while nothing changed, else a new one.
+    fn roster(&mut self) -> Roster {
+        let accounts = &self.accounts;
+        self.roster
+            .get_or_insert_with(|| {
+                accounts
+                    .iter()
+                    .map(|(id, e)| AccountHandle {
+                        id: id.clone(),
+                        kind: e.spec.kind.to_string(),
+                        actor: e.actor.clone(),
+                        down_reason: e.down_reason.clone(),
+                    })
+                    .collect()
+            })
+            .clone()
+    }
+
     async fn start_account(&mut self, myself: &ActorRef<RootMsg>, id: &str) {
         let Some(entry) = self.accounts.get_mut(id) else {
             return;

@@ -7,10 +7,17 @@
 //! Watchdog rule kept from asking everyone: a tick with any silent account does not pet
 //! systemd, and a silent account stays asked every tick, so a wedged account starves the
 //! watchdog from the first tick it is asked, within `ceil(accounts / SLICE)` ticks.
+//!
+//! A tick's work is the slice's, not the roster's: the work over every configured account
+//! (forgetting removed ones, finding those not heard from yet) is done only when the root
+//! hands out a new [`Roster`], which it does only when an account started, stopped, failed
+//! or was reloaded.
 
 use crate::daemon_core::HealthAnswers;
 use crate::service::health::{self, AccountHealth};
-use std::collections::{BTreeMap, HashSet};
+use mailsync_actors::root::Roster;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
 /// Accounts asked per tick besides suspects and new accounts.
 pub const SLICE: usize = 100;
@@ -20,43 +27,69 @@ pub const SLICE: usize = 100;
 pub struct HealthBoard {
     health: BTreeMap<String, AccountHealth>,
     suspects: HashSet<String>,
+    /// Configured accounts not heard from since the roster they came in (asked every tick).
+    unheard: BTreeSet<String>,
+    /// The roster `unheard` was drawn from.
+    chosen_from: Option<Roster>,
+    /// The roster `health` and `suspects` were last trimmed to.
+    taken_from: Option<Roster>,
     next: usize,
     changed: bool,
 }
 
+/// Whether `roster` is another roster than `last` (a new `Arc`, not merely other contents).
+fn is_new(last: Option<&Roster>, roster: &Roster) -> bool {
+    !last.is_some_and(|l| Arc::ptr_eq(l, roster))
+}
+
 impl HealthBoard {
     /// The accounts to ask this tick, out of every configured one.
-    pub fn choose(&mut self, ids: &[String]) -> HashSet<String> {
+    pub fn choose(&mut self, roster: &Roster) -> HashSet<String> {
+        if is_new(self.chosen_from.as_ref(), roster) {
+            self.unheard = roster
+                .iter()
+                .filter(|h| !self.health.contains_key(&h.id))
+                .map(|h| h.id.clone())
+                .collect();
+            self.chosen_from = Some(roster.clone());
+        }
         let mut chosen: HashSet<String> = self.suspects.iter().cloned().collect();
-        let n = ids.len();
+        let n = roster.len();
         if n > 0 {
             let start = self.next % n;
             let take = SLICE.min(n);
-            chosen.extend((0..take).map(|k| ids[(start + k) % n].clone()));
+            chosen.extend((0..take).map(|k| roster[(start + k) % n].id.clone()));
             self.next = (start + take) % n;
         }
-        chosen.extend(
-            ids.iter()
-                .filter(|id| !self.health.contains_key(*id))
-                .cloned(),
-        );
+        chosen.extend(self.unheard.iter().cloned());
         chosen
+    }
+
+    /// Whether `roster` differs from the one the last [`HealthBoard::take`] saw, so the
+    /// work over every account (forgetting removed ones) is due.
+    pub fn is_new_roster(&self, roster: &Roster) -> bool {
+        is_new(self.taken_from.as_ref(), roster)
     }
 
     /// Takes a tick's answers. `Err` names a silent account (the watchdog is not petted).
     pub fn take(&mut self, answers: &HealthAnswers) -> Result<(), String> {
-        let known: HashSet<&str> = answers
-            .ids
-            .iter()
-            .map(String::as_str)
-            .chain(answers.fresh.iter().map(|a| a.account.as_str()))
-            .collect();
-        let before = self.health.len();
-        self.health.retain(|id, _| known.contains(id.as_str()));
-        self.changed |= self.health.len() != before;
-        self.suspects.retain(|id| known.contains(id.as_str()));
+        if self.is_new_roster(&answers.roster) {
+            let known: HashSet<&str> = answers
+                .roster
+                .iter()
+                .map(|h| h.id.as_str())
+                .chain(answers.fresh.iter().map(|a| a.account.as_str()))
+                .collect();
+            let before = self.health.len();
+            self.health.retain(|id, _| known.contains(id.as_str()));
+            self.changed |= self.health.len() != before;
+            self.suspects.retain(|id| known.contains(id.as_str()));
+            self.unheard.retain(|id| known.contains(id.as_str()));
+            self.taken_from = Some(answers.roster.clone());
+        }
         for s in &answers.fresh {
             self.suspects.remove(&s.account);
+            self.unheard.remove(&s.account);
             let h = health::account_health(s);
             if self.health.get(&s.account) != Some(&h) {
                 self.health.insert(s.account.clone(), h);
@@ -86,15 +119,23 @@ impl HealthBoard {
 mod tests {
     use super::*;
     use crate::service::health::test_status as status;
+    use mailsync_actors::root::AccountHandle;
     use mailsync_actors::status::AccountState;
 
-    fn ids(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("a{i:04}")).collect()
+    fn ids(n: usize) -> Roster {
+        (0..n)
+            .map(|i| AccountHandle {
+                id: format!("a{i:04}"),
+                kind: "gmail".into(),
+                actor: None,
+                down_reason: None,
+            })
+            .collect()
     }
 
-    fn answers(ids: &[String], asked: &HashSet<String>, silent: &[&str]) -> HealthAnswers {
+    fn answers(roster: &Roster, asked: &HashSet<String>, silent: &[&str]) -> HealthAnswers {
         HealthAnswers {
-            ids: ids.to_vec(),
+            roster: roster.clone(),
             fresh: asked
                 .iter()
                 .filter(|id| !silent.contains(&id.as_str()))
@@ -172,11 +213,48 @@ mod tests {
         b.take(&a).expect("answered");
         let paused = b.changed_summary().expect("a paused account changes it");
         assert_ne!(s, paused);
-        b.take(&answers(&all[..2], &HashSet::new(), &[]))
-            .expect("ok");
+        let two: Roster = all[..2].iter().cloned().collect();
+        b.take(&answers(&two, &HashSet::new(), &[])).expect("ok");
         assert!(
             b.changed_summary().is_some(),
             "a removed account changes it"
+        );
+    }
+
+    #[test]
+    fn a_new_roster_has_its_new_accounts_asked_at_once_and_its_removed_ones_forgotten() {
+        let all = ids(300);
+        let mut b = HealthBoard::default();
+        let c = b.choose(&all);
+        b.take(&answers(&all, &c, &[])).expect("answered");
+        assert_eq!(b.choose(&all).len(), SLICE, "the same roster: only a slice");
+        // A reload: a0000 removed, b0000 added; the root hands out a new roster.
+        let mut next: Vec<AccountHandle> = all[1..].to_vec();
+        next.push(AccountHandle {
+            id: "b0000".into(),
+            kind: "gmail".into(),
+            actor: None,
+            down_reason: None,
+        });
+        let next: Roster = next.into();
+        assert!(b.is_new_roster(&next));
+        let c = b.choose(&next);
+        assert!(
+            c.contains("b0000"),
+            "a new account is asked on the first tick"
+        );
+        b.take(&answers(&next, &c, &[])).expect("answered");
+        assert!(!b.is_new_roster(&next));
+        let summary = b.changed_summary().expect("the roster changed");
+        assert!(
+            summary.contains("300") && !summary.contains("301"),
+            "300 accounts, not 301: {summary}"
+        );
+        let c = b.choose(&next);
+        assert_eq!(
+            c.len(),
+            SLICE,
+            "b0000 was heard: no longer asked every tick"
         );
     }
 }

@@ -46,9 +46,12 @@ pub async fn run(core: Arc<DaemonCore>, mut last_summary: String, cancel: Cancel
             .await
         {
             Ok(answers) => {
+                let roster = board
+                    .is_new_roster(&answers.roster)
+                    .then_some(&answers.roster);
                 core.service().observe_errors(
                     &answers.fresh,
-                    &answers.ids,
+                    roster,
                     mailsync_actors::spec::now_ms(),
                 );
                 board.take(&answers)

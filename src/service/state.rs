@@ -6,6 +6,7 @@
 use crate::accounts::AccountBuildError;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use mailsync_actors::root::Roster;
 use mailsync_actors::spec::AccountSpec;
 use mailsync_actors::status::{AccountState, AccountStatus};
 use serde::Serialize;
@@ -137,16 +138,19 @@ impl ServiceState {
             .collect()
     }
 
-    /// Records each of `accounts`' `last_error` when it differs from the last one recorded,
-    /// and forgets the errors of accounts neither in `accounts` nor in `known` (removed).
-    pub fn observe_errors(&self, accounts: &[AccountStatus], known: &[String], now_ms: u64) {
+    /// Records each of `accounts`' `last_error` when it differs from the last one recorded.
+    /// Given a new `roster`, also forgets the errors of accounts neither in `accounts` nor in
+    /// it (removed); an unchanged roster removed no one, so the monitor passes `None` then.
+    pub fn observe_errors(&self, accounts: &[AccountStatus], roster: Option<&Roster>, now_ms: u64) {
         let mut recent = lock(&self.recent);
-        let known: std::collections::HashSet<&str> = known
-            .iter()
-            .map(String::as_str)
-            .chain(accounts.iter().map(|a| a.account.as_str()))
-            .collect();
-        recent.retain(|id, _| known.contains(id.as_str()));
+        if let Some(roster) = roster {
+            let known: std::collections::HashSet<&str> = roster
+                .iter()
+                .map(|h| h.id.as_str())
+                .chain(accounts.iter().map(|a| a.account.as_str()))
+                .collect();
+            recent.retain(|id, _| known.contains(id.as_str()));
+        }
         for a in accounts {
             let Some(error) = a.last_error.as_ref().filter(|e| !e.is_empty()) else {
                 continue;
