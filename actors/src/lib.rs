@@ -39,6 +39,8 @@ pub mod jobs;
 pub mod mailbox;
 mod mailbox_codec;
 pub mod mirror;
+#[cfg(test)]
+mod mirror_body_ref_tests;
 mod mirror_codec;
 #[cfg(test)]
 mod mirror_idempotency_tests;

@@ -1,7 +1,7 @@
 //! The local mirror of a mail account inside the store, and the change events that describe
 //! every write to it. One record per message (metadata in `Space::Messages`, raw bytes in
-//! the store's body files, referenced from `Space::Bodies`) and one per label
-//! (`Space::Labels`); keys are `<account>\0<id>`.
+//! the store's body files, referenced from the record itself since schema 6 and from
+//! `Space::Bodies` before) and one per label (`Space::Labels`); keys are `<account>\0<id>`.
 //!
 //! **Invariant:** every function here that changes the mirror appends its feed event in the
 //! same `StoreTx`, so there is no event without its store change and no store change without
@@ -9,7 +9,7 @@
 //! compared first and the event key is stable.
 
 use crate::model::{FetchedMessage, HeaderSummary, HistoryId, Label, LabelId, MessageId};
-use crate::store::{Space, Store, StoreError, StoreTx, TxError, decode, encode};
+use crate::store::{BodyRef, Space, Store, StoreError, StoreTx, TxError, decode, encode};
 use serde::{Deserialize, Serialize};
 
 /// What the mirror keeps of one message (the raw bytes live apart, in the body files).
@@ -31,6 +31,23 @@ pub struct MirrorMessage {
     pub size: u64,
     /// Decoded headers, for events and status.
     pub headers: HeaderSummary,
+    /// Where the raw bytes are in the body files (schema 6). `None` in records written
+    /// before: their bytes are found under the record's key in the `bodies` tree (or inline
+    /// in `raw`). Keeping the reference in the record saves sled one key per message. Never
+    /// leaves the store: [`MirrorMessage::without_body_ref`] is what sinks and backups keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<BodyRef>,
+}
+
+impl MirrorMessage {
+    /// The record without its body reference, which only means something inside the store
+    /// whose body files it points into.
+    pub fn without_body_ref(&self) -> MirrorMessage {
+        MirrorMessage {
+            body: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// The payload of one feed event: what changed, without message bodies.
@@ -352,9 +369,9 @@ pub fn apply_fetched(
         raw_sha256: raw_sha256.clone(),
         size: msg.raw.len() as u64,
         headers: msg.headers.clone(),
+        body: Some(tx.append_body(&msg.raw)?),
     };
     tx.insert(Space::Messages, &key, &encode(&record))?;
-    tx.put_body(&key, &msg.raw)?;
     let change = Change::MessageAdded {
         id: msg.id.clone(),
         thread_id: msg.thread_id.clone(),
@@ -582,9 +599,43 @@ pub fn message(
     }
 }
 
+/// For a backup, which does not copy the body files: a stored record's value without its
+/// body reference, and the reference. `None` when the value holds none (a record written
+/// before schema 6) or is not a record.
+pub fn split_body_ref(value: &[u8]) -> Option<(Vec<u8>, BodyRef)> {
+    let m: MirrorMessage = decode(value).ok()?;
+    let at = m.body?;
+    Some((encode(&m.without_body_ref()), at))
+}
+
 /// The raw bytes of one mirrored message.
 pub fn raw(store: &Store, account: &str, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
-    store.body(&record_key(account, &id.0))
+    match message(store, account, id)? {
+        Some(m) => raw_of(store, account, &m),
+        None => store.body(&record_key(account, &id.0)),
+    }
+}
+
+/// The raw bytes of `msg`, a record read from the mirror of `account`: where its body
+/// reference points, or, for a record written before schema 6, under its key.
+pub fn raw_of(
+    store: &Store,
+    account: &str,
+    msg: &MirrorMessage,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    stored_raw(store, &record_key(account, &msg.id.0), msg)
+}
+
+/// [`raw_of`] for a record read under `key` (the store check walks keys, not accounts).
+pub fn stored_raw(
+    store: &Store,
+    key: &[u8],
+    msg: &MirrorMessage,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    match &msg.body {
+        Some(at) => store.read_body(at).map(Some),
+        None => store.body(key),
+    }
 }
 
 /// Calls `f` for every mirrored message of an account, in id order, without holding them all.

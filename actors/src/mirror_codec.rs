@@ -128,6 +128,7 @@ impl Versioned for MirrorMessage {
             raw_sha256: m.raw_sha256,
             size: m.size,
             headers: headers(m.headers),
+            body: None,
         })
     }
 }

@@ -128,7 +128,9 @@ pub enum Space {
     /// Message bodies written before bodies moved out of sled (schema ≤ 2), inline; still
     /// read, never written (new bodies go to [`Space::Bodies`]).
     Raw,
-    /// Where each message body lives in the body files (`store::bodies`): key → [`BodyRef`].
+    /// Where a message body lives in the body files (`store::bodies`): key → [`BodyRef`].
+    /// Since schema 6 the mirror keeps the ref in the message's record instead; this tree
+    /// holds the refs of records written before, and `StoreTx::put_body`'s.
     Bodies,
 }
 

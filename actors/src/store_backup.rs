@@ -9,7 +9,9 @@
 //!
 //! **Format** (one file, written to `PATH.tmp`, fsynced, renamed): `MSBK` + format version,
 //! then per tree a name and its key/value pairs, then an end marker, the entry count and the
-//! CRC-32 of everything before it. A backup cut short or damaged fails its checksum and is
+//! CRC-32 of everything before it. The body files are not copied: the bodies go in as inline
+//! `raw` entries (those the `bodies` tree references, and after the `messages` tree those its
+//! records reference, which are copied without their refs). A backup cut short or damaged fails its checksum and is
 //! refused by [`restore`] before anything is touched.
 //!
 //! **Restore** (daemon stopped): verify the file, build a fresh sled database next to the
@@ -130,6 +132,10 @@ impl Store {
                 // Body refs point into files the backup does not copy: the bodies themselves
                 // go in, under the inline `raw` tree that every schema-3 store still reads.
                 let bodies = name.as_ref() == Space::Bodies.tree_name().as_bytes();
+                // Records since schema 6 hold their body refs themselves: they go in without,
+                // and their bodies follow in a `raw` section of their own.
+                let messages = name.as_ref() == Space::Messages.tree_name().as_bytes();
+                let mut referenced = 0u64;
                 w.write_all(&[TAG_TREE])?;
                 put_bytes(
                     w,
@@ -151,10 +157,34 @@ impl Store {
                             .read_body(&at)
                             .map_err(|e| io::Error::other(e.to_string()))?;
                         put_bytes(w, &body)?;
+                    } else if let Some((record, _)) = messages
+                        .then(|| crate::mirror::split_body_ref(&v))
+                        .flatten()
+                    {
+                        put_bytes(w, &record)?;
+                        referenced += 1;
                     } else {
                         put_bytes(w, &v)?;
                     }
                     report.entries += 1;
+                }
+                if referenced > 0 {
+                    w.write_all(&[TAG_TREE])?;
+                    put_bytes(w, Space::Raw.tree_name().as_bytes())?;
+                    report.trees += 1;
+                    for item in tree.iter() {
+                        let (k, v) = item.map_err(|e| io::Error::other(e.to_string()))?;
+                        let Some((_, at)) = crate::mirror::split_body_ref(&v) else {
+                            continue;
+                        };
+                        let body = self
+                            .read_body(&at)
+                            .map_err(|e| io::Error::other(e.to_string()))?;
+                        w.write_all(&[TAG_ENTRY])?;
+                        put_bytes(w, &k)?;
+                        put_bytes(w, &body)?;
+                        report.entries += 1;
+                    }
                 }
             }
             drop(gate);

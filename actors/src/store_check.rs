@@ -201,7 +201,7 @@ pub(crate) fn walk(store: &Store, report: &mut CheckReport) {
         store.kv(Space::Messages),
         &mut |k, v| {
             let m: MirrorMessage = decode(v).map_err(|e| format!("{}: {e}", key_text(k)))?;
-            match store.body(k) {
+            match crate::mirror::stored_raw(store, k, &m) {
                 Ok(Some(raw)) => {
                     if raw.len() as u64 != m.size || sha256_hex(&raw) != m.raw_sha256 {
                         return Err(format!(

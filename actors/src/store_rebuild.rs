@@ -35,8 +35,13 @@ pub fn restore_message_tx(
     if tx.get(Space::Messages, &key)?.is_some() {
         return Ok(false);
     }
-    tx.insert(Space::Messages, &key, &encode(record))?;
-    tx.put_body(&key, raw)?;
+    // The index's record never carries a body reference (`without_body_ref`); this store's
+    // is where the bytes go now.
+    let record = MirrorMessage {
+        body: Some(tx.append_body(raw)?),
+        ..record.clone()
+    };
+    tx.insert(Space::Messages, &key, &encode(&record))?;
     let feed_key = format!("message.added:{account}:{}", record.id);
     let keys = tx.tree(Internal::FeedKeys);
     if keys.get(feed_key.as_bytes())?.is_none() {

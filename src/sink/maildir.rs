@@ -512,7 +512,7 @@ impl MaildirWriter {
         let store = &self.store;
         let id = &msg.id;
         if let Staging::Pending(file) =
-            md.stage_message(id, &flags, || Ok(mirror::raw(store, account, id)?))?
+            md.stage_message(id, &flags, || Ok(mirror::raw_of(store, account, msg)?))?
         {
             staged.push(file);
         }
@@ -664,7 +664,7 @@ impl MaildirWriter {
                 placed.push(target.clone());
             }
             match target.stage_message(&msg.id, &flags, || {
-                Ok(mirror::raw(&store, account, &msg.id)?)
+                Ok(mirror::raw_of(&store, account, &msg)?)
             }) {
                 Ok(Staging::Pending(file)) => {
                     staged.push(file);

@@ -77,7 +77,8 @@ impl MaildirIndex {
 
     /// Appends one record (not yet durable: see [`MaildirIndex::sync`]).
     pub fn record(&mut self, msg: &MirrorMessage) -> Result<(), SinkError> {
-        let mut line = serde_json::to_vec(msg).map_err(|e| SinkError::Io {
+        // The body reference points into this store's body files; a rebuild writes new ones.
+        let mut line = serde_json::to_vec(&msg.without_body_ref()).map_err(|e| SinkError::Io {
             op: "encoding an index line for",
             path: self.path.clone(),
             source: io::Error::other(e),
@@ -154,7 +155,7 @@ pub fn read_index(maildir: &Path) -> io::Result<HashMap<MessageId, MirrorMessage
     for line in BufReader::new(f).split(b'\n') {
         let line = line?;
         if let Ok(msg) = serde_json::from_slice::<MirrorMessage>(&line) {
-            out.insert(msg.id.clone(), msg);
+            out.insert(msg.id.clone(), msg.without_body_ref());
         }
     }
     Ok(out)

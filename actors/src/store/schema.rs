@@ -11,7 +11,9 @@ use super::{Space, StoreError, decode_in, encode};
 /// `bodies` tree; bodies stored inline in the `raw` tree stay readable where they are.
 /// Version 4: bodies and the larger values may be stored compressed ([`crate::compression`]).
 /// Version 5: the feed's events are stored in pages, one per transaction (`feed_pages`).
-pub const SCHEMA_VERSION: u32 = 5;
+/// Version 6: a new mirrored message keeps its body reference in its own record
+/// (`MirrorMessage::body`) instead of under its key in the `bodies` tree.
+pub const SCHEMA_VERSION: u32 = 6;
 /// The key of the schema version in the `meta` tree.
 pub const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
 
@@ -24,6 +26,7 @@ pub const MIGRATIONS: &[Migration] = &[
     to_v3_bodies_outside_sled,
     to_v4_compressed_values,
     super::feed_pages::move_legacy_feed,
+    to_v6_body_refs_in_records,
 ];
 
 /// Schema 1 → 2: nothing to rewrite. Each type reads its schema-1 values itself
@@ -44,6 +47,13 @@ fn to_v3_bodies_outside_sled(_db: &sled::Db) -> Result<(), String> {
 /// new writes are compressed; the bump makes a schema-3 build, which cannot read a compressed
 /// value or body, refuse this store instead of failing on the first one it meets.
 fn to_v4_compressed_values(_db: &sled::Db) -> Result<(), String> {
+    Ok(())
+}
+
+/// Schema 5 → 6: nothing to move. Records without a body reference are read through the
+/// `bodies` tree as before; the bump makes a schema-5 build, which would look for the bodies
+/// of new records only there, refuse this store instead of serving messages without bodies.
+fn to_v6_body_refs_in_records(_db: &sled::Db) -> Result<(), String> {
     Ok(())
 }
 

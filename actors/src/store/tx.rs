@@ -83,12 +83,20 @@ impl StoreTx<'_> {
     /// Stores a message body under `key`: appended to the body files (durable before this
     /// transaction commits) and referenced from [`Space::Bodies`].
     pub fn put_body(&self, key: &[u8], bytes: &[u8]) -> Result<BodyRef, TxError> {
+        let at = self.append_body(bytes)?;
+        self.space(Space::Bodies).insert(key, encode(&at))?;
+        Ok(at)
+    }
+
+    /// Appends a body to the body files (durable before this transaction commits) and
+    /// returns where it is, for the caller to keep in its own record (the mirror's
+    /// messages do, since schema 6). Unreferenced if the transaction aborts: dead space.
+    pub fn append_body(&self, bytes: &[u8]) -> Result<BodyRef, TxError> {
         let at = self
             .bodies
             .append(bytes)
             .map_err(|source| super::body_write_error(self.bodies, self.disk, source))?;
         self.wrote_bodies.set(true);
-        self.space(Space::Bodies).insert(key, encode(&at))?;
         Ok(at)
     }
 
