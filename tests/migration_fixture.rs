@@ -4,7 +4,9 @@
 //!   stored values became versioned per type;
 //! - `datadir-v3`: schema 3 (the release before compressed values and bodies): tagged CBOR
 //!   values, bodies in the body files behind version-1 refs;
-//! - `datadir-v4`: schema 4 (the release before the feed's pages): one feed value per event.
+//! - `datadir-v4`: schema 4 (the release before the feed's pages): one feed value per event;
+//! - `datadir-v5`: schema 5 (the release before body refs moved into the message records):
+//!   every body ref under its message's key in the `bodies` tree (`migration_fixture_v5.rs`).
 //!
 //! Each `datadir.tar.gz` is a real daemon's data directory: a small Gmail account synced from
 //! the emulator (messages, labels, a relabel and a delete through partial sync), plus jobs left
@@ -37,6 +39,9 @@ fn fixture_dir_of(schema: u32) -> PathBuf {
 fn fixture_dir() -> PathBuf {
     fixture_dir_of(1)
 }
+
+#[path = "migration_fixture_v5.rs"]
+mod v5;
 
 /// A "now" for nacks far ahead, so the retried job stays delayed in the fixture.
 const FAR_FUTURE_MS: u64 = 4_000_000_000_000;
@@ -215,6 +220,28 @@ fn write_v1_fixture() {
     assert!(st.success());
 }
 
+/// A message arriving after the migration (compressible: its record and body are stored
+/// compressed).
+fn new_message() -> mailsync_actors::model::FetchedMessage {
+    use mailsync_actors::model::{FetchedMessage, HeaderSummary, HistoryId, LabelId, MessageId};
+    let text = "We agreed to meet again next week, same room, same time.\r\n".repeat(30);
+    let raw = format!("Subject: minutes\r\nMessage-ID: <m@example.org>\r\n\r\n{text}");
+    FetchedMessage {
+        id: MessageId("new0000000000001".into()),
+        thread_id: "new0000000000001".into(),
+        label_ids: vec![LabelId("INBOX".into())],
+        history_id: HistoryId(1_000_000),
+        internal_date_ms: 1_767_000_000_000,
+        raw: raw.into_bytes(),
+        headers: HeaderSummary {
+            subject: Some("minutes".into()),
+            from: Some("Ana <ana@example.org>".into()),
+            date: Some("Tue, 1 Dec 2026 09:00:00 +0000".into()),
+            message_id: Some("<m@example.org>".into()),
+        },
+    }
+}
+
 /// Unpacks a fixture into a fresh temp dir.
 fn unpack(schema: u32) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -363,7 +390,6 @@ fn fixture_runs_under_the_daemon(schema: u32) {
 #[test]
 fn v3_fixture_reads_beside_compressed_writes() {
     use mailsync_actors::codec::{FORMAT_COMPRESSED, FORMAT_TAGGED};
-    use mailsync_actors::model::{FetchedMessage, HeaderSummary, HistoryId, LabelId, MessageId};
     use mailsync_actors::store::{SCHEMA_VERSION, SCHEMA_VERSION_KEY, Space, decode};
 
     let (_tmp, data) = unpack(3);
@@ -399,22 +425,8 @@ fn v3_fixture_reads_beside_compressed_writes() {
     }
 
     // A message arriving now: its record, body and feed event are written compressed.
-    let text = "We agreed to meet again next week, same room, same time.\r\n".repeat(30);
-    let raw = format!("Subject: minutes\r\nMessage-ID: <m@example.org>\r\n\r\n{text}");
-    let msg = FetchedMessage {
-        id: MessageId("new0000000000001".into()),
-        thread_id: "new0000000000001".into(),
-        label_ids: vec![LabelId("INBOX".into())],
-        history_id: HistoryId(1_000_000),
-        internal_date_ms: 1_767_000_000_000,
-        raw: raw.clone().into_bytes(),
-        headers: HeaderSummary {
-            subject: Some("minutes".into()),
-            from: Some("Ana <ana@example.org>".into()),
-            date: Some("Tue, 1 Dec 2026 09:00:00 +0000".into()),
-            message_id: Some("<m@example.org>".into()),
-        },
-    };
+    let msg = new_message();
+    let raw = String::from_utf8(msg.raw.clone()).expect("utf-8");
     store
         .transaction(|tx| mirror::apply_fetched(tx, ACCOUNT, &msg, 1))
         .expect("store a new message");
@@ -429,15 +441,15 @@ fn v3_fixture_reads_beside_compressed_writes() {
         .expect("get")
         .expect("record");
     assert_eq!(record[0], FORMAT_COMPRESSED);
-    let body_ref = store
-        .kv(Space::Bodies)
-        .get(&key)
-        .expect("get")
-        .expect("ref");
-    assert_eq!(&body_ref[..3], &[FORMAT_TAGGED, 0, 2]);
+    // Since schema 6 the new message's body ref is in its record, not in the bodies tree.
+    assert!(
+        store.kv(Space::Bodies).get(&key).expect("get").is_none(),
+        "no bodies key for a new message"
+    );
     let stored = mirror::message(&store, ACCOUNT, &msg.id)
         .expect("read")
         .expect("the new message");
+    assert!(stored.body.is_some(), "the record holds its body ref");
     assert_eq!(stored.headers.subject.as_deref(), Some("minutes"));
     assert_eq!(
         mirror::raw(&store, ACCOUNT, &msg.id)

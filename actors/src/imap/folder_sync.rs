@@ -549,9 +549,10 @@ pub(crate) async fn rematch(
     let mut by_identity: HashMap<Identity, Vec<(u32, UidEntry)>> = HashMap::new();
     for (uid, e) in entries.iter().cloned() {
         let id = MessageId(e.key.clone());
-        let msg = mirror::message(step.cx.store, account, &id).map_err(store_err)?;
-        let raw = mirror::raw(step.cx.store, account, &id).map_err(store_err)?;
-        if let (Some(m), Some(raw)) = (msg, raw) {
+        let Some(m) = mirror::message(step.cx.store, account, &id).map_err(store_err)? else {
+            continue;
+        };
+        if let Some(raw) = mirror::raw_of(step.cx.store, account, &m).map_err(store_err)? {
             let header = header_of(&raw);
             let ident = (message_id_of(header), m.size, header_hash(header));
             by_identity.entry(ident).or_default().push((uid, e));
