@@ -603,9 +603,14 @@ pub fn message(
 /// body reference, and the reference. `None` when the value holds none (a record written
 /// before schema 6) or is not a record.
 pub fn split_body_ref(value: &[u8]) -> Option<(Vec<u8>, BodyRef)> {
-    let m: MirrorMessage = decode(value).ok()?;
-    let at = m.body?;
-    Some((encode(&m.without_body_ref()), at))
+    let mut m: MirrorMessage = decode(value).ok()?;
+    let at = m.body.take()?;
+    Some((encode(&m), at))
+}
+
+/// The body reference a stored record's value holds, if any (see [`split_body_ref`]).
+pub fn body_ref_in(value: &[u8]) -> Option<BodyRef> {
+    decode::<MirrorMessage>(value).ok()?.body
 }
 
 /// The raw bytes of one mirrored message.

@@ -4,7 +4,7 @@
 //! restored store (which has none of the body files) serves every message and checks clean.
 
 use crate::mirror::{self, MirrorMessage, apply_deleted, apply_fetched, record_key};
-use crate::model::MessageId;
+use crate::model::{FetchedMessage, MessageId};
 use crate::store::{Space, Store, encode};
 use crate::store_backup::restore;
 use crate::store_check::check_store;
@@ -40,14 +40,20 @@ fn write_schema5_message(store: &Store) -> Vec<u8> {
     raw
 }
 
-#[test]
-fn a_new_record_holds_its_body_ref_and_an_old_one_is_read_through_the_bodies_tree() {
+/// A store holding `m1`, written by this build.
+fn store_with_m1() -> (tempfile::TempDir, Store, FetchedMessage) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let m1 = fetched_message("m1", 2, &["INBOX"]);
     store
         .transaction(|tx| apply_fetched(tx, "a", &m1, 1))
         .unwrap();
+    (dir, store, m1)
+}
+
+#[test]
+fn a_new_record_holds_its_body_ref_and_an_old_one_is_read_through_the_bodies_tree() {
+    let (_dir, store, m1) = store_with_m1();
     let record = mirror::message(&store, "a", &id("m1")).unwrap().unwrap();
     assert!(record.body.is_some(), "the record holds the reference");
     assert!(
@@ -88,12 +94,7 @@ fn a_new_record_holds_its_body_ref_and_an_old_one_is_read_through_the_bodies_tre
 
 #[test]
 fn a_backup_carries_the_bodies_of_both_kinds_and_the_restored_store_checks_clean() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let m1 = fetched_message("m1", 2, &["INBOX"]);
-    store
-        .transaction(|tx| apply_fetched(tx, "a", &m1, 1))
-        .unwrap();
+    let (dir, store, m1) = store_with_m1();
     let old = write_schema5_message(&store);
     store.flush().unwrap();
     let file = dir.path().join("b.msbk");

@@ -11,8 +11,8 @@
 //! then per tree a name and its key/value pairs, then an end marker, the entry count and the
 //! CRC-32 of everything before it. The body files are not copied: the bodies go in as inline
 //! `raw` entries (those the `bodies` tree references, and after the `messages` tree those its
-//! records reference, which are copied without their refs). A backup cut short or damaged fails its checksum and is
-//! refused by [`restore`] before anything is touched.
+//! records reference, which are copied without their refs). A backup cut short or damaged
+//! fails its checksum and is refused by [`restore`] before anything is touched.
 //!
 //! **Restore** (daemon stopped): verify the file, build a fresh sled database next to the
 //! store, check its schema version, then swap it in; the previous database is kept as
@@ -174,7 +174,7 @@ impl Store {
                     report.trees += 1;
                     for item in tree.iter() {
                         let (k, v) = item.map_err(|e| io::Error::other(e.to_string()))?;
-                        let Some((_, at)) = crate::mirror::split_body_ref(&v) else {
+                        let Some(at) = crate::mirror::body_ref_in(&v) else {
                             continue;
                         };
                         let body = self

@@ -122,15 +122,17 @@ mod tests {
     use mailsync_actors::root::AccountHandle;
     use mailsync_actors::status::AccountState;
 
+    fn handle(id: String) -> AccountHandle {
+        AccountHandle {
+            id,
+            kind: "gmail".into(),
+            actor: None,
+            down_reason: None,
+        }
+    }
+
     fn ids(n: usize) -> Roster {
-        (0..n)
-            .map(|i| AccountHandle {
-                id: format!("a{i:04}"),
-                kind: "gmail".into(),
-                actor: None,
-                down_reason: None,
-            })
-            .collect()
+        (0..n).map(|i| handle(format!("a{i:04}"))).collect()
     }
 
     fn answers(roster: &Roster, asked: &HashSet<String>, silent: &[&str]) -> HealthAnswers {
@@ -230,12 +232,7 @@ mod tests {
         assert_eq!(b.choose(&all).len(), SLICE, "the same roster: only a slice");
         // A reload: a0000 removed, b0000 added; the root hands out a new roster.
         let mut next: Vec<AccountHandle> = all[1..].to_vec();
-        next.push(AccountHandle {
-            id: "b0000".into(),
-            kind: "gmail".into(),
-            actor: None,
-            down_reason: None,
-        });
+        next.push(handle("b0000".into()));
         let next: Roster = next.into();
         assert!(b.is_new_roster(&next));
         let c = b.choose(&next);
