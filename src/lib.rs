@@ -9,6 +9,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod allocator;
 pub mod calendar_port;
 pub mod calendar_status;
 pub mod cli;

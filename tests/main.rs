@@ -4,6 +4,7 @@
 
 mod common;
 
+mod allocator;
 mod auth;
 mod bad_input;
 mod calendar_crash_push;
