@@ -11,7 +11,9 @@
 //!   seen seq N never later sees a smaller seq appear.
 //! - At most one event per idempotency key (a `feed_keys` entry is written in the same
 //!   transaction); a job that runs twice appends nothing the second time. Pruning an event
-//!   drops its key too.
+//!   drops its key too. The one exception to the entry, not to the rule: the event of a new
+//!   record (`message.added`), whose record is its idempotency
+//!   ([`StoreTx::append_event_for_new_record`]).
 //! - Readers only see *durable* events: [`Feed::read_after`] and [`Feed::subscribe`] stop at the
 //!   highest seq that a [`crate::store::Store::flush`] has made durable. An event committed but
 //!   not yet flushed can still vanish in a crash, and its seq could then be reused by another
@@ -107,6 +109,13 @@ pub(crate) fn tx_append(tx: &StoreTx<'_>, ev: &NewEvent) -> Result<Option<u64>, 
     if keys.get(ev.key.as_bytes())?.is_some() {
         return Ok(None);
     }
+    let seq = stage(tx, ev)?;
+    keys.insert(ev.key.as_bytes(), encode(&seq))?;
+    Ok(Some(seq))
+}
+
+/// Assigns the event its seq and stages it in this transaction's page; no `feed_keys` entry.
+fn stage(tx: &StoreTx<'_>, ev: &NewEvent) -> Result<u64, TxError> {
     let seq = tx.next_counter(FEED_SEQ)?;
     let rec = EventRecord {
         account: ev.account.clone(),
@@ -116,8 +125,7 @@ pub(crate) fn tx_append(tx: &StoreTx<'_>, ev: &NewEvent) -> Result<Option<u64>, 
         ts_ms: ev.ts_ms,
     };
     tx.stage_feed_event(seq, encode(&rec));
-    keys.insert(ev.key.as_bytes(), encode(&seq))?;
-    Ok(Some(seq))
+    Ok(seq)
 }
 
 impl Store {
@@ -135,6 +143,19 @@ impl StoreTx<'_> {
         if let Some(seq) = seq {
             self.note_appended(seq);
         }
+        Ok(seq)
+    }
+
+    /// Appends the event that a new record's creation means, without a `feed_keys` entry:
+    /// the record is its idempotency. The caller checked in this transaction that the record
+    /// did not exist and writes it in the same transaction, and the record is only ever
+    /// removed together with a change of the key (a new generation, as
+    /// `crate::mirror::apply_deleted` does), so the key gets one event, ever, as
+    /// [`StoreTx::append_event`] would guarantee. It halves the sled keys a mirrored message
+    /// costs (its record is the other), and with them its share of sled's page table.
+    pub fn append_event_for_new_record(&self, ev: NewEvent) -> Result<u64, TxError> {
+        let seq = stage(self, &ev)?;
+        self.note_appended(seq);
         Ok(seq)
     }
 }

@@ -382,13 +382,15 @@ pub fn apply_fetched(
         headers: msg.headers.clone(),
     };
     let g = versions_tx(tx, account, MESSAGE, &msg.id.0)?.generation;
-    emit(
-        tx,
-        account,
-        format!("message.added:{account}:{}:g{g}", msg.id),
-        &change,
-        now_ms,
-    )?;
+    // The record written above, absent until now, is this event's idempotency: no
+    // `feed_keys` entry.
+    tx.append_event_for_new_record(crate::feed::NewEvent {
+        account: account.to_string(),
+        kind: change.kind().to_string(),
+        key: format!("message.added:{account}:{}:g{g}", msg.id),
+        payload: encode(&change),
+        ts_ms: now_ms,
+    })?;
     Ok(Applied::Added)
 }
 

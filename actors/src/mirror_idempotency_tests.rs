@@ -229,3 +229,45 @@ fn a_message_deleted_and_added_again_is_announced_again() {
         ["message.added", "message.deleted", "message.added"]
     );
 }
+
+#[test]
+fn a_new_message_s_event_has_its_record_for_idempotency_and_no_feed_key() {
+    let (_d, store) = temp_store();
+    let m = fetched("m1", 10, &["INBOX"]);
+    commit(&store, |tx| mirror::apply_fetched(tx, ACCT, &m, 1));
+    commit(&store, |tx| mirror::apply_fetched(tx, ACCT, &m, 2));
+    let keys = || -> Vec<String> {
+        store
+            .internal(crate::store::Internal::FeedKeys)
+            .iter()
+            .keys()
+            .map(|k| String::from_utf8_lossy(&k.unwrap()).into_owned())
+            .collect()
+    };
+    // One sled key for the message (its record), none in feed_keys.
+    assert!(keys().is_empty(), "{:?}", keys());
+    commit(&store, |tx| {
+        mirror::apply_deleted(tx, ACCT, &MessageId("m1".into()), 3)
+    });
+    commit(&store, |tx| mirror::apply_fetched(tx, ACCT, &m, 4));
+    let relabeled = fetched("m1", 11, &["INBOX", "STARRED"]);
+    commit(&store, |tx| mirror::apply_fetched(tx, ACCT, &relabeled, 5));
+    // Deletions and label changes keep their keys; the re-add is a new generation's key.
+    assert_eq!(keys().len(), 2, "{:?}", keys());
+    let events = store.feed().read_after(0, 100).unwrap();
+    let added: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == "message.added")
+        .map(|e| e.key.as_str())
+        .collect();
+    assert_eq!(added, ["message.added:a:m1:g0", "message.added:a:m1:g1"]);
+    // Pruning an added event, which has no key to drop, removes just the event.
+    assert_eq!(
+        store
+            .feed()
+            .prune(std::time::Duration::ZERO, u64::MAX)
+            .unwrap(),
+        events.len()
+    );
+    assert!(keys().is_empty(), "{:?}", keys());
+}
