@@ -9,7 +9,6 @@
 
 pub mod accounts;
 pub mod admin;
-pub mod allocator;
 pub mod calendar_port;
 pub mod calendar_status;
 pub mod cli;

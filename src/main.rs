@@ -10,12 +10,6 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Before any thread exists: the long-running commands run with one malloc arena
-    // (`mailsync::allocator`); this returns only when it did not re-execute.
-    let allocator = match cli.command {
-        Command::Daemon | Command::Demo(_) => mailsync::allocator::use_one_arena().err(),
-        _ => None,
-    };
     // sled may panic while it reads a damaged store; that panic is contained and reported as
     // a clear error (exit 3), so it must not also print a panic message and backtrace.
     let default_hook = std::panic::take_hook();
@@ -35,7 +29,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(dispatch(cli, allocator))
+    runtime.block_on(dispatch(cli))
 }
 
 fn style(cli: &Cli, configured: Option<LogFormat>) -> LogStyle {
@@ -45,7 +39,7 @@ fn style(cli: &Cli, configured: Option<LogFormat>) -> LogStyle {
     }
 }
 
-async fn dispatch(cli: Cli, allocator: Option<std::io::Error>) -> ExitCode {
+async fn dispatch(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::CheckConfig => check_config(&cli),
         Command::Store { command } => {
@@ -56,7 +50,7 @@ async fn dispatch(cli: Cli, allocator: Option<std::io::Error>) -> ExitCode {
             telemetry::init(style(&cli, Some(cfg.log_format)), "warn");
             ExitCode::from(mailsync::cli::store_cmd::run(&cfg, command))
         }
-        Command::Daemon => daemon(&cli, allocator).await,
+        Command::Daemon => daemon(&cli).await,
         Command::Ctl {
             socket,
             json,
@@ -112,7 +106,6 @@ async fn dispatch(cli: Cli, allocator: Option<std::io::Error>) -> ExitCode {
         },
         Command::Demo(args) => {
             telemetry::init(style(&cli, None), "warn");
-            log_allocator(allocator);
             match mailsync::cli::demo::run(args.clone()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -168,20 +161,12 @@ fn check_config(cli: &Cli) -> ExitCode {
     }
 }
 
-/// Logs a failed re-exec into one malloc arena; the command goes on with glibc's default.
-fn log_allocator(failed: Option<std::io::Error>) {
-    if let Some(e) = failed {
-        tracing::warn!(error = %e, "Could not re-execute with one malloc arena; running with glibc's default arenas.");
-    }
-}
-
-async fn daemon(cli: &Cli, allocator: Option<std::io::Error>) -> ExitCode {
+async fn daemon(cli: &Cli) -> ExitCode {
     let (path, cfg) = match load_config(cli) {
         Ok(v) => v,
         Err(code) => return code,
     };
     telemetry::init(style(cli, Some(cfg.log_format)), &cfg.log_level);
-    log_allocator(allocator);
     let opts = mailsync::daemon::RunOptions {
         config_path: path,
         gmail: mailsync::gmail_port::builder(),

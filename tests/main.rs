@@ -4,7 +4,6 @@
 
 mod common;
 
-mod allocator;
 mod auth;
 mod bad_input;
 mod calendar_crash_push;

@@ -89,18 +89,12 @@ window_secs = 60
 
     /// Starts the daemon and waits until its socket answers `status`.
     pub fn start(&self) -> Daemon {
-        self.start_with_env(&[])
-    }
-
-    /// [`TestEnv::start`] with extra environment variables.
-    pub fn start_with_env(&self, vars: &[(&str, &str)]) -> Daemon {
         let log = self.path(&format!("daemon-{}.log", unique()));
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(bin())
             .arg("--config")
             .arg(&self.config_path)
             .arg("daemon")
-            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
