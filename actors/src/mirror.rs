@@ -241,13 +241,17 @@ pub fn emit(
     change: &Change,
     now_ms: u64,
 ) -> Result<Option<u64>, TxError> {
-    tx.append_event(crate::feed::NewEvent {
+    tx.append_event(new_event(account, key, change, now_ms))
+}
+
+fn new_event(account: &str, key: String, change: &Change, now_ms: u64) -> crate::feed::NewEvent {
+    crate::feed::NewEvent {
         account: account.to_string(),
         kind: change.kind().to_string(),
         key,
         payload: encode(change),
         ts_ms: now_ms,
-    })
+    }
 }
 
 /// How often an item (a message or a label) has been deleted and how often it has changed:
@@ -384,13 +388,12 @@ pub fn apply_fetched(
     let g = versions_tx(tx, account, MESSAGE, &msg.id.0)?.generation;
     // The record written above, absent until now, is this event's idempotency: no
     // `feed_keys` entry.
-    tx.append_event_for_new_record(crate::feed::NewEvent {
-        account: account.to_string(),
-        kind: change.kind().to_string(),
-        key: format!("message.added:{account}:{}:g{g}", msg.id),
-        payload: encode(&change),
-        ts_ms: now_ms,
-    })?;
+    tx.append_event_for_new_record(new_event(
+        account,
+        format!("message.added:{account}:{}:g{g}", msg.id),
+        &change,
+        now_ms,
+    ))?;
     Ok(Applied::Added)
 }
 

@@ -1,7 +1,8 @@
 //! Rebuilding a mirror from what the sinks wrote (`mailsync store rebuild`): restored messages
-//! enter the mirror *without* feed events — consumers already had them — but with their
-//! `message.added` idempotency key marked as used, so a later ingest of the same message cannot
-//! hand it out again. Then the account is set up for the gap recovery (`backfill.rs`), the
+//! enter the mirror *without* feed events — consumers already had them. Their records are what
+//! keeps a later ingest of the same message from handing it out again: `mirror::apply_fetched`
+//! announces only a message it does not hold (`StoreTx::append_event_for_new_record`), and
+//! `mirror::sync_labels` only a label it does not hold. Then the account is set up for the gap recovery (`backfill.rs`), the
 //! cheap reconcile with the provider: it lists ids and per-label ids, fetches only what the
 //! Maildir did not hold, removes what vanished and fixes label sets, with ordinary events.
 
@@ -9,11 +10,7 @@ use crate::account_record::AccountRecord;
 use crate::backfill::{self, BackfillJob};
 use crate::mirror::{MirrorMessage, record_key, sha256_hex};
 use crate::model::AccountId;
-use crate::store::{Internal, Space, Store, StoreError, StoreTx, TxError, encode};
-
-/// The feed seq recorded for keys of events delivered before a rebuild (no such seq exists,
-/// so pruning never removes the mark).
-const DELIVERED_BEFORE_REBUILD: u64 = 0;
+use crate::store::{Space, Store, StoreError, StoreTx, TxError, encode};
 
 /// Why a restored message was refused.
 #[derive(Debug, thiserror::Error)]
@@ -42,11 +39,6 @@ pub fn restore_message_tx(
         ..record.clone()
     };
     tx.insert(Space::Messages, &key, &encode(&record))?;
-    let feed_key = format!("message.added:{account}:{}", record.id);
-    let keys = tx.tree(Internal::FeedKeys);
-    if keys.get(feed_key.as_bytes())?.is_none() {
-        keys.insert(feed_key.as_bytes(), encode(&DELIVERED_BEFORE_REBUILD))?;
-    }
     Ok(true)
 }
 
@@ -105,11 +97,6 @@ pub fn restore_labels(
                 continue;
             }
             tx.insert(Space::Labels, &key, &encode(label))?;
-            let feed_key = format!("label.created:{account}:{}", label.id);
-            let keys = tx.tree(Internal::FeedKeys);
-            if keys.get(feed_key.as_bytes())?.is_none() {
-                keys.insert(feed_key.as_bytes(), encode(&DELIVERED_BEFORE_REBUILD))?;
-            }
             n += 1;
         }
         Ok(n)
