@@ -229,6 +229,11 @@ fn changes_reach_the_mirror(caps: Caps) {
     config(&env, &dc, "");
     let d = env.start();
     wait_equal(&d, &env, &view, &FOLDERS, 120);
+    // Sent's flags change before the move into it: without CONDSTORE a flag change alone is
+    // invisible to STATUS, so it is seen by the full step the move's new messages cause. In
+    // the other order that step can run between the two, and the flags would wait for the
+    // quiet folder's next full step (`imap/poll.rs`), later than this test waits.
+    view.run_in("Sent", &["UID STORE 1:5 +FLAGS (\\Answered)".into()]);
     view.run_in(
         "INBOX",
         &[
@@ -239,7 +244,6 @@ fn changes_reach_the_mirror(caps: Caps) {
             "UID MOVE 51:60 Sent".into(),
         ],
     );
-    view.run_in("Sent", &["UID STORE 1:5 +FLAGS (\\Answered)".into()]);
     for m in generate(5, 9, "new") {
         view.append("INBOX", &m.raw);
     }
