@@ -166,6 +166,7 @@ fn build(
         initial_query: account.initial_query.clone(),
         list_page_size,
         listing_ahead: mailsync_actors::gmail::LISTING_AHEAD,
+        ingest_page_ids: account.batch_size.max(1),
     };
     let api = decorate(&account.id, api);
     let push_watch = watch(account, &api);

@@ -15,6 +15,9 @@
 //!   whose history id is at least the watermark, so this ends).
 //!
 //! Messages without a pending job get no watermark: nothing can overwrite them from a fetch.
+//! A full sync's page jobs (`ingest_pages.rs`) need none: HistorySync applies no change until
+//! the full sync has drained them, and an id that must be fetched again leaves its page as a
+//! job of its own.
 
 use crate::jobs::{ChildKind, ingest_key, mailbox_name};
 use crate::model::{AccountId, FetchedMessage, HistoryId, MessageId};

@@ -1,5 +1,6 @@
 //! Ingest: the driver of an account's *fetch* jobs ([`SyncSource::ingest_batch`]). One unit of
-//! work is one batch: lease up to `batch_size` jobs (real-time before backfill), let the source
+//! work is one batch: lease jobs holding up to `batch_size` items (real-time before backfill;
+//! a full sync's page job holds a batch of ids, `ingest_pages.rs`), let the source
 //! fetch them and record them in one transaction that also acks them (flushed), then nack the
 //! items that failed on their own (retried with backoff, dead-lettered after the policy's
 //! attempts), never dropping one.
@@ -15,6 +16,7 @@
 //! work is in sled.
 
 use crate::error::{ApiError, SyncError};
+use crate::ingest_pages;
 use crate::mailbox::{DurableMailbox, Job, Priority};
 use crate::outage::{self, Outage};
 use crate::quota::{WorkClass, in_class};
@@ -124,11 +126,36 @@ impl Actor for Ingest {
 }
 
 impl IngestState {
-    async fn run_batch(&mut self, myself: &ActorRef<IngestMsg>) -> Result<(), ActorProcessingErr> {
-        let jobs = self
+    /// Leases the next batch: jobs in queue order until they hold `batch_size` items (a page
+    /// job holds several, see `ingest_pages.rs`); the first job is always taken.
+    fn lease_batch(&self) -> Result<Vec<Job>, ActorProcessingErr> {
+        let batch_size = self.spec.batch_size.max(1);
+        let mut jobs = self.queue.lease(1, now_ms()).map_err(store_err)?;
+        let Some(first) = jobs.first() else {
+            return Ok(jobs);
+        };
+        let mut items = ingest_pages::item_count(first);
+        if items >= batch_size {
+            return Ok(jobs);
+        }
+        for job in self
             .queue
-            .lease(self.spec.batch_size, now_ms())
-            .map_err(store_err)?;
+            .lease(batch_size - items, now_ms())
+            .map_err(store_err)?
+        {
+            let n = ingest_pages::item_count(&job);
+            if items + n <= batch_size {
+                items += n;
+                jobs.push(job);
+            } else {
+                self.queue.release(&job);
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn run_batch(&mut self, myself: &ActorRef<IngestMsg>) -> Result<(), ActorProcessingErr> {
+        let jobs = self.lease_batch()?;
         if jobs.is_empty() {
             return self.schedule_wake(myself);
         }

@@ -5,6 +5,7 @@
 //! | mailbox | key | payload | producer → consumer |
 //! |---|---|---|---|
 //! | `<acct>/ingest` | `ingest:<acct>:<item id>` | the item id (UTF-8) | Backfill, HistorySync → Ingest |
+//! | `<acct>/ingest` | `ingest-page:<acct>:h<H0>.p<page>.<chunk>` | [`crate::ingest_pages::IngestPage`] (codec): a batch of ids | Gmail full sync → Ingest (`ingest_pages.rs`) |
 //! | `<acct>/history_sync` | `history:<acct>:<historyId>` | historyId (u64, big-endian) | Gmail push → HistorySync |
 //! | `<acct>/history_sync` | `calendar-push:<acct>:<calendar id>` | calendar id (UTF-8) | Calendar push → HistorySync |
 //! | `<acct>/backfill` | `fullsync:<acct>`, `gap:<acct>`, `calendar-full:<acct>:<calendar id>`, `deepsync:<acct>:<since>:<until>:<folder>` | [`BackfillJob`] (codec) | AccountActor, sources → Backfill |

@@ -33,6 +33,7 @@ pub mod gmail;
 pub mod history_sync;
 pub mod imap;
 pub mod ingest;
+pub mod ingest_pages;
 #[cfg(test)]
 mod ingest_tests;
 pub mod jobs;

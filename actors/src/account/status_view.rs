@@ -53,10 +53,17 @@ impl AccountActorState {
                 });
             }
         }
+        // In messages: a full sync's page job counts its ids (`ingest_pages.rs`).
+        let pages = crate::ingest_pages::tally(&self.store, &self.spec.id).unwrap_or_default();
         let missing = queues
             .iter()
             .find(|q| q.name.ends_with("/ingest"))
-            .map(|q| q.pending + q.leased + q.delayed + q.dead)
+            .map(|q| {
+                crate::ingest_pages::outstanding_items(
+                    q.pending + q.leased + q.delayed + q.dead,
+                    pages,
+                )
+            })
             .unwrap_or(0);
         let mut phase = self.phase;
         if self.state == AccountState::Running && phase == Phase::CaughtUp && dead > 0 {

@@ -106,6 +106,7 @@ async fn an_older_fetch_neither_resurrects_nor_restores_old_labels() {
             initial_query: None,
             list_page_size: 10,
             listing_ahead: crate::gmail::LISTING_AHEAD,
+            ingest_page_ids: 50,
         },
     ));
     store

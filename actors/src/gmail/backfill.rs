@@ -16,6 +16,7 @@
 use super::{GmailSource, store_err};
 use crate::account_record::{AccountRecord, FullSyncState};
 use crate::error::SyncError;
+use crate::ingest_pages;
 use crate::jobs::{self, ChildKind};
 use crate::mailbox::{Job, Priority, QueueDepth};
 use crate::mirror;
@@ -112,7 +113,7 @@ impl Steps<'_> {
         if !fs.listing_done {
             // The listing stays at most `listing_ahead` jobs (and one page) ahead of Ingest,
             // so the queue, and sled's memory for it, is bounded whatever the mailbox's size.
-            let outstanding = outstanding(&self.ingest_depth()?);
+            let outstanding = self.ingest_outstanding()?.0;
             if outstanding >= self.source.options.listing_ahead {
                 self.report_fetching(&fs, outstanding);
                 return Ok(BackfillNext::WaitThen(LISTING_AHEAD_CHECK));
@@ -125,13 +126,21 @@ impl Steps<'_> {
                 .await?;
             let now = now_ms();
             let id = self.cx.account.clone();
+            let page_ids = self.source.options.ingest_page_ids.max(1);
             self.cx
                 .store
                 .transaction(|tx| {
+                    let mut unmirrored = Vec::with_capacity(page.ids.len());
                     for mid in &page.ids {
                         if mirror::get_message_tx(tx, &account, mid)?.is_none() {
-                            jobs::enqueue_ingest_tx(tx, &id, &mid.0, Priority::Backfill, now)?;
+                            unmirrored.push(mid.0.as_str());
                         }
+                    }
+                    // One Ingest job per batch of ids (`ingest_pages.rs`); the key is the
+                    // same when this step runs again after a crash.
+                    for (i, chunk) in unmirrored.chunks(page_ids).enumerate() {
+                        let disc = format!("h{}.p{}.{i}", fs.start_history_id, fs.pages);
+                        ingest_pages::enqueue_tx(tx, &id, &disc, chunk, Priority::Backfill, now)?;
                     }
                     let mut rec = AccountRecord::load_tx(tx, &account)?;
                     if let Some(fs) = rec.full_sync.as_mut() {
@@ -162,13 +171,11 @@ impl Steps<'_> {
             return Ok(BackfillNext::Continue);
         }
         // Listing is done: wait for Ingest to drain, then the cursor becomes H0.
-        let depth = self.ingest_depth()?;
-        let outstanding = outstanding(&depth);
+        let (outstanding, depth) = self.ingest_outstanding()?;
         if outstanding > 0 {
             self.report_fetching(&fs, outstanding);
             return Ok(BackfillNext::WaitThen(drain_check_interval(outstanding)));
         }
-        let mirrored = mirror::message_count(self.cx.store, &account);
         let now = now_ms();
         let job = Some(self.job.clone());
         self.cx
@@ -187,17 +194,25 @@ impl Steps<'_> {
             })
             .map_err(store_err)?;
         self.cx.store.flush_async().await.map_err(store_err)?;
-        tracing::info!(account = %self.cx.account, messages = mirrored, dead_lettered = depth.dead, history_id = %fs.start_history_id, "Full sync finished.");
+        tracing::info!(account = %self.cx.account, listed = fs.listed, dead_lettered = depth.dead, history_id = %fs.start_history_id, "Full sync finished.");
         report::send(self.cx.report, ChildReport::FullSyncDone);
         Ok(BackfillNext::Finished)
     }
 
-    fn ingest_depth(&self) -> Result<QueueDepth, SyncError> {
-        self.cx
+    /// Ids the Ingest queue has not finished (a page job counts its ids, see
+    /// `ingest_pages.rs`), and the queue's depth in jobs. Counters only, no scan.
+    fn ingest_outstanding(&self) -> Result<(u64, QueueDepth), SyncError> {
+        let depth = self
+            .cx
             .store
             .mailbox(&jobs::mailbox_name(self.cx.account, ChildKind::Ingest))
             .depth()
-            .map_err(store_err)
+            .map_err(store_err)?;
+        let tally = ingest_pages::tally(self.cx.store, self.cx.account).map_err(store_err)?;
+        Ok((
+            ingest_pages::outstanding_items(outstanding(&depth), tally),
+            depth,
+        ))
     }
 
     /// Fetch progress derived from the queue's counters (listed ids not yet fetched), so
@@ -230,14 +245,14 @@ fn outstanding(d: &QueueDepth) -> u64 {
     (d.pending + d.leased + d.delayed) as u64
 }
 
-/// How many Ingest jobs the full sync's listing may run ahead of the fetching: 40 pages of
+/// How many ids the full sync's listing may run ahead of the fetching: 40 pages of
 /// 500 ids, several seconds of work at the emulator's unthrottled rate and many minutes at
 /// Google's quota, so Ingest never starves, while the queue stays the same size for a
 /// mailbox of 20,000 messages or of 1,000,000.
 pub const LISTING_AHEAD: u64 = 20_000;
 
-/// How often a listing held back by [`LISTING_AHEAD`] looks at the queue again (two reads of
-/// counters, no scan).
+/// How often a listing held back by [`LISTING_AHEAD`] looks at the queue again (reads of
+/// counters and the page tally, no scan).
 const LISTING_AHEAD_CHECK: Duration = Duration::from_millis(250);
 
 /// How long the full sync waits, once its listing is done, before it reads the Ingest queue's

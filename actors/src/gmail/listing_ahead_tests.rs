@@ -1,11 +1,13 @@
-//! The full sync's listing stays at most `listing_ahead` Ingest jobs (and one page) ahead of
-//! the fetching, whatever the mailbox's size, and still lists every id exactly once: driven
-//! step by step through the Gmail source over a scripted API and a real store, with the test
-//! playing Ingest (leasing and acknowledging jobs).
+//! The full sync's listing stays at most `listing_ahead` ids (and one page) ahead of the
+//! fetching, whatever the mailbox's size, queues them as page jobs of `ingest_page_ids`, and
+//! still lists every id exactly once: driven step by step through the Gmail source over a
+//! scripted API and a real store, with the test playing Ingest (leasing page jobs and
+//! acknowledging them as `fetch.rs` does).
 
 use crate::account_record::AccountRecord;
 use crate::error::ApiError;
 use crate::gmail::{GmailOptions, GmailSource};
+use crate::ingest_pages;
 use crate::jobs::{self, BackfillJob, ChildKind, mailbox_name};
 use crate::model::{
     AccountId, BatchItem, HistoryId, HistoryPage, Label, ListQuery, MessageId, MessagePage, Profile,
@@ -20,6 +22,7 @@ use std::sync::Arc;
 const MESSAGES: usize = 100;
 const PAGE: usize = 10;
 const AHEAD: u64 = 30;
+const PAGE_JOB_IDS: usize = 4;
 
 /// A mailbox of `MESSAGES` ids listed `PAGE` at a time (the page token is the offset).
 struct Listing;
@@ -72,6 +75,7 @@ async fn the_listing_waits_for_ingest_once_it_is_far_enough_ahead() {
             initial_query: None,
             list_page_size: PAGE as u32,
             listing_ahead: AHEAD,
+            ingest_page_ids: PAGE_JOB_IDS,
         },
     );
     store
@@ -89,28 +93,51 @@ async fn the_listing_waits_for_ingest_once_it_is_far_enough_ahead() {
 
     let mut fetched = HashSet::new();
     let mut most_outstanding = 0;
+    let mut most_jobs = 0;
     let mut waits = 0;
     for _ in 0..1_000 {
         let next = source.backfill_step(&cx, &job).await.unwrap();
         let depth = ingest.depth().unwrap();
-        most_outstanding = most_outstanding.max((depth.pending + depth.leased) as u64);
+        let jobs_queued = (depth.pending + depth.leased) as u64;
+        let tally = ingest_pages::tally(&store, &account).unwrap();
+        most_outstanding =
+            most_outstanding.max(ingest_pages::outstanding_items(jobs_queued, tally));
+        most_jobs = most_jobs.max(jobs_queued);
         match next {
             BackfillNext::Finished => break,
             BackfillNext::Continue => {}
             BackfillNext::WaitThen(_) => {
                 waits += 1;
-                // Ingest fetches a few (fewer than a page, so the listing is held more than
-                // once on its way).
-                for j in ingest.lease(7, now_ms()).unwrap() {
-                    assert!(fetched.insert(jobs::ingest_item(&j)));
-                    ingest.ack(&j).unwrap();
+                // Ingest fetches two page jobs (fewer ids than a listing page, so the listing
+                // is held more than once on its way).
+                for j in ingest.lease(2, now_ms()).unwrap() {
+                    assert!(ingest_pages::is_page(&j), "{}", j.key);
+                    let ids = ingest_pages::items(&j).unwrap();
+                    assert!(ids.len() <= PAGE_JOB_IDS);
+                    for id in ids {
+                        assert!(fetched.insert(id));
+                    }
+                    store
+                        .transaction(|tx| ingest_pages::ack_tx(tx, &account, &j))
+                        .unwrap();
+                    ingest.release(&j);
                 }
             }
         }
     }
+    assert_eq!(
+        ingest_pages::tally(&store, &account).unwrap(),
+        ingest_pages::PageTally::default(),
+        "every page left the tally"
+    );
+    assert!(
+        most_jobs
+            <= (AHEAD + PAGE as u64).div_ceil(PAGE as u64) * PAGE.div_ceil(PAGE_JOB_IDS) as u64,
+        "{most_jobs} jobs for {most_outstanding} ids: one job per page of ids"
+    );
     assert!(
         most_outstanding <= AHEAD + PAGE as u64,
-        "the listing ran {most_outstanding} jobs ahead; the bound is {AHEAD} and one page"
+        "the listing ran {most_outstanding} ids ahead; the bound is {AHEAD} and one page"
     );
     assert!(
         most_outstanding >= AHEAD,

@@ -5,12 +5,13 @@
 //! * incremental (this file): one `history.list` page per step; the last page of a round moves
 //!   the cursor and acks the pushes it covers, in the same transaction.
 //! * backfill (`backfill.rs`): full sync (labels, H0 *before* listing, `messages.list` pages →
-//!   fetch jobs, cursor ← H0 once Ingest drained) and gap recovery (id and per-label listings
-//!   → reconcile, in bounded chunks: `gap.rs`).
-//! * ingest (this file): one batched `messages.get` per step; one transaction records the
+//!   page fetch jobs of a batch of ids each, cursor ← H0 once Ingest drained) and gap recovery
+//!   (id and per-label listings → reconcile, in bounded chunks: `gap.rs`).
+//! * ingest (`fetch.rs`): one batched `messages.get` per step; one transaction records the
 //!   messages and their feed events and acks the jobs; a 404 part is a deletion.
 
 mod backfill;
+mod fetch;
 mod gap;
 mod gap_listing;
 
@@ -20,11 +21,11 @@ pub use gap_listing::SORT_SEGMENT;
 
 use crate::account_record::{AccountRecord, HistoryRound};
 use crate::error::{ApiError, SyncError};
-use crate::freshness::{self, Freshness};
+use crate::freshness;
 use crate::jobs::{self, BackfillJob};
 use crate::mailbox::{Job, Priority};
-use crate::mirror::{self, Applied};
-use crate::model::{FetchedMessage, HistoryChange, MessageId};
+use crate::mirror;
+use crate::model::HistoryChange;
 use crate::ports::GmailApi;
 use crate::source::{
     BackfillNext, IncrementalPage, IngestBatch, SourceCx, SourceFuture, SourceKind, StartState,
@@ -46,9 +47,12 @@ pub struct GmailOptions {
     pub initial_query: Option<String>,
     /// Ids per messages.list page.
     pub list_page_size: u32,
-    /// How many Ingest jobs the full sync's listing may run ahead of the fetching
+    /// How many ids the full sync's listing may run ahead of the fetching
     /// ([`LISTING_AHEAD`] unless a test wants a smaller mailbox to show the bound).
     pub listing_ahead: u64,
+    /// Ids per Ingest page job of the full sync (`ingest_pages.rs`): the account's batch
+    /// size, so one page is one batch.
+    pub ingest_page_ids: usize,
 }
 
 /// The Gmail source of one account.
@@ -308,102 +312,6 @@ impl GmailSource {
             round_done: last,
             ingest_work: enqueued > 0,
             acked: covered.len(),
-        })
-    }
-
-    async fn fetch_batch(
-        &self,
-        cx: &SourceCx<'_>,
-        leased: &[Job],
-    ) -> Result<IngestBatch, SyncError> {
-        let ids: Vec<MessageId> = leased
-            .iter()
-            .map(|j| MessageId(jobs::ingest_item(j)))
-            .collect();
-        let mut items = self.api.get_messages(&ids).await?;
-        let mut done: Vec<(Job, Option<FetchedMessage>)> = Vec::new();
-        let mut failed: Vec<(Job, ApiError)> = Vec::new();
-        for job in leased {
-            let id = jobs::ingest_item(job);
-            match items.iter().position(|(mid, _)| mid.0 == id) {
-                Some(pos) => {
-                    let (_, res) = items.swap_remove(pos);
-                    match res {
-                        Ok(m) => done.push((job.clone(), Some(m))),
-                        Err(ApiError::NotFound) => done.push((job.clone(), None)),
-                        Err(ApiError::Internal(e)) => {
-                            return Err(SyncError::Api(ApiError::Internal(e)));
-                        }
-                        Err(e) => failed.push((job.clone(), e)),
-                    }
-                }
-                None => failed.push((
-                    job.clone(),
-                    // A port that lost the item says nothing about it: not counted.
-                    ApiError::Transient("the batch response lacks this message".into()),
-                )),
-            }
-        }
-        self.ensure_labels(
-            cx,
-            done.iter()
-                .filter_map(|(_, m)| m.as_ref())
-                .flat_map(|m| m.label_ids.iter()),
-        )
-        .await?;
-        let account = cx.account.0.clone();
-        let now = now_ms();
-        let (added, outdated) = cx
-            .store
-            .transaction(|tx| {
-                let mut added = 0u64;
-                let mut outdated: Vec<usize> = Vec::new();
-                for (i, (job, msg)) in done.iter().enumerate() {
-                    let id = MessageId(jobs::ingest_item(job));
-                    match msg {
-                        Some(m) => match freshness::check_fetched(tx, cx.account, m)? {
-                            Freshness::Fresh => {
-                                if mirror::apply_fetched(tx, &account, m, now)? == Applied::Added {
-                                    added += 1;
-                                }
-                            }
-                            // Deleted after this fetch: never resurrect it.
-                            Freshness::Deleted => {}
-                            // Changed after this fetch: not applied, fetched again.
-                            Freshness::Outdated => {
-                                outdated.push(i);
-                                continue;
-                            }
-                        },
-                        None => {
-                            mirror::apply_deleted(tx, &account, &id, now)?;
-                        }
-                    }
-                    freshness::clear(tx, cx.account, &id)?;
-                    tx.ack(job)?;
-                }
-                Ok((added, outdated))
-            })
-            .map_err(store_err)?;
-        // Durable before anyone is told: the flush is the commit point of this batch.
-        cx.store.flush_async().await.map_err(store_err)?;
-        let mut recorded = Vec::with_capacity(done.len());
-        let mut retry_now = Vec::new();
-        for (i, (job, _)) in done.into_iter().enumerate() {
-            if outdated.contains(&i) {
-                retry_now.push(job);
-            } else {
-                recorded.push(job);
-            }
-        }
-        if !retry_now.is_empty() {
-            tracing::debug!(account = %cx.account, jobs = retry_now.len(), "Fetches older than a change seen meanwhile; fetching again.");
-        }
-        Ok(IngestBatch {
-            done: recorded,
-            failed,
-            added,
-            retry_now,
         })
     }
 }
