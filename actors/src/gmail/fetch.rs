@@ -47,11 +47,16 @@ impl GmailSource {
     ) -> Result<IngestBatch, SyncError> {
         let mut wanted = Vec::new();
         let mut unreadable = Vec::new();
+        // Ids read from each job, for the page tally when it is acked.
+        let mut ids_of = vec![0usize; leased.len()];
         for (i, job) in leased.iter().enumerate() {
             match ingest_pages::items(job) {
-                Ok(ids) => wanted.extend(ids.into_iter().map(|id| Wanted {
-                    job: i,
-                    id: MessageId(id),
+                Ok(ids) => wanted.extend(ids.into_iter().map(|id| {
+                    ids_of[i] += 1;
+                    Wanted {
+                        job: i,
+                        id: MessageId(id),
+                    }
                 })),
                 Err(e) => {
                     tracing::error!(account = %cx.account, job = %job.key, error = %e, "Unreadable Ingest page job; dead-lettered after its attempts.");
@@ -127,7 +132,7 @@ impl GmailSource {
                     let Some(again) = again else {
                         freshness::clear(tx, cx.account, &w.id)?;
                         if !page {
-                            ingest_pages::ack_tx(tx, cx.account, job)?;
+                            ingest_pages::ack_tx(tx, cx.account, job, 1)?;
                             acked[w.job] = true;
                         }
                         continue;
@@ -147,7 +152,7 @@ impl GmailSource {
                 }
                 for (i, job) in leased.iter().enumerate() {
                     if ingest_pages::is_page(job) && !unreadable.contains(&i) {
-                        ingest_pages::ack_tx(tx, cx.account, job)?;
+                        ingest_pages::ack_tx(tx, cx.account, job, ids_of[i])?;
                         acked[i] = true;
                     }
                 }

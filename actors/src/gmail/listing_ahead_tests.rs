@@ -113,12 +113,13 @@ async fn the_listing_waits_for_ingest_once_it_is_far_enough_ahead() {
                 for j in ingest.lease(2, now_ms()).unwrap() {
                     assert!(ingest_pages::is_page(&j), "{}", j.key);
                     let ids = ingest_pages::items(&j).unwrap();
-                    assert!(ids.len() <= PAGE_JOB_IDS);
+                    let n = ids.len();
+                    assert!(n <= PAGE_JOB_IDS);
                     for id in ids {
                         assert!(fetched.insert(id));
                     }
                     store
-                        .transaction(|tx| ingest_pages::ack_tx(tx, &account, &j))
+                        .transaction(|tx| ingest_pages::ack_tx(tx, &account, &j, n))
                         .unwrap();
                     ingest.release(&j);
                 }
