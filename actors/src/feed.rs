@@ -33,6 +33,14 @@ use crate::store::{
 /// Events removed per transaction by [`Feed::prune`].
 const PRUNE_CHUNK: usize = 512;
 
+/// How far an event's time may run ahead of a later event's: events are appended in seq
+/// order with the time their transaction began, so a slow transaction can commit after a
+/// quicker one that began later. [`Feed::prune`] stops at the first event younger than its
+/// cut-off by more than this, so it reads the pages it prunes and about one more, not the
+/// whole feed every hour. An event older than the cut-off after that point is pruned by a
+/// later run; none is ever pruned early, each is checked on its own.
+const PRUNE_ORDER_SLACK_MS: u64 = 10 * 60 * 1000;
+
 /// An event to append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewEvent {
@@ -304,7 +312,18 @@ impl Feed {
     /// Removes events that every registered consumer has acked and that are older than
     /// `retention` (`ts_ms + retention <= now_ms`), with their idempotency keys. With no
     /// registered consumer, age alone decides. Returns how many were removed. Not flushed.
+    /// Reads from the oldest page up to the first event clearly younger than the cut-off
+    /// ([`PRUNE_ORDER_SLACK_MS`]), not the whole feed.
     pub fn prune(&self, retention: Duration, now_ms: u64) -> Result<usize, StoreError> {
+        Ok(self.prune_counting_pages(retention, now_ms)?.0)
+    }
+
+    /// [`Feed::prune`], also returning how many pages it read.
+    fn prune_counting_pages(
+        &self,
+        retention: Duration,
+        now_ms: u64,
+    ) -> Result<(usize, usize), StoreError> {
         not_in_tx("Feed::prune")?;
         let acked_by_all = self
             .consumers()?
@@ -313,13 +332,18 @@ impl Feed {
             .min()
             .unwrap_or(u64::MAX);
         let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+        let cutoff_ms = now_ms.saturating_sub(retention_ms);
+        let stop_after_ms = cutoff_ms.saturating_add(PRUNE_ORDER_SLACK_MS);
         let mut removed = 0;
+        let mut pages_read = 0;
+        let mut young = false;
         // Pages to shrink, with the seqs and keys to drop from each, gathered up to about
         // PRUNE_CHUNK events per transaction.
         let mut batch: Vec<(u64, Vec<u64>, Vec<String>)> = Vec::new();
         let mut batched = 0;
         for page in self.store.feed_pages_from(1, acked_by_all)? {
             let page = page?;
+            pages_read += 1;
             let mut seqs = Vec::new();
             let mut keys = Vec::new();
             for (seq, bytes) in &page.entries {
@@ -330,6 +354,9 @@ impl Feed {
                 if rec.ts_ms.saturating_add(retention_ms) <= now_ms {
                     seqs.push(*seq);
                     keys.push(rec.key);
+                } else if rec.ts_ms > stop_after_ms {
+                    young = true;
+                    break;
                 }
             }
             if !seqs.is_empty() {
@@ -341,11 +368,14 @@ impl Feed {
                 batch.clear();
                 batched = 0;
             }
+            if young {
+                break;
+            }
         }
         if !batch.is_empty() {
             removed += self.remove_events(&batch)?;
         }
-        Ok(removed)
+        Ok((removed, pages_read))
     }
 
     /// Removes the listed events from their pages, with their idempotency keys (unless a key
@@ -533,6 +563,49 @@ mod tests {
         feed.register_consumer("c", 1200).unwrap();
         assert_eq!(feed.prune(Duration::ZERO, 1).unwrap(), 1200);
         assert_eq!(feed.read_after(0, 10_000).unwrap().len(), 100);
+    }
+
+    /// The hourly prune reads what it prunes and about one page more, not the whole feed:
+    /// a feed of many pages, its oldest few old enough.
+    #[test]
+    fn prune_stops_at_the_first_young_event_instead_of_reading_the_whole_feed() {
+        use crate::store::feed_pages::PAGE_ENTRIES;
+        let (_d, store) = open();
+        let feed = store.feed();
+        let minute = 60_000;
+        // 40 transactions, one page each, a minute apart.
+        for t in 0..40u64 {
+            store
+                .transaction(|tx| {
+                    for i in 0..PAGE_ENTRIES as u64 {
+                        tx.append_event(ev(&format!("k{t}.{i}"), t * minute))?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+        store.flush().unwrap();
+        // Retention an hour, now 1 h 3 min: the pages of minutes 0..=3 are old enough.
+        let (removed, pages) = feed
+            .prune_counting_pages(Duration::from_secs(3600), 63 * minute)
+            .unwrap();
+        assert_eq!(removed, 4 * PAGE_ENTRIES);
+        // Kept pages up to the slack past the cut-off are read too (minutes 4..=13), then
+        // the first younger event ends the scan: 15 pages of 40.
+        assert_eq!(pages, 15);
+        // An event older than the cut-off behind a young one waits for a later run; it is
+        // never pruned early.
+        feed.append(ev("late", 0)).unwrap();
+        store.flush().unwrap();
+        let (removed, _) = feed
+            .prune_counting_pages(Duration::from_secs(3600), 63 * minute)
+            .unwrap();
+        assert_eq!(removed, 0, "behind younger events: a later run prunes it");
+        let (removed, _) = feed
+            .prune_counting_pages(Duration::from_secs(3600), 200 * minute)
+            .unwrap();
+        assert_eq!(removed, 36 * PAGE_ENTRIES + 1);
+        assert!(feed.read_after(0, 10).unwrap().is_empty());
     }
 
     /// One transaction's appends beyond a page's size span several pages; reads that start

@@ -109,8 +109,24 @@ pub fn tally(store: &Store, account: &AccountId) -> Result<PageTally, StoreError
 
 /// Items still to fetch, from the Ingest queue's job count (pending, leased, delayed and,
 /// if the caller counts them, dead) and the account's tally: each page counts its ids.
+/// No job at all is nothing outstanding, whatever the tally says: a tally left over then
+/// counts only pages that were dead-lettered unread (a stored payload that cannot be
+/// decoded), which no fetch will ever take out of it.
 pub fn outstanding_items(jobs: u64, t: PageTally) -> u64 {
+    if jobs == 0 {
+        return 0;
+    }
     jobs.saturating_sub(t.pages).saturating_add(t.items)
+}
+
+/// Clears the account's tally when its full sync ends (nothing is queued by then) and
+/// returns what it still counted: pages dead-lettered unread, see [`outstanding_items`].
+pub fn clear_tally_tx(tx: &StoreTx<'_>, account: &AccountId) -> Result<PageTally, TxError> {
+    let t = tally_tx(tx, account)?;
+    if t != PageTally::default() {
+        save_tally_tx(tx, account, PageTally::default())?;
+    }
+    Ok(t)
 }
 
 /// Enqueues `ids` as one page job (deduped by `disc`) at `priority` and counts it in the
@@ -263,5 +279,40 @@ mod tests {
         };
         assert_eq!(item_count(&job), 1);
         assert!(items(&job).is_err());
+    }
+
+    #[test]
+    fn a_tally_left_by_a_page_dead_lettered_unread_does_not_hold_the_full_sync() {
+        let (_d, store) = store();
+        let account = AccountId("a".into());
+        store
+            .transaction(|tx| {
+                enqueue_tx(
+                    tx,
+                    &account,
+                    "h1.p0.0",
+                    &["m1", "m2", "m3"],
+                    Priority::Backfill,
+                    1,
+                )
+            })
+            .unwrap();
+        let t = tally(&store, &account).unwrap();
+        assert_eq!(t, PageTally { pages: 1, items: 3 });
+        // The page is queued: its three ids are outstanding.
+        assert_eq!(outstanding_items(1, t), 3);
+        // The page was dead-lettered unread (no live job left): nothing is outstanding.
+        assert_eq!(outstanding_items(0, t), 0);
+        let left = store
+            .transaction(|tx| clear_tally_tx(tx, &account))
+            .unwrap();
+        assert_eq!(left, t);
+        assert_eq!(tally(&store, &account).unwrap(), PageTally::default());
+        assert_eq!(
+            store
+                .transaction(|tx| clear_tally_tx(tx, &account))
+                .unwrap(),
+            PageTally::default()
+        );
     }
 }

@@ -178,9 +178,11 @@ impl Steps<'_> {
         }
         let now = now_ms();
         let job = Some(self.job.clone());
-        self.cx
+        let left = self
+            .cx
             .store
             .transaction(|tx| {
+                let left = ingest_pages::clear_tally_tx(tx, self.cx.account)?;
                 let mut rec = AccountRecord::load_tx(tx, &account)?;
                 rec.history_id = Some(fs.start_history_id);
                 rec.initial_sync_completed = true;
@@ -190,10 +192,13 @@ impl Steps<'_> {
                 if let Some(j) = &job {
                     tx.ack(j)?;
                 }
-                Ok(())
+                Ok(left)
             })
             .map_err(store_err)?;
         self.cx.store.flush_async().await.map_err(store_err)?;
+        if left.pages > 0 {
+            tracing::warn!(account = %self.cx.account, pages = left.pages, ids = left.items, "Full sync finished without the ids of Ingest page jobs dead-lettered unread; `ctl dead` lists them.");
+        }
         tracing::info!(account = %self.cx.account, listed = fs.listed, dead_lettered = depth.dead, history_id = %fs.start_history_id, "Full sync finished.");
         report::send(self.cx.report, ChildReport::FullSyncDone);
         Ok(BackfillNext::Finished)
