@@ -20,11 +20,13 @@
 //!   minute, quota on): change → feed latency and each backfilling account's share
 //!   (`fair.rs`).
 //!
-//! * `soak [ACCOUNTS] [MINUTES] [MUTATIONS_PER_SEC] [MESSAGES] [SAMPLE_SECS]` — ACCOUNTS
-//!   (default 100) of MESSAGES each (default 500) for MINUTES (default 60) with the emulator's
-//!   mutation generator spread over all of them (default 5 changes a second, pushed), sampled
-//!   every SAMPLE_SECS (default 30): RSS, open files, tasks, data directory and feed over time,
-//!   dead letters, and the mirror against the emulator at the end (`soak.rs`).
+//! * `soak [ACCOUNTS] [MINUTES] [MUTATIONS_PER_SEC] [MESSAGES] [SAMPLE_SECS] [TOKEN_TTL_SECS]`
+//!   — ACCOUNTS (default 100) of MESSAGES each (default 500) for MINUTES (default 60) with the
+//!   emulator's mutation generator spread over all of them (default 5 changes a second,
+//!   pushed), sampled every SAMPLE_SECS (default 30): RSS, open files, tasks, data directory
+//!   and feed over time, dead letters, and the mirror against the emulator at the end
+//!   (`soak.rs`). The emulator grants access tokens for TOKEN_TTL_SECS (default 3600, as
+//!   Google does); a shorter one puts several rounds of token refreshes into one run.
 //!
 //! Run: `cargo build --release -p mailsync --bins && target/release/scale-bench accounts`.
 //! `SCALE_BENCH_KEEP=1` keeps the bench directory (config, data, daemon log).
@@ -98,7 +100,7 @@ fn main() {
             });
         }
         "soak" => {
-            // soak [ACCOUNTS] [MINUTES] [MUTATIONS_PER_SEC] [MESSAGES] [SAMPLE_SECS]
+            // soak [ACCOUNTS] [MINUTES] [MUTATIONS_PER_SEC] [MESSAGES] [SAMPLE_SECS] [TOKEN_TTL_SECS]
             let argv: Vec<String> = std::env::args().collect();
             let num = |i: usize, d: f64| argv.get(i).and_then(|v| v.parse().ok()).unwrap_or(d);
             soak::run(&soak::SoakArgs {
@@ -107,11 +109,12 @@ fn main() {
                 rate: num(4, 5.0),
                 messages: num(5, 500.0) as usize,
                 sample_secs: num(6, 30.0).max(1.0) as u64,
+                token_ttl_secs: num(7, 3600.0).max(60.0) as u64,
             });
         }
         other => {
             eprintln!(
-                "unknown scenario {other}; use accounts [N] [ACTIVE] [ACTIVE_MESSAGES] [IDLE_MESSAGES] [IDLE_SECS], fair [BACKFILL] [LIVE] [MESSAGES] [PROJECT_UNITS_PER_MINUTE] [CHANGES] [WARMUP_SECS] or soak [ACCOUNTS] [MINUTES] [MUTATIONS_PER_SEC] [MESSAGES] [SAMPLE_SECS]"
+                "unknown scenario {other}; use accounts [N] [ACTIVE] [ACTIVE_MESSAGES] [IDLE_MESSAGES] [IDLE_SECS], fair [BACKFILL] [LIVE] [MESSAGES] [PROJECT_UNITS_PER_MINUTE] [CHANGES] [WARMUP_SECS] or soak [ACCOUNTS] [MINUTES] [MUTATIONS_PER_SEC] [MESSAGES] [SAMPLE_SECS] [TOKEN_TTL_SECS]"
             );
             std::process::exit(2);
         }

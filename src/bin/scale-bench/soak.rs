@@ -37,6 +37,8 @@ pub struct SoakArgs {
     /// Seeded messages per account.
     pub messages: usize,
     pub sample_secs: u64,
+    /// Lifetime of the access tokens the emulator grants.
+    pub token_ttl_secs: u64,
 }
 
 fn id(i: usize) -> String {
@@ -252,6 +254,7 @@ pub fn run(a: &SoakArgs) {
             push_audience: Some(AUD.into()),
             mutation_rate: Some(a.rate),
             mutate_every_account: true,
+            access_token_ttl: Duration::from_secs(a.token_ttl_secs),
             ..EmulatorConfig::default()
         };
         Emulator::start(cfg, l).await.expect("emulator")
@@ -355,8 +358,8 @@ pub fn run(a: &SoakArgs) {
     drop(store);
     let c = emu.counters();
     println!(
-        "soak: {} accounts, {} min at {} mutations/s (pushed), sampled every {} s",
-        a.accounts, a.minutes, a.rate, a.sample_secs
+        "soak: {} accounts, {} min at {} mutations/s (pushed), sampled every {} s, access tokens of {} s",
+        a.accounts, a.minutes, a.rate, a.sample_secs, a.token_ttl_secs
     );
     if let Some((at5, lo, hi)) = spread(&samples, |s| s.proc.rss_mib) {
         let ok = hi <= at5 * 1.1 && lo >= at5 * 0.9;
