@@ -1,6 +1,7 @@
 //! Test-only helpers shared by the single-actor tests: a [`ChildReport`] collector that stands
 //! in for the AccountActor and forwards every report to a channel the test reads, and a
-//! scripted fake [`SyncSource`] ([`ScriptedSource`]) whose steps can panic, fail or go through.
+//! scripted fake [`SyncSource`] ([`ScriptedSource`]) whose steps can panic, fail or go through,
+//! and [`unused`], the answer of a fake port's method that its test never calls.
 
 use crate::backoff::{RestartPolicy, RetryPolicy};
 use crate::error::{ApiError, SyncError};
@@ -19,6 +20,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::time::Instant;
+
+/// What a test fake's port method answers when its test is not about it.
+pub fn unused<'a, T: Send + 'a>() -> crate::ports::PortFuture<'a, T> {
+    Box::pin(async { Err(ApiError::Rejected("unused".into())) })
+}
 
 struct Collector;
 

@@ -5,7 +5,6 @@
 //! one is fetched again and lands with its current labels.
 
 use crate::account_record::AccountRecord;
-use crate::error::ApiError;
 use crate::gmail::{GmailOptions, GmailSource};
 use crate::jobs::{self, ChildKind, mailbox_name};
 use crate::mailbox::Priority;
@@ -36,7 +35,7 @@ struct Fake {
 
 impl GmailApi for Fake {
     fn profile(&self) -> PortFuture<'_, Profile> {
-        Box::pin(async { Err(ApiError::Rejected("unused".into())) })
+        crate::test_support::unused()
     }
     fn labels(&self) -> PortFuture<'_, Vec<Label>> {
         Box::pin(async { Ok(Vec::new()) })
@@ -46,7 +45,7 @@ impl GmailApi for Fake {
         _: &'a ListQuery,
         _: Option<&'a str>,
     ) -> PortFuture<'a, MessagePage> {
-        Box::pin(async { Err(ApiError::Rejected("unused".into())) })
+        crate::test_support::unused()
     }
     fn get_messages<'a>(&'a self, _: &'a [MessageId]) -> PortFuture<'a, Vec<BatchItem>> {
         Box::pin(async move {

@@ -29,7 +29,7 @@ struct Fake {
 
 impl GmailApi for Fake {
     fn profile(&self) -> PortFuture<'_, Profile> {
-        Box::pin(async { Err(ApiError::Rejected("unused".into())) })
+        crate::test_support::unused()
     }
     fn labels(&self) -> PortFuture<'_, Vec<Label>> {
         Box::pin(async { Ok(Vec::new()) })
@@ -39,7 +39,7 @@ impl GmailApi for Fake {
         _: &'a ListQuery,
         _: Option<&'a str>,
     ) -> PortFuture<'a, MessagePage> {
-        Box::pin(async { Err(ApiError::Rejected("unused".into())) })
+        crate::test_support::unused()
     }
     fn get_messages<'a>(&'a self, ids: &'a [MessageId]) -> PortFuture<'a, Vec<BatchItem>> {
         Box::pin(async move {
@@ -63,7 +63,7 @@ impl GmailApi for Fake {
         })
     }
     fn history<'a>(&'a self, _: HistoryId, _: Option<&'a str>) -> PortFuture<'a, HistoryPage> {
-        Box::pin(async { Err(ApiError::Rejected("unused".into())) })
+        crate::test_support::unused()
     }
 }
 

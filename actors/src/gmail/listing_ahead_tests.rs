@@ -5,7 +5,6 @@
 //! acknowledging them as `fetch.rs` does).
 
 use crate::account_record::AccountRecord;
-use crate::error::ApiError;
 use crate::gmail::{GmailOptions, GmailSource};
 use crate::ingest_pages;
 use crate::jobs::{self, BackfillJob, ChildKind, mailbox_name};
@@ -56,10 +55,10 @@ impl GmailApi for Listing {
         })
     }
     fn get_messages<'a>(&'a self, _: &'a [MessageId]) -> PortFuture<'a, Vec<BatchItem>> {
-        Box::pin(async { Err(ApiError::Rejected("unused".into())) })
+        crate::test_support::unused()
     }
     fn history<'a>(&'a self, _: HistoryId, _: Option<&'a str>) -> PortFuture<'a, HistoryPage> {
-        Box::pin(async { Err(ApiError::Rejected("unused".into())) })
+        crate::test_support::unused()
     }
 }
 
