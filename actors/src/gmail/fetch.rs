@@ -51,13 +51,13 @@ impl GmailSource {
         let mut ids_of = vec![0usize; leased.len()];
         for (i, job) in leased.iter().enumerate() {
             match ingest_pages::items(job) {
-                Ok(ids) => wanted.extend(ids.into_iter().map(|id| {
-                    ids_of[i] += 1;
-                    Wanted {
+                Ok(ids) => {
+                    ids_of[i] = ids.len();
+                    wanted.extend(ids.into_iter().map(|id| Wanted {
                         job: i,
                         id: MessageId(id),
-                    }
-                })),
+                    }));
+                }
                 Err(e) => {
                     tracing::error!(account = %cx.account, job = %job.key, error = %e, "Unreadable Ingest page job; dead-lettered after its attempts.");
                     unreadable.push(i);
